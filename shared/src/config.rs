@@ -1,0 +1,161 @@
+//! Typed configuration, read once per cold start.
+//!
+//! Each function declares one `Config` struct made of the pieces below and builds it in `main`
+//! from [`Env::process`]. A missing or malformed variable stops the cold start with a message
+//! that names the variable (and never echoes its value, which may be a secret).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use secrecy::SecretString;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {name} is required but not set")]
+    Missing { name: &'static str },
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Where configuration values come from: the process environment in functions, a map in tests.
+pub struct Env {
+    values: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Env {
+    // The values may hold secrets: show only which variables are present.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("names", &self.values.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Env {
+    pub fn process() -> Self {
+        Self {
+            values: std::env::vars().collect(),
+        }
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            values: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// A set but empty variable counts as unset: deployment tools often write `NAME=` for "none".
+    pub fn optional(&self, name: &'static str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    pub fn required(&self, name: &'static str) -> Result<&str, ConfigError> {
+        self.optional(name).ok_or(ConfigError::Missing { name })
+    }
+
+    pub fn secret(&self, name: &'static str) -> Result<SecretString, ConfigError> {
+        self.required(name).map(SecretString::from)
+    }
+
+    pub fn parsed_or<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| ConfigError::Invalid {
+                    name,
+                    reason: e.to_string(),
+                }),
+        }
+    }
+}
+
+/// How to reach Postgres. The URL carries the password, so it stays a secret.
+#[derive(Debug)]
+pub struct DatabaseConfig {
+    /// A libpq-style URL; `sslmode=require` turns TLS on (RDS Proxy and Aurora require it).
+    pub url: SecretString,
+    /// Connections per process. A Lambda instance serves one event at a time, so a handful is
+    /// plenty, and thousands of instances times a large pool would exhaust RDS Proxy.
+    pub max_connections: usize,
+}
+
+impl DatabaseConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let max_connections = env.parsed_or("DATABASE_MAX_CONNECTIONS", 4usize)?;
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                name: "DATABASE_MAX_CONNECTIONS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            url: env.secret("DATABASE_URL")?,
+            max_connections,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn missing_variable_is_named_in_the_error() {
+        let err = DatabaseConfig::from_env(&Env::from_pairs([])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable DATABASE_URL is required but not set"
+        );
+    }
+
+    #[test]
+    fn empty_variable_counts_as_missing() {
+        let env = Env::from_pairs([("DATABASE_URL", "  ")]);
+        assert_eq!(
+            DatabaseConfig::from_env(&env).unwrap_err(),
+            ConfigError::Missing {
+                name: "DATABASE_URL"
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_number_is_rejected_with_its_name() {
+        let env = Env::from_pairs([
+            ("DATABASE_URL", "postgres://x"),
+            ("DATABASE_MAX_CONNECTIONS", "lots"),
+        ]);
+        let err = DatabaseConfig::from_env(&env).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "DATABASE_MAX_CONNECTIONS",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn database_url_is_never_printed() {
+        let env = Env::from_pairs([("DATABASE_URL", "postgres://u:hunter2@db/x")]);
+        let config = DatabaseConfig::from_env(&env).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!format!("{env:?}").contains("hunter2"));
+        assert_eq!(config.url.expose_secret(), "postgres://u:hunter2@db/x");
+        assert_eq!(config.max_connections, 4);
+    }
+}

@@ -1,0 +1,137 @@
+//! Postgres: the pool, its error type, and the schema migrations.
+//!
+//! One pool per cold start ([`pool`]), handed by reference to whatever needs a connection.
+//! SQL statements live next to the repository that owns them, one constant each.
+
+pub mod migrations;
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use secrecy::ExposeSecret;
+use tokio_postgres::error::SqlState;
+
+use crate::Retry;
+use crate::config::DatabaseConfig;
+
+pub use deadpool_postgres::Pool as PgPool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    // The parser's message can quote the URL, password included, so it is dropped.
+    #[error("DATABASE_URL is not a valid Postgres connection string")]
+    InvalidUrl,
+    #[error("could not build the connection pool")]
+    Build(#[from] deadpool_postgres::BuildError),
+    #[error("could not get a database connection")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database query failed")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("schema migration failed")]
+    Migration(#[from] refinery::Error),
+}
+
+impl DbError {
+    /// Connection loss, restarts, overload and serialisation conflicts pass; constraint
+    /// violations, syntax and type errors do not.
+    pub fn retry(&self) -> Retry {
+        match self {
+            DbError::InvalidUrl | DbError::Build(_) | DbError::Migration(_) => Retry::NonRetryable,
+            DbError::Pool(_) => Retry::Retryable,
+            DbError::Query(e) => match e.code() {
+                // No SQLSTATE: the socket failed or the server went away mid-query.
+                None => Retry::Retryable,
+                Some(code) if is_transient_state(code) => Retry::Retryable,
+                Some(_) => Retry::NonRetryable,
+            },
+        }
+    }
+
+    /// The SQLSTATE of a server-side error, for callers that map constraint names to answers.
+    pub fn sql_state(&self) -> Option<&SqlState> {
+        match self {
+            DbError::Query(e) => e.code(),
+            _ => None,
+        }
+    }
+}
+
+fn is_transient_state(code: &SqlState) -> bool {
+    // Class 08 is "connection exception"; the others are restarts, overload and conflicts that
+    // succeed on a second attempt.
+    code.code().starts_with("08")
+        || [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::QUERY_CANCELED,
+        ]
+        .contains(code)
+}
+
+/// Builds the pool. No connection is opened until the first query, so a cold start never waits
+/// on the database it may not need.
+///
+/// TLS follows the URL's `sslmode`: `disable` never, `prefer` (the default) when the server
+/// offers it, `require` always. Certificates are checked against the Mozilla roots, which
+/// include the Amazon roots that sign RDS Proxy's certificates.
+pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
+    let pg: tokio_postgres::Config = config
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(|_| DbError::InvalidUrl)?;
+    let manager = Manager::from_config(
+        pg,
+        tls_connector(),
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(config.max_connections)
+        .build()?)
+}
+
+fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    // The provider is named rather than taken from the process default, which panics when
+    // two providers are linked into one binary.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the aws-lc-rs provider supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    #[test]
+    fn invalid_url_error_does_not_echo_the_url() {
+        let env = Env::from_pairs([("DATABASE_URL", "postgres://u:hunter2@db:notaport/x")]);
+        let config = DatabaseConfig::from_env(&env).unwrap();
+        let err = pool(&config).unwrap_err();
+        assert!(matches!(err, DbError::InvalidUrl));
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn a_tls_url_builds_a_pool_without_connecting() {
+        let env = Env::from_pairs([(
+            "DATABASE_URL",
+            "postgres://u@proxy.example:5432/x?sslmode=require",
+        )]);
+        let config = DatabaseConfig::from_env(&env).unwrap();
+        assert!(pool(&config).is_ok());
+    }
+}

@@ -1,0 +1,8 @@
+//! One integration-test binary (one link step) with a module per subject.
+
+// Everything here is test code, helpers included: an unexpected error should fail loudly.
+#![allow(clippy::unwrap_used)]
+
+mod aws_resources;
+mod migrations;
+mod schema;
