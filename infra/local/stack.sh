@@ -146,7 +146,9 @@ up() {
   pg_user_run "$(pg_bindir)/psql" -qAt -h 127.0.0.1 -p "$(cat "$state/pg.port")" -U postgres -d postgres \
     -c "SELECT 1 FROM pg_database WHERE datname = 'tastysync'" | grep -q 1 ||
     pg_user_run "$(pg_bindir)/createdb" -h 127.0.0.1 -p "$(cat "$state/pg.port")" -U postgres tastysync
-  cargo build -q -p migrate -p tastysync-local
+  # The whole workspace, so features unify as in `cargo test --workspace` and neither build
+  # invalidates the other's artifacts.
+  cargo build -q --workspace --bins
   "$CARGO_TARGET_DIR/debug/migrate" >/dev/null
   "$CARGO_TARGET_DIR/debug/tastysync-local" provision "$name-" >>"$state/env.tmp"
   mv "$state/env.tmp" "$state/env"

@@ -10,12 +10,14 @@
 //!   code talks to the local emulator.
 //! - [`db`]: the Postgres pool (TLS when the URL asks for it), its error type, and the embedded
 //!   migrations.
+//! - [`tastytrade`]: the broker client (OAuth, endpoints, pagination, retries) and its models.
 //!
 //! Functions wire these in `main.rs` once and hand them to their handler by reference.
 
 pub mod aws;
 pub mod config;
 pub mod db;
+pub mod tastytrade;
 pub mod telemetry;
 
 /// How a caller should treat a failure: try again later, or give up and report it.

@@ -6,3 +6,5 @@
 mod aws_resources;
 mod migrations;
 mod schema;
+mod tastytrade_client;
+mod tastytrade_examples;

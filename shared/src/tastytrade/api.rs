@@ -1,0 +1,474 @@
+//! The endpoints the sync reads (reference §3), and pagination as a stream of pages.
+
+use std::collections::HashSet;
+use std::marker::PhantomData;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::client::Session;
+use super::error::BrokerError;
+use super::model::{
+    AccountAuthority, Balance, BrokerId, Order, Position, QuoteToken, Record, Transaction,
+};
+
+/// Page size limits (reference §3.0): above them the broker answers `validation_error`.
+pub const MAX_TRANSACTIONS_PER_PAGE: u32 = 2000;
+pub const MAX_SNAPSHOTS_PER_PAGE: u32 = 2000;
+pub const MAX_ORDERS_PER_PAGE: u32 = 200;
+
+/// How many times a scan starts over because rows shifted under it before it gives up.
+const MAX_RESCANS: u32 = 3;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sort {
+    /// Oldest first: rows posted during a scan land after it instead of shifting its pages.
+    #[default]
+    Asc,
+    Desc,
+}
+
+impl Sort {
+    fn as_str(self) -> &'static str {
+        match self {
+            Sort::Asc => "Asc",
+            Sort::Desc => "Desc",
+        }
+    }
+}
+
+/// Query pairs with the broker's conventions: kebab-case keys, `key[]` for arrays.
+#[derive(Debug, Default)]
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn put(&mut self, key: &str, value: impl ToString) -> &mut Self {
+        self.0.push((key.to_owned(), value.to_string()));
+        self
+    }
+    fn opt(&mut self, key: &str, value: Option<impl ToString>) -> &mut Self {
+        if let Some(v) = value {
+            self.put(key, v);
+        }
+        self
+    }
+    fn list(&mut self, key: &str, values: &[String]) -> &mut Self {
+        for v in values {
+            self.put(&format!("{key}[]"), v);
+        }
+        self
+    }
+    fn time(&mut self, key: &str, value: Option<DateTime<Utc>>) -> &mut Self {
+        self.opt(
+            key,
+            value.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        )
+    }
+}
+
+/// Every filter of `GET /accounts/{n}/transactions`.
+#[derive(Debug, Clone, Default)]
+pub struct TransactionQuery {
+    pub start_at: Option<DateTime<Utc>>,
+    pub end_at: Option<DateTime<Utc>>,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+    pub sort: Sort,
+    /// One type goes as `type`, several as `types[]` (the broker takes one or the other).
+    pub types: Vec<String>,
+    pub sub_types: Vec<String>,
+    pub instrument_type: Option<String>,
+    pub symbol: Option<String>,
+    pub underlying_symbol: Option<String>,
+    pub futures_symbol: Option<String>,
+    pub action: Option<String>,
+    pub partition_key: Option<String>,
+    pub currency: Option<String>,
+    /// Defaults to the maximum, 2000.
+    pub per_page: Option<u32>,
+}
+
+impl TransactionQuery {
+    fn query(&self) -> Query {
+        let mut q = Query::default();
+        q.put("sort", self.sort.as_str())
+            .time("start-at", self.start_at)
+            .time("end-at", self.end_at)
+            .opt("start-date", self.start_date)
+            .opt("end-date", self.end_date)
+            .list("sub-type", &self.sub_types)
+            .opt("instrument-type", self.instrument_type.as_ref())
+            .opt("symbol", self.symbol.as_ref())
+            .opt("underlying-symbol", self.underlying_symbol.as_ref())
+            .opt("futures-symbol", self.futures_symbol.as_ref())
+            .opt("action", self.action.as_ref())
+            .opt("partition-key", self.partition_key.as_ref())
+            .opt("currency", self.currency.as_ref());
+        match self.types.as_slice() {
+            [] => {}
+            [one] => {
+                q.put("type", one);
+            }
+            many => {
+                q.list("types", many);
+            }
+        }
+        q
+    }
+}
+
+/// `GET /accounts/{n}/orders`. Under `Accept-Version: 20261012` a start is required.
+#[derive(Debug, Clone, Default)]
+pub struct OrderQuery {
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+    pub start_at: Option<DateTime<Utc>>,
+    pub end_at: Option<DateTime<Utc>>,
+    pub underlying_symbol: Option<String>,
+    pub statuses: Vec<String>,
+    pub sort: Sort,
+    /// Defaults to the maximum, 200.
+    pub per_page: Option<u32>,
+}
+
+impl OrderQuery {
+    fn query(&self) -> Query {
+        let mut q = Query::default();
+        q.put("sort", self.sort.as_str())
+            .opt("start-date", self.start_date)
+            .opt("end-date", self.end_date)
+            .time("start-at", self.start_at)
+            .time("end-at", self.end_at)
+            .opt("underlying-symbol", self.underlying_symbol.as_ref())
+            .list("status", &self.statuses);
+        q
+    }
+}
+
+/// `GET /accounts/{n}/balance-snapshots`; `time-of-day` is required and case-sensitive.
+#[derive(Debug, Clone)]
+pub struct SnapshotQuery {
+    pub time_of_day: TimeOfDay,
+    pub snapshot_date: Option<NaiveDate>,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+    pub currency: Option<String>,
+    /// Defaults to the maximum, 2000.
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeOfDay {
+    Bod,
+    Eod,
+    Intraday,
+}
+
+impl TimeOfDay {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeOfDay::Bod => "BOD",
+            TimeOfDay::Eod => "EOD",
+            TimeOfDay::Intraday => "Intraday",
+        }
+    }
+}
+
+impl SnapshotQuery {
+    fn query(&self) -> Query {
+        let mut q = Query::default();
+        q.put("time-of-day", self.time_of_day.as_str())
+            .opt("snapshot-date", self.snapshot_date)
+            .opt("start-date", self.start_date)
+            .opt("end-date", self.end_date)
+            .opt("currency", self.currency.as_ref());
+        q
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Pagination {
+    #[serde(default)]
+    total_items: Option<u64>,
+    #[serde(default)]
+    total_pages: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ItemsEnvelope {
+    data: Items,
+    #[serde(default)]
+    pagination: Option<Pagination>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Items {
+    #[serde(default)]
+    items: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ObjectEnvelope {
+    data: Value,
+}
+
+fn records<T: DeserializeOwned>(
+    items: Vec<Value>,
+    what: &str,
+) -> Result<Vec<Record<T>>, BrokerError> {
+    items.into_iter().map(|raw| record(raw, what)).collect()
+}
+
+fn record<T: DeserializeOwned>(raw: Value, what: &str) -> Result<Record<T>, BrokerError> {
+    match T::deserialize(&raw) {
+        Ok(item) => Ok(Record { item, raw }),
+        Err(e) => Err(BrokerError::Permanent {
+            status: None,
+            code: None,
+            message: format!("a {what} the broker sent does not parse: {e}"),
+        }),
+    }
+}
+
+fn envelope<E: DeserializeOwned>(body: Value) -> Result<E, BrokerError> {
+    serde_json::from_value(body).map_err(|e| BrokerError::Permanent {
+        status: None,
+        code: None,
+        message: format!("unexpected envelope: {e}"),
+    })
+}
+
+fn account_path(account_number: &str, rest: &str) -> String {
+    // Account numbers are alphanumeric; encoding them anyway keeps a hostile one from
+    // walking to another path.
+    let encoded: String = url::form_urlencoded::byte_serialize(account_number.as_bytes()).collect();
+    format!("/accounts/{encoded}{rest}")
+}
+
+impl Session<'_> {
+    /// `GET /customers/me/accounts` (not paginated; closed accounts included).
+    pub async fn accounts(&self) -> Result<Vec<Record<AccountAuthority>>, BrokerError> {
+        let body: ItemsEnvelope = envelope(self.get("/customers/me/accounts", &[]).await?)?;
+        records(body.data.items, "account")
+    }
+
+    /// `GET /accounts/{n}/positions` (not paginated).
+    pub async fn positions(
+        &self,
+        account_number: &str,
+        include_marks: bool,
+    ) -> Result<Vec<Record<Position>>, BrokerError> {
+        let query = [("include-marks".to_owned(), include_marks.to_string())];
+        let body: ItemsEnvelope = envelope(
+            self.get(&account_path(account_number, "/positions"), &query)
+                .await?,
+        )?;
+        records(body.data.items, "position")
+    }
+
+    /// `GET /accounts/{n}/balances`: one item per currency.
+    pub async fn balances(
+        &self,
+        account_number: &str,
+    ) -> Result<Vec<Record<Balance>>, BrokerError> {
+        let body: ItemsEnvelope = envelope(
+            self.get(&account_path(account_number, "/balances"), &[])
+                .await?,
+        )?;
+        records(body.data.items, "balance")
+    }
+
+    /// `GET /accounts/{n}/balances/{currency}`: a single object.
+    pub async fn balance(
+        &self,
+        account_number: &str,
+        currency: &str,
+    ) -> Result<Record<Balance>, BrokerError> {
+        let path = account_path(account_number, &format!("/balances/{currency}"));
+        let body: ObjectEnvelope = envelope(self.get(&path, &[]).await?)?;
+        record(body.data, "balance")
+    }
+
+    /// `GET /api-quote-tokens`: the DXLink token for greeks (valid 24 hours).
+    pub async fn quote_token(&self) -> Result<QuoteToken, BrokerError> {
+        let body: ObjectEnvelope = envelope(self.get("/api-quote-tokens", &[]).await?)?;
+        Ok(record::<QuoteToken>(body.data, "quote token")?.item)
+    }
+
+    pub fn transactions(
+        &self,
+        account_number: &str,
+        query: &TransactionQuery,
+    ) -> Pages<'_, '_, Transaction> {
+        let per_page = query.per_page.unwrap_or(MAX_TRANSACTIONS_PER_PAGE);
+        Pages::new(
+            self,
+            account_path(account_number, "/transactions"),
+            query.query(),
+            per_page,
+        )
+    }
+
+    pub fn orders(&self, account_number: &str, query: &OrderQuery) -> Pages<'_, '_, Order> {
+        let per_page = query.per_page.unwrap_or(MAX_ORDERS_PER_PAGE);
+        Pages::new(
+            self,
+            account_path(account_number, "/orders"),
+            query.query(),
+            per_page,
+        )
+    }
+
+    /// `GET /accounts/{n}/orders/live`: today's orders in any status, plus working GTC orders.
+    pub fn live_orders(&self, account_number: &str) -> Pages<'_, '_, Order> {
+        Pages::new(
+            self,
+            account_path(account_number, "/orders/live"),
+            Query::default(),
+            MAX_ORDERS_PER_PAGE,
+        )
+    }
+
+    pub fn balance_snapshots(
+        &self,
+        account_number: &str,
+        query: &SnapshotQuery,
+    ) -> Pages<'_, '_, Balance> {
+        let per_page = query.per_page.unwrap_or(MAX_SNAPSHOTS_PER_PAGE);
+        Pages::new(
+            self,
+            account_path(account_number, "/balance-snapshots"),
+            query.query(),
+            per_page,
+        )
+    }
+}
+
+/// One page of a scan.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<Record<T>>,
+    pub page_offset: u32,
+    /// The broker's `total-items` when this page was served.
+    pub total_items: Option<u64>,
+    /// True on the first page of a scan that started over: pages already handed out will be
+    /// handed out again, which an idempotent upsert absorbs.
+    pub restarted: bool,
+}
+
+/// A scan of a paginated endpoint, one page in memory at a time.
+///
+/// Pages are offset-based, so a row inserted or removed before the cursor shifts every later
+/// page. The scan notices it two ways: a page that starts with a row of the previous page, and
+/// a final count different from the last `total-items`. Either way it starts over from page 0
+/// (a bounded number of times), and the consumer simply upserts the pages again.
+#[derive(Debug)]
+pub struct Pages<'s, 'c, T> {
+    session: &'s Session<'c>,
+    path: String,
+    query: Query,
+    per_page: u32,
+    offset: u32,
+    received: u64,
+    rescans: u32,
+    restarted: bool,
+    previous_ids: HashSet<i64>,
+    done: bool,
+    _item: PhantomData<T>,
+}
+
+impl<'s, 'c, T: DeserializeOwned + BrokerId> Pages<'s, 'c, T> {
+    fn new(session: &'s Session<'c>, path: String, query: Query, per_page: u32) -> Self {
+        Self {
+            session,
+            path,
+            query,
+            per_page,
+            offset: 0,
+            received: 0,
+            rescans: 0,
+            restarted: false,
+            previous_ids: HashSet::new(),
+            done: false,
+            _item: PhantomData,
+        }
+    }
+
+    /// The next page, or `None` when the scan is complete and its count verified.
+    pub async fn next(&mut self) -> Option<Result<Page<T>, BrokerError>> {
+        if self.done {
+            return None;
+        }
+        let page = self.fetch().await;
+        if page.is_err() {
+            self.done = true;
+        }
+        Some(page)
+    }
+
+    async fn fetch(&mut self) -> Result<Page<T>, BrokerError> {
+        loop {
+            let mut query = self.query.0.clone();
+            query.push(("per-page".into(), self.per_page.to_string()));
+            query.push(("page-offset".into(), self.offset.to_string()));
+            let body: ItemsEnvelope = envelope(self.session.get(&self.path, &query).await?)?;
+            let items: Vec<Record<T>> = records(body.data.items, "row")?;
+
+            let shifted = items.iter().any(|r| {
+                r.item
+                    .broker_id()
+                    .is_some_and(|id| self.previous_ids.contains(&id))
+            });
+            if shifted {
+                self.start_over("rows shifted between pages")?;
+                continue;
+            }
+            self.received += items.len() as u64;
+            self.previous_ids = items.iter().filter_map(|r| r.item.broker_id()).collect();
+
+            let total_items = body.pagination.as_ref().and_then(|p| p.total_items);
+            let total_pages = body.pagination.as_ref().and_then(|p| p.total_pages);
+            let last = items.is_empty()
+                || total_pages.is_none_or(|pages| u64::from(self.offset) + 1 >= pages);
+            if last {
+                if let Some(expected) = total_items.filter(|&n| n != self.received) {
+                    let received = self.received;
+                    self.start_over(&format!(
+                        "received {received} rows, the broker counts {expected}"
+                    ))?;
+                    continue;
+                }
+                self.done = true;
+            } else {
+                self.offset += 1;
+            }
+            let page = Page {
+                items,
+                page_offset: self.offset,
+                total_items,
+                restarted: self.restarted,
+            };
+            self.restarted = false;
+            return Ok(page);
+        }
+    }
+
+    fn start_over(&mut self, why: &str) -> Result<(), BrokerError> {
+        self.rescans += 1;
+        if self.rescans > MAX_RESCANS {
+            return Err(BrokerError::transient(format!(
+                "{}: {why}, still after {MAX_RESCANS} rescans",
+                self.path
+            )));
+        }
+        tracing::info!(path = %self.path, reason = why, "pages shifted; scanning again");
+        self.offset = 0;
+        self.received = 0;
+        self.previous_ids.clear();
+        self.restarted = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,650 @@
+//! The HTTP side: one `reqwest` client per cold start, OAuth access tokens per grant, retries.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use super::error::BrokerError;
+use crate::Retry;
+use crate::config::{ConfigError, Env};
+
+/// tastytrade answers 401 to a request without a product User-Agent (reference §2.0).
+pub const USER_AGENT: &str = concat!("tastysync/", env!("CARGO_PKG_VERSION"));
+
+/// Refresh this long before the token's stated expiry, so a token never dies mid-request.
+const TOKEN_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+/// The broker's documented default when `expires_in` is absent.
+const DEFAULT_TOKEN_SECONDS: i64 = 900;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Production,
+    Sandbox,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Production => "production",
+            Environment::Sandbox => "sandbox",
+        }
+    }
+}
+
+/// Bounds on retrying one call: attempts, the delay between them, and total time.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// "Full jitter": a uniform delay up to the exponential bound, so that many clients
+    /// throttled together do not come back together.
+    fn delay(&self, attempt: u32) -> Duration {
+        let bound = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_delay);
+        bound.mul_f64(fastrand::f64())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub production_url: Url,
+    pub sandbox_url: Url,
+    /// Pinned `Accept-Version` per environment; the sandbox does not accept the header.
+    pub production_accept_version: Option<String>,
+    pub sandbox_accept_version: Option<String>,
+    pub retry: RetryPolicy,
+    pub request_timeout: Duration,
+}
+
+impl BrokerConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = |name: &'static str, default: &str| -> Result<Url, ConfigError> {
+            Url::parse(env.optional(name).unwrap_or(default)).map_err(|e| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            })
+        };
+        let defaults = RetryPolicy::default();
+        Ok(Self {
+            production_url: url("TASTYTRADE_PRODUCTION_URL", "https://api.tastyworks.com")?,
+            sandbox_url: url("TASTYTRADE_SANDBOX_URL", "https://api.cert.tastyworks.com")?,
+            production_accept_version: Some(
+                env.optional("TASTYTRADE_ACCEPT_VERSION")
+                    .unwrap_or("20261012")
+                    .to_owned(),
+            ),
+            sandbox_accept_version: env
+                .optional("TASTYTRADE_SANDBOX_ACCEPT_VERSION")
+                .map(str::to_owned),
+            retry: RetryPolicy {
+                max_attempts: env.parsed_or("TASTYTRADE_MAX_ATTEMPTS", defaults.max_attempts)?,
+                max_elapsed: Duration::from_secs(
+                    env.parsed_or("TASTYTRADE_MAX_RETRY_SECONDS", 60u64)?,
+                ),
+                ..defaults
+            },
+            request_timeout: Duration::from_secs(
+                env.parsed_or("TASTYTRADE_TIMEOUT_SECONDS", 30u64)?,
+            ),
+        })
+    }
+
+    /// Every URL pointing at one simulator: what tests and the local stack use.
+    pub fn for_base_url(base: Url) -> Self {
+        Self {
+            production_url: base.clone(),
+            sandbox_url: base,
+            production_accept_version: Some("20261012".into()),
+            sandbox_accept_version: None,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn base(&self, environment: Environment) -> &Url {
+        match environment {
+            Environment::Production => &self.production_url,
+            Environment::Sandbox => &self.sandbox_url,
+        }
+    }
+
+    fn accept_version(&self, environment: Environment) -> Option<&str> {
+        match environment {
+            Environment::Production => self.production_accept_version.as_deref(),
+            Environment::Sandbox => self.sandbox_accept_version.as_deref(),
+        }
+    }
+}
+
+/// Counters for metrics and for tests that bound the retries.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub throttled: AtomicU64,
+    pub token_refreshes: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The OAuth grant a session acts for. Its secrets stay wrapped and are zeroised on drop.
+#[derive(Debug)]
+pub struct Grant {
+    pub environment: Environment,
+    pub client_id: Option<String>,
+    pub client_secret: SecretString,
+    pub refresh_token: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub token: SecretString,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl AccessToken {
+    fn is_fresh(&self) -> bool {
+        Utc::now() + TOKEN_MARGIN < self.expires_at
+    }
+}
+
+/// What the authorization-code exchange yields: the refresh token to keep, and a first access
+/// token that proves the grant works.
+#[derive(Debug)]
+pub struct CodeExchange {
+    pub refresh_token: SecretString,
+    pub access: AccessToken,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: SecretString,
+    #[serde(default)]
+    expires_in: Option<i64>,
+    #[serde(default)]
+    refresh_token: Option<SecretString>,
+}
+
+impl TokenResponse {
+    fn access(self) -> (AccessToken, Option<SecretString>) {
+        let seconds = self.expires_in.unwrap_or(DEFAULT_TOKEN_SECONDS);
+        let access = AccessToken {
+            token: self.access_token,
+            expires_at: Utc::now() + chrono::TimeDelta::seconds(seconds),
+        };
+        (access, self.refresh_token)
+    }
+}
+
+/// One per cold start; every session borrows it.
+#[derive(Debug)]
+pub struct TastytradeClient {
+    http: reqwest::Client,
+    config: BrokerConfig,
+    stats: Stats,
+}
+
+impl TastytradeClient {
+    pub fn new(config: BrokerConfig) -> Result<Self, BrokerError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::ACCEPT,
+            "application/json".parse().expect("static header"),
+        );
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .timeout(config.request_timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| BrokerError::Permanent {
+                status: None,
+                code: None,
+                message: format!("HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            http,
+            config,
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// A session for one grant; `cached` is an access token persisted earlier, if any.
+    pub fn session(&self, grant: Grant, cached: Option<AccessToken>) -> Session<'_> {
+        Session {
+            client: self,
+            grant,
+            token: tokio::sync::Mutex::new(cached),
+        }
+    }
+
+    /// The authorization-code exchange (`grant_type=authorization_code`).
+    pub async fn exchange_code(
+        &self,
+        environment: Environment,
+        client_id: &str,
+        client_secret: &SecretString,
+        code: &SecretString,
+        redirect_uri: &str,
+    ) -> Result<CodeExchange, BrokerError> {
+        let body = serde_json::json!({
+            "grant_type": "authorization_code",
+            "code": code.expose_secret(),
+            "client_id": client_id,
+            "client_secret": client_secret.expose_secret(),
+            "redirect_uri": redirect_uri,
+        });
+        let response = self.token_request(environment, body).await?;
+        let (access, refresh_token) = response.access();
+        let refresh_token = refresh_token.ok_or_else(|| BrokerError::Permanent {
+            status: None,
+            code: None,
+            message: "the code exchange returned no refresh token".into(),
+        })?;
+        Ok(CodeExchange {
+            refresh_token,
+            access,
+        })
+    }
+
+    async fn refresh(&self, grant: &Grant) -> Result<AccessToken, BrokerError> {
+        let mut body = serde_json::json!({
+            "grant_type": "refresh_token",
+            "refresh_token": grant.refresh_token.expose_secret(),
+            "client_secret": grant.client_secret.expose_secret(),
+        });
+        if let Some(id) = &grant.client_id {
+            body["client_id"] = Value::String(id.clone());
+        }
+        self.stats.token_refreshes.fetch_add(1, Ordering::Relaxed);
+        // One `invalid_grant` is not yet proof: the sandbox rejects healthy grants now and
+        // then (reference §7.11). A second in a row is.
+        let revoked_once = std::cell::Cell::new(false);
+        let result = self
+            .with_retries(|| async {
+                match self.token_request(grant.environment, body.clone()).await {
+                    Err(BrokerError::GrantRevoked { code }) if !revoked_once.replace(true) => {
+                        Err(BrokerError::Transient {
+                            status: None,
+                            code,
+                            detail: "invalid_grant once".into(),
+                        })
+                    }
+                    other => other,
+                }
+            })
+            .await;
+        result.map(|r| r.access().0)
+    }
+
+    async fn token_request(
+        &self,
+        environment: Environment,
+        body: Value,
+    ) -> Result<TokenResponse, BrokerError> {
+        let url = self.url(environment, "/oauth/token")?;
+        let request = self.http.request(Method::POST, url).json(&body);
+        // The body holds secrets: it is dropped with the request and never logged.
+        let (status, bytes) = self.send(request).await?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| decode_error(status, &e));
+        }
+        Err(token_error(status, &bytes))
+    }
+
+    fn url(&self, environment: Environment, path: &str) -> Result<Url, BrokerError> {
+        self.config
+            .base(environment)
+            .join(path)
+            .map_err(|e| BrokerError::InvalidRequest {
+                status: 0,
+                code: None,
+                message: format!("bad path {path:?}: {e}"),
+            })
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, bytes::Bytes), BrokerError> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let response = request
+            .send()
+            .await
+            .map_err(|e| BrokerError::transient(network_detail(e)))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| BrokerError::transient(network_detail(e)))?;
+        Ok((status, body))
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the policy's bounds are reached.
+    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, BrokerError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, BrokerError>>,
+    {
+        let policy = &self.config.retry;
+        let started = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let error = match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            if matches!(error, BrokerError::RateLimited { .. }) {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            }
+            let delay = policy.delay(attempts);
+            if error.retry() == Retry::NonRetryable
+                || attempts >= policy.max_attempts
+                || started.elapsed() + delay > policy.max_elapsed
+            {
+                return Err(error);
+            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(attempt = attempts, error = %error, "retrying tastytrade call");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Requests on behalf of one grant, sharing one access token.
+#[derive(Debug)]
+pub struct Session<'c> {
+    client: &'c TastytradeClient,
+    grant: Grant,
+    /// Held across a refresh, so concurrent callers wait for one refresh instead of each
+    /// starting their own (single flight).
+    token: tokio::sync::Mutex<Option<AccessToken>>,
+}
+
+impl Session<'_> {
+    pub fn environment(&self) -> Environment {
+        self.grant.environment
+    }
+
+    /// A valid access token, minted if the cached one is missing or about to expire.
+    pub async fn access_token(&self) -> Result<AccessToken, BrokerError> {
+        let mut slot = self.token.lock().await;
+        if let Some(token) = slot.as_ref().filter(|t| t.is_fresh()) {
+            return Ok(token.clone());
+        }
+        let fresh = self.client.refresh(&self.grant).await?;
+        *slot = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Forgets `used` unless another caller already replaced it.
+    async fn invalidate(&self, used: &AccessToken) {
+        let mut slot = self.token.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|t| t.token.expose_secret() == used.token.expose_secret())
+        {
+            *slot = None;
+        }
+    }
+
+    /// GET `path` and return the parsed body. A 401 refreshes the token once and retries once.
+    pub(crate) async fn get(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Value, BrokerError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.access_token().await?;
+            let result = self
+                .client
+                .with_retries(|| self.get_once(path, query, &token))
+                .await;
+            match result {
+                Err(BrokerError::AuthExpired { .. }) if !refreshed => {
+                    self.invalidate(&token).await;
+                    refreshed = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn get_once(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        token: &AccessToken,
+    ) -> Result<Value, BrokerError> {
+        let environment = self.grant.environment;
+        let mut request = self
+            .client
+            .http
+            .get(self.client.url(environment, path)?)
+            .query(query)
+            .bearer_auth(token.token.expose_secret());
+        if let Some(version) = self.client.config.accept_version(environment) {
+            request = request.header("Accept-Version", version);
+        }
+        let (status, bytes) = self.client.send(request).await?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| decode_error(status, &e));
+        }
+        Err(api_error(status, &bytes))
+    }
+}
+
+fn network_detail(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the body was cut off"
+    } else {
+        "request failed"
+    };
+    // The URL is kept (it names no secret: tokens travel in headers and bodies).
+    format!("{kind}: {}", e.without_url())
+}
+
+/// A success status with a body we cannot read: cut off (retry) or of a shape we do not know.
+fn decode_error(status: StatusCode, e: &serde_json::Error) -> BrokerError {
+    if e.is_eof() {
+        BrokerError::Transient {
+            status: Some(status.as_u16()),
+            code: None,
+            detail: "the body was cut off".into(),
+        }
+    } else {
+        BrokerError::Permanent {
+            status: Some(status.as_u16()),
+            code: None,
+            message: format!("unreadable answer: {e}"),
+        }
+    }
+}
+
+/// `{"error": {"code": "...", "message": "..."}}`; `code` is an integer on 406.
+fn envelope_error(bytes: &[u8]) -> (Option<String>, String) {
+    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    let code = error.and_then(|e| e.get("code")).map(|c| match c {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("no message")
+        .to_owned();
+    (code, message)
+}
+
+fn api_error(status: StatusCode, bytes: &[u8]) -> BrokerError {
+    let (code, message) = envelope_error(bytes);
+    let status_code = status.as_u16();
+    match status {
+        StatusCode::UNAUTHORIZED => BrokerError::AuthExpired { code },
+        StatusCode::TOO_MANY_REQUESTS => BrokerError::RateLimited { code },
+        StatusCode::NOT_FOUND => BrokerError::NotFound { code },
+        StatusCode::REQUEST_TIMEOUT => BrokerError::Transient {
+            status: Some(status_code),
+            code,
+            detail: message,
+        },
+        s if s.is_server_error() => BrokerError::Transient {
+            status: Some(status_code),
+            code,
+            detail: message,
+        },
+        StatusCode::BAD_REQUEST | StatusCode::NOT_ACCEPTABLE | StatusCode::UNPROCESSABLE_ENTITY => {
+            BrokerError::InvalidRequest {
+                status: status_code,
+                code,
+                message,
+            }
+        }
+        _ => BrokerError::Permanent {
+            status: Some(status_code),
+            code,
+            message,
+        },
+    }
+}
+
+/// The token endpoint answers `{"error_code"|"error": ..., "error_description": ...}`.
+fn token_error(status: StatusCode, bytes: &[u8]) -> BrokerError {
+    let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|v| v.get("error_code").or_else(|| v.get("error")))
+        .and_then(|c| {
+            c.as_str()
+                .map(str::to_owned)
+                .or_else(|| c.get("code").and_then(Value::as_str).map(str::to_owned))
+        });
+    if code.as_deref() == Some("invalid_grant") {
+        return BrokerError::GrantRevoked { code };
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return BrokerError::RateLimited { code };
+    }
+    // Any other refusal of a refresh may be the broker's passing trouble (the sandbox's
+    // "User is not a TastyTrade customer"), so it is retried rather than believed.
+    BrokerError::Transient {
+        status: Some(status.as_u16()),
+        code,
+        detail: "the token endpoint refused".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_errors_of_both_shapes_name_a_revoked_grant() {
+        let rfc = token_error(StatusCode::BAD_REQUEST, br#"{"error":"invalid_grant"}"#);
+        let tasty = token_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"error_code":"invalid_grant","error_description":"Invalid JWT"}"#,
+        );
+        assert!(matches!(rfc, BrokerError::GrantRevoked { .. }));
+        assert!(matches!(tasty, BrokerError::GrantRevoked { .. }));
+    }
+
+    #[test]
+    fn other_token_refusals_are_retried_not_believed() {
+        let e = token_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"error_code":"invalid_request","error_description":"User is not a TastyTrade customer"}"#,
+        );
+        assert_eq!(e.retry(), Retry::Retryable);
+        assert_eq!(e.code(), Some("invalid_request"));
+    }
+
+    #[test]
+    fn api_errors_map_to_what_the_sync_branches_on() {
+        let body =
+            br#"{"error":{"code":"validation_error","message":"Request validation failed"}}"#;
+        assert!(matches!(
+            api_error(StatusCode::BAD_REQUEST, body),
+            BrokerError::InvalidRequest { status: 400, .. }
+        ));
+        assert_eq!(
+            api_error(StatusCode::BAD_REQUEST, body).code(),
+            Some("validation_error")
+        );
+        assert!(matches!(
+            api_error(StatusCode::TOO_MANY_REQUESTS, b""),
+            BrokerError::RateLimited { .. }
+        ));
+        assert!(matches!(
+            api_error(StatusCode::BAD_GATEWAY, b"<html>"),
+            BrokerError::Transient { .. }
+        ));
+        assert!(matches!(
+            api_error(StatusCode::FORBIDDEN, b"{}"),
+            BrokerError::Permanent { .. }
+        ));
+        assert!(matches!(
+            api_error(StatusCode::NOT_FOUND, b"{}"),
+            BrokerError::NotFound { .. }
+        ));
+        let version =
+            br#"{"error":{"code":406,"message":"The requested version is not supported."}}"#;
+        assert_eq!(
+            api_error(StatusCode::NOT_ACCEPTABLE, version).code(),
+            Some("406")
+        );
+    }
+
+    #[test]
+    fn backoff_stays_under_its_bound() {
+        let policy = RetryPolicy::default();
+        for attempt in 0..40 {
+            assert!(policy.delay(attempt) <= policy.max_delay);
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! tastytrade: the client the sync uses, and the broker's objects.
+//!
+//! - [`client`]: one `reqwest` client per cold start ([`TastytradeClient`]), a [`Session`] per
+//!   OAuth grant with a single-flight access-token cache, retries with full jitter.
+//! - [`api`]: the endpoints, their filters, and [`Pages`], a scan that holds one page at a
+//!   time and verifies its count.
+//! - [`model`]: the objects, lenient where the broker is loose, with the raw JSON kept.
+//! - [`wire`]: the deserializers for the broker's encodings (decimals, epoch times, ids).
+//! - [`occ`]: strike, expiry and call/put from an OCC option symbol.
+//! - [`error`]: [`BrokerError`], in the categories the sync branches on.
+
+pub mod api;
+pub mod client;
+pub mod error;
+pub mod model;
+pub mod occ;
+pub mod wire;
+
+pub use api::{OrderQuery, Page, Pages, SnapshotQuery, Sort, TimeOfDay, TransactionQuery};
+pub use client::{
+    AccessToken, BrokerConfig, Environment, Grant, RetryPolicy, Session, TastytradeClient,
+};
+pub use error::BrokerError;

@@ -1,0 +1,472 @@
+//! The broker's objects as the sync reads them (reference §4).
+//!
+//! Every field is optional except ids, because the broker omits what does not apply (a dividend
+//! has no commission) and drops fields between versions. Unknown fields are ignored here and
+//! kept whole in [`Record::raw`]. Amounts are the broker's unsigned magnitudes; the `signed_*`
+//! methods apply the sibling `*-effect`.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::wire;
+
+/// One item as parsed, with the JSON it came from (for the `raw jsonb` columns).
+#[derive(Debug, Clone)]
+pub struct Record<T> {
+    pub item: T,
+    pub raw: serde_json::Value,
+}
+
+/// `Credit`, `Debit` or `None` beside an unsigned amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Effect {
+    Credit,
+    Debit,
+    None,
+    #[serde(other)]
+    Unknown,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Credit => "Credit",
+            Effect::Debit => "Debit",
+            Effect::None => "None",
+            Effect::Unknown => "Unknown",
+        }
+    }
+}
+
+/// A magnitude signed by its effect: `Debit` is negative. `None` comes with zero, and an
+/// absent or unknown effect leaves the magnitude as sent.
+pub fn signed(amount: Option<Decimal>, effect: Option<Effect>) -> Option<Decimal> {
+    amount.map(|a| if effect == Some(Effect::Debit) { -a } else { a })
+}
+
+macro_rules! signed_accessors {
+    ($($name:ident => ($amount:ident, $effect:ident)),* $(,)?) => {
+        $(pub fn $name(&self) -> Option<Decimal> { signed(self.$amount, self.$effect) })*
+    };
+}
+
+/// `items[]` of `GET /customers/me/accounts`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AccountAuthority {
+    pub account: Account,
+    #[serde(default)]
+    pub authority_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Account {
+    pub account_number: String,
+    #[serde(default)]
+    pub nickname: Option<String>,
+    #[serde(default)]
+    pub account_type_name: Option<String>,
+    #[serde(default)]
+    pub margin_or_cash: Option<String>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub is_closed: Option<bool>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub opened_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub closed_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::lenient_date")]
+    pub funding_date: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Transaction {
+    #[serde(deserialize_with = "wire::id")]
+    pub id: i64,
+    #[serde(default)]
+    pub account_number: Option<String>,
+    #[serde(default)]
+    pub transaction_type: Option<String>,
+    #[serde(default)]
+    pub transaction_sub_type: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub executed_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::lenient_date")]
+    pub transaction_date: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub value: Option<Decimal>,
+    #[serde(default)]
+    pub value_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub net_value: Option<Decimal>,
+    #[serde(default)]
+    pub net_value_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub is_estimated_fee: Option<bool>,
+    #[serde(default)]
+    pub symbol: Option<String>,
+    #[serde(default)]
+    pub underlying_symbol: Option<String>,
+    #[serde(default)]
+    pub instrument_type: Option<String>,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub quantity: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub price: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub commission: Option<Decimal>,
+    #[serde(default)]
+    pub commission_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub clearing_fees: Option<Decimal>,
+    #[serde(default)]
+    pub clearing_fees_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub regulatory_fees: Option<Decimal>,
+    #[serde(default)]
+    pub regulatory_fees_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub proprietary_index_option_fees: Option<Decimal>,
+    #[serde(default)]
+    pub proprietary_index_option_fees_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub currency_conversion_fees: Option<Decimal>,
+    #[serde(default)]
+    pub currency_conversion_fees_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub other_charge: Option<Decimal>,
+    #[serde(default)]
+    pub other_charge_effect: Option<Effect>,
+    #[serde(default)]
+    pub other_charge_description: Option<String>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default, deserialize_with = "wire::optional_id")]
+    pub order_id: Option<i64>,
+    #[serde(default, deserialize_with = "wire::optional_id")]
+    pub leg_count: Option<i64>,
+    #[serde(default, deserialize_with = "wire::optional_id")]
+    pub reverses_id: Option<i64>,
+    #[serde(default)]
+    pub exec_id: Option<String>,
+    #[serde(default)]
+    pub ext_exec_id: Option<String>,
+    #[serde(default)]
+    pub ext_group_id: Option<String>,
+    #[serde(default)]
+    pub ext_group_fill_id: Option<String>,
+    #[serde(default)]
+    pub ext_exchange_order_number: Option<String>,
+    #[serde(default, deserialize_with = "wire::optional_id")]
+    pub ext_global_order_number: Option<i64>,
+    #[serde(default)]
+    pub exchange: Option<String>,
+    #[serde(default)]
+    pub destination_venue: Option<String>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub agency_price: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub principal_price: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::lenient_date")]
+    pub cost_basis_reconciliation_date: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl Transaction {
+    signed_accessors! {
+        signed_value => (value, value_effect),
+        signed_net_value => (net_value, net_value_effect),
+        signed_commission => (commission, commission_effect),
+        signed_clearing_fees => (clearing_fees, clearing_fees_effect),
+        signed_regulatory_fees => (regulatory_fees, regulatory_fees_effect),
+        signed_proprietary_index_option_fees => (proprietary_index_option_fees, proprietary_index_option_fees_effect),
+        signed_currency_conversion_fees => (currency_conversion_fees, currency_conversion_fees_effect),
+        signed_other_charge => (other_charge, other_charge_effect),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Position {
+    pub symbol: String,
+    #[serde(default)]
+    pub account_number: Option<String>,
+    #[serde(default)]
+    pub underlying_symbol: Option<String>,
+    #[serde(default)]
+    pub instrument_type: Option<String>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub quantity: Option<Decimal>,
+    #[serde(default)]
+    pub quantity_direction: Option<String>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub multiplier: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub average_open_price: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub average_daily_market_close_price: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub average_yearly_market_close_price: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub close_price: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub mark: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub mark_price: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub fixing_price: Option<Decimal>,
+    #[serde(default)]
+    pub cost_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub realized_day_gain: Option<Decimal>,
+    #[serde(default)]
+    pub realized_day_gain_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::lenient_date")]
+    pub realized_day_gain_date: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub realized_today: Option<Decimal>,
+    #[serde(default)]
+    pub realized_today_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::lenient_date")]
+    pub realized_today_date: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub restricted_quantity: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub is_suppressed: Option<bool>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub is_frozen: Option<bool>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Position {
+    signed_accessors! {
+        signed_realized_day_gain => (realized_day_gain, realized_day_gain_effect),
+        signed_realized_today => (realized_today, realized_today_effect),
+    }
+
+    /// The quantity with the direction applied: a short position is negative.
+    pub fn signed_quantity(&self) -> Option<Decimal> {
+        self.quantity.map(|q| {
+            if self.quantity_direction.as_deref() == Some("Short") {
+                -q.abs()
+            } else {
+                q
+            }
+        })
+    }
+}
+
+/// `GET /balances/{currency}`, an item of `GET /balances`, or an item of `balance-snapshots`.
+/// Snapshot rows can be sparse, so every amount is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Balance {
+    #[serde(default)]
+    pub account_number: Option<String>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub cash_balance: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub net_liquidating_value: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub long_equity_value: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub short_equity_value: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub long_derivative_value: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub short_derivative_value: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub margin_equity: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub equity_buying_power: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub derivative_buying_power: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub day_trading_buying_power: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub available_trading_funds: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub cash_available_to_withdraw: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub maintenance_requirement: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub maintenance_excess: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub pending_cash: Option<Decimal>,
+    #[serde(default)]
+    pub pending_cash_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::lenient_date")]
+    pub snapshot_date: Option<NaiveDate>,
+    #[serde(default)]
+    pub time_of_day: Option<String>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Balance {
+    signed_accessors! { signed_pending_cash => (pending_cash, pending_cash_effect) }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Order {
+    #[serde(deserialize_with = "wire::id")]
+    pub id: i64,
+    #[serde(default)]
+    pub account_number: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub order_type: Option<String>,
+    #[serde(default)]
+    pub time_in_force: Option<String>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub size: Option<Decimal>,
+    #[serde(default)]
+    pub underlying_symbol: Option<String>,
+    #[serde(default)]
+    pub underlying_instrument_type: Option<String>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub price: Option<Decimal>,
+    #[serde(default)]
+    pub price_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub value: Option<Decimal>,
+    #[serde(default)]
+    pub value_effect: Option<Effect>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub stop_trigger: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::lenient_date")]
+    pub gtc_date: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub cancellable: Option<bool>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub editable: Option<bool>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub edited: Option<bool>,
+    #[serde(default)]
+    pub contingent_status: Option<String>,
+    #[serde(default)]
+    pub confirmation_status: Option<String>,
+    #[serde(default)]
+    pub reject_reason: Option<String>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub received_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub in_flight_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub live_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub cancelled_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub terminal_at: Option<DateTime<Utc>>,
+    /// Epoch milliseconds on the wire.
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::optional_id")]
+    pub replaces_order_id: Option<i64>,
+    #[serde(default, deserialize_with = "wire::optional_id")]
+    pub replacing_order_id: Option<i64>,
+    #[serde(default, deserialize_with = "wire::optional_id")]
+    pub complex_order_id: Option<i64>,
+    #[serde(default)]
+    pub complex_order_tag: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub external_identifier: Option<String>,
+    #[serde(default)]
+    pub legs: Vec<Leg>,
+}
+
+impl Order {
+    signed_accessors! {
+        signed_price => (price, price_effect),
+        signed_value => (value, value_effect),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Leg {
+    #[serde(default)]
+    pub symbol: Option<String>,
+    #[serde(default)]
+    pub instrument_type: Option<String>,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub quantity: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub remaining_quantity: Option<Decimal>,
+    #[serde(default)]
+    pub fills: Vec<Fill>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Fill {
+    pub fill_id: String,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub quantity: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub fill_price: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub filled_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub destination_venue: Option<String>,
+    #[serde(default)]
+    pub ext_group_fill_id: Option<String>,
+    #[serde(default)]
+    pub ext_exec_id: Option<String>,
+}
+
+/// `GET /api-quote-tokens`: the DXLink credentials for greeks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct QuoteToken {
+    pub token: secrecy::SecretString,
+    #[serde(default)]
+    pub dxlink_url: Option<String>,
+    #[serde(default)]
+    pub level: Option<String>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Items that carry the broker's id, which pagination uses to notice rows shifting under it.
+pub trait BrokerId {
+    fn broker_id(&self) -> Option<i64> {
+        None
+    }
+}
+
+impl BrokerId for Transaction {
+    fn broker_id(&self) -> Option<i64> {
+        Some(self.id)
+    }
+}
+
+impl BrokerId for Order {
+    fn broker_id(&self) -> Option<i64> {
+        Some(self.id)
+    }
+}
+
+impl BrokerId for Balance {}

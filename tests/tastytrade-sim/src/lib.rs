@@ -1,0 +1,16 @@
+//! A simulator of the tastytrade API, for tests, the local stack and benchmarks.
+//!
+//! # Layout
+//!
+//! - [`data`]: the deterministic customer: accounts, transactions, orders, positions,
+//!   balances, snapshots, generated from a seed and rendered as the broker renders them.
+//! - [`server`]: the HTTP API (the broker's paths, envelope, pagination limits, errors, OAuth)
+//!   and the `/__sim` control API (new activity, revocation, faults, ground truth).
+//!
+//! [`Simulator::spawn`] runs it in-process on a random loopback port; the `tastytrade-sim`
+//! binary runs it standalone.
+
+pub mod data;
+pub mod server;
+
+pub use server::{Activity, Config, Credentials, Faults, Simulator};

@@ -1,0 +1,1157 @@
+//! The simulator's HTTP side.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration as StdDuration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::data::{Account, Generator, Sizes};
+
+/// Order-api version that makes `start-date`/`start-at` mandatory on order search.
+const ORDER_SEARCH_NEEDS_START: &str = "20261012";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub seed: u64,
+    pub sizes: Sizes,
+    /// The last day of generated history; defaults to today.
+    pub anchor: NaiveDate,
+    pub token_seconds: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            seed: 7,
+            sizes: Sizes {
+                accounts: 3,
+                transactions: 2_000,
+                orders: 400,
+                years: 3,
+            },
+            anchor: Utc::now().date_naive(),
+            token_seconds: 900,
+        }
+    }
+}
+
+/// Faults applied to every broker endpoint (not to `/__sim`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    pub latency_ms: u64,
+    /// Probabilities in [0, 1].
+    pub rate_429: f64,
+    pub rate_5xx: f64,
+    pub rate_drop: f64,
+    pub rate_truncate: f64,
+    /// After this many successful API requests every access token expires (0: never).
+    pub expire_tokens_every: u64,
+    /// The server's clock runs this many seconds ahead of the client's: a token dies this much
+    /// sooner than its `expires_in` promised.
+    pub clock_skew_seconds: i64,
+}
+
+/// New activity for `POST /__sim/accounts/{n}/activity`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Activity {
+    /// New transactions, executed `days_back` days ago (0: now).
+    pub transactions: usize,
+    pub days_back: i64,
+    /// Turn every estimated fee final, changing its amount.
+    pub finalize_fees: bool,
+    /// Reverse this many recent trades with `reverses-id` rows.
+    pub reversals: usize,
+    /// New orders received now (mostly filled).
+    pub fills: usize,
+    /// Close this many positions (they disappear from `/positions`).
+    pub close_positions: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ActivityOutcome {
+    pub transactions: usize,
+    pub finalized: usize,
+    pub reversals: usize,
+    pub fills: usize,
+    pub closed_positions: usize,
+}
+
+/// What a script or test needs to act as a linked user.
+#[derive(Debug, Clone, Serialize)]
+pub struct Credentials {
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    pub account_numbers: Vec<String>,
+}
+
+#[derive(Debug)]
+struct GrantState {
+    revoked: bool,
+}
+
+#[derive(Debug)]
+struct TokenState {
+    refresh_token: String,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    generator: Generator,
+    accounts: Vec<Account>,
+    client_id: String,
+    client_secret: String,
+    grants: HashMap<String, GrantState>,
+    codes: HashMap<String, String>,
+    tokens: HashMap<String, TokenState>,
+    faults: Faults,
+    fault_rng: fastrand::Rng,
+    served: u64,
+    counter: u64,
+}
+
+impl Inner {
+    fn account(&self, number: &str) -> Result<&Account, Reject> {
+        self.accounts
+            .iter()
+            .find(|a| a.number == number)
+            .ok_or(Reject::NotFound)
+    }
+}
+
+/// The simulator's state, shared by its handlers.
+#[derive(Debug, Clone)]
+pub struct Simulator {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A running simulator: its address and its first grant.
+#[derive(Debug)]
+pub struct Running {
+    pub simulator: Simulator,
+    pub credentials: Credentials,
+    pub addr: SocketAddr,
+}
+
+impl Simulator {
+    pub fn new(config: Config) -> Self {
+        let mut generator = Generator::new(config.seed, config.anchor);
+        let accounts = generator.accounts(&config.sizes);
+        let refresh_token = format!(
+            "rt-{:016x}",
+            config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        );
+        let inner = Inner {
+            client_id: format!("sim-client-{}", config.seed),
+            client_secret: format!(
+                "sim-secret-{:x}",
+                config.seed.wrapping_mul(31).wrapping_add(17)
+            ),
+            grants: HashMap::from([(refresh_token, GrantState { revoked: false })]),
+            codes: HashMap::new(),
+            tokens: HashMap::new(),
+            faults: Faults::default(),
+            fault_rng: fastrand::Rng::with_seed(config.seed ^ 0xFA17),
+            served: 0,
+            counter: 0,
+            generator,
+            accounts,
+            config,
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A handler that panicked mid-update leaves data a test would misread; keep serving
+        // anyway, since the test that caused it has already failed.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Serves on a random loopback port in the current runtime.
+    pub async fn spawn(config: Config) -> std::io::Result<Running> {
+        Self::serve(config, "127.0.0.1:0".parse().expect("static address")).await
+    }
+
+    pub async fn serve(config: Config, addr: SocketAddr) -> std::io::Result<Running> {
+        let simulator = Self::new(config);
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let router = simulator.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "simulator stopped");
+            }
+        });
+        let credentials = simulator.credentials(&format!("http://{addr}"));
+        Ok(Running {
+            simulator,
+            credentials,
+            addr,
+        })
+    }
+
+    pub fn credentials(&self, base_url: &str) -> Credentials {
+        let inner = self.lock();
+        Credentials {
+            base_url: base_url.to_owned(),
+            client_id: inner.client_id.clone(),
+            client_secret: inner.client_secret.clone(),
+            refresh_token: inner.grants.keys().next().cloned().unwrap_or_default(),
+            account_numbers: inner.accounts.iter().map(|a| a.number.clone()).collect(),
+        }
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    pub fn revoke(&self, refresh_token: &str) {
+        if let Some(grant) = self.lock().grants.get_mut(refresh_token) {
+            grant.revoked = true;
+        }
+    }
+
+    /// Adds `count` transactions executed `days_back` days ago (late postings when > 0).
+    pub fn add_transactions(&self, account_number: &str, count: usize, days_back: i64) -> usize {
+        let activity = Activity {
+            transactions: count,
+            days_back,
+            ..Activity::default()
+        };
+        self.add_activity(account_number, &activity)
+            .map_or(0, |o| o.transactions)
+    }
+
+    /// Applies new activity to an account, as the broker's books would change between syncs.
+    pub fn add_activity(
+        &self,
+        account_number: &str,
+        activity: &Activity,
+    ) -> Option<ActivityOutcome> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let index = inner
+            .accounts
+            .iter()
+            .position(|a| a.number == account_number)?;
+        let at = Utc::now() - Duration::days(activity.days_back);
+        let mut outcome = ActivityOutcome::default();
+
+        let new =
+            inner
+                .generator
+                .transactions(at - Duration::minutes(30), at, activity.transactions);
+        outcome.transactions = new.len();
+        let account = &mut inner.accounts[index];
+        account.transactions.extend(new);
+
+        if activity.finalize_fees {
+            // Estimated fees become final: the row keeps its id, its fees change.
+            for tx in account
+                .transactions
+                .iter_mut()
+                .filter(|t| t.is_estimated_fee)
+            {
+                tx.is_estimated_fee = false;
+                tx.regulatory_fees = tx.regulatory_fees.map(|f| f + Decimal::new(1, 3));
+                outcome.finalized += 1;
+            }
+        }
+        for _ in 0..activity.reversals {
+            let Some(target) = account
+                .transactions
+                .iter()
+                .rev()
+                .find(|t| t.reverses_id.is_none() && t.kind == "Trade")
+                .cloned()
+            else {
+                break;
+            };
+            let mut reversal = target.clone();
+            reversal.id = inner.generator.take_transaction_id();
+            reversal.executed_at = Utc::now();
+            reversal.date = reversal.executed_at.date_naive();
+            reversal.value = -target.value;
+            reversal.commission = None;
+            reversal.clearing_fees = None;
+            reversal.regulatory_fees = None;
+            reversal.index_option_fees = None;
+            reversal.reverses_id = Some(target.id);
+            reversal.description = format!("Reversal: {}", target.description);
+            account.transactions.push(reversal);
+            outcome.reversals += 1;
+        }
+        for _ in 0..activity.fills {
+            let order = inner.generator.order(Utc::now(), false);
+            account.orders.push(order);
+            outcome.fills += 1;
+        }
+        for _ in 0..activity.close_positions {
+            if account.positions.pop().is_some() {
+                outcome.closed_positions += 1;
+            }
+        }
+        account.transactions.sort_by_key(|t| (t.executed_at, t.id));
+        Some(outcome)
+    }
+
+    /// The ground truth a correct sync of `account_number` ends with.
+    pub fn truth(&self, account_number: &str) -> Option<Value> {
+        let inner = self.lock();
+        let account = inner.accounts.iter().find(|a| a.number == account_number)?;
+        let net: Decimal = account.transactions.iter().map(|t| t.net_value()).sum();
+        let value: Decimal = account.transactions.iter().map(|t| t.value).sum();
+        let legs: usize = account.orders.iter().map(|o| o.legs.len()).sum();
+        let fills: usize = account
+            .orders
+            .iter()
+            .flat_map(|o| &o.legs)
+            .map(|l| l.fills.len())
+            .sum();
+        Some(json!({
+            "account-number": account.number,
+            "transactions": {
+                "count": account.transactions.len(),
+                "ids": account.transactions.iter().map(|t| t.id).collect::<Vec<_>>(),
+                "net-value-sum": net.to_string(),
+                "value-sum": value.to_string(),
+            },
+            "orders": {
+                "count": account.orders.len(),
+                "ids": account.orders.iter().map(|o| o.id).collect::<Vec<_>>(),
+                "legs": legs,
+                "fills": fills,
+            },
+            "positions": account.positions.iter().map(|p| json!({"symbol": p.symbol, "quantity": p.quantity.to_string()})).collect::<Vec<_>>(),
+            "balances": account.balances.iter().map(|b| json!({"currency": b.currency, "cash-balance": b.cash_balance.to_string()})).collect::<Vec<_>>(),
+            "snapshots": {"count": account.snapshots.len()},
+        }))
+    }
+
+    pub fn router(&self) -> Router {
+        let api = Router::new()
+            .route("/customers/me/accounts", get(accounts))
+            .route("/accounts/{account}/transactions", get(transactions))
+            .route("/accounts/{account}/positions", get(positions))
+            .route("/accounts/{account}/balances", get(balances))
+            .route("/accounts/{account}/balances/{currency}", get(balance))
+            .route("/accounts/{account}/balance-snapshots", get(snapshots))
+            .route("/accounts/{account}/orders", get(orders))
+            .route("/accounts/{account}/orders/live", get(live_orders))
+            .route("/api-quote-tokens", get(quote_token))
+            .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
+        let oauth = Router::new()
+            .route("/oauth/token", post(token))
+            .route("/auth.html", get(authorize))
+            .route_layer(middleware::from_fn(require_user_agent));
+        let broker = api
+            .merge(oauth)
+            .layer(middleware::from_fn_with_state(self.clone(), inject_faults));
+        let control = Router::new()
+            .route("/__sim/faults", post(set_faults))
+            .route("/__sim/grants/revoke", post(revoke))
+            .route("/__sim/accounts/{account}/activity", post(add_activity))
+            .route("/__sim/accounts/{account}/truth", get(truth))
+            .route("/__sim/credentials", get(credentials_route));
+        broker.merge(control).with_state(self.clone())
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+/// Why a broker request is refused before any data is read; small, so `?` can carry it.
+#[derive(Debug)]
+enum Reject {
+    Invalid {
+        domain: String,
+        reason: &'static str,
+    },
+    NotFound,
+}
+
+impl Reject {
+    fn invalid(domain: &str, reason: &'static str) -> Self {
+        Reject::Invalid {
+            domain: domain.to_owned(),
+            reason,
+        }
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        match self {
+            Reject::Invalid { domain, reason } => validation_error(&domain, reason),
+            Reject::NotFound => error(
+                StatusCode::NOT_FOUND,
+                "record_not_found",
+                "Record not found",
+            ),
+        }
+    }
+}
+
+type Answer = Result<Response, Reject>;
+
+fn validation_error(domain: &str, reason: &str) -> Response {
+    let body = json!({"error": {
+        "code": "validation_error",
+        "message": "Request validation failed",
+        "errors": [{"domain": domain, "reason": reason}],
+    }});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+fn token_invalid() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "token_invalid",
+        "This token is invalid or has expired",
+    )
+}
+
+fn has_user_agent(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.contains('/'))
+}
+
+async fn require_user_agent(request: Request, next: Next) -> Response {
+    if !has_user_agent(request.headers()) {
+        return token_invalid();
+    }
+    next.run(request).await
+}
+
+/// Bearer token, valid, unexpired, from an unrevoked grant, and a product User-Agent.
+async fn authenticate(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+    if !has_user_agent(request.headers()) {
+        return token_invalid();
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    {
+        let mut inner = sim.lock();
+        let valid = token
+            .as_ref()
+            .and_then(|t| inner.tokens.get(t))
+            .is_some_and(|state| {
+                state.expires_at > Utc::now()
+                    && inner
+                        .grants
+                        .get(&state.refresh_token)
+                        .is_some_and(|g| !g.revoked)
+            });
+        if !valid {
+            return token_invalid();
+        }
+        inner.served += 1;
+        let every = inner.faults.expire_tokens_every;
+        if every > 0 && inner.served % every == 0 {
+            inner.tokens.clear();
+        }
+    }
+    next.run(request).await
+}
+
+async fn inject_faults(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+    let (latency, roll, faults) = {
+        let mut inner = sim.lock();
+        let roll = inner.fault_rng.f64();
+        (inner.faults.latency_ms, roll, inner.faults.clone())
+    };
+    if latency > 0 {
+        tokio::time::sleep(StdDuration::from_millis(latency)).await;
+    }
+    let mut threshold = faults.rate_429;
+    if roll < threshold {
+        // The broker's 429 carries no quota headers (reference §5).
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!({"error": {"code": "rate_limited", "message": "Too many requests"}})),
+        )
+            .into_response();
+    }
+    threshold += faults.rate_5xx;
+    if roll < threshold {
+        return (
+            StatusCode::BAD_GATEWAY,
+            "<html><body>502 Bad Gateway</body></html>",
+        )
+            .into_response();
+    }
+    let response = next.run(request).await;
+    threshold += faults.rate_drop;
+    let drop = roll < threshold;
+    threshold += faults.rate_truncate;
+    let truncate = !drop && roll < threshold;
+    if !(drop || truncate) || !response.status().is_success() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    if drop {
+        // Half the body, then the connection breaks: the client sees a body error.
+        let mut response = Response::from_parts(parts, Body::new(Dropped { first: Some(half) }));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, bytes.len().into());
+        return response;
+    }
+    // Half the body, cleanly ended: the client sees JSON that stops mid-way.
+    let mut response = Response::from_parts(parts, Body::from(half.clone()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, half.len().into());
+    response
+}
+
+/// A body that yields its bytes and then fails, which makes the server drop the connection.
+struct Dropped {
+    first: Option<bytes::Bytes>,
+}
+
+impl http_body::Body for Dropped {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(Some(match self.first.take() {
+            Some(bytes) => Ok(http_body::Frame::data(bytes)),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "dropped by the simulator",
+            )),
+        }))
+    }
+}
+
+fn params(query: Option<String>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn list<'a>(params: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    let bracketed = format!("{key}[]");
+    params
+        .iter()
+        .filter(|(k, _)| *k == bracketed)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// `per-page` (1..=max) and `page-offset`; out of range is the broker's `validation_error`.
+fn paging(
+    params: &[(String, String)],
+    default: usize,
+    max: usize,
+) -> Result<(usize, usize), Reject> {
+    let per_page = match param(params, "per-page") {
+        None => default,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => return Err(Reject::invalid("per-page", "does not have a valid value")),
+        },
+    };
+    let offset = match param(params, "page-offset") {
+        None => 0,
+        Some(raw) => raw
+            .parse()
+            .map_err(|_| Reject::invalid("page-offset", "does not have a valid value"))?,
+    };
+    Ok((per_page, offset))
+}
+
+fn date_param(params: &[(String, String)], key: &str) -> Result<Option<NaiveDate>, Reject> {
+    param(params, key)
+        .map(|raw| {
+            NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                .map_err(|_| Reject::invalid(key, "is invalid"))
+        })
+        .transpose()
+}
+
+fn time_param(params: &[(String, String)], key: &str) -> Result<Option<DateTime<Utc>>, Reject> {
+    param(params, key)
+        .map(|raw| {
+            DateTime::parse_from_rfc3339(raw)
+                .map(|t| t.with_timezone(&Utc))
+                .or_else(|_| {
+                    chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
+                        .map(|t| t.and_utc())
+                })
+                .map_err(|_| Reject::invalid(key, "is invalid"))
+        })
+        .transpose()
+}
+
+fn items(context: &str, rows: Vec<Value>) -> Response {
+    axum::Json(json!({"context": context, "data": {"items": rows}})).into_response()
+}
+
+async fn accounts(State(sim): State<Simulator>) -> Response {
+    let inner = sim.lock();
+    let rows = inner
+        .accounts
+        .iter()
+        .map(|a| {
+            json!({
+                "account": {
+                    "account-number": a.number,
+                    "nickname": a.nickname,
+                    "account-type-name": a.type_name,
+                    "margin-or-cash": a.margin_or_cash,
+                    "opened-at": a.opened_at.to_rfc3339(),
+                    "created-at": a.opened_at.to_rfc3339(),
+                    "is-closed": a.closed_at.is_some(),
+                    "closed-at": a.closed_at.map(|t| t.to_rfc3339()),
+                    "day-trader-status": false,
+                    "is-firm-error": false,
+                    "is-firm-proprietary": false,
+                    "is-futures-approved": true,
+                    "is-foreign": false,
+                    "funding-date": a.opened_at.date_naive().to_string(),
+                    "suitable-options-level": "No Restrictions",
+                },
+                "authority-level": "owner",
+            })
+        })
+        .collect();
+    items("/customers/me/accounts", rows)
+}
+
+async fn transactions(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(q);
+    let (per_page, offset) = paging(&p, 250, 2000)?;
+    let (start_date, end_date) = (date_param(&p, "start-date")?, date_param(&p, "end-date")?);
+    let (start_at, end_at) = (time_param(&p, "start-at")?, time_param(&p, "end-at")?);
+    if param(&p, "type").is_some() && !list(&p, "types").is_empty() {
+        return Err(Reject::invalid(
+            "types",
+            "only one of type and types may be given",
+        ));
+    }
+    let types: Vec<&str> = param(&p, "type")
+        .map(|t| vec![t])
+        .unwrap_or_else(|| list(&p, "types"));
+    let sub_types = list(&p, "sub-type");
+    let inner = sim.lock();
+    let account = inner.account(&number)?;
+    let matches = |t: &&crate::data::Tx| {
+        start_date.is_none_or(|d| t.date >= d)
+            && end_date.is_none_or(|d| t.date <= d)
+            && start_at.is_none_or(|s| t.executed_at >= s)
+            && end_at.is_none_or(|e| t.executed_at <= e)
+            && (types.is_empty() || types.contains(&t.kind))
+            && (sub_types.is_empty() || sub_types.contains(&t.sub_type.as_str()))
+            && param(&p, "symbol").is_none_or(|s| t.symbol.as_deref() == Some(s))
+            && param(&p, "underlying-symbol").is_none_or(|s| t.underlying.as_deref() == Some(s))
+            && param(&p, "instrument-type").is_none_or(|s| t.instrument_type == Some(s))
+            && param(&p, "action").is_none_or(|s| t.action == Some(s))
+            && param(&p, "currency").is_none_or(|s| t.currency == s)
+    };
+    let selected: Vec<&crate::data::Tx> = account.transactions.iter().filter(matches).collect();
+    let ascending = param(&p, "sort") == Some("Asc");
+    let total = selected.len();
+    // Render only the requested page; the total still counts every match.
+    let window: Vec<Value> = if ascending {
+        selected
+            .iter()
+            .skip(offset * per_page)
+            .take(per_page)
+            .map(|t| t.render(&account.number))
+            .collect()
+    } else {
+        selected
+            .iter()
+            .rev()
+            .skip(offset * per_page)
+            .take(per_page)
+            .map(|t| t.render(&account.number))
+            .collect()
+    };
+    Ok(page_of(
+        &format!("/accounts/{number}/transactions"),
+        window,
+        total,
+        per_page,
+        offset,
+    ))
+}
+
+/// `{data: {items}, context, pagination}` for one page, cut from `total` matching rows.
+fn page_of(
+    context: &str,
+    window: Vec<Value>,
+    total: usize,
+    per_page: usize,
+    offset: usize,
+) -> Response {
+    let body = json!({
+        "api-version": "v1",
+        "context": context,
+        "data": {"items": window},
+        "pagination": {
+            "per-page": per_page,
+            "page-offset": offset,
+            "item-offset": offset * per_page,
+            "total-items": total,
+            "total-pages": total.div_ceil(per_page),
+            "current-item-count": window.len(),
+            "previous-link": null,
+            "next-link": null,
+            "paging-link-template": null,
+        },
+    });
+    axum::Json(body).into_response()
+}
+
+async fn positions(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(q);
+    let marks = param(&p, "include-marks") == Some("true");
+    let inner = sim.lock();
+    let today = inner.config.anchor;
+    let account = inner.account(&number)?;
+    let rows = account
+        .positions
+        .iter()
+        .map(|pos| pos.render(&number, marks, today))
+        .collect();
+    Ok(items(&format!("/accounts/{number}/positions"), rows))
+}
+
+async fn balances(State(sim): State<Simulator>, Path(number): Path<String>) -> Answer {
+    let inner = sim.lock();
+    let today = inner.config.anchor;
+    let account = inner.account(&number)?;
+    let rows = account
+        .balances
+        .iter()
+        .map(|b| b.render(&number, today, Utc::now()))
+        .collect();
+    Ok(items(&format!("/accounts/{number}/balances"), rows))
+}
+
+async fn balance(
+    State(sim): State<Simulator>,
+    Path((number, currency)): Path<(String, String)>,
+) -> Answer {
+    let inner = sim.lock();
+    let today = inner.config.anchor;
+    let account = inner.account(&number)?;
+    let Some(b) = account.balances.iter().find(|b| b.currency == currency) else {
+        return Err(Reject::NotFound);
+    };
+    let body = json!({"context": format!("/accounts/{number}/balances/{currency}"), "data": b.render(&number, today, Utc::now())});
+    Ok(axum::Json(body).into_response())
+}
+
+async fn snapshots(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(q);
+    let (per_page, offset) = paging(&p, 250, 2000)?;
+    let time_of_day = match param(&p, "time-of-day") {
+        None => return Err(Reject::invalid("time-of-day", "is missing")),
+        Some(t @ ("BOD" | "EOD" | "Intraday")) => t.to_owned(),
+        Some(_) => {
+            return Err(Reject::invalid(
+                "time-of-day",
+                "does not have a valid value",
+            ));
+        }
+    };
+    let (start, end) = (date_param(&p, "start-date")?, date_param(&p, "end-date")?);
+    let on = date_param(&p, "snapshot-date")?;
+    let currency = param(&p, "currency").unwrap_or("USD").to_owned();
+    let inner = sim.lock();
+    let account = inner.account(&number)?;
+    // Only EOD history is kept; without a range the broker returns just the latest few.
+    let mut rows: Vec<&crate::data::Snapshot> = account
+        .snapshots
+        .iter()
+        .filter(|s| time_of_day == "EOD" && s.currency == currency)
+        .filter(|s| {
+            start.is_none_or(|d| s.date >= d)
+                && end.is_none_or(|d| s.date <= d)
+                && on.is_none_or(|d| s.date == d)
+        })
+        .collect();
+    if start.is_none() && on.is_none() {
+        let keep = rows.len().saturating_sub(5);
+        rows.drain(..keep);
+    }
+    let total = rows.len();
+    let window = rows
+        .iter()
+        .skip(offset * per_page)
+        .take(per_page)
+        .map(|s| s.render(&number))
+        .collect();
+    Ok(page_of(
+        &format!("/accounts/{number}/balance-snapshots"),
+        window,
+        total,
+        per_page,
+        offset,
+    ))
+}
+
+async fn orders(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(q);
+    let (per_page, offset) = paging(&p, 100, 200)?;
+    let version = headers
+        .get("accept-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("20250813");
+    if version >= ORDER_SEARCH_NEEDS_START
+        && param(&p, "start-date").is_none()
+        && param(&p, "start-at").is_none()
+    {
+        return Err(Reject::invalid("start-date", "is missing"));
+    }
+    let (start_date, end_date) = (date_param(&p, "start-date")?, date_param(&p, "end-date")?);
+    let (start_at, end_at) = (time_param(&p, "start-at")?, time_param(&p, "end-at")?);
+    let statuses = list(&p, "status");
+    let inner = sim.lock();
+    let account = inner.account(&number)?;
+    let selected: Vec<&crate::data::Order> = account
+        .orders
+        .iter()
+        .filter(|o| {
+            let day = o.received_at.date_naive();
+            start_date.is_none_or(|d| day >= d)
+                && end_date.is_none_or(|d| day <= d)
+                && start_at.is_none_or(|s| o.received_at >= s)
+                && end_at.is_none_or(|e| o.received_at <= e)
+                && (statuses.is_empty() || statuses.contains(&o.status))
+                && param(&p, "underlying-symbol").is_none_or(|s| o.underlying == s)
+        })
+        .collect();
+    let total = selected.len();
+    let window: Vec<Value> = if param(&p, "sort") == Some("Asc") {
+        selected
+            .iter()
+            .skip(offset * per_page)
+            .take(per_page)
+            .map(|o| o.render(&number))
+            .collect()
+    } else {
+        selected
+            .iter()
+            .rev()
+            .skip(offset * per_page)
+            .take(per_page)
+            .map(|o| o.render(&number))
+            .collect()
+    };
+    Ok(page_of(
+        &format!("/accounts/{number}/orders"),
+        window,
+        total,
+        per_page,
+        offset,
+    ))
+}
+
+async fn live_orders(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(q);
+    let (per_page, offset) = paging(&p, 100, 200)?;
+    let inner = sim.lock();
+    let today = Utc::now().date_naive();
+    let account = inner.account(&number)?;
+    let live: Vec<&crate::data::Order> = account
+        .orders
+        .iter()
+        .filter(|o| o.is_live_on(today))
+        .collect();
+    let window = live
+        .iter()
+        .skip(offset * per_page)
+        .take(per_page)
+        .map(|o| o.render(&number))
+        .collect();
+    Ok(page_of(
+        &format!("/accounts/{number}/orders/live"),
+        window,
+        live.len(),
+        per_page,
+        offset,
+    ))
+}
+
+async fn quote_token(State(sim): State<Simulator>) -> Response {
+    let token = {
+        let mut inner = sim.lock();
+        inner.counter += 1;
+        format!("dxlink-{}", inner.counter)
+    };
+    let now = Utc::now();
+    axum::Json(json!({"context": "/api-quote-tokens", "data": {
+        "token": token,
+        "dxlink-url": "wss://tasty-openapi-ws.dxfeed.com/realtime",
+        "level": "api",
+        "issued-at": now.to_rfc3339(),
+        "expires-at": (now + Duration::hours(24)).to_rfc3339(),
+    }}))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenRequest {
+    grant_type: Option<String>,
+    refresh_token: Option<String>,
+    client_secret: Option<String>,
+    client_id: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+}
+
+fn token_error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error_code": code, "error_description": description})),
+    )
+        .into_response()
+}
+
+/// `POST /oauth/token`, with a JSON body (documented) or a form body (also accepted).
+async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: bytes::Bytes) -> Response {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let parsed: Option<TokenRequest> = if json {
+        serde_json::from_slice(&body).ok()
+    } else {
+        serde_json::to_value(
+            url::form_urlencoded::parse(&body)
+                .into_owned()
+                .collect::<HashMap<String, String>>(),
+        )
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+    };
+    let Some(request) = parsed else {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Malformed request",
+        );
+    };
+    let mut inner = sim.lock();
+    if request.client_secret.as_deref() != Some(inner.client_secret.as_str())
+        || request
+            .client_id
+            .as_deref()
+            .is_some_and(|id| id != inner.client_id)
+    {
+        return token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Invalid client credentials",
+        );
+    }
+    let (refresh_token, echo) = match request.grant_type.as_deref() {
+        Some("refresh_token") => {
+            let Some(rt) = request.refresh_token else {
+                return token_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "refresh_token is missing",
+                );
+            };
+            (rt, false)
+        }
+        Some("authorization_code") => {
+            let Some(rt) = request.code.and_then(|c| inner.codes.remove(&c)) else {
+                return token_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "Invalid authorization code",
+                );
+            };
+            if request.redirect_uri.is_none() {
+                return token_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "redirect_uri is missing",
+                );
+            }
+            (rt, true)
+        }
+        _ => {
+            return token_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "Unsupported grant type",
+            );
+        }
+    };
+    if inner.grants.get(&refresh_token).is_none_or(|g| g.revoked) {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT");
+    }
+    inner.counter += 1;
+    let nonce = inner.fault_rng.u64(..);
+    let access = format!("at-{}-{nonce:x}", inner.counter);
+    let seconds = inner.config.token_seconds;
+    let expires_at = Utc::now() + Duration::seconds(seconds - inner.faults.clock_skew_seconds);
+    inner.tokens.insert(
+        access.clone(),
+        TokenState {
+            refresh_token: refresh_token.clone(),
+            expires_at,
+        },
+    );
+    let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": seconds});
+    if echo {
+        body["refresh_token"] = json!(refresh_token);
+    }
+    axum::Json(body).into_response()
+}
+
+/// The authorize page: approves at once and redirects back with a code, as a user who clicks
+/// "Allow" would. Each code mints a new grant.
+async fn authorize(State(sim): State<Simulator>, RawQuery(q): RawQuery) -> Response {
+    let p = params(q);
+    let mut inner = sim.lock();
+    if param(&p, "response_type") != Some("code")
+        || param(&p, "client_id") != Some(inner.client_id.as_str())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Unknown client or response type",
+        );
+    }
+    let Some(redirect) = param(&p, "redirect_uri").and_then(|r| url::Url::parse(r).ok()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "redirect_uri is invalid",
+        );
+    };
+    inner.counter += 1;
+    let nonce = inner.fault_rng.u64(..);
+    let code = format!("code-{}-{nonce:x}", inner.counter);
+    let refresh_token = format!("rt-{}-{:x}", inner.counter, nonce.rotate_left(17));
+    inner
+        .grants
+        .insert(refresh_token.clone(), GrantState { revoked: false });
+    inner.codes.insert(code.clone(), refresh_token);
+    let mut target = redirect;
+    target.query_pairs_mut().append_pair("code", &code);
+    if let Some(state) = param(&p, "state") {
+        target.query_pairs_mut().append_pair("state", state);
+    }
+    (StatusCode::FOUND, [(header::LOCATION, target.to_string())]).into_response()
+}
+
+async fn set_faults(
+    State(sim): State<Simulator>,
+    axum::Json(faults): axum::Json<Faults>,
+) -> Response {
+    sim.set_faults(faults);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct Revoke {
+    refresh_token: String,
+}
+
+async fn revoke(State(sim): State<Simulator>, axum::Json(body): axum::Json<Revoke>) -> Response {
+    sim.revoke(&body.refresh_token);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn add_activity(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    axum::Json(activity): axum::Json<Activity>,
+) -> Response {
+    match sim.add_activity(&number, &activity) {
+        Some(outcome) => axum::Json(outcome).into_response(),
+        None => Reject::NotFound.into_response(),
+    }
+}
+
+async fn truth(State(sim): State<Simulator>, Path(number): Path<String>) -> Response {
+    sim.truth(&number).map_or_else(
+        || Reject::NotFound.into_response(),
+        |t| axum::Json(t).into_response(),
+    )
+}
+
+async fn credentials_route(State(sim): State<Simulator>, headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    axum::Json(sim.credentials(&format!("http://{host}"))).into_response()
+}
