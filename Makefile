@@ -1,7 +1,7 @@
 # The commands the README promises. Every target cleans up what it starts.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tastysync-target
 
-.PHONY: test stack stack-down lint fmt
+.PHONY: test stack stack-down lint fmt openapi
 
 ## Every test against a fresh private stack (Postgres + moto), stopped afterwards.
 test:
@@ -21,3 +21,7 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+## Regenerates openapi.json from the Rust types (a test fails when it is stale).
+openapi:
+	cargo run -q -p tastysync-local -- openapi > openapi.json

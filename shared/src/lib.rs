@@ -10,15 +10,39 @@
 //!   code talks to the local emulator.
 //! - [`db`]: the Postgres pool (TLS when the URL asks for it), its error type, and the embedded
 //!   migrations.
+//! - [`api`]: the HTTP API's types and its OpenAPI document; [`http`]: identity, bodies and
+//!   error responses; [`routes`]: the routes of each HTTP function.
+//! - [`secrets`]: envelope encryption of tokens (KMS + AES-GCM) and the deployment's secrets;
+//!   [`oauth_state`]: the signed `state` of the authorization-code flow.
+//! - [`tasks`]: sync tasks in DynamoDB and their messages on the SQS FIFO queue.
 //! - [`tastytrade`]: the broker client (OAuth, endpoints, pagination, retries) and its models.
 //!
 //! Functions wire these in `main.rs` once and hand them to their handler by reference.
 
+pub mod api;
 pub mod aws;
 pub mod config;
 pub mod db;
+pub mod http;
+pub mod oauth_state;
+pub mod routes;
+pub mod secrets;
+pub mod tasks;
 pub mod tastytrade;
 pub mod telemetry;
+
+/// Why a function could not start: it names the variable, secret or client at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Broker(#[from] tastytrade::BrokerError),
+    #[error(transparent)]
+    Secrets(#[from] secrets::DeploymentSecretsError),
+}
 
 /// How a caller should treat a failure: try again later, or give up and report it.
 ///

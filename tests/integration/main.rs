@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod aws_resources;
+mod link;
 mod migrations;
+mod openapi;
 mod schema;
 mod tastytrade_client;
 mod tastytrade_examples;

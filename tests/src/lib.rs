@@ -6,6 +6,7 @@
 //! - [`TestDb`]: a new database in the private cluster `make test` started, empty or migrated.
 //! - [`TestAws`]: the stack's AWS resources under a prefix of their own, on the moto server
 //!   `make test` started.
+//! - [`event`] and [`request`]: API Gateway events from `events/`, for handler tests.
 //!
 //! Both read the addresses from the environment that `infra/local/stack.sh` writes; run the
 //! tests through `make test` (or source `.local/<stack>/env` first).
@@ -32,6 +33,8 @@ fn unique_suffix() -> String {
 #[derive(Debug)]
 pub struct TestDb {
     pub name: String,
+    /// For functions configured from the environment (`DATABASE_URL`).
+    pub url: String,
     pub pool: Pool,
 }
 
@@ -52,12 +55,13 @@ impl TestDb {
         let (base, _) = admin_url
             .rsplit_once('/')
             .expect("the admin URL names a database");
+        let url = format!("{base}/{name}");
         let config = DatabaseConfig {
-            url: SecretString::from(format!("{base}/{name}")),
+            url: SecretString::from(url.clone()),
             max_connections: 8,
         };
         let pool = db::pool(&config).expect("the test database URL is valid");
-        Self { name, pool }
+        Self { name, url, pool }
     }
 
     /// A new database with every migration applied.
@@ -87,12 +91,20 @@ pub struct TestAws {
 
 impl TestAws {
     pub async fn provisioned() -> Self {
+        Self::provisioned_with(&serde_json::json!({
+            "client_id": "test-client",
+            "client_secret": "test-client-secret",
+        }))
+        .await
+    }
+
+    /// With the deployment's OAuth client set to `oauth_client` (`client_id`, `client_secret`).
+    pub async fn provisioned_with(oauth_client: &serde_json::Value) -> Self {
         // Fail early with the harness's message rather than the SDK's.
         stack_var("AWS_ENDPOINT_URL");
         let sdk = aws::sdk_config().await;
         let names = Names::with_prefix(&format!("t{}-", unique_suffix()));
-        let oauth_client = serde_json_client();
-        let stack = provision::provision(&sdk, &names, &oauth_client)
+        let stack = provision::provision(&sdk, &names, oauth_client)
             .await
             .expect("the emulator accepts the stack's resources");
         Self { sdk, names, stack }
@@ -107,6 +119,14 @@ impl TestAws {
     }
 }
 
-fn serde_json_client() -> serde_json::Value {
-    serde_json::json!({ "client_id": "test-client", "client_secret": "test-client-secret" })
+/// An API Gateway event from `events/`, as JSON to adjust before [`request`] turns it into
+/// what a handler receives.
+pub fn event(name: &str) -> serde_json::Value {
+    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+pub fn request(event: &serde_json::Value) -> lambda_http::Request {
+    lambda_http::request::from_str(&event.to_string()).expect("the event is an API Gateway request")
 }

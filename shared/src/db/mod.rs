@@ -3,6 +3,7 @@
 //! One pool per cold start ([`pool`]), handed by reference to whatever needs a connection.
 //! SQL statements live next to the repository that owns them, one constant each.
 
+pub mod accounts;
 pub mod migrations;
 
 use std::sync::Arc;

@@ -23,7 +23,7 @@ const TOKEN_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// The broker's documented default when `expires_in` is absent.
 const DEFAULT_TOKEN_SECONDS: i64 = 900;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     Production,
@@ -297,11 +297,13 @@ impl TastytradeClient {
         self.stats.token_refreshes.fetch_add(1, Ordering::Relaxed);
         // One `invalid_grant` is not yet proof: the sandbox rejects healthy grants now and
         // then (reference §7.11). A second in a row is.
-        let revoked_once = std::cell::Cell::new(false);
+        let revoked_once = std::sync::atomic::AtomicBool::new(false);
         let result = self
             .with_retries(|| async {
                 match self.token_request(grant.environment, body.clone()).await {
-                    Err(BrokerError::GrantRevoked { code }) if !revoked_once.replace(true) => {
+                    Err(BrokerError::GrantRevoked { code })
+                        if !revoked_once.swap(true, Ordering::Relaxed) =>
+                    {
                         Err(BrokerError::Transient {
                             status: None,
                             code,
@@ -403,6 +405,11 @@ pub struct Session<'c> {
 impl Session<'_> {
     pub fn environment(&self) -> Environment {
         self.grant.environment
+    }
+
+    /// The grant this session acts for (to seal its secrets once it has proved to work).
+    pub fn grant(&self) -> &Grant {
+        &self.grant
     }
 
     /// A valid access token, minted if the cached one is missing or about to expire.
@@ -564,7 +571,11 @@ fn token_error(status: StatusCode, bytes: &[u8]) -> BrokerError {
                 .map(str::to_owned)
                 .or_else(|| c.get("code").and_then(Value::as_str).map(str::to_owned))
         });
-    if code.as_deref() == Some("invalid_grant") {
+    // A dead grant, or a client that may not use it: both need the user to link again.
+    if matches!(
+        code.as_deref(),
+        Some("invalid_grant" | "invalid_client" | "unauthorized_client")
+    ) {
         return BrokerError::GrantRevoked { code };
     }
     if status == StatusCode::TOO_MANY_REQUESTS {

@@ -1,0 +1,251 @@
+//! Linked accounts and their credentials. Every statement takes the user id: a row of another
+//! user is indistinguishable from a missing one.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::secrets::{Purpose, Sealed};
+use crate::tastytrade::Environment;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    AuthorizationCode,
+    Personal,
+}
+
+impl GrantKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::AuthorizationCode => "authorization_code",
+            GrantKind::Personal => "personal",
+        }
+    }
+}
+
+/// A grant about to be stored, its secrets already sealed for `id`.
+#[derive(Debug)]
+pub struct NewCredential {
+    pub id: Uuid,
+    pub user_id: String,
+    pub environment: Environment,
+    pub kind: GrantKind,
+    pub secrets: Vec<(Purpose, Sealed)>,
+}
+
+/// An account as the broker lists it.
+#[derive(Debug, Clone)]
+pub struct BrokerAccount {
+    pub account_number: String,
+    pub nickname: Option<String>,
+    pub account_type_name: Option<String>,
+    pub margin_or_cash: Option<String>,
+    pub is_closed: bool,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub raw: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkedAccount {
+    pub id: Uuid,
+    pub account_number: String,
+    pub is_closed: bool,
+    /// False when the account was linked before: it kept its id and its data.
+    pub is_new: bool,
+}
+
+/// An account as the API shows it.
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub id: Uuid,
+    pub account_number: String,
+    pub nickname: Option<String>,
+    pub account_type_name: Option<String>,
+    pub environment: String,
+    pub last_sync_status: String,
+    pub last_successful_sync_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+const INSERT_CREDENTIAL: &str = "
+    INSERT INTO tastytrade_credentials (id, user_id, environment, grant_kind)
+    VALUES ($1, $2, $3, $4)";
+
+const INSERT_SECRET: &str = "
+    INSERT INTO tastytrade_credential_secrets
+        (credential_id, purpose, scheme_version, kms_key_id, wrapped_key, nonce, ciphertext)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// A re-link keeps the account's id and data, points it at the new grant, and lifts
+/// NEEDS_REAUTH (the new grant works: it just listed this account).
+const UPSERT_ACCOUNT: &str = "
+    INSERT INTO tastytrade_accounts
+        (user_id, credential_id, environment, account_number, nickname, account_type_name,
+         margin_or_cash, is_closed, opened_at, closed_at, raw)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    ON CONFLICT (user_id, environment, account_number) DO UPDATE SET
+        credential_id = EXCLUDED.credential_id,
+        nickname = EXCLUDED.nickname,
+        account_type_name = EXCLUDED.account_type_name,
+        margin_or_cash = EXCLUDED.margin_or_cash,
+        is_closed = EXCLUDED.is_closed,
+        opened_at = EXCLUDED.opened_at,
+        closed_at = EXCLUDED.closed_at,
+        raw = EXCLUDED.raw,
+        unlinked_at = NULL,
+        last_sync_status = CASE WHEN tastytrade_accounts.last_sync_status = 'NEEDS_REAUTH'
+                                THEN 'PENDING' ELSE tastytrade_accounts.last_sync_status END,
+        last_error = CASE WHEN tastytrade_accounts.last_sync_status = 'NEEDS_REAUTH'
+                          THEN NULL ELSE tastytrade_accounts.last_error END
+    RETURNING id, (xmax = 0) AS inserted";
+
+/// Grants of the user that no account uses any more (replaced by a re-link) go, secrets and all.
+const DELETE_ORPHAN_CREDENTIALS: &str = "
+    DELETE FROM tastytrade_credentials c
+    WHERE c.user_id = $1
+      AND NOT EXISTS (SELECT 1 FROM tastytrade_accounts a WHERE a.credential_id = c.id)";
+
+const LIST_ACCOUNTS: &str = "
+    SELECT id, account_number, nickname, account_type_name, environment, last_sync_status,
+           last_successful_sync_at, last_error, created_at
+    FROM tastytrade_accounts
+    WHERE user_id = $1 AND unlinked_at IS NULL
+    ORDER BY created_at, account_number";
+
+const LOCK_ACCOUNT: &str = "
+    SELECT credential_id FROM tastytrade_accounts
+    WHERE id = $1 AND user_id = $2 AND unlinked_at IS NULL
+    FOR UPDATE";
+
+const PURGE_ACCOUNT: &str = "DELETE FROM tastytrade_accounts WHERE id = $1 AND user_id = $2";
+
+const DETACH_ACCOUNT: &str = "
+    UPDATE tastytrade_accounts SET credential_id = NULL, unlinked_at = now()
+    WHERE id = $1 AND user_id = $2";
+
+/// Stores the grant, its sealed secrets and its accounts in one transaction.
+pub async fn link(
+    pool: &Pool,
+    credential: &NewCredential,
+    accounts: &[BrokerAccount],
+) -> Result<Vec<LinkedAccount>, DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let environment = credential.environment.as_str();
+    tx.execute(
+        INSERT_CREDENTIAL,
+        &[
+            &credential.id,
+            &credential.user_id,
+            &environment,
+            &credential.kind.as_str(),
+        ],
+    )
+    .await?;
+    let insert_secret = tx.prepare_cached(INSERT_SECRET).await?;
+    for (purpose, sealed) in &credential.secrets {
+        tx.execute(
+            &insert_secret,
+            &[
+                &credential.id,
+                &purpose.as_str(),
+                &sealed.scheme_version,
+                &sealed.kms_key_id,
+                &sealed.wrapped_key,
+                &sealed.nonce,
+                &sealed.ciphertext,
+            ],
+        )
+        .await?;
+    }
+    let upsert = tx.prepare_cached(UPSERT_ACCOUNT).await?;
+    let mut linked = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        let row = tx
+            .query_one(
+                &upsert,
+                &[
+                    &credential.user_id,
+                    &credential.id,
+                    &environment,
+                    &account.account_number,
+                    &account.nickname,
+                    &account.account_type_name,
+                    &account.margin_or_cash,
+                    &account.is_closed,
+                    &account.opened_at,
+                    &account.closed_at,
+                    &account.raw,
+                ],
+            )
+            .await?;
+        linked.push(LinkedAccount {
+            id: row.get(0),
+            account_number: account.account_number.clone(),
+            is_closed: account.is_closed,
+            is_new: row.get(1),
+        });
+    }
+    tx.execute(DELETE_ORPHAN_CREDENTIALS, &[&credential.user_id])
+        .await?;
+    tx.commit().await?;
+    Ok(linked)
+}
+
+pub async fn list(pool: &Pool, user_id: &str) -> Result<Vec<AccountRow>, DbError> {
+    let client = pool.get().await?;
+    let rows = client.query(LIST_ACCOUNTS, &[&user_id]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| AccountRow {
+            id: r.get(0),
+            account_number: r.get(1),
+            nickname: r.get(2),
+            account_type_name: r.get(3),
+            environment: r.get(4),
+            last_sync_status: r.get(5),
+            last_successful_sync_at: r.get(6),
+            last_error: r.get(7),
+            created_at: r.get(8),
+        })
+        .collect())
+}
+
+/// What unlinking does with the synced rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncedData {
+    /// Keep the history; a later re-link finds it under the same account id.
+    Keep,
+    /// Delete the account and, by cascade, everything synced for it.
+    Purge,
+}
+
+/// Unlinks the user's account: its grant's secrets go when no other account uses the grant.
+/// Returns false when the user has no such (linked) account.
+pub async fn unlink(
+    pool: &Pool,
+    user_id: &str,
+    account_id: Uuid,
+    data: SyncedData,
+) -> Result<bool, DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    if tx
+        .query_opt(LOCK_ACCOUNT, &[&account_id, &user_id])
+        .await?
+        .is_none()
+    {
+        return Ok(false);
+    }
+    let statement = match data {
+        SyncedData::Keep => DETACH_ACCOUNT,
+        SyncedData::Purge => PURGE_ACCOUNT,
+    };
+    tx.execute(statement, &[&account_id, &user_id]).await?;
+    tx.execute(DELETE_ORPHAN_CREDENTIALS, &[&user_id]).await?;
+    tx.commit().await?;
+    Ok(true)
+}

@@ -1,0 +1,198 @@
+//! The HTTP boundary shared by the API functions: who is calling, reading a JSON body safely,
+//! and the one place errors become statuses.
+//!
+//! Every error answers `{"error": {"code", "message"[, "field"]}}`. Messages are written for
+//! the caller; causes are logged where they happen and never returned.
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Larger than any request this API takes; API Gateway's own limit is 10 MB.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{message}")]
+    BadRequest {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests; retry after {retry_after} seconds")]
+    TooManyRequests { retry_after: u64 },
+    /// tastytrade refused the grant or code: the user must link again.
+    #[error("tastytrade refused the authorization; link the account again")]
+    GrantRejected,
+    #[error("tastytrade is unavailable; try again shortly")]
+    BrokerUnavailable,
+    #[error("a dependency is unavailable; try again shortly")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Unauthorized => 401,
+            ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::BadRequest { .. } | ApiError::GrantRejected => 400,
+            ApiError::PayloadTooLarge => 413,
+            ApiError::Conflict(_) => 409,
+            ApiError::TooManyRequests { .. } => 429,
+            ApiError::BrokerUnavailable | ApiError::Unavailable => 503,
+            ApiError::Internal => 500,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::BadRequest { .. } => "invalid_request",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooManyRequests { .. } => "rate_limited",
+            ApiError::GrantRejected => "invalid_grant",
+            ApiError::BrokerUnavailable => "broker_unavailable",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut error = serde_json::json!({"code": self.code(), "message": self.to_string()});
+        if let ApiError::BadRequest {
+            field: Some(field), ..
+        } = &self
+        {
+            error["field"] = field.as_str().into();
+        }
+        let mut response = json(self.status(), &serde_json::json!({ "error": error }));
+        if let ApiError::TooManyRequests { retry_after } = self {
+            response
+                .headers_mut()
+                .insert("retry-after", retry_after.into());
+        }
+        response
+    }
+}
+
+/// Logs the cause once, at the boundary, and answers 503 or 500 without it.
+fn internal(e: &dyn std::error::Error, retry: crate::Retry) -> ApiError {
+    tracing::error!(error = %e, source = ?e.source().map(ToString::to_string), "request failed");
+    match retry {
+        crate::Retry::Retryable => ApiError::Unavailable,
+        crate::Retry::NonRetryable => ApiError::Internal,
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        internal(&e, e.retry())
+    }
+}
+
+impl From<crate::secrets::CipherError> for ApiError {
+    fn from(e: crate::secrets::CipherError) -> Self {
+        internal(&e, e.retry())
+    }
+}
+
+/// The caller: the `sub` claim API Gateway's JWT authorizer verified and put in the context.
+pub fn user_id(request: &Request) -> Result<String, ApiError> {
+    let claims = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|jwt| &jwt.claims),
+        _ => None,
+    };
+    claims
+        .and_then(|claims| claims.get("sub"))
+        .map(|sub| sub.trim())
+        .filter(|sub| !sub.is_empty() && sub.len() <= 256)
+        .map(str::to_owned)
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// Parses a JSON body of at most [`MAX_BODY_BYTES`]; an error names the offending field.
+pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+    let bytes: &[u8] = request.body().as_ref();
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest {
+            field: None,
+            message: "a JSON body is required".into(),
+        });
+    }
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        // serde's message names unknown or missing fields and bad variants; it never echoes
+        // a value of ours, only the caller's own input.
+        ApiError::BadRequest {
+            field,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+pub fn json<T: Serialize>(status: u16, value: &T) -> Response<Body> {
+    let body = serde_json::to_string(value)
+        .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"internal error"}}"#.into());
+    let mut response = Response::new(Body::Text(body));
+    *response.status_mut() = lambda_http::http::StatusCode::from_u16(status)
+        .unwrap_or(lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        "content-type",
+        lambda_http::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+pub fn no_content() -> Response<Body> {
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = lambda_http::http::StatusCode::NO_CONTENT;
+    response
+}
+
+/// The route of a request: its method and its path without a trailing slash.
+pub fn route(request: &Request) -> (&str, &str) {
+    let path = request.uri().path();
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    (request.method().as_str(), path)
+}
+
+/// Turns a handler's result into the response, errors included.
+pub fn respond(result: Result<Response<Body>, ApiError>) -> Response<Body> {
+    result.unwrap_or_else(ApiError::into_response)
+}

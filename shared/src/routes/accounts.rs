@@ -1,0 +1,72 @@
+//! `accounts`: list and unlink the caller's accounts.
+
+use deadpool_postgres::Pool;
+use lambda_http::{Body, Request, Response};
+use uuid::Uuid;
+
+use crate::api::TastyTradeAccountRead;
+use crate::config::{ConfigError, Env};
+use crate::db::accounts::{self, SyncedData};
+use crate::http::{self, ApiError};
+
+#[derive(Debug)]
+pub struct AccountsDeps {
+    pub pool: Pool,
+    /// What unlinking does with synced rows (`UNLINK_SYNCED_DATA=keep|purge`, default keep).
+    pub unlink_data: SyncedData,
+}
+
+pub fn unlink_policy(env: &Env) -> Result<SyncedData, ConfigError> {
+    match env.optional("UNLINK_SYNCED_DATA").unwrap_or("keep") {
+        "keep" => Ok(SyncedData::Keep),
+        "purge" => Ok(SyncedData::Purge),
+        _ => Err(ConfigError::Invalid {
+            name: "UNLINK_SYNCED_DATA",
+            reason: "must be keep or purge".into(),
+        }),
+    }
+}
+
+/// The caller's linked accounts with their last sync status.
+#[utoipa::path(
+    get,
+    path = "/tastytrade-accounts",
+    responses(
+        (status = 200, body = [TastyTradeAccountRead]),
+        (status = 401, body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn list(deps: &AccountsDeps, request: &Request) -> Result<Response<Body>, ApiError> {
+    let user = http::user_id(request)?;
+    let rows = accounts::list(&deps.pool, &user).await?;
+    let body: Vec<TastyTradeAccountRead> = rows.into_iter().map(Into::into).collect();
+    Ok(http::json(200, &body))
+}
+
+/// Unlinks one of the caller's accounts: its tokens are deleted (and the grant, when no other
+/// account uses it); its synced data is kept or purged as the deployment says.
+#[utoipa::path(
+    delete,
+    path = "/tastytrade-accounts/{account_db_id}",
+    params(("account_db_id" = Uuid, Path)),
+    responses(
+        (status = 204),
+        (status = 401, body = crate::api::ErrorBody),
+        (status = 404, body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn unlink(
+    deps: &AccountsDeps,
+    request: &Request,
+    account_db_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let user = http::user_id(request)?;
+    // A malformed id names no account of anyone's: the same 404 as a missing one.
+    let id: Uuid = account_db_id.parse().map_err(|_| ApiError::NotFound)?;
+    if accounts::unlink(&deps.pool, &user, id, deps.unlink_data).await? {
+        tracing::info!(user_id = %user, account_id = %id, "account unlinked");
+        Ok(http::no_content())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}

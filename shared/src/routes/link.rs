@@ -1,0 +1,377 @@
+//! `link-account`: start the authorization-code flow, and link a grant (either flow).
+
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use lambda_http::{Body, Request, Response};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+use uuid::Uuid;
+
+use crate::StartupError;
+use crate::api::{LinkRequest, LinkStartRequest, LinkStartResponse, TastyTradeAccountRead};
+use crate::aws::SdkConfig;
+use crate::config::{ConfigError, DatabaseConfig, Env};
+use crate::db;
+use crate::db::accounts::{self, BrokerAccount, GrantKind, NewCredential};
+use crate::http::{self, ApiError};
+use crate::oauth_state::{StateError, StateSigner};
+use crate::secrets::{
+    DeploymentSecrets, KmsEnvelope, OAuthClient, Purpose, SecretContext, TokenCipher,
+};
+use crate::tasks::{DynamoTasks, NewTask, SqsQueue, SyncQueue, TaskKind, TaskStore};
+use crate::tastytrade::{
+    AccessToken, BrokerConfig, BrokerError, Environment, Grant, TastytradeClient,
+};
+
+/// Secrets longer than this are not tastytrade's: refuse them before any call.
+const MAX_SECRET_LEN: usize = 4096;
+
+/// The deployment's side of the authorization-code flow.
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    pub production_authorize_url: Url,
+    pub sandbox_authorize_url: Url,
+    /// Exact redirect URIs registered with tastytrade; anything else would make `/link/start`
+    /// an open redirect.
+    pub allowed_redirect_uris: Vec<String>,
+    pub scope: String,
+}
+
+impl OAuthSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = |name: &'static str, default: &str| {
+            Url::parse(env.optional(name).unwrap_or(default)).map_err(|e| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            })
+        };
+        let allowed_redirect_uris: Vec<String> = env
+            .required("OAUTH_REDIRECT_URIS")?
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        Ok(Self {
+            production_authorize_url: url(
+                "TASTYTRADE_AUTHORIZE_URL",
+                "https://my.tastytrade.com/auth.html",
+            )?,
+            sandbox_authorize_url: url(
+                "TASTYTRADE_SANDBOX_AUTHORIZE_URL",
+                "https://cert-my.staging-tasty.works/auth.html",
+            )?,
+            allowed_redirect_uris,
+            scope: env.optional("OAUTH_SCOPE").unwrap_or("read").to_owned(),
+        })
+    }
+
+    fn authorize_url(&self, environment: Environment) -> &Url {
+        match environment {
+            Environment::Production => &self.production_authorize_url,
+            Environment::Sandbox => &self.sandbox_authorize_url,
+        }
+    }
+
+    fn check_redirect(&self, redirect_uri: &str) -> Result<(), ApiError> {
+        if self.allowed_redirect_uris.iter().any(|u| u == redirect_uri) {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(
+                "redirect_uri",
+                "is not a redirect URI this deployment registered",
+            ))
+        }
+    }
+}
+
+/// Everything the link routes use, built once per cold start.
+#[derive(Debug)]
+pub struct LinkDeps<C, T, Q> {
+    pub pool: Pool,
+    pub broker: TastytradeClient,
+    pub cipher: C,
+    pub tasks: T,
+    pub queue: Q,
+    pub oauth_client: OAuthClient,
+    pub state: StateSigner,
+    pub settings: OAuthSettings,
+}
+
+impl LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        let pool = db::pool(&DatabaseConfig::from_env(env)?)?;
+        let broker = TastytradeClient::new(BrokerConfig::from_env(env)?)?;
+        let cipher = KmsEnvelope::new(
+            aws_sdk_kms::Client::new(sdk),
+            env.required("TOKEN_KMS_KEY_ID")?,
+        );
+        let tasks = DynamoTasks::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            env.required("TASKS_TABLE")?,
+        );
+        let queue = SqsQueue::new(
+            aws_sdk_sqs::Client::new(sdk),
+            env.required("SYNC_QUEUE_URL")?,
+        );
+        let secrets =
+            DeploymentSecrets::load(&aws_sdk_secretsmanager::Client::new(sdk), env).await?;
+        Ok(Self {
+            pool,
+            broker,
+            cipher,
+            tasks,
+            queue,
+            oauth_client: secrets.oauth_client,
+            state: StateSigner::new(secrets.state_signing_key),
+            settings: OAuthSettings::from_env(env)?,
+        })
+    }
+}
+
+/// Returns the tastytrade authorize URL, with a `state` bound to the caller.
+#[utoipa::path(
+    post,
+    path = "/tastytrade-accounts/link/start",
+    request_body = LinkStartRequest,
+    responses(
+        (status = 200, body = LinkStartResponse),
+        (status = 400, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::ErrorBody),
+        (status = 413, body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn start<C, T, Q>(
+    deps: &LinkDeps<C, T, Q>,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
+    let user = http::user_id(request)?;
+    let body: LinkStartRequest = http::json_body(request)?;
+    deps.settings.check_redirect(&body.redirect_uri)?;
+    let (state, expires_at) =
+        deps.state
+            .sign(&user, body.environment, &body.redirect_uri, Utc::now());
+    let mut url = deps.settings.authorize_url(body.environment).clone();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &deps.oauth_client.client_id)
+        .append_pair("redirect_uri", &body.redirect_uri)
+        .append_pair("scope", &deps.settings.scope)
+        .append_pair("state", &state);
+    Ok(http::json(
+        200,
+        &LinkStartResponse {
+            authorize_url: url.into(),
+            state,
+            expires_at,
+        },
+    ))
+}
+
+/// Links the grant's accounts and starts a full sync of each.
+#[utoipa::path(
+    post,
+    path = "/tastytrade-accounts/link",
+    request_body = LinkRequest,
+    responses(
+        (status = 201, body = [TastyTradeAccountRead]),
+        (status = 400, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::ErrorBody),
+        (status = 413, body = crate::api::ErrorBody),
+        (status = 503, body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn link<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
+    deps: &LinkDeps<C, T, Q>,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
+    let user = http::user_id(request)?;
+    let body: LinkRequest = http::json_body(request)?;
+    let environment = body.environment;
+    let (grant, cached, kind) = grant_from(deps, &user, body).await?;
+
+    // Listing the accounts proves the grant works (it mints an access token first).
+    let session = deps.broker.session(grant, cached);
+    let listed = session.accounts().await.map_err(broker_error)?;
+    if listed.is_empty() {
+        return Err(ApiError::BadRequest {
+            field: None,
+            message: "the grant reaches no tastytrade account".into(),
+        });
+    }
+    let credential_id = Uuid::new_v4();
+    let grant = session.grant();
+    let mut secrets = vec![(Purpose::RefreshToken, &grant.refresh_token)];
+    if kind == GrantKind::Personal {
+        secrets.push((Purpose::ClientSecret, &grant.client_secret));
+    }
+    let mut sealed = Vec::with_capacity(secrets.len());
+    for (purpose, secret) in secrets {
+        let context = SecretContext {
+            purpose,
+            user_id: &user,
+            credential_id,
+        };
+        sealed.push((purpose, deps.cipher.seal(context, secret).await?));
+    }
+    let credential = NewCredential {
+        id: credential_id,
+        user_id: user.clone(),
+        environment,
+        kind,
+        secrets: sealed,
+    };
+    let broker_accounts: Vec<BrokerAccount> = listed
+        .into_iter()
+        .map(|record| {
+            let account = record.item.account;
+            BrokerAccount {
+                account_number: account.account_number,
+                nickname: account.nickname,
+                account_type_name: account.account_type_name,
+                margin_or_cash: account.margin_or_cash,
+                is_closed: account.is_closed.unwrap_or(false),
+                opened_at: account.opened_at,
+                closed_at: account.closed_at,
+                raw: record.raw,
+            }
+        })
+        .collect();
+    let linked = accounts::link(&deps.pool, &credential, &broker_accounts).await?;
+
+    for account in &linked {
+        let task = NewTask::new(&user, account.id, TaskKind::Full);
+        // The link itself has succeeded; a task that cannot be queued now is picked up by the
+        // scheduler's next tick (the account stays PENDING), so it is logged, not returned.
+        if let Err(e) = enqueue(deps, &task).await {
+            tracing::error!(user_id = %user, account_id = %account.id, error = %e, "could not queue the first sync");
+        }
+    }
+    tracing::info!(user_id = %user, accounts = linked.len(), new = linked.iter().filter(|a| a.is_new).count(), "grant linked");
+
+    let ids: Vec<Uuid> = linked.iter().map(|a| a.id).collect();
+    let rows = accounts::list(&deps.pool, &user).await?;
+    let body: Vec<TastyTradeAccountRead> = rows
+        .into_iter()
+        .filter(|r| ids.contains(&r.id))
+        .map(Into::into)
+        .collect();
+    Ok(http::json(201, &body))
+}
+
+async fn enqueue<C, T: TaskStore, Q: SyncQueue>(
+    deps: &LinkDeps<C, T, Q>,
+    task: &NewTask,
+) -> Result<(), crate::tasks::TaskError> {
+    deps.tasks.create(task).await?;
+    deps.queue.enqueue(&task.message()).await
+}
+
+/// Checks the request's shape for its flow and turns it into a grant. The authorization code
+/// is exchanged here, which also yields the first access token.
+async fn grant_from<C, T, Q>(
+    deps: &LinkDeps<C, T, Q>,
+    user: &str,
+    body: LinkRequest,
+) -> Result<(Grant, Option<AccessToken>, GrantKind), ApiError> {
+    let environment = body.environment;
+    match (body.code, body.refresh_token) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "code",
+            "give either code (with state) or refresh_token, not both",
+        )),
+        (None, None) => Err(ApiError::bad_request(
+            "refresh_token",
+            "give code (with state) or refresh_token",
+        )),
+        (Some(code), None) => {
+            let state = body
+                .state
+                .ok_or_else(|| ApiError::bad_request("state", "is required with code"))?;
+            let redirect_uri = body
+                .redirect_uri
+                .ok_or_else(|| ApiError::bad_request("redirect_uri", "is required with code"))?;
+            if body.client_secret.is_some() {
+                return Err(ApiError::bad_request(
+                    "client_secret",
+                    "is not taken with code: the deployment's client exchanges it",
+                ));
+            }
+            bounded("code", &code)?;
+            deps.settings.check_redirect(&redirect_uri)?;
+            deps.state
+                .verify(&state, user, environment, &redirect_uri, Utc::now())
+                .map_err(|e| {
+                    let message = match e {
+                        StateError::Expired => "has expired; start the link again",
+                        StateError::Forged | StateError::Mismatch => {
+                            "is not valid for this user and request"
+                        }
+                    };
+                    ApiError::bad_request("state", message)
+                })?;
+            let client = &deps.oauth_client;
+            let exchanged = deps
+                .broker
+                .exchange_code(
+                    environment,
+                    &client.client_id,
+                    &client.client_secret,
+                    &code,
+                    &redirect_uri,
+                )
+                .await
+                .map_err(broker_error)?;
+            let grant = Grant {
+                environment,
+                client_id: Some(client.client_id.clone()),
+                client_secret: SecretString::from(client.client_secret.expose_secret().to_owned()),
+                refresh_token: exchanged.refresh_token,
+            };
+            Ok((grant, Some(exchanged.access), GrantKind::AuthorizationCode))
+        }
+        (None, Some(refresh_token)) => {
+            let client_secret = body.client_secret.ok_or_else(|| {
+                ApiError::bad_request("client_secret", "is required with refresh_token")
+            })?;
+            if body.state.is_some() || body.redirect_uri.is_some() {
+                return Err(ApiError::bad_request(
+                    "state",
+                    "belongs to the code flow, not to a personal grant",
+                ));
+            }
+            bounded("refresh_token", &refresh_token)?;
+            bounded("client_secret", &client_secret)?;
+            Ok((
+                Grant {
+                    environment,
+                    client_id: None,
+                    client_secret,
+                    refresh_token,
+                },
+                None,
+                GrantKind::Personal,
+            ))
+        }
+    }
+}
+
+fn bounded(field: &str, secret: &SecretString) -> Result<(), ApiError> {
+    let len = secret.expose_secret().trim().len();
+    if len == 0 || len > MAX_SECRET_LEN {
+        return Err(ApiError::bad_request(
+            field,
+            format!("must be between 1 and {MAX_SECRET_LEN} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn broker_error(e: BrokerError) -> ApiError {
+    tracing::warn!(error = %e, code = e.code(), "tastytrade refused or failed the link");
+    match e {
+        BrokerError::GrantRevoked { .. }
+        | BrokerError::AuthExpired { .. }
+        | BrokerError::InvalidRequest { .. } => ApiError::GrantRejected,
+        _ => ApiError::BrokerUnavailable,
+    }
+}

@@ -1,0 +1,248 @@
+//! Sync tasks: their state in DynamoDB ([`TaskStore`]) and their messages on the SQS FIFO
+//! queue ([`SyncQueue`]).
+//!
+//! Item layout (one table, see DESIGN.md §3): `pk = TASK#<id>`, with `account_pk =
+//! ACCOUNT#<id>` and `created_at` for the account's recent-tasks index, and `expires_at` (epoch
+//! seconds) for TTL clean-up.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Retry;
+
+/// Task items outlive their task by this long, for the status API and for ops.
+const TASK_RETENTION_DAYS: i64 = 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Full,
+    Incremental,
+    Deep,
+    Manual,
+    Realtime,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Full => "full",
+            TaskKind::Incremental => "incremental",
+            TaskKind::Deep => "deep",
+            TaskKind::Manual => "manual",
+            TaskKind::Realtime => "realtime",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Pending,
+    InProgress,
+    Completed,
+    Failed,
+    Retrying,
+    NeedsReauth,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::InProgress => "in_progress",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Retrying => "retrying",
+            TaskStatus::NeedsReauth => "needs_reauth",
+        }
+    }
+}
+
+/// A task as created: who asked, for which account, what kind.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub task_id: Uuid,
+    pub user_id: String,
+    pub account_id: Uuid,
+    pub kind: TaskKind,
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewTask {
+    pub fn new(user_id: &str, account_id: Uuid, kind: TaskKind) -> Self {
+        Self {
+            task_id: Uuid::new_v4(),
+            user_id: user_id.to_owned(),
+            account_id,
+            kind,
+            created_at: Utc::now(),
+        }
+    }
+
+    pub fn message(&self) -> TaskMessage {
+        TaskMessage {
+            task_id: self.task_id,
+            account_id: self.account_id,
+            kind: self.kind,
+            cursor: None,
+        }
+    }
+}
+
+/// The body of a sync message. No user data beyond ids, and never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskMessage {
+    pub task_id: Uuid,
+    pub account_id: Uuid,
+    pub kind: TaskKind,
+    /// Where a continuation resumes; `None` for a fresh task.
+    pub cursor: Option<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("task store or queue unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("task {0} already exists")]
+    Exists(Uuid),
+}
+
+impl TaskError {
+    pub fn retry(&self) -> Retry {
+        match self {
+            TaskError::Unavailable(_) => Retry::Retryable,
+            TaskError::Exists(_) => Retry::NonRetryable,
+        }
+    }
+}
+
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: E) -> TaskError {
+    TaskError::Unavailable(Box::new(e))
+}
+
+/// Live task state.
+pub trait TaskStore: Send + Sync {
+    /// Writes a pending task; fails with [`TaskError::Exists`] if the id is taken.
+    fn create(&self, task: &NewTask) -> impl Future<Output = Result<(), TaskError>> + Send;
+}
+
+/// The queue the sync worker reads.
+pub trait SyncQueue: Send + Sync {
+    /// One message per task, grouped by account so an account's syncs run one at a time, in
+    /// order; the task id (plus cursor) deduplicates.
+    fn enqueue(&self, message: &TaskMessage) -> impl Future<Output = Result<(), TaskError>> + Send;
+}
+
+/// [`TaskStore`] on DynamoDB.
+#[derive(Debug, Clone)]
+pub struct DynamoTasks {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoTasks {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+impl TaskStore for DynamoTasks {
+    async fn create(&self, task: &NewTask) -> Result<(), TaskError> {
+        let created = task.created_at.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let expires = (task.created_at + chrono::TimeDelta::days(TASK_RETENTION_DAYS)).timestamp();
+        let item = HashMap::from([
+            ("pk".to_owned(), s(format!("TASK#{}", task.task_id))),
+            ("task_id".to_owned(), s(task.task_id.to_string())),
+            ("user_id".to_owned(), s(&task.user_id)),
+            ("account_id".to_owned(), s(task.account_id.to_string())),
+            (
+                "account_pk".to_owned(),
+                s(format!("ACCOUNT#{}", task.account_id)),
+            ),
+            ("kind".to_owned(), s(task.kind.as_str())),
+            ("status".to_owned(), s(TaskStatus::Pending.as_str())),
+            ("progress_percentage".to_owned(), n(0)),
+            ("attempts".to_owned(), n(0)),
+            ("created_at".to_owned(), s(&created)),
+            ("last_updated".to_owned(), s(&created)),
+            ("expires_at".to_owned(), n(expires)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception())
+                {
+                    TaskError::Exists(task.task_id)
+                } else {
+                    unavailable(e)
+                }
+            })?;
+        Ok(())
+    }
+}
+
+/// [`SyncQueue`] on SQS FIFO.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+}
+
+impl SyncQueue for SqsQueue {
+    async fn enqueue(&self, message: &TaskMessage) -> Result<(), TaskError> {
+        let body = serde_json::to_string(message).map_err(unavailable)?;
+        // A continuation repeats its task id with a new cursor: both go into the dedup id.
+        let dedup = match &message.cursor {
+            None => message.task_id.to_string(),
+            Some(cursor) => format!("{}-{:x}", message.task_id, fxhash(&cursor.to_string())),
+        };
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_group_id(message.account_id.to_string())
+            .message_deduplication_id(dedup)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// A short stable hash for deduplication ids (at most 128 characters on SQS).
+fn fxhash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
