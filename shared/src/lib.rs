@@ -27,6 +27,7 @@ pub mod http;
 pub mod oauth_state;
 pub mod routes;
 pub mod secrets;
+pub mod sync;
 pub mod tasks;
 pub mod tastytrade;
 pub mod telemetry;

@@ -125,10 +125,62 @@ fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: E) -> TaskError 
     TaskError::Unavailable(Box::new(e))
 }
 
+/// Counts of rows read from the broker and rows written (inserted or changed), per entity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Counts {
+    pub read: std::collections::BTreeMap<String, u64>,
+    pub written: std::collections::BTreeMap<String, u64>,
+}
+
+impl Counts {
+    pub fn add(&mut self, entity: &str, read: usize, written: u64) {
+        *self.read.entry(entity.to_owned()).or_default() += read as u64;
+        *self.written.entry(entity.to_owned()).or_default() += written;
+    }
+
+    pub fn total_written(&self) -> u64 {
+        self.written.values().sum()
+    }
+}
+
+/// A change to a task's state.
+#[derive(Debug, Clone)]
+pub struct TaskUpdate<'a> {
+    pub status: TaskStatus,
+    pub stage: &'a str,
+    pub progress_percentage: u8,
+    pub counts: &'a Counts,
+    pub error_message: Option<&'a str>,
+}
+
 /// Live task state.
 pub trait TaskStore: Send + Sync {
     /// Writes a pending task; fails with [`TaskError::Exists`] if the id is taken.
     fn create(&self, task: &NewTask) -> impl Future<Output = Result<(), TaskError>> + Send;
+
+    /// Records progress or an outcome; counts a delivery attempt when the status is in progress
+    /// and the stage is the first.
+    fn update(
+        &self,
+        task_id: Uuid,
+        update: TaskUpdate<'_>,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
+
+    /// Takes the account's lease for `holder` until `ttl` from now. False when another holder's
+    /// lease is still live: a duplicated delivery must not run beside the first.
+    fn acquire_lease(
+        &self,
+        account_id: Uuid,
+        holder: Uuid,
+        ttl: chrono::TimeDelta,
+    ) -> impl Future<Output = Result<bool, TaskError>> + Send;
+
+    /// Gives the lease back, if `holder` still has it.
+    fn release_lease(
+        &self,
+        account_id: Uuid,
+        holder: Uuid,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
 }
 
 /// The queue the sync worker reads.
@@ -162,44 +214,158 @@ fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
+/// Writes the pending task item (and its index keys and TTL).
+async fn create_task(store: &DynamoTasks, task: &NewTask) -> Result<(), TaskError> {
+    let created = task.created_at.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let expires = (task.created_at + chrono::TimeDelta::days(TASK_RETENTION_DAYS)).timestamp();
+    let item = HashMap::from([
+        ("pk".to_owned(), s(format!("TASK#{}", task.task_id))),
+        ("task_id".to_owned(), s(task.task_id.to_string())),
+        ("user_id".to_owned(), s(&task.user_id)),
+        ("account_id".to_owned(), s(task.account_id.to_string())),
+        (
+            "account_pk".to_owned(),
+            s(format!("ACCOUNT#{}", task.account_id)),
+        ),
+        ("kind".to_owned(), s(task.kind.as_str())),
+        ("status".to_owned(), s(TaskStatus::Pending.as_str())),
+        ("progress_percentage".to_owned(), n(0)),
+        ("attempts".to_owned(), n(0)),
+        ("created_at".to_owned(), s(&created)),
+        ("last_updated".to_owned(), s(&created)),
+        ("expires_at".to_owned(), n(expires)),
+    ]);
+    store
+        .client
+        .put_item()
+        .table_name(&store.table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await
+        .map_err(|e| {
+            if e.as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception())
+            {
+                TaskError::Exists(task.task_id)
+            } else {
+                unavailable(e)
+            }
+        })?;
+    Ok(())
+}
+
+impl DynamoTasks {
+    fn lease_key(account_id: Uuid) -> HashMap<String, AttributeValue> {
+        HashMap::from([("pk".to_owned(), s(format!("LEASE#ACCOUNT#{account_id}")))])
+    }
+}
+
 impl TaskStore for DynamoTasks {
     async fn create(&self, task: &NewTask) -> Result<(), TaskError> {
-        let created = task.created_at.to_rfc3339_opts(SecondsFormat::Millis, true);
-        let expires = (task.created_at + chrono::TimeDelta::days(TASK_RETENTION_DAYS)).timestamp();
-        let item = HashMap::from([
-            ("pk".to_owned(), s(format!("TASK#{}", task.task_id))),
-            ("task_id".to_owned(), s(task.task_id.to_string())),
-            ("user_id".to_owned(), s(&task.user_id)),
-            ("account_id".to_owned(), s(task.account_id.to_string())),
-            (
-                "account_pk".to_owned(),
-                s(format!("ACCOUNT#{}", task.account_id)),
-            ),
-            ("kind".to_owned(), s(task.kind.as_str())),
-            ("status".to_owned(), s(TaskStatus::Pending.as_str())),
-            ("progress_percentage".to_owned(), n(0)),
-            ("attempts".to_owned(), n(0)),
-            ("created_at".to_owned(), s(&created)),
-            ("last_updated".to_owned(), s(&created)),
-            ("expires_at".to_owned(), n(expires)),
-        ]);
-        self.client
+        create_task(self, task).await
+    }
+
+    async fn update(&self, task_id: Uuid, update: TaskUpdate<'_>) -> Result<(), TaskError> {
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let counts = serde_json::to_string(update.counts).map_err(unavailable)?;
+        let first_stage =
+            update.status == TaskStatus::InProgress && update.progress_percentage == 0;
+        let mut expression =
+            "SET #status = :status, stage = :stage, progress_percentage = :progress, \
+                              counts = :counts, last_updated = :now"
+                .to_owned();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("TASK#{task_id}")))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(update.status.as_str()))
+            .expression_attribute_values(":stage", s(update.stage))
+            .expression_attribute_values(":progress", n(update.progress_percentage))
+            .expression_attribute_values(":counts", s(counts))
+            .expression_attribute_values(":now", s(now));
+        match update.error_message {
+            Some(message) => {
+                expression.push_str(", error_message = :error");
+                request = request.expression_attribute_values(":error", s(message));
+            }
+            None => expression.push_str(" REMOVE error_message"),
+        }
+        if first_stage {
+            expression = expression.replacen(
+                "SET ",
+                "SET attempts = if_not_exists(attempts, :zero) + :one, ",
+                1,
+            );
+            request = request
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1));
+        }
+        request
+            .update_expression(expression)
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        account_id: Uuid,
+        holder: Uuid,
+        ttl: chrono::TimeDelta,
+    ) -> Result<bool, TaskError> {
+        let now = Utc::now();
+        let mut item = Self::lease_key(account_id);
+        item.insert("holder".into(), s(holder.to_string()));
+        item.insert("lease_until".into(), n((now + ttl).timestamp_millis()));
+        // TTL only cleans up (and lazily): the condition compares the lease's own expiry.
+        item.insert("expires_at".into(), n((now + ttl).timestamp() + 3600));
+        let result = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
+            .condition_expression("attribute_not_exists(pk) OR lease_until < :now OR holder = :me")
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .expression_attribute_values(":me", s(holder.to_string()))
             .send()
-            .await
-            .map_err(|e| {
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
                 if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception())
-                {
-                    TaskError::Exists(task.task_id)
-                } else {
-                    unavailable(e)
-                }
-            })?;
-        Ok(())
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn release_lease(&self, account_id: Uuid, holder: Uuid) -> Result<(), TaskError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::lease_key(account_id)))
+            .condition_expression("holder = :me")
+            .expression_attribute_values(":me", s(holder.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }
 

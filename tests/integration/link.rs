@@ -21,23 +21,30 @@ use uuid::Uuid;
 
 const CALLBACK: &str = "http://localhost:5173/callback";
 
-struct World {
-    sim: Running,
-    db: TestDb,
-    aws: TestAws,
-    link: LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
-    accounts: AccountsDeps,
+pub(crate) struct World {
+    pub(crate) sim: Running,
+    pub(crate) db: TestDb,
+    pub(crate) aws: TestAws,
+    pub(crate) link: LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
+    pub(crate) accounts: AccountsDeps,
 }
 
 async fn world() -> World {
+    world_with(Sizes {
+        accounts: 2,
+        transactions: 20,
+        orders: 5,
+        years: 1,
+    })
+    .await
+}
+
+/// A simulated customer of `sizes`, an empty migrated database and a fresh AWS stack, with the
+/// link and accounts functions wired to them as the deployment wires them.
+pub(crate) async fn world_with(sizes: Sizes) -> World {
     let config = Config {
         seed: 11,
-        sizes: Sizes {
-            accounts: 2,
-            transactions: 20,
-            orders: 5,
-            years: 1,
-        },
+        sizes,
         ..Config::default()
     };
     let sim = Simulator::spawn(config).await.unwrap();
@@ -124,7 +131,7 @@ fn read(response: Response<Body>) -> (u16, Value) {
     (status, body)
 }
 
-async fn link_personal(w: &World, user: &str) -> Vec<Value> {
+pub(crate) async fn link_personal(w: &World, user: &str) -> Vec<Value> {
     let (status, body) = send_link(
         w,
         as_user(
@@ -204,7 +211,7 @@ async fn database_text(w: &World) -> String {
     text
 }
 
-async fn table_items(w: &World) -> Vec<String> {
+pub(crate) async fn table_items(w: &World) -> Vec<String> {
     let items = w
         .aws
         .dynamodb()
@@ -218,7 +225,7 @@ async fn table_items(w: &World) -> Vec<String> {
     items.iter().map(|item| format!("{item:?}")).collect()
 }
 
-async fn queued_messages(w: &World) -> Vec<(String, String)> {
+pub(crate) async fn queued_messages(w: &World) -> Vec<(String, String)> {
     let mut out = Vec::new();
     loop {
         let received = w

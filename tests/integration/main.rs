@@ -8,5 +8,6 @@ mod link;
 mod migrations;
 mod openapi;
 mod schema;
+mod sync;
 mod tastytrade_client;
 mod tastytrade_examples;

@@ -4,7 +4,9 @@
 //! SQL statements live next to the repository that owns them, one constant each.
 
 pub mod accounts;
+mod batch;
 pub mod migrations;
+pub mod sync;
 
 use std::sync::Arc;
 

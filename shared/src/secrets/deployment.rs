@@ -10,6 +10,21 @@ pub struct OAuthClient {
     pub client_secret: SecretString,
 }
 
+impl OAuthClient {
+    /// Reads the client from its Secrets Manager secret (JSON `{client_id, client_secret}`).
+    pub async fn load(
+        client: &aws_sdk_secretsmanager::Client,
+        arn: &str,
+    ) -> Result<Self, DeploymentSecretsError> {
+        let raw = read(client, "OAUTH_CLIENT_SECRET_ARN", arn).await?;
+        serde_json::from_str(secrecy::ExposeSecret::expose_secret(&raw)).map_err(|_| {
+            DeploymentSecretsError::Shape {
+                name: "OAUTH_CLIENT_SECRET_ARN",
+            }
+        })
+    }
+}
+
 /// Secrets the HTTP functions need, read from Secrets Manager once per cold start.
 #[derive(Debug)]
 pub struct DeploymentSecrets {

@@ -13,4 +13,4 @@
 pub mod data;
 pub mod server;
 
-pub use server::{Activity, Config, Credentials, Faults, Simulator};
+pub use server::{Activity, ActivityOutcome, Config, Credentials, Faults, Simulator};

@@ -781,7 +781,13 @@ async fn balances(State(sim): State<Simulator>, Path(number): Path<String>) -> A
     let rows = account
         .balances
         .iter()
-        .map(|b| b.render(&number, today, Utc::now()))
+        .map(|b| {
+            b.render(
+                &number,
+                today,
+                crate::data::day_start(today) + Duration::hours(20),
+            )
+        })
         .collect();
     Ok(items(&format!("/accounts/{number}/balances"), rows))
 }
@@ -796,7 +802,7 @@ async fn balance(
     let Some(b) = account.balances.iter().find(|b| b.currency == currency) else {
         return Err(Reject::NotFound);
     };
-    let body = json!({"context": format!("/accounts/{number}/balances/{currency}"), "data": b.render(&number, today, Utc::now())});
+    let body = json!({"context": format!("/accounts/{number}/balances/{currency}"), "data": b.render(&number, today, crate::data::day_start(today) + Duration::hours(20))});
     Ok(axum::Json(body).into_response())
 }
 

@@ -1,0 +1,42 @@
+//! Wires the sync dependencies once per cold start and serves SQS batches.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use tastysync_shared::config::{DatabaseConfig, Env};
+use tastysync_shared::secrets::{KmsEnvelope, OAuthClient};
+use tastysync_shared::sync::{SyncDeps, SyncSettings};
+use tastysync_shared::tasks::DynamoTasks;
+use tastysync_shared::tastytrade::{BrokerConfig, TastytradeClient};
+use tastysync_shared::{aws, db, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let env = Env::process();
+    let sdk = aws::sdk_config().await;
+    let oauth_client = match env.optional("OAUTH_CLIENT_SECRET_ARN") {
+        Some(arn) => {
+            Some(OAuthClient::load(&aws_sdk_secretsmanager::Client::new(&sdk), arn).await?)
+        }
+        None => None,
+    };
+    let deps = SyncDeps {
+        pool: db::pool(&DatabaseConfig::from_env(&env)?)?,
+        broker: TastytradeClient::new(BrokerConfig::from_env(&env)?)?,
+        cipher: KmsEnvelope::new(
+            aws_sdk_kms::Client::new(&sdk),
+            env.required("TOKEN_KMS_KEY_ID")?,
+        ),
+        tasks: DynamoTasks::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            env.required("TASKS_TABLE")?,
+        ),
+        oauth_client,
+        settings: SyncSettings::default(),
+    };
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, Error>(sync_worker::handle(deps, event.payload).await)
+    }))
+    .await
+}

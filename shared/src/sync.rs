@@ -1,0 +1,550 @@
+//! The sync of one account: stages in order, each page one batched upsert, task state in
+//! DynamoDB and account status in Postgres.
+//!
+//! Stages: accounts → balances (+ an intraday capture) → positions (set replace) →
+//! transactions → orders (+ live) → EOD balance snapshots. A full sync reads from the
+//! account's opening; an incremental one from each entity's watermark minus a trailing window,
+//! because the broker changes rows after the fact. Re-running any task converges to the same
+//! rows.
+
+use chrono::{DateTime, Duration, NaiveDate, TimeDelta, Utc};
+use deadpool_postgres::Pool;
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use crate::Retry;
+use crate::db::DbError;
+use crate::db::sync::{self as store, BalanceTarget, SyncAccount};
+use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext, TokenCipher};
+use crate::tasks::{Counts, TaskError, TaskKind, TaskMessage, TaskStatus, TaskStore, TaskUpdate};
+use crate::tastytrade::{
+    BrokerError, Grant, OrderQuery, Session, SnapshotQuery, TastytradeClient, TimeOfDay,
+    TransactionQuery,
+};
+
+/// Tunables of the sync, from the worker's configuration.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Re-read this far behind the watermark on incremental, manual and realtime syncs.
+    pub trailing: TimeDelta,
+    /// Re-read this far behind on the daily deep sync.
+    pub deep_trailing: TimeDelta,
+    /// Transactions and snapshots are read in windows this long, orders in half of it.
+    pub window: TimeDelta,
+    /// How long a worker holds an account; longer than the worker's timeout.
+    pub lease: TimeDelta,
+    /// A full sync of an account without an opening date starts this far back.
+    pub max_history: TimeDelta,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            trailing: TimeDelta::days(7),
+            deep_trailing: TimeDelta::days(30),
+            window: TimeDelta::days(366),
+            lease: TimeDelta::minutes(15),
+            max_history: TimeDelta::days(366 * 15),
+        }
+    }
+}
+
+/// What the sync needs, built once per cold start.
+#[derive(Debug)]
+pub struct SyncDeps<C, T> {
+    pub pool: Pool,
+    pub broker: TastytradeClient,
+    pub cipher: C,
+    pub tasks: T,
+    /// The deployment's OAuth client, for grants linked through the authorization-code flow.
+    pub oauth_client: Option<OAuthClient>,
+    pub settings: SyncSettings,
+}
+
+/// How a task ended, when it did end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Completed(Counts),
+    /// The grant is dead: the account waits for the user to link again.
+    NeedsReauth,
+    /// Will fail the same way again; the message is done with.
+    Failed(String),
+    /// The account was unlinked or deleted after the task was queued.
+    Skipped,
+}
+
+/// The task should run again later: the message must stay on the queue.
+#[derive(Debug, thiserror::Error)]
+#[error("sync interrupted, to be retried: {0}")]
+pub struct Retryable(pub String);
+
+/// Why a stage stopped.
+#[derive(Debug, thiserror::Error)]
+enum StageError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Cipher(#[from] CipherError),
+    #[error(transparent)]
+    Tasks(#[from] TaskError),
+    #[error("{0}")]
+    Gone(&'static str),
+}
+
+/// Runs one task message to an outcome, or asks for a retry.
+pub async fn run<C: TokenCipher, T: TaskStore>(
+    deps: &SyncDeps<C, T>,
+    message: &TaskMessage,
+) -> Result<Outcome, Retryable> {
+    let task = message.task_id;
+    let account_id = message.account_id;
+    let span = tracing::info_span!("sync", task_id = %task, account_id = %account_id, kind = message.kind.as_str());
+    let _entered = span.enter();
+
+    let account = match store::load_account(&deps.pool, account_id).await {
+        Ok(Some(account)) => account,
+        Ok(None) => {
+            finish(
+                deps,
+                task,
+                TaskStatus::Failed,
+                &Counts::default(),
+                Some("the account is no longer linked"),
+            )
+            .await;
+            return Ok(Outcome::Skipped);
+        }
+        Err(e) => {
+            return retry_or_fail(deps, task, account_id, e.retry(), &e.to_string()).await;
+        }
+    };
+    match deps
+        .tasks
+        .acquire_lease(account_id, task, deps.settings.lease)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(Retryable("another sync of this account is running".into())),
+        Err(e) => return Err(Retryable(e.to_string())),
+    }
+    let result = stages(deps, message, &account).await;
+    if let Err(e) = deps.tasks.release_lease(account_id, task).await {
+        tracing::warn!(error = %e, "lease not released; it expires on its own");
+    }
+    let counts = match result {
+        Ok(counts) => counts,
+        Err((e, counts)) => return classify(deps, task, account_id, e, &counts).await,
+    };
+    finish(deps, task, TaskStatus::Completed, &counts, None).await;
+    tracing::info!(written = counts.total_written(), "sync completed");
+    Ok(Outcome::Completed(counts))
+}
+
+async fn classify<C, T: TaskStore>(
+    deps: &SyncDeps<C, T>,
+    task: Uuid,
+    account_id: Uuid,
+    error: StageError,
+    counts: &Counts,
+) -> Result<Outcome, Retryable> {
+    let revoked = matches!(
+        error,
+        StageError::Broker(BrokerError::GrantRevoked { .. } | BrokerError::AuthExpired { .. })
+            | StageError::Cipher(CipherError::Refused)
+    );
+    if revoked {
+        tracing::warn!(error = %error, "grant no longer works; account needs a re-link");
+        let message = "tastytrade no longer accepts this account's authorization; link it again";
+        if let Err(e) = store::mark_failed(&deps.pool, account_id, "NEEDS_REAUTH", message).await {
+            return Err(Retryable(e.to_string()));
+        }
+        finish(deps, task, TaskStatus::NeedsReauth, counts, Some(message)).await;
+        return Ok(Outcome::NeedsReauth);
+    }
+    let retry = match &error {
+        StageError::Broker(e) => e.retry(),
+        StageError::Db(e) => e.retry(),
+        StageError::Cipher(e) => e.retry(),
+        StageError::Tasks(e) => e.retry(),
+        StageError::Gone(_) => Retry::NonRetryable,
+    };
+    retry_or_fail(deps, task, account_id, retry, &error.to_string()).await
+}
+
+/// A retryable error marks the task `retrying` and returns the [`Retryable`] to hand back to
+/// SQS; anything else fails the task and the account for good (`Ok(Outcome::Failed)`).
+async fn retry_or_fail<C, T: TaskStore>(
+    deps: &SyncDeps<C, T>,
+    task: Uuid,
+    account_id: Uuid,
+    retry: Retry,
+    detail: &str,
+) -> Result<Outcome, Retryable> {
+    match retry {
+        Retry::Retryable => {
+            tracing::warn!(error = detail, "sync interrupted; it will be retried");
+            finish(
+                deps,
+                task,
+                TaskStatus::Retrying,
+                &Counts::default(),
+                Some("temporarily interrupted; retrying"),
+            )
+            .await;
+            Err(Retryable(detail.to_owned()))
+        }
+        Retry::NonRetryable => {
+            tracing::error!(error = detail, "sync failed");
+            let message = "the sync failed; it will run again on schedule";
+            let _ = store::mark_failed(&deps.pool, account_id, "FAILED", message).await;
+            finish(
+                deps,
+                task,
+                TaskStatus::Failed,
+                &Counts::default(),
+                Some(message),
+            )
+            .await;
+            Ok(Outcome::Failed(detail.to_owned()))
+        }
+    }
+}
+
+async fn finish<C, T: TaskStore>(
+    deps: &SyncDeps<C, T>,
+    task: Uuid,
+    status: TaskStatus,
+    counts: &Counts,
+    error: Option<&str>,
+) {
+    let update = TaskUpdate {
+        status,
+        stage: "done",
+        progress_percentage: 100,
+        counts,
+        error_message: error,
+    };
+    if let Err(e) = deps.tasks.update(task, update).await {
+        tracing::warn!(error = %e, "could not record the task's outcome");
+    }
+}
+
+async fn progress<C, T: TaskStore>(
+    deps: &SyncDeps<C, T>,
+    task: Uuid,
+    stage: &str,
+    percentage: u8,
+    counts: &Counts,
+) -> Result<(), StageError> {
+    let update = TaskUpdate {
+        status: TaskStatus::InProgress,
+        stage,
+        progress_percentage: percentage,
+        counts,
+        error_message: None,
+    };
+    Ok(deps.tasks.update(task, update).await?)
+}
+
+async fn open_grant<C: TokenCipher, T>(
+    deps: &SyncDeps<C, T>,
+    account: &SyncAccount,
+) -> Result<Grant, StageError> {
+    let context = |purpose| SecretContext {
+        purpose,
+        user_id: &account.user_id,
+        credential_id: account.credential_id,
+    };
+    let refresh_token = deps
+        .cipher
+        .open(context(Purpose::RefreshToken), &account.refresh_token)
+        .await?;
+    let (client_id, client_secret) = match (&account.client_secret, &deps.oauth_client) {
+        (Some(sealed), _) => (
+            None,
+            deps.cipher
+                .open(context(Purpose::ClientSecret), sealed)
+                .await?,
+        ),
+        (None, Some(client)) => (
+            Some(client.client_id.clone()),
+            SecretString::from(client.client_secret.expose_secret().to_owned()),
+        ),
+        (None, None) => {
+            return Err(StageError::Gone(
+                "the grant's OAuth client is not configured",
+            ));
+        }
+    };
+    Ok(Grant {
+        environment: account.environment,
+        client_id,
+        client_secret,
+        refresh_token,
+    })
+}
+
+/// Where each entity's read starts.
+fn start_of(
+    kind: TaskKind,
+    watermark: Option<DateTime<Utc>>,
+    opened: DateTime<Utc>,
+    settings: &SyncSettings,
+) -> DateTime<Utc> {
+    let trailing = if kind == TaskKind::Deep {
+        settings.deep_trailing
+    } else {
+        settings.trailing
+    };
+    match (kind, watermark) {
+        (TaskKind::Full, _) | (_, None) => opened,
+        (_, Some(mark)) => (mark - trailing).max(opened),
+    }
+}
+
+/// `[start, end]` cut into consecutive windows of at most `size`.
+fn windows(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    size: TimeDelta,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut out = Vec::new();
+    let mut from = start;
+    while from < end {
+        let to = (from + size).min(end);
+        out.push((from, to));
+        from = to;
+    }
+    if out.is_empty() {
+        out.push((start, end));
+    }
+    out
+}
+
+async fn stages<C: TokenCipher, T: TaskStore>(
+    deps: &SyncDeps<C, T>,
+    message: &TaskMessage,
+    account: &SyncAccount,
+) -> Result<Counts, (StageError, Counts)> {
+    let mut counts = Counts::default();
+    match stages_inner(deps, message, account, &mut counts).await {
+        Ok(()) => Ok(counts),
+        Err(e) => Err((e, counts)),
+    }
+}
+
+async fn stages_inner<C: TokenCipher, T: TaskStore>(
+    deps: &SyncDeps<C, T>,
+    message: &TaskMessage,
+    account: &SyncAccount,
+    counts: &mut Counts,
+) -> Result<(), StageError> {
+    let task = message.task_id;
+    let number = account.account_number.as_str();
+    let pool = &deps.pool;
+    progress(deps, task, "accounts", 0, counts).await?;
+    store::mark_running(pool, account.id).await?;
+    let session = deps.broker.session(open_grant(deps, account).await?, None);
+
+    let listed = session.accounts().await?;
+    if !listed
+        .iter()
+        .any(|a| a.item.account.account_number == number)
+    {
+        return Err(StageError::Gone("the grant no longer reaches this account"));
+    }
+    let now = Utc::now();
+    let opened = account.opened_at.unwrap_or(now - deps.settings.max_history);
+
+    progress(deps, task, "balances", 10, counts).await?;
+    let balances = session.balances(number).await?;
+    let client = pool.get().await.map_err(DbError::from)?;
+    let written = store::upsert_balances(
+        &client,
+        account.id,
+        number,
+        &balances,
+        BalanceTarget::Current,
+    )
+    .await?
+        + store::upsert_balances(
+            &client,
+            account.id,
+            number,
+            &balances,
+            BalanceTarget::Capture(now),
+        )
+        .await?;
+    drop(client);
+    counts.add("balances", balances.len(), written);
+    let currencies: Vec<String> = balances
+        .iter()
+        .filter_map(|b| b.item.currency.clone())
+        .collect();
+
+    progress(deps, task, "positions", 20, counts).await?;
+    let positions = session.positions(number, true).await?;
+    let written = store::replace_positions(pool, account.id, number, &positions).await?;
+    counts.add("positions", positions.len(), written);
+
+    progress(deps, task, "transactions", 30, counts).await?;
+    let from = start_of(
+        message.kind,
+        account.transactions_synced_to,
+        opened,
+        &deps.settings,
+    );
+    for (start, end) in windows(from, now, deps.settings.window) {
+        let query = TransactionQuery {
+            start_at: Some(start),
+            end_at: Some(end),
+            ..TransactionQuery::default()
+        };
+        let mut pages = session.transactions(number, &query);
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            let client = pool.get().await.map_err(DbError::from)?;
+            let written =
+                store::upsert_transactions(&client, account.id, number, &page.items).await?;
+            counts.add("transactions", page.items.len(), written);
+        }
+    }
+
+    progress(deps, task, "orders", 60, counts).await?;
+    let from = start_of(
+        message.kind,
+        account.orders_synced_to,
+        opened,
+        &deps.settings,
+    );
+    for (start, end) in windows(from, now, deps.settings.window / 2) {
+        let query = OrderQuery {
+            start_at: Some(start),
+            end_at: Some(end),
+            ..OrderQuery::default()
+        };
+        sync_orders(
+            &session,
+            pool,
+            account,
+            counts,
+            session.orders(number, &query),
+        )
+        .await?;
+    }
+    sync_orders(&session, pool, account, counts, session.live_orders(number)).await?;
+
+    progress(deps, task, "balance_snapshots", 85, counts).await?;
+    let snapshots_from = match (message.kind, account.snapshots_synced_to) {
+        (TaskKind::Full, _) | (_, None) => opened.date_naive(),
+        (kind, Some(mark)) => {
+            let trailing = if kind == TaskKind::Deep {
+                deps.settings.deep_trailing
+            } else {
+                deps.settings.trailing
+            };
+            (mark - Duration::days(trailing.num_days())).max(opened.date_naive())
+        }
+    };
+    let today = now.date_naive();
+    for currency in &currencies {
+        for (start, end) in date_windows(snapshots_from, today, deps.settings.window.num_days()) {
+            let query = SnapshotQuery {
+                time_of_day: TimeOfDay::Eod,
+                snapshot_date: None,
+                start_date: Some(start),
+                end_date: Some(end),
+                currency: Some(currency.clone()),
+                per_page: None,
+            };
+            let mut pages = session.balance_snapshots(number, &query);
+            while let Some(page) = pages.next().await {
+                let page = page?;
+                let client = pool.get().await.map_err(DbError::from)?;
+                let written = store::upsert_balances(
+                    &client,
+                    account.id,
+                    number,
+                    &page.items,
+                    BalanceTarget::BrokerSnapshot,
+                )
+                .await?;
+                counts.add("balance_snapshots", page.items.len(), written);
+            }
+        }
+    }
+    store::mark_success(pool, account.id, now, now, today).await?;
+    Ok(())
+}
+
+async fn sync_orders(
+    _session: &Session<'_>,
+    pool: &Pool,
+    account: &SyncAccount,
+    counts: &mut Counts,
+    mut pages: crate::tastytrade::Pages<'_, '_, crate::tastytrade::model::Order>,
+) -> Result<(), StageError> {
+    while let Some(page) = pages.next().await {
+        let page = page?;
+        let client = pool.get().await.map_err(DbError::from)?;
+        let written =
+            store::upsert_orders(&client, account.id, &account.account_number, &page.items).await?;
+        counts.add("orders", page.items.len(), written);
+    }
+    Ok(())
+}
+
+/// Consecutive date windows `[start, end]` of at most `days` days (inclusive, not overlapping).
+fn date_windows(start: NaiveDate, end: NaiveDate, days: i64) -> Vec<(NaiveDate, NaiveDate)> {
+    let mut out = Vec::new();
+    let mut from = start;
+    while from <= end {
+        let to = (from + Duration::days(days - 1)).min(end);
+        out.push((from, to));
+        from = to + Duration::days(1);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_the_range_without_gaps() {
+        let start = Utc::now() - TimeDelta::days(1000);
+        let end = Utc::now();
+        let w = windows(start, end, TimeDelta::days(366));
+        assert_eq!(w.first().unwrap().0, start);
+        assert_eq!(w.last().unwrap().1, end);
+        assert!(w.windows(2).all(|p| p[0].1 == p[1].0));
+        let d = date_windows(start.date_naive(), end.date_naive(), 366);
+        assert!(d.windows(2).all(|p| p[0].1 + Duration::days(1) == p[1].0));
+        assert_eq!(d.last().unwrap().1, end.date_naive());
+    }
+
+    #[test]
+    fn incremental_reads_start_a_trailing_window_before_the_watermark() {
+        let settings = SyncSettings::default();
+        let opened = Utc::now() - TimeDelta::days(900);
+        let mark = Utc::now() - TimeDelta::hours(1);
+        assert_eq!(
+            start_of(TaskKind::Incremental, Some(mark), opened, &settings),
+            mark - TimeDelta::days(7)
+        );
+        assert_eq!(
+            start_of(TaskKind::Deep, Some(mark), opened, &settings),
+            mark - TimeDelta::days(30)
+        );
+        assert_eq!(
+            start_of(TaskKind::Full, Some(mark), opened, &settings),
+            opened
+        );
+        assert_eq!(
+            start_of(TaskKind::Incremental, None, opened, &settings),
+            opened
+        );
+    }
+}

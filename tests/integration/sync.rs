@@ -1,0 +1,388 @@
+//! The sync worker against Postgres, moto and the simulator: the database must end equal to
+//! the simulator's truth.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tastysync_shared::secrets::KmsEnvelope;
+use tastysync_shared::sync::{SyncDeps, SyncSettings};
+use tastysync_shared::tasks::{Counts, DynamoTasks, NewTask, TaskKind, TaskStore};
+use tastysync_shared::tastytrade::{BrokerConfig, RetryPolicy, TastytradeClient};
+use tastytrade_sim::Activity;
+use tastytrade_sim::data::Sizes;
+use uuid::Uuid;
+
+use crate::link::{World, link_personal, world_with};
+
+fn worker(w: &World) -> SyncDeps<KmsEnvelope, DynamoTasks> {
+    let mut config = BrokerConfig::for_base_url(w.sim.credentials.base_url.parse().unwrap());
+    config.retry = RetryPolicy {
+        max_attempts: 6,
+        base_delay: Duration::from_millis(2),
+        max_delay: Duration::from_millis(50),
+        max_elapsed: Duration::from_secs(20),
+    };
+    SyncDeps {
+        pool: w.db.pool.clone(),
+        broker: TastytradeClient::new(config).unwrap(),
+        cipher: KmsEnvelope::new(
+            aws_sdk_kms::Client::new(&w.aws.sdk),
+            &w.aws.stack.kms_key_arn,
+        ),
+        tasks: DynamoTasks::new(w.aws.dynamodb(), &w.aws.stack.table),
+        oauth_client: None,
+        settings: SyncSettings::default(),
+    }
+}
+
+/// Receives what is on the queue as Lambda's event source mapping would hand it over.
+async fn receive_batch(w: &World) -> Option<(SqsEvent, Vec<String>)> {
+    let messages = w
+        .aws
+        .sqs()
+        .receive_message()
+        .queue_url(&w.aws.stack.queue_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .visibility_timeout(600)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    if messages.is_empty() {
+        return None;
+    }
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, Value> = m
+                .attributes
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.as_str().to_owned(), Value::String(v)))
+                .collect();
+            json!({
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "attributes": attributes,
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": w.aws.stack.queue_arn,
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    let receipts = messages
+        .iter()
+        .filter_map(|m| m.receipt_handle.clone())
+        .collect();
+    Some((
+        serde_json::from_value(json!({ "Records": records })).unwrap(),
+        receipts,
+    ))
+}
+
+/// Feeds the queue to the worker until it is empty, deleting what succeeded (as the event
+/// source mapping does); returns the ids reported as failed.
+async fn drain(w: &World, deps: &SyncDeps<KmsEnvelope, DynamoTasks>) -> Vec<String> {
+    let mut failed = Vec::new();
+    while let Some((event, receipts)) = receive_batch(w).await {
+        let ids: Vec<String> = event
+            .records
+            .iter()
+            .map(|r| r.message_id.clone().unwrap_or_default())
+            .collect();
+        let response = sync_worker::handle(deps, event).await;
+        let failures: Vec<String> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        for (id, receipt) in ids.iter().zip(receipts) {
+            if !failures.contains(id) {
+                w.aws
+                    .sqs()
+                    .delete_message()
+                    .queue_url(&w.aws.stack.queue_url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        if !failures.is_empty() {
+            failed.extend(failures);
+            break;
+        }
+    }
+    failed
+}
+
+async fn run_task(
+    deps: &SyncDeps<KmsEnvelope, DynamoTasks>,
+    account_id: Uuid,
+    kind: TaskKind,
+) -> Counts {
+    let task = NewTask::new("user-a", account_id, kind);
+    deps.tasks.create(&task).await.unwrap();
+    match tastysync_shared::sync::run(deps, &task.message())
+        .await
+        .unwrap()
+    {
+        tastysync_shared::sync::Outcome::Completed(counts) => counts,
+        other => panic!("the {kind:?} sync ended {other:?}"),
+    }
+}
+
+async fn stored_ids(client: &tokio_postgres::Client, sql: &str, account_id: Uuid) -> BTreeSet<i64> {
+    client
+        .query(sql, &[&account_id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn id_set(ids: &Value) -> BTreeSet<i64> {
+    ids.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
+/// Asserts the database holds exactly the simulator's truth for `account_number`.
+async fn assert_database_equals_truth(w: &World, account_number: &str) {
+    let truth = w.sim.simulator.truth(account_number).unwrap();
+    let client = w.db.client().await;
+    let id: Uuid = client
+        .query_one(
+            "SELECT id FROM tastytrade_accounts WHERE account_number = $1",
+            &[&account_number],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let ids = stored_ids(
+        &client,
+        "SELECT tastytrade_transaction_id FROM transactions WHERE account_id = $1",
+        id,
+    )
+    .await;
+    let truth_ids = id_set(&truth["transactions"]["ids"]);
+    assert_eq!(ids.len(), truth_ids.len(), "transaction count");
+    assert!(ids == truth_ids, "transaction ids differ");
+    let sums = client
+        .query_one("SELECT coalesce(sum(net_value), 0)::text, coalesce(sum(value), 0)::text FROM transactions WHERE account_id = $1", &[&id])
+        .await
+        .unwrap();
+    let decimal = |v: &Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
+    assert_eq!(
+        Decimal::from_str(sums.get(0)).unwrap(),
+        decimal(&truth["transactions"]["net-value-sum"]),
+        "sum of signed net values"
+    );
+    assert_eq!(
+        Decimal::from_str(sums.get(1)).unwrap(),
+        decimal(&truth["transactions"]["value-sum"]),
+        "sum of signed values"
+    );
+
+    let order_ids = stored_ids(
+        &client,
+        "SELECT tastytrade_order_id FROM orders WHERE account_id = $1",
+        id,
+    )
+    .await;
+    let truth_orders = id_set(&truth["orders"]["ids"]);
+    assert!(
+        order_ids == truth_orders,
+        "order ids differ ({} vs {})",
+        order_ids.len(),
+        truth_orders.len()
+    );
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[&id])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM order_legs WHERE account_id = $1").await,
+        truth["orders"]["legs"].as_i64().unwrap()
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM order_fills WHERE account_id = $1").await,
+        truth["orders"]["fills"].as_i64().unwrap()
+    );
+
+    let positions: BTreeSet<(String, String)> = client
+        .query(
+            "SELECT symbol, quantity::text FROM positions WHERE account_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Decimal::from_str(r.get(1)).unwrap().normalize().to_string(),
+            )
+        })
+        .collect();
+    let truth_positions: BTreeSet<(String, String)> = truth["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["symbol"].as_str().unwrap().to_owned(),
+                decimal(&p["quantity"]).normalize().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(positions, truth_positions, "positions");
+    assert_eq!(
+        count("SELECT count(*) FROM account_balance_snapshots WHERE account_id = $1 AND time_of_day = 'EOD'").await,
+        truth["snapshots"]["count"].as_i64().unwrap(),
+        "EOD snapshots"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM account_balances WHERE account_id = $1").await,
+        truth["balances"].as_array().unwrap().len() as i64
+    );
+    let status: String = client
+        .query_one(
+            "SELECT last_sync_status FROM tastytrade_accounts WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "SUCCESS");
+}
+
+#[tokio::test]
+async fn a_full_sync_of_100k_transactions_and_20k_orders_equals_the_truth() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 100_000,
+        orders: 20_000,
+        years: 5,
+    })
+    .await;
+    link_personal(&w, "user-a").await;
+    let deps = worker(&w);
+
+    let failed = drain(&w, &deps).await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
+}
+
+#[tokio::test]
+async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_and_closed_positions()
+ {
+    let w = world_with(Sizes {
+        accounts: 2,
+        transactions: 3_000,
+        orders: 400,
+        years: 2,
+    })
+    .await;
+    let linked = link_personal(&w, "user-a").await;
+    let deps = worker(&w);
+    assert!(drain(&w, &deps).await.is_empty());
+    let number = w.sim.credentials.account_numbers[0].clone();
+    let account_id: Uuid = linked
+        .iter()
+        .find(|a| a["account_number"] == number.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_database_equals_truth(&w, &number).await;
+
+    let activity = Activity {
+        transactions: 4,
+        days_back: 3,
+        finalize_fees: true,
+        reversals: 1,
+        fills: 3,
+        close_positions: 1,
+    };
+    let outcome = w.sim.simulator.add_activity(&number, &activity).unwrap();
+    assert!(
+        outcome.finalized > 0,
+        "the generated history has estimated fees to finalise"
+    );
+    let counts = run_task(&deps, account_id, TaskKind::Incremental).await;
+
+    assert!(counts.total_written() > 0);
+    assert_database_equals_truth(&w, &number).await;
+
+    let idle = run_task(&deps, account_id, TaskKind::Incremental).await;
+    assert_eq!(
+        idle.total_written(),
+        0,
+        "an incremental sync with nothing new rewrote {:?}",
+        idle.written
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_grant_ends_the_task_as_needs_reauth_without_retries() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 50,
+        orders: 10,
+        years: 1,
+    })
+    .await;
+    let linked = link_personal(&w, "user-a").await;
+    w.sim.simulator.revoke(&w.sim.credentials.refresh_token);
+    let deps = worker(&w);
+
+    let failed = drain(&w, &deps).await;
+
+    assert!(failed.is_empty(), "a dead grant is not retried: {failed:?}");
+    let client = w.db.client().await;
+    let id: Uuid = linked[0]["id"].as_str().unwrap().parse().unwrap();
+    let (status, error): (String, Option<String>) = {
+        let row = client
+            .query_one(
+                "SELECT last_sync_status, last_error FROM tastytrade_accounts WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(status, "NEEDS_REAUTH");
+    assert!(error.unwrap().contains("link it again"));
+    let tasks = crate::link::table_items(&w).await;
+    assert!(
+        tasks.iter().any(|t| t.contains("needs_reauth")),
+        "{tasks:?}"
+    );
+    assert_eq!(
+        tastysync_shared::tastytrade::client::Stats::get(&deps.broker.stats().requests),
+        2,
+        "one confirmation of invalid_grant, no retry storm"
+    );
+}
