@@ -7,19 +7,23 @@
 //! because the broker changes rows after the fact. Re-running any task converges to the same
 //! rows.
 
+use std::time::Instant;
+
 use chrono::{DateTime, Duration, NaiveDate, TimeDelta, Utc};
 use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::Retry;
 use crate::db::DbError;
 use crate::db::sync::{self as store, BalanceTarget, SyncAccount};
 use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext, TokenCipher};
-use crate::tasks::{Counts, TaskError, TaskKind, TaskMessage, TaskStatus, TaskStore, TaskUpdate};
+use crate::tasks::{
+    Counts, SyncQueue, TaskError, TaskKind, TaskMessage, TaskStatus, TaskStore, TaskUpdate,
+};
 use crate::tastytrade::{
-    BrokerError, Grant, OrderQuery, Session, SnapshotQuery, TastytradeClient, TimeOfDay,
-    TransactionQuery,
+    BrokerError, Grant, OrderQuery, SnapshotQuery, TastytradeClient, TimeOfDay, TransactionQuery,
 };
 
 /// Tunables of the sync, from the worker's configuration.
@@ -35,6 +39,8 @@ pub struct SyncSettings {
     pub lease: TimeDelta,
     /// A full sync of an account without an opening date starts this far back.
     pub max_history: TimeDelta,
+    /// Checkpoint and continue in a new invocation when the deadline is this close.
+    pub deadline_margin: std::time::Duration,
 }
 
 impl Default for SyncSettings {
@@ -45,17 +51,20 @@ impl Default for SyncSettings {
             window: TimeDelta::days(366),
             lease: TimeDelta::minutes(15),
             max_history: TimeDelta::days(366 * 15),
+            deadline_margin: std::time::Duration::from_secs(20),
         }
     }
 }
 
 /// What the sync needs, built once per cold start.
 #[derive(Debug)]
-pub struct SyncDeps<C, T> {
+pub struct SyncDeps<C, T, Q> {
     pub pool: Pool,
     pub broker: TastytradeClient,
     pub cipher: C,
     pub tasks: T,
+    /// Where continuations go.
+    pub queue: Q,
     /// The deployment's OAuth client, for grants linked through the authorization-code flow.
     pub oauth_client: Option<OAuthClient>,
     pub settings: SyncSettings,
@@ -71,6 +80,8 @@ pub enum Outcome {
     Failed(String),
     /// The account was unlinked or deleted after the task was queued.
     Skipped,
+    /// The deadline came near: a continuation message resumes at the cursor.
+    Continued(Cursor),
 }
 
 /// The task should run again later: the message must stay on the queue.
@@ -91,12 +102,16 @@ enum StageError {
     Tasks(#[from] TaskError),
     #[error("{0}")]
     Gone(&'static str),
+    #[error("the invocation's deadline is near")]
+    Deadline(Cursor),
 }
 
-/// Runs one task message to an outcome, or asks for a retry.
+/// Runs one task message to an outcome, or asks for a retry. `deadline` is the invocation's
+/// (Lambda's) deadline: the sync hands over to a continuation before it.
 pub async fn run<C: TokenCipher, T: TaskStore>(
-    deps: &SyncDeps<C, T>,
+    deps: &SyncDeps<C, T, impl SyncQueue>,
     message: &TaskMessage,
+    deadline: Option<Instant>,
 ) -> Result<Outcome, Retryable> {
     let task = message.task_id;
     let account_id = message.account_id;
@@ -129,12 +144,16 @@ pub async fn run<C: TokenCipher, T: TaskStore>(
         Ok(false) => return Err(Retryable("another sync of this account is running".into())),
         Err(e) => return Err(Retryable(e.to_string())),
     }
-    let result = stages(deps, message, &account).await;
+    let checkpoint_at = deadline.map(|d| d.checked_sub(deps.settings.deadline_margin).unwrap_or(d));
+    let result = stages(deps, message, &account, Deadline(checkpoint_at)).await;
     if let Err(e) = deps.tasks.release_lease(account_id, task).await {
         tracing::warn!(error = %e, "lease not released; it expires on its own");
     }
     let counts = match result {
         Ok(counts) => counts,
+        Err((StageError::Deadline(cursor), _)) => {
+            return continue_later(deps, message, cursor).await;
+        }
         Err((e, counts)) => return classify(deps, task, account_id, e, &counts).await,
     };
     finish(deps, task, TaskStatus::Completed, &counts, None).await;
@@ -142,8 +161,40 @@ pub async fn run<C: TokenCipher, T: TaskStore>(
     Ok(Outcome::Completed(counts))
 }
 
+/// Records the cursor in the task and queues the continuation that resumes there.
+async fn continue_later<C, T: TaskStore>(
+    deps: &SyncDeps<C, T, impl SyncQueue>,
+    message: &TaskMessage,
+    cursor: Cursor,
+) -> Result<Outcome, Retryable> {
+    let json = serde_json::to_value(&cursor).map_err(|e| Retryable(e.to_string()))?;
+    let update = TaskUpdate {
+        status: TaskStatus::InProgress,
+        stage: "continuing",
+        progress_percentage: 50,
+        counts: &cursor.counts,
+        error_message: None,
+        cursor: Some(&json),
+    };
+    deps.tasks
+        .update(message.task_id, update)
+        .await
+        .map_err(|e| Retryable(e.to_string()))?;
+    let next = TaskMessage {
+        cursor: Some(json),
+        ..message.clone()
+    };
+    // If this fails, the message itself is retried and the sync resumes from its own cursor.
+    deps.queue
+        .enqueue(&next)
+        .await
+        .map_err(|e| Retryable(e.to_string()))?;
+    tracing::info!(stage = ?cursor.stage, from = %cursor.from, "deadline near; continuing in a new invocation");
+    Ok(Outcome::Continued(cursor))
+}
+
 async fn classify<C, T: TaskStore>(
-    deps: &SyncDeps<C, T>,
+    deps: &SyncDeps<C, T, impl SyncQueue>,
     task: Uuid,
     account_id: Uuid,
     error: StageError,
@@ -168,7 +219,7 @@ async fn classify<C, T: TaskStore>(
         StageError::Db(e) => e.retry(),
         StageError::Cipher(e) => e.retry(),
         StageError::Tasks(e) => e.retry(),
-        StageError::Gone(_) => Retry::NonRetryable,
+        StageError::Gone(_) | StageError::Deadline(_) => Retry::NonRetryable,
     };
     retry_or_fail(deps, task, account_id, retry, &error.to_string()).await
 }
@@ -176,7 +227,7 @@ async fn classify<C, T: TaskStore>(
 /// A retryable error marks the task `retrying` and returns the [`Retryable`] to hand back to
 /// SQS; anything else fails the task and the account for good (`Ok(Outcome::Failed)`).
 async fn retry_or_fail<C, T: TaskStore>(
-    deps: &SyncDeps<C, T>,
+    deps: &SyncDeps<C, T, impl SyncQueue>,
     task: Uuid,
     account_id: Uuid,
     retry: Retry,
@@ -213,7 +264,7 @@ async fn retry_or_fail<C, T: TaskStore>(
 }
 
 async fn finish<C, T: TaskStore>(
-    deps: &SyncDeps<C, T>,
+    deps: &SyncDeps<C, T, impl SyncQueue>,
     task: Uuid,
     status: TaskStatus,
     counts: &Counts,
@@ -225,6 +276,7 @@ async fn finish<C, T: TaskStore>(
         progress_percentage: 100,
         counts,
         error_message: error,
+        cursor: None,
     };
     if let Err(e) = deps.tasks.update(task, update).await {
         tracing::warn!(error = %e, "could not record the task's outcome");
@@ -232,7 +284,7 @@ async fn finish<C, T: TaskStore>(
 }
 
 async fn progress<C, T: TaskStore>(
-    deps: &SyncDeps<C, T>,
+    deps: &SyncDeps<C, T, impl SyncQueue>,
     task: Uuid,
     stage: &str,
     percentage: u8,
@@ -244,12 +296,13 @@ async fn progress<C, T: TaskStore>(
         progress_percentage: percentage,
         counts,
         error_message: None,
+        cursor: None,
     };
     Ok(deps.tasks.update(task, update).await?)
 }
 
 async fn open_grant<C: TokenCipher, T>(
-    deps: &SyncDeps<C, T>,
+    deps: &SyncDeps<C, T, impl SyncQueue>,
     account: &SyncAccount,
 ) -> Result<Grant, StageError> {
     let context = |purpose| SecretContext {
@@ -323,31 +376,82 @@ fn windows(
     out
 }
 
+/// The paged stages, in order; a continuation resumes at one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Transactions,
+    Orders,
+    BalanceSnapshots,
+}
+
+/// Where a continuation resumes: the stage, the instant (or day) its reads restart from, the
+/// fixed end of the whole sync, and the counts so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub stage: Stage,
+    pub from: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub counts: Counts,
+}
+
+/// Checked after every page: past it, the sync checkpoints and hands over to a continuation.
+#[derive(Debug, Clone, Copy)]
+struct Deadline(Option<Instant>);
+
+impl Deadline {
+    fn passed(self) -> bool {
+        self.0.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
 async fn stages<C: TokenCipher, T: TaskStore>(
-    deps: &SyncDeps<C, T>,
+    deps: &SyncDeps<C, T, impl SyncQueue>,
     message: &TaskMessage,
     account: &SyncAccount,
+    deadline: Deadline,
 ) -> Result<Counts, (StageError, Counts)> {
-    let mut counts = Counts::default();
-    match stages_inner(deps, message, account, &mut counts).await {
+    let resume: Option<Cursor> = message
+        .cursor
+        .as_ref()
+        .and_then(|c| serde_json::from_value(c.clone()).ok());
+    let mut counts = resume
+        .as_ref()
+        .map(|c| c.counts.clone())
+        .unwrap_or_default();
+    match stages_inner(deps, message, account, &mut counts, resume, deadline).await {
         Ok(()) => Ok(counts),
         Err(e) => Err((e, counts)),
     }
 }
 
 async fn stages_inner<C: TokenCipher, T: TaskStore>(
-    deps: &SyncDeps<C, T>,
+    deps: &SyncDeps<C, T, impl SyncQueue>,
     message: &TaskMessage,
     account: &SyncAccount,
     counts: &mut Counts,
+    resume: Option<Cursor>,
+    deadline: Deadline,
 ) -> Result<(), StageError> {
     let task = message.task_id;
     let number = account.account_number.as_str();
     let pool = &deps.pool;
+    let resume_stage = resume.as_ref().map(|c| c.stage);
+    let resume_from = |stage: Stage| resume.as_ref().filter(|c| c.stage == stage).map(|c| c.from);
+    let now = resume.as_ref().map_or_else(Utc::now, |c| c.now);
+    let opened = account.opened_at.unwrap_or(now - deps.settings.max_history);
+    let checkpoint = |stage: Stage, from: DateTime<Utc>, counts: &Counts| {
+        StageError::Deadline(Cursor {
+            stage,
+            from,
+            now,
+            counts: counts.clone(),
+        })
+    };
+
     progress(deps, task, "accounts", 0, counts).await?;
     store::mark_running(pool, account.id).await?;
     let session = deps.broker.session(open_grant(deps, account).await?, None);
-
     let listed = session.accounts().await?;
     if !listed
         .iter()
@@ -355,9 +459,8 @@ async fn stages_inner<C: TokenCipher, T: TaskStore>(
     {
         return Err(StageError::Gone("the grant no longer reaches this account"));
     }
-    let now = Utc::now();
-    let opened = account.opened_at.unwrap_or(now - deps.settings.max_history);
 
+    // The cheap stages run again on every continuation: they are a handful of rows.
     progress(deps, task, "balances", 10, counts).await?;
     let balances = session.balances(number).await?;
     let client = pool.get().await.map_err(DbError::from)?;
@@ -378,7 +481,9 @@ async fn stages_inner<C: TokenCipher, T: TaskStore>(
         )
         .await?;
     drop(client);
-    counts.add("balances", balances.len(), written);
+    if resume.is_none() {
+        counts.add("balances", balances.len(), written);
+    }
     let currencies: Vec<String> = balances
         .iter()
         .filter_map(|b| b.item.currency.clone())
@@ -387,59 +492,108 @@ async fn stages_inner<C: TokenCipher, T: TaskStore>(
     progress(deps, task, "positions", 20, counts).await?;
     let positions = session.positions(number, true).await?;
     let written = store::replace_positions(pool, account.id, number, &positions).await?;
-    counts.add("positions", positions.len(), written);
+    if resume.is_none() {
+        counts.add("positions", positions.len(), written);
+    }
 
-    progress(deps, task, "transactions", 30, counts).await?;
-    let from = start_of(
-        message.kind,
-        account.transactions_synced_to,
-        opened,
-        &deps.settings,
-    );
-    for (start, end) in windows(from, now, deps.settings.window) {
-        let query = TransactionQuery {
-            start_at: Some(start),
-            end_at: Some(end),
-            ..TransactionQuery::default()
-        };
-        let mut pages = session.transactions(number, &query);
-        while let Some(page) = pages.next().await {
-            let page = page?;
-            let client = pool.get().await.map_err(DbError::from)?;
-            let written =
-                store::upsert_transactions(&client, account.id, number, &page.items).await?;
-            counts.add("transactions", page.items.len(), written);
+    if resume_stage.is_none_or(|s| s <= Stage::Transactions) {
+        progress(deps, task, "transactions", 30, counts).await?;
+        let from = resume_from(Stage::Transactions).unwrap_or_else(|| {
+            start_of(
+                message.kind,
+                account.transactions_synced_to,
+                opened,
+                &deps.settings,
+            )
+        });
+        let all = windows(from, now, deps.settings.window);
+        let last_window = all.len() - 1;
+        for (index, (start, end)) in all.into_iter().enumerate() {
+            let query = TransactionQuery {
+                start_at: Some(start),
+                end_at: Some(end),
+                ..TransactionQuery::default()
+            };
+            let mut pages = session.transactions(number, &query);
+            while let Some(page) = pages.next().await {
+                let page = page?;
+                let client = pool.get().await.map_err(DbError::from)?;
+                let written =
+                    store::upsert_transactions(&client, account.id, number, &page.items).await?;
+                counts.add("transactions", page.items.len(), written);
+                // Rows come oldest first: restarting at the last one's time re-reads a few
+                // rows at most, and the upsert absorbs them.
+                let last = page.items.iter().filter_map(|r| r.item.executed_at).max();
+                if deadline.passed()
+                    && let Some(from) = resume_point(
+                        pages.is_finished(),
+                        index == last_window,
+                        end,
+                        last.unwrap_or(start).max(start),
+                    )
+                {
+                    return Err(checkpoint(Stage::Transactions, from, counts));
+                }
+            }
         }
     }
 
-    progress(deps, task, "orders", 60, counts).await?;
-    let from = start_of(
-        message.kind,
-        account.orders_synced_to,
-        opened,
-        &deps.settings,
-    );
-    for (start, end) in windows(from, now, deps.settings.window / 2) {
-        let query = OrderQuery {
-            start_at: Some(start),
-            end_at: Some(end),
-            ..OrderQuery::default()
-        };
-        sync_orders(
-            &session,
-            pool,
-            account,
-            counts,
-            session.orders(number, &query),
-        )
-        .await?;
+    if resume_stage.is_none_or(|s| s <= Stage::Orders) {
+        progress(deps, task, "orders", 60, counts).await?;
+        let from = resume_from(Stage::Orders).unwrap_or_else(|| {
+            start_of(
+                message.kind,
+                account.orders_synced_to,
+                opened,
+                &deps.settings,
+            )
+        });
+        let all = windows(from, now, deps.settings.window / 2);
+        let last_window = all.len() - 1;
+        for (index, (start, end)) in all.into_iter().enumerate() {
+            let query = OrderQuery {
+                start_at: Some(start),
+                end_at: Some(end),
+                ..OrderQuery::default()
+            };
+            let mut pages = session.orders(number, &query);
+            while let Some(page) = pages.next().await {
+                let page = page?;
+                let client = pool.get().await.map_err(DbError::from)?;
+                let written =
+                    store::upsert_orders(&client, account.id, number, &page.items).await?;
+                counts.add("orders", page.items.len(), written);
+                let last = page.items.iter().filter_map(|r| r.item.received_at).max();
+                if deadline.passed()
+                    && let Some(from) = resume_point(
+                        pages.is_finished(),
+                        index == last_window,
+                        end,
+                        last.unwrap_or(start).max(start),
+                    )
+                {
+                    return Err(checkpoint(Stage::Orders, from, counts));
+                }
+            }
+        }
+        let mut live = session.live_orders(number);
+        while let Some(page) = live.next().await {
+            let page = page?;
+            let client = pool.get().await.map_err(DbError::from)?;
+            let written = store::upsert_orders(&client, account.id, number, &page.items).await?;
+            counts.add("orders", page.items.len(), written);
+        }
     }
-    sync_orders(&session, pool, account, counts, session.live_orders(number)).await?;
 
     progress(deps, task, "balance_snapshots", 85, counts).await?;
-    let snapshots_from = match (message.kind, account.snapshots_synced_to) {
-        (TaskKind::Full, _) | (_, None) => opened.date_naive(),
-        (kind, Some(mark)) => {
+    let snapshots_from = match (
+        resume_from(Stage::BalanceSnapshots),
+        message.kind,
+        account.snapshots_synced_to,
+    ) {
+        (Some(from), _, _) => from.date_naive(),
+        (None, TaskKind::Full, _) | (None, _, None) => opened.date_naive(),
+        (None, kind, Some(mark)) => {
             let trailing = if kind == TaskKind::Deep {
                 deps.settings.deep_trailing
             } else {
@@ -449,8 +603,8 @@ async fn stages_inner<C: TokenCipher, T: TaskStore>(
         }
     };
     let today = now.date_naive();
-    for currency in &currencies {
-        for (start, end) in date_windows(snapshots_from, today, deps.settings.window.num_days()) {
+    for (start, end) in date_windows(snapshots_from, today, deps.settings.window.num_days()) {
+        for currency in &currencies {
             let query = SnapshotQuery {
                 time_of_day: TimeOfDay::Eod,
                 snapshot_date: None,
@@ -474,26 +628,34 @@ async fn stages_inner<C: TokenCipher, T: TaskStore>(
                 counts.add("balance_snapshots", page.items.len(), written);
             }
         }
+        // Snapshot windows resume whole: every currency of the window again.
+        if deadline.passed() && end < today {
+            let next = crate::sync::day_start(end + Duration::days(1));
+            return Err(checkpoint(Stage::BalanceSnapshots, next, counts));
+        }
     }
     store::mark_success(pool, account.id, now, now, today).await?;
     Ok(())
 }
 
-async fn sync_orders(
-    _session: &Session<'_>,
-    pool: &Pool,
-    account: &SyncAccount,
-    counts: &mut Counts,
-    mut pages: crate::tastytrade::Pages<'_, '_, crate::tastytrade::model::Order>,
-) -> Result<(), StageError> {
-    while let Some(page) = pages.next().await {
-        let page = page?;
-        let client = pool.get().await.map_err(DbError::from)?;
-        let written =
-            store::upsert_orders(&client, account.id, &account.account_number, &page.items).await?;
-        counts.add("orders", page.items.len(), written);
+/// Where a stage interrupted after a page resumes: at the last row read (re-reading the few
+/// rows of that instant), at the next window when this one is done, and nowhere (`None`) when
+/// the stage is done; resuming at the last row of a finished stage would never end.
+fn resume_point(
+    page_finished_window: bool,
+    last_window: bool,
+    window_end: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match (page_finished_window, last_window) {
+        (true, true) => None,
+        (true, false) => Some(window_end),
+        (false, _) => Some(last_seen),
     }
-    Ok(())
+}
+
+fn day_start(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
 /// Consecutive date windows `[start, end]` of at most `days` days (inclusive, not overlapping).

@@ -151,6 +151,8 @@ pub struct TaskUpdate<'a> {
     pub progress_percentage: u8,
     pub counts: &'a Counts,
     pub error_message: Option<&'a str>,
+    /// Where a continuation resumes; recorded so ops can see how far a long sync got.
+    pub cursor: Option<&'a serde_json::Value>,
 }
 
 /// Live task state.
@@ -188,6 +190,14 @@ pub trait SyncQueue: Send + Sync {
     /// One message per task, grouped by account so an account's syncs run one at a time, in
     /// order; the task id (plus cursor) deduplicates.
     fn enqueue(&self, message: &TaskMessage) -> impl Future<Output = Result<(), TaskError>> + Send;
+
+    /// Hides a received message for `delay` before its next delivery: the back-off between
+    /// task-level retries (FIFO queues take no per-message delay at send time).
+    fn delay_redelivery(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
 }
 
 /// [`TaskStore`] on DynamoDB.
@@ -286,6 +296,10 @@ impl TaskStore for DynamoTasks {
             .expression_attribute_values(":progress", n(update.progress_percentage))
             .expression_attribute_values(":counts", s(counts))
             .expression_attribute_values(":now", s(now));
+        if let Some(cursor) = update.cursor {
+            expression.push_str(", resume_cursor = :cursor");
+            request = request.expression_attribute_values(":cursor", s(cursor.to_string()));
+        }
         match update.error_message {
             Some(message) => {
                 expression.push_str(", error_message = :error");
@@ -404,7 +418,39 @@ impl SyncQueue for SqsQueue {
             .map_err(unavailable)?;
         Ok(())
     }
+
+    async fn delay_redelivery(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), TaskError> {
+        self.change_visibility(receipt_handle, delay).await
+    }
 }
+
+impl SqsQueue {
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), TaskError> {
+        let seconds = i32::try_from(delay.as_secs())
+            .unwrap_or(i32::MAX)
+            .min(MAX_VISIBILITY_SECONDS);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// SQS's limit on a visibility timeout: twelve hours.
+const MAX_VISIBILITY_SECONDS: i32 = 12 * 3600;
 
 /// A short stable hash for deduplication ids (at most 128 characters on SQS).
 fn fxhash(text: &str) -> u64 {

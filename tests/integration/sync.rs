@@ -3,14 +3,14 @@
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tastysync_shared::secrets::KmsEnvelope;
 use tastysync_shared::sync::{SyncDeps, SyncSettings};
-use tastysync_shared::tasks::{Counts, DynamoTasks, NewTask, TaskKind, TaskStore};
+use tastysync_shared::tasks::{Counts, DynamoTasks, NewTask, SqsQueue, TaskKind, TaskStore};
 use tastysync_shared::tastytrade::{BrokerConfig, RetryPolicy, TastytradeClient};
 use tastytrade_sim::Activity;
 use tastytrade_sim::data::Sizes;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::link::{World, link_personal, world_with};
 
-fn worker(w: &World) -> SyncDeps<KmsEnvelope, DynamoTasks> {
+fn worker(w: &World) -> SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
     let mut config = BrokerConfig::for_base_url(w.sim.credentials.base_url.parse().unwrap());
     config.retry = RetryPolicy {
         max_attempts: 6,
@@ -34,6 +34,7 @@ fn worker(w: &World) -> SyncDeps<KmsEnvelope, DynamoTasks> {
             &w.aws.stack.kms_key_arn,
         ),
         tasks: DynamoTasks::new(w.aws.dynamodb(), &w.aws.stack.table),
+        queue: SqsQueue::new(w.aws.sqs(), &w.aws.stack.queue_url),
         oauth_client: None,
         settings: SyncSettings::default(),
     }
@@ -91,7 +92,17 @@ async fn receive_batch(w: &World) -> Option<(SqsEvent, Vec<String>)> {
 
 /// Feeds the queue to the worker until it is empty, deleting what succeeded (as the event
 /// source mapping does); returns the ids reported as failed.
-async fn drain(w: &World, deps: &SyncDeps<KmsEnvelope, DynamoTasks>) -> Vec<String> {
+async fn drain(w: &World, deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>) -> Vec<String> {
+    drain_with_deadline(w, deps, || None).await.0
+}
+
+/// [`drain`], each invocation given the deadline `deadline()`; also returns the invocations.
+async fn drain_with_deadline(
+    w: &World,
+    deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
+    deadline: impl Fn() -> Option<Instant>,
+) -> (Vec<String>, usize) {
+    let mut invocations = 0;
     let mut failed = Vec::new();
     while let Some((event, receipts)) = receive_batch(w).await {
         let ids: Vec<String> = event
@@ -99,7 +110,12 @@ async fn drain(w: &World, deps: &SyncDeps<KmsEnvelope, DynamoTasks>) -> Vec<Stri
             .iter()
             .map(|r| r.message_id.clone().unwrap_or_default())
             .collect();
-        let response = sync_worker::handle(deps, event).await;
+        invocations += 1;
+        assert!(
+            invocations < 300,
+            "the queue never drains: the sync makes no progress"
+        );
+        let response = sync_worker::handle(deps, event, deadline()).await;
         let failures: Vec<String> = response
             .batch_item_failures
             .iter()
@@ -122,17 +138,17 @@ async fn drain(w: &World, deps: &SyncDeps<KmsEnvelope, DynamoTasks>) -> Vec<Stri
             break;
         }
     }
-    failed
+    (failed, invocations)
 }
 
 async fn run_task(
-    deps: &SyncDeps<KmsEnvelope, DynamoTasks>,
+    deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
     account_id: Uuid,
     kind: TaskKind,
 ) -> Counts {
     let task = NewTask::new("user-a", account_id, kind);
     deps.tasks.create(&task).await.unwrap();
-    match tastysync_shared::sync::run(deps, &task.message())
+    match tastysync_shared::sync::run(deps, &task.message(), None)
         .await
         .unwrap()
     {
@@ -384,5 +400,33 @@ async fn a_revoked_grant_ends_the_task_as_needs_reauth_without_retries() {
         tastysync_shared::tastytrade::client::Stats::get(&deps.broker.stats().requests),
         2,
         "one confirmation of invalid_grant, no retry storm"
+    );
+}
+
+#[tokio::test]
+async fn a_full_sync_past_its_deadline_continues_in_new_invocations_and_still_equals_the_truth() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 12_000,
+        orders: 1_500,
+        years: 3,
+    })
+    .await;
+    link_personal(&w, "user-a").await;
+    let mut deps = worker(&w);
+    deps.settings.deadline_margin = Duration::ZERO;
+
+    // Every invocation is already at its deadline: it syncs one page, then hands over.
+    let (failed, invocations) = drain_with_deadline(&w, &deps, || Some(Instant::now())).await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(invocations >= 6, "only {} continuations", invocations - 1);
+    assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
+    let tasks = crate::link::table_items(&w).await;
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.contains("completed") && t.contains("resume_cursor")),
+        "{tasks:?}"
     );
 }

@@ -5,15 +5,29 @@
 //! redelivered in order (as Powertools' FIFO batch processor does).
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use tastysync_shared::secrets::TokenCipher;
-use tastysync_shared::sync::{self, Outcome, SyncDeps};
-use tastysync_shared::tasks::{TaskMessage, TaskStore};
+use tastysync_shared::sync::{self, SyncDeps};
+use tastysync_shared::tasks::{SyncQueue, TaskMessage, TaskStore};
 
-pub async fn handle<C: TokenCipher, T: TaskStore>(
-    deps: &SyncDeps<C, T>,
+/// First back-off between task-level retries; it doubles with every delivery, up to the cap.
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(30);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(900);
+
+/// The delay before the next delivery of a message received `receive_count` times.
+pub fn retry_delay(receive_count: u32) -> Duration {
+    FIRST_RETRY_DELAY
+        .saturating_mul(1 << receive_count.saturating_sub(1).min(10))
+        .min(MAX_RETRY_DELAY)
+}
+
+/// Handles one batch; `deadline` is the invocation's, for continuations.
+pub async fn handle<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
+    deps: &SyncDeps<C, T, Q>,
     event: SqsEvent,
+    deadline: Option<Instant>,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     let mut failed_groups = HashSet::new();
@@ -30,31 +44,51 @@ pub async fn handle<C: TokenCipher, T: TaskStore>(
         }
         let span = tracing::info_span!("message", message_id = %id);
         let _entered = span.enter();
-        let failed =
-            match serde_json::from_str::<TaskMessage>(record.body.as_deref().unwrap_or_default()) {
-                // Unreadable: report it, so that after maxReceiveCount deliveries it lands in the
-                // DLQ for a person to look at, instead of vanishing.
-                Err(e) => {
-                    tracing::error!(error = %e, "unreadable sync message");
+        let body = record.body.as_deref().unwrap_or_default();
+        let failed = match serde_json::from_str::<TaskMessage>(body) {
+            // Unreadable: report it, so that after maxReceiveCount deliveries it lands in the
+            // DLQ for a person to look at, instead of vanishing.
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable sync message");
+                true
+            }
+            Ok(message) => match sync::run(deps, &message, deadline).await {
+                Ok(_) => false,
+                Err(retry) => {
+                    let receives: u32 = record
+                        .attributes
+                        .get("ApproximateReceiveCount")
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1);
+                    let delay = retry_delay(receives);
+                    tracing::warn!(reason = %retry, delay_seconds = delay.as_secs(), "message returned to the queue");
+                    if let Some(receipt) = &record.receipt_handle
+                        && let Err(e) = deps.queue.delay_redelivery(receipt, delay).await
+                    {
+                        tracing::warn!(error = %e, "back-off not set; the queue's visibility timeout applies");
+                    }
                     true
                 }
-                Ok(message) => match sync::run(deps, &message).await {
-                    Ok(
-                        Outcome::Completed(_)
-                        | Outcome::NeedsReauth
-                        | Outcome::Failed(_)
-                        | Outcome::Skipped,
-                    ) => false,
-                    Err(retry) => {
-                        tracing::warn!(reason = %retry, "message returned to the queue");
-                        true
-                    }
-                },
-            };
+            },
+        };
         if failed {
             response.add_failure(id);
             failed_groups.insert(group);
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_fifteen_minutes() {
+        assert_eq!(retry_delay(1), Duration::from_secs(30));
+        assert_eq!(retry_delay(2), Duration::from_secs(60));
+        assert_eq!(retry_delay(4), Duration::from_secs(240));
+        assert_eq!(retry_delay(9), Duration::from_secs(900));
+        assert_eq!(retry_delay(0), Duration::from_secs(30));
+    }
 }

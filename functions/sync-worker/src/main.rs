@@ -5,7 +5,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use tastysync_shared::config::{DatabaseConfig, Env};
 use tastysync_shared::secrets::{KmsEnvelope, OAuthClient};
 use tastysync_shared::sync::{SyncDeps, SyncSettings};
-use tastysync_shared::tasks::DynamoTasks;
+use tastysync_shared::tasks::{DynamoTasks, SqsQueue};
 use tastysync_shared::tastytrade::{BrokerConfig, TastytradeClient};
 use tastysync_shared::{aws, db, telemetry};
 
@@ -31,12 +31,26 @@ async fn main() -> Result<(), Error> {
             aws_sdk_dynamodb::Client::new(&sdk),
             env.required("TASKS_TABLE")?,
         ),
+        queue: SqsQueue::new(
+            aws_sdk_sqs::Client::new(&sdk),
+            env.required("SYNC_QUEUE_URL")?,
+        ),
         oauth_client,
         settings: SyncSettings::default(),
     };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(sync_worker::handle(deps, event.payload).await)
+        let deadline = invocation_deadline(event.context.deadline);
+        Ok::<_, Error>(sync_worker::handle(deps, event.payload, deadline).await)
     }))
     .await
+}
+
+/// Lambda gives the deadline as epoch milliseconds; the sync wants an `Instant`.
+fn invocation_deadline(epoch_ms: u64) -> Option<std::time::Instant> {
+    let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).ok()?;
+    Some(
+        std::time::Instant::now()
+            + std::time::Duration::from_millis(epoch_ms.saturating_sub(now_ms)),
+    )
 }

@@ -397,6 +397,11 @@ impl<'s, 'c, T: DeserializeOwned + BrokerId> Pages<'s, 'c, T> {
         }
     }
 
+    /// True once the last page has been handed out (or the scan failed).
+    pub fn is_finished(&self) -> bool {
+        self.done
+    }
+
     /// The next page, or `None` when the scan is complete and its count verified.
     pub async fn next(&mut self) -> Option<Result<Page<T>, BrokerError>> {
         if self.done {
