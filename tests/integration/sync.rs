@@ -3,11 +3,11 @@
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde_json::Value;
+use sync_worker::local::Poller;
 use tastysync_shared::secrets::KmsEnvelope;
 use tastysync_shared::sync::{SyncDeps, SyncSettings};
 use tastysync_shared::tasks::{Counts, DynamoTasks, NewTask, SqsQueue, TaskKind, TaskStore};
@@ -40,105 +40,44 @@ fn worker(w: &World) -> SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
     }
 }
 
-/// Receives what is on the queue as Lambda's event source mapping would hand it over.
-async fn receive_batch(w: &World) -> Option<(SqsEvent, Vec<String>)> {
-    let messages = w
-        .aws
-        .sqs()
-        .receive_message()
-        .queue_url(&w.aws.stack.queue_url)
-        .max_number_of_messages(10)
-        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-        .visibility_timeout(600)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
-    if messages.is_empty() {
-        return None;
+fn poller(w: &World, invocation_timeout: Duration) -> Poller {
+    Poller {
+        sqs: w.aws.sqs(),
+        queue_url: w.aws.stack.queue_url.clone(),
+        queue_arn: w.aws.stack.queue_arn.clone(),
+        visibility: Some(Duration::from_secs(600)),
+        invocation_timeout,
     }
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            let attributes: serde_json::Map<String, Value> = m
-                .attributes
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k.as_str().to_owned(), Value::String(v)))
-                .collect();
-            json!({
-                "messageId": m.message_id,
-                "receiptHandle": m.receipt_handle,
-                "body": m.body,
-                "attributes": attributes,
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": w.aws.stack.queue_arn,
-                "awsRegion": "us-east-1",
-            })
-        })
-        .collect();
-    let receipts = messages
-        .iter()
-        .filter_map(|m| m.receipt_handle.clone())
-        .collect();
-    Some((
-        serde_json::from_value(json!({ "Records": records })).unwrap(),
-        receipts,
-    ))
 }
 
-/// Feeds the queue to the worker until it is empty, deleting what succeeded (as the event
-/// source mapping does); returns the ids reported as failed.
+/// Feeds the queue to the worker until it is empty (as the event source mapping would);
+/// returns the ids reported as failed.
 async fn drain(w: &World, deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>) -> Vec<String> {
-    drain_with_deadline(w, deps, || None).await.0
+    drain_with_timeout(w, deps, Duration::from_secs(120))
+        .await
+        .0
 }
 
-/// [`drain`], each invocation given the deadline `deadline()`; also returns the invocations.
-async fn drain_with_deadline(
+/// [`drain`] with each invocation given `timeout` before its deadline; also returns how many
+/// invocations it took.
+async fn drain_with_timeout(
     w: &World,
     deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
-    deadline: impl Fn() -> Option<Instant>,
+    timeout: Duration,
 ) -> (Vec<String>, usize) {
+    let poller = poller(w, timeout);
     let mut invocations = 0;
-    let mut failed = Vec::new();
-    while let Some((event, receipts)) = receive_batch(w).await {
-        let ids: Vec<String> = event
-            .records
-            .iter()
-            .map(|r| r.message_id.clone().unwrap_or_default())
-            .collect();
+    while let Some(polled) = poller.poll_once(deps).await.unwrap() {
         invocations += 1;
         assert!(
             invocations < 300,
             "the queue never drains: the sync makes no progress"
         );
-        let response = sync_worker::handle(deps, event, deadline()).await;
-        let failures: Vec<String> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.clone())
-            .collect();
-        for (id, receipt) in ids.iter().zip(receipts) {
-            if !failures.contains(id) {
-                w.aws
-                    .sqs()
-                    .delete_message()
-                    .queue_url(&w.aws.stack.queue_url)
-                    .receipt_handle(receipt)
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
-        if !failures.is_empty() {
-            failed.extend(failures);
-            break;
+        if !polled.failed.is_empty() {
+            return (polled.failed, invocations);
         }
     }
-    (failed, invocations)
+    (Vec::new(), invocations)
 }
 
 async fn run_task(
@@ -417,7 +356,7 @@ async fn a_full_sync_past_its_deadline_continues_in_new_invocations_and_still_eq
     deps.settings.deadline_margin = Duration::ZERO;
 
     // Every invocation is already at its deadline: it syncs one page, then hands over.
-    let (failed, invocations) = drain_with_deadline(&w, &deps, || Some(Instant::now())).await;
+    let (failed, invocations) = drain_with_timeout(&w, &deps, Duration::ZERO).await;
 
     assert!(failed.is_empty(), "{failed:?}");
     assert!(invocations >= 6, "only {} continuations", invocations - 1);
@@ -428,5 +367,88 @@ async fn a_full_sync_past_its_deadline_continues_in_new_invocations_and_still_eq
             .iter()
             .any(|t| t.contains("completed") && t.contains("resume_cursor")),
         "{tasks:?}"
+    );
+}
+
+/// The worker binary (built by `make test` before the tests run).
+fn worker_binary() -> std::path::PathBuf {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let binary = dir.join("sync-worker");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests through `make test`",
+        binary.display()
+    );
+    binary
+}
+
+fn spawn_worker(w: &World, exit_when_idle: bool) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new(worker_binary());
+    command
+        .env("DATABASE_URL", &w.db.url)
+        .env("TOKEN_KMS_KEY_ID", &w.aws.stack.kms_key_arn)
+        .env("TASKS_TABLE", &w.aws.stack.table)
+        .env("SYNC_QUEUE_URL", &w.aws.stack.queue_url)
+        .env("SYNC_QUEUE_ARN", &w.aws.stack.queue_arn)
+        .env("TASTYTRADE_PRODUCTION_URL", &w.sim.credentials.base_url)
+        .env("TASTYTRADE_SANDBOX_URL", &w.sim.credentials.base_url)
+        // A killed worker's message comes back after this long, as after a Lambda crash.
+        .env("SYNC_VISIBILITY_SECONDS", "2")
+        // Invocations so short that each one syncs a page and hands over to a continuation:
+        // kills land on many different messages, and none is received maxReceiveCount times
+        // (which would rightly send it to the DLQ).
+        .env("SYNC_INVOCATION_SECONDS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if exit_when_idle {
+        command.env("SYNC_EXIT_WHEN_IDLE", "6");
+    }
+    command.spawn().unwrap()
+}
+
+#[tokio::test]
+async fn a_worker_killed_ten_times_mid_sync_still_ends_equal_to_the_truth() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 30_000,
+        orders: 3_000,
+        years: 4,
+    })
+    .await;
+    link_personal(&w, "user-a").await;
+    let mut rng = fastrand::Rng::with_seed(5);
+
+    for _ in 0..10 {
+        let mut worker = spawn_worker(&w, false);
+        // Long enough for the redelivered message to come back and the sync to get going.
+        tokio::time::sleep(Duration::from_millis(rng.u64(2_200..4_500))).await;
+        worker.kill().await.unwrap();
+    }
+    let mut last = spawn_worker(&w, true);
+    let status = tokio::time::timeout(Duration::from_secs(300), last.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(status.success());
+    assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
+    let dead = w
+        .aws
+        .sqs()
+        .receive_message()
+        .queue_url(&w.aws.stack.dlq_url)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        dead.messages.unwrap_or_default().is_empty(),
+        "a message reached the DLQ"
     );
 }

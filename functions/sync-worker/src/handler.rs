@@ -4,6 +4,8 @@
 //! one fails, it and every later message of its group are reported as failed, so the group is
 //! redelivered in order (as Powertools' FIFO batch processor does).
 
+pub mod local;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 

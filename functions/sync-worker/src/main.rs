@@ -1,4 +1,7 @@
-//! Wires the sync dependencies once per cold start and serves SQS batches.
+//! Wires the sync dependencies once per cold start and serves SQS batches: from Lambda's event
+//! source mapping when deployed, or by polling the queue itself elsewhere (`SYNC_QUEUE_URL`,
+//! `SYNC_QUEUE_ARN`; `SYNC_VISIBILITY_SECONDS` overrides the queue's visibility timeout;
+//! `SYNC_EXIT_WHEN_IDLE=N` exits after N seconds without a message).
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -20,6 +23,8 @@ async fn main() -> Result<(), Error> {
         }
         None => None,
     };
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue_url = env.required("SYNC_QUEUE_URL")?.to_owned();
     let deps = SyncDeps {
         pool: db::pool(&DatabaseConfig::from_env(&env)?)?,
         broker: TastytradeClient::new(BrokerConfig::from_env(&env)?)?,
@@ -31,13 +36,33 @@ async fn main() -> Result<(), Error> {
             aws_sdk_dynamodb::Client::new(&sdk),
             env.required("TASKS_TABLE")?,
         ),
-        queue: SqsQueue::new(
-            aws_sdk_sqs::Client::new(&sdk),
-            env.required("SYNC_QUEUE_URL")?,
-        ),
+        queue: SqsQueue::new(sqs.clone(), &queue_url),
         oauth_client,
         settings: SyncSettings::default(),
     };
+    if !telemetry::in_lambda() {
+        let poller = sync_worker::local::Poller {
+            sqs,
+            queue_url,
+            queue_arn: env
+                .optional("SYNC_QUEUE_ARN")
+                .unwrap_or_default()
+                .to_owned(),
+            visibility: env
+                .optional("SYNC_VISIBILITY_SECONDS")
+                .and_then(|s| s.parse().ok())
+                .map(std::time::Duration::from_secs),
+            invocation_timeout: std::time::Duration::from_secs(
+                env.parsed_or("SYNC_INVOCATION_SECONDS", 120u64)?,
+            ),
+        };
+        let idle = env
+            .optional("SYNC_EXIT_WHEN_IDLE")
+            .and_then(|s| s.parse().ok())
+            .map(std::time::Duration::from_secs);
+        poller.run(&deps, idle).await?;
+        return Ok(());
+    }
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = invocation_deadline(event.context.deadline);

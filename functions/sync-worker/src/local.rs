@@ -1,0 +1,139 @@
+//! The worker outside Lambda: it polls the queue itself with the semantics of Lambda's SQS
+//! event source mapping (batches of up to 10, a visibility timeout per receive, partial batch
+//! failures left on the queue, successes deleted). The local stack and the crash tests run
+//! the worker this way, as a process that can be killed.
+
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use serde_json::{Value, json};
+use tastysync_shared::secrets::TokenCipher;
+use tastysync_shared::sync::SyncDeps;
+use tastysync_shared::tasks::{SyncQueue, TaskStore};
+
+/// Where to poll and how.
+#[derive(Debug, Clone)]
+pub struct Poller {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub queue_arn: String,
+    /// What Lambda's mapping would use: the queue's own visibility timeout unless overridden.
+    pub visibility: Option<Duration>,
+    /// The function timeout each batch gets, as its deadline.
+    pub invocation_timeout: Duration,
+}
+
+/// What one poll did.
+#[derive(Debug, Default)]
+pub struct Polled {
+    pub messages: usize,
+    pub failed: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("SQS: {0}")]
+pub struct PollError(String);
+
+impl Poller {
+    /// Receives one batch and hands it to the handler; `None` when the queue had nothing.
+    pub async fn poll_once<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
+        &self,
+        deps: &SyncDeps<C, T, Q>,
+    ) -> Result<Option<Polled>, PollError> {
+        let mut receive = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All);
+        if let Some(visibility) = self.visibility {
+            receive =
+                receive.visibility_timeout(i32::try_from(visibility.as_secs()).unwrap_or(i32::MAX));
+        }
+        let messages = receive
+            .send()
+            .await
+            .map_err(|e| PollError(e.to_string()))?
+            .messages
+            .unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(None);
+        }
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                let attributes: serde_json::Map<String, Value> = m
+                    .attributes
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), Value::String(v)))
+                    .collect();
+                json!({
+                    "messageId": m.message_id,
+                    "receiptHandle": m.receipt_handle,
+                    "body": m.body,
+                    "attributes": attributes,
+                    "messageAttributes": {},
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.queue_arn,
+                })
+            })
+            .collect();
+        let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))
+            .map_err(|e| PollError(e.to_string()))?;
+        let response =
+            crate::handle(deps, event, Some(Instant::now() + self.invocation_timeout)).await;
+        let failed: Vec<String> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        for message in &messages {
+            let id = message.message_id.clone().unwrap_or_default();
+            if let (false, Some(receipt)) = (failed.contains(&id), &message.receipt_handle) {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .map_err(|e| PollError(e.to_string()))?;
+            }
+        }
+        Ok(Some(Polled {
+            messages: messages.len(),
+            failed,
+        }))
+    }
+
+    /// Polls until the queue has been empty for `exit_when_idle` (`None`: forever).
+    pub async fn run<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
+        &self,
+        deps: &SyncDeps<C, T, Q>,
+        exit_when_idle: Option<Duration>,
+    ) -> Result<(), PollError> {
+        let mut last_message = Instant::now();
+        loop {
+            match self.poll_once(deps).await? {
+                Some(polled) => {
+                    last_message = Instant::now();
+                    tracing::info!(
+                        messages = polled.messages,
+                        failed = polled.failed.len(),
+                        "batch handled"
+                    );
+                }
+                None => {
+                    if exit_when_idle.is_some_and(|idle| last_message.elapsed() >= idle) {
+                        return Ok(());
+                    }
+                    // The emulator may answer an empty long poll at once; do not spin.
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+}
