@@ -1,7 +1,7 @@
 # The commands the README promises. Every target cleans up what it starts.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tastysync-target
 
-.PHONY: test stack stack-down lint fmt openapi
+.PHONY: test stack stack-down lint fmt openapi bench
 
 ## Every test against a fresh private stack (Postgres + moto), stopped afterwards.
 test:
@@ -25,3 +25,7 @@ fmt:
 ## Regenerates openapi.json from the Rust types (a test fails when it is stale).
 openapi:
 	cargo run -q -p tastysync-local -- openapi > openapi.json
+
+## Benchmarks (release build, private "bench" stack, stopped afterwards); prints a table.
+bench:
+	infra/local/bench.sh

@@ -1,0 +1,207 @@
+//! `make bench`: figures for the sync, printed as a table (never asserted: these machines are
+//! shared and noisy).
+//!
+//! 1. A full sync of one simulated account (100,000 transactions, 20,000 orders by default;
+//!    `BENCH_TRANSACTIONS`, `BENCH_ORDERS`) by the release `sync-worker` binary in poll mode:
+//!    synced rows per second, and the worker process's peak resident memory (its `VmHWM`,
+//!    sampled every 50 ms until the sync completes).
+//! 2. An incremental sync with nothing new: broker calls made and rows rewritten.
+//!
+//! The simulator runs in this process, so its memory is not counted as the worker's.
+
+// A benchmark that meets an error should stop loudly, like a test.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tastysync_shared::config::Env;
+use tastysync_shared::routes::link::{self, LinkDeps};
+use tastysync_shared::secrets::KmsEnvelope;
+use tastysync_shared::sync::{self, Outcome, SyncDeps, SyncSettings};
+use tastysync_shared::tasks::{DynamoTasks, NewTask, SqsQueue, TaskKind, TaskStore};
+use tastysync_shared::tastytrade::client::Stats;
+use tastysync_shared::tastytrade::{BrokerConfig, TastytradeClient};
+use tastysync_tests::{TestAws, TestDb, event, request};
+use tastytrade_sim::Simulator;
+use tastytrade_sim::data::Sizes;
+use tastytrade_sim::server::Config;
+
+fn size(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::main]
+async fn main() {
+    let transactions = size("BENCH_TRANSACTIONS", 100_000);
+    let orders = size("BENCH_ORDERS", 20_000);
+    let config = Config {
+        seed: 3,
+        sizes: Sizes {
+            accounts: 1,
+            transactions,
+            orders,
+            years: 5,
+        },
+        ..Config::default()
+    };
+    let sim = Simulator::spawn(config)
+        .await
+        .expect("the simulator starts");
+    let db = TestDb::migrated().await;
+    let oauth = json!({"client_id": sim.credentials.client_id, "client_secret": sim.credentials.client_secret});
+    let aws = TestAws::provisioned_with(&oauth).await;
+    let base = sim.credentials.base_url.clone();
+    let env = Env::from_pairs([
+        ("DATABASE_URL", db.url.as_str()),
+        ("TOKEN_KMS_KEY_ID", aws.stack.kms_key_arn.as_str()),
+        ("TASKS_TABLE", aws.stack.table.as_str()),
+        ("SYNC_QUEUE_URL", aws.stack.queue_url.as_str()),
+        (
+            "OAUTH_CLIENT_SECRET_ARN",
+            aws.stack.oauth_client_secret_arn.as_str(),
+        ),
+        (
+            "STATE_SIGNING_SECRET_ARN",
+            aws.stack.state_signing_secret_arn.as_str(),
+        ),
+        ("OAUTH_REDIRECT_URIS", "http://localhost/callback"),
+        ("TASTYTRADE_SANDBOX_URL", base.as_str()),
+    ]);
+    let deps = LinkDeps::from_env(&env, &aws.sdk)
+        .await
+        .expect("link dependencies");
+    let mut link_event = event("link-personal-grant.json");
+    link_event["body"] = json!({
+        "environment": "sandbox",
+        "refresh_token": sim.credentials.refresh_token,
+        "client_secret": sim.credentials.client_secret,
+    })
+    .to_string()
+    .into();
+    let linked = link::link(&deps, &request(&link_event))
+        .await
+        .expect("the grant links");
+    assert_eq!(linked.status(), 201);
+
+    // 1. The full sync, by the worker process.
+    let worker = std::env::current_exe()
+        .expect("own path")
+        .with_file_name("sync-worker");
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(&worker)
+        .env("DATABASE_URL", &db.url)
+        .env("TOKEN_KMS_KEY_ID", &aws.stack.kms_key_arn)
+        .env("TASKS_TABLE", &aws.stack.table)
+        .env("SYNC_QUEUE_URL", &aws.stack.queue_url)
+        .env("TASTYTRADE_SANDBOX_URL", &base)
+        .env("SYNC_INVOCATION_SECONDS", "900")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", worker.display()));
+    let pid = child.id().expect("the worker runs");
+    let client = db.client().await;
+    let mut peak = 0;
+    loop {
+        peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+        let status: String = client
+            .query_one("SELECT last_sync_status FROM tastytrade_accounts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if status == "SUCCESS" || status == "FAILED" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the sync did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+    let _ = child.kill().await;
+    let rows: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM transactions) + (SELECT count(*) FROM orders)
+                  + (SELECT count(*) FROM order_legs) + (SELECT count(*) FROM order_fills)
+                  + (SELECT count(*) FROM positions) + (SELECT count(*) FROM account_balances)
+                  + (SELECT count(*) FROM account_balance_snapshots)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    // 2. An incremental sync with nothing new, in this process.
+    let account_id: uuid::Uuid = client
+        .query_one("SELECT id FROM tastytrade_accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut broker = BrokerConfig::for_base_url(base.parse().expect("URL"));
+    broker.production_accept_version = None;
+    let sync_deps = SyncDeps {
+        pool: db.pool.clone(),
+        broker: TastytradeClient::new(broker).expect("client"),
+        cipher: KmsEnvelope::new(aws_sdk_kms::Client::new(&aws.sdk), &aws.stack.kms_key_arn),
+        tasks: DynamoTasks::new(aws.dynamodb(), &aws.stack.table),
+        queue: SqsQueue::new(aws.sqs(), &aws.stack.queue_url),
+        oauth_client: None,
+        settings: SyncSettings::default(),
+    };
+    let task = NewTask::new("bench-user", account_id, TaskKind::Incremental);
+    sync_deps.tasks.create(&task).await.expect("task");
+    let idle_started = Instant::now();
+    let outcome = sync::run(&sync_deps, &task.message(), None)
+        .await
+        .expect("incremental sync");
+    let idle_elapsed = idle_started.elapsed();
+    let Outcome::Completed(counts) = outcome else {
+        panic!("incremental sync ended {outcome:?}")
+    };
+
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!("| full sync: account size | {transactions} transactions, {orders} orders |");
+    println!("| full sync: rows stored | {rows} |");
+    println!(
+        "| full sync: wall time (worker process, release) | {:.1} s |",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "| full sync: rows per second | {:.0} |",
+        rows as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "| full sync: worker peak RSS (VmHWM) | {:.1} MiB |",
+        peak as f64 / 1024.0
+    );
+    println!(
+        "| incremental, nothing new: broker calls | {} |",
+        Stats::get(&sync_deps.broker.stats().requests)
+    );
+    println!(
+        "| incremental, nothing new: rows rewritten | {} |",
+        counts.total_written()
+    );
+    println!(
+        "| incremental, nothing new: wall time | {:.2} s |",
+        idle_elapsed.as_secs_f64()
+    );
+}
