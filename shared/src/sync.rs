@@ -23,7 +23,8 @@ use crate::tasks::{
     Counts, SyncQueue, TaskError, TaskKind, TaskMessage, TaskStatus, TaskStore, TaskUpdate,
 };
 use crate::tastytrade::{
-    BrokerError, Grant, OrderQuery, SnapshotQuery, TastytradeClient, TimeOfDay, TransactionQuery,
+    AccessToken, BrokerError, Grant, OrderQuery, SnapshotQuery, TastytradeClient, TimeOfDay,
+    TransactionQuery,
 };
 
 /// Tunables of the sync, from the worker's configuration.
@@ -301,6 +302,28 @@ async fn progress<C, T: TaskStore>(
     Ok(deps.tasks.update(task, update).await?)
 }
 
+/// The access token an earlier sync cached, if it is still good for a while.
+async fn cached_access_token<C: TokenCipher, T>(
+    deps: &SyncDeps<C, T, impl SyncQueue>,
+    account: &SyncAccount,
+) -> Option<AccessToken> {
+    let (sealed, expires_at) = account.access_token.as_ref()?;
+    if *expires_at <= Utc::now() + TimeDelta::minutes(2) {
+        return None;
+    }
+    let context = SecretContext {
+        purpose: Purpose::AccessToken,
+        user_id: &account.user_id,
+        credential_id: account.credential_id,
+    };
+    // A cache that cannot be opened is only a cache: mint a new token instead.
+    let token = deps.cipher.open(context, sealed).await.ok()?;
+    Some(AccessToken {
+        token,
+        expires_at: *expires_at,
+    })
+}
+
 async fn open_grant<C: TokenCipher, T>(
     deps: &SyncDeps<C, T, impl SyncQueue>,
     account: &SyncAccount,
@@ -451,8 +474,23 @@ async fn stages_inner<C: TokenCipher, T: TaskStore>(
 
     progress(deps, task, "accounts", 0, counts).await?;
     store::mark_running(pool, account.id).await?;
-    let session = deps.broker.session(open_grant(deps, account).await?, None);
+    let cached = cached_access_token(deps, account).await;
+    let cached_secret = cached.as_ref().map(|t| t.token.expose_secret().to_owned());
+    let session = deps
+        .broker
+        .session(open_grant(deps, account).await?, cached);
     let listed = session.accounts().await?;
+    // A token minted just now is kept, sealed, for the syncs that follow within its lifetime.
+    let current = session.access_token().await?;
+    if cached_secret.as_deref() != Some(current.token.expose_secret()) {
+        let context = SecretContext {
+            purpose: Purpose::AccessToken,
+            user_id: &account.user_id,
+            credential_id: account.credential_id,
+        };
+        let sealed = deps.cipher.seal(context, &current.token).await?;
+        store::store_access_token(pool, account.credential_id, &sealed, current.expires_at).await?;
+    }
     if !listed
         .iter()
         .any(|a| a.item.account.account_number == number)

@@ -11,6 +11,7 @@ use sync_worker::local::Poller;
 use tastysync_shared::secrets::KmsEnvelope;
 use tastysync_shared::sync::{SyncDeps, SyncSettings};
 use tastysync_shared::tasks::{Counts, DynamoTasks, NewTask, SqsQueue, TaskKind, TaskStore};
+use tastysync_shared::tastytrade::client::Stats;
 use tastysync_shared::tastytrade::{BrokerConfig, RetryPolicy, TastytradeClient};
 use tastytrade_sim::Activity;
 use tastytrade_sim::data::Sizes;
@@ -291,7 +292,13 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
     assert!(counts.total_written() > 0);
     assert_database_equals_truth(&w, &number).await;
 
+    let refreshes = Stats::get(&deps.broker.stats().token_refreshes);
     let idle = run_task(&deps, account_id, TaskKind::Incremental).await;
+    assert_eq!(
+        Stats::get(&deps.broker.stats().token_refreshes),
+        refreshes,
+        "the access token cached (sealed) by the last sync was reused"
+    );
     assert_eq!(
         idle.total_written(),
         0,
@@ -336,7 +343,7 @@ async fn a_revoked_grant_ends_the_task_as_needs_reauth_without_retries() {
         "{tasks:?}"
     );
     assert_eq!(
-        tastysync_shared::tastytrade::client::Stats::get(&deps.broker.stats().requests),
+        Stats::get(&deps.broker.stats().requests),
         2,
         "one confirmation of invalid_grant, no retry storm"
     );

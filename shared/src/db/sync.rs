@@ -28,6 +28,8 @@ pub struct SyncAccount {
     pub snapshots_synced_to: Option<NaiveDate>,
     pub refresh_token: Sealed,
     pub client_secret: Option<Sealed>,
+    /// The access token cached by an earlier sync, sealed, with its expiry.
+    pub access_token: Option<(Sealed, DateTime<Utc>)>,
 }
 
 const LOAD_ACCOUNT: &str = "
@@ -38,8 +40,43 @@ const LOAD_ACCOUNT: &str = "
     WHERE a.id = $1 AND a.unlinked_at IS NULL";
 
 const LOAD_SECRETS: &str = "
-    SELECT purpose, scheme_version, kms_key_id, wrapped_key, nonce, ciphertext
+    SELECT purpose, scheme_version, kms_key_id, wrapped_key, nonce, ciphertext, expires_at
     FROM tastytrade_credential_secrets WHERE credential_id = $1";
+
+const STORE_ACCESS_TOKEN: &str = "
+    INSERT INTO tastytrade_credential_secrets
+        (credential_id, purpose, scheme_version, kms_key_id, wrapped_key, nonce, ciphertext, expires_at)
+    VALUES ($1, 'access_token', $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (credential_id, purpose) DO UPDATE SET
+        scheme_version = EXCLUDED.scheme_version, kms_key_id = EXCLUDED.kms_key_id,
+        wrapped_key = EXCLUDED.wrapped_key, nonce = EXCLUDED.nonce,
+        ciphertext = EXCLUDED.ciphertext, expires_at = EXCLUDED.expires_at";
+
+/// Caches the grant's current access token, sealed, so the next sync within its lifetime does
+/// not mint another one.
+pub async fn store_access_token(
+    pool: &Pool,
+    credential_id: Uuid,
+    sealed: &Sealed,
+    expires_at: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            STORE_ACCESS_TOKEN,
+            &[
+                &credential_id,
+                &sealed.scheme_version,
+                &sealed.kms_key_id,
+                &sealed.wrapped_key,
+                &sealed.nonce,
+                &sealed.ciphertext,
+                &expires_at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
 
 /// The account and its sealed grant; `None` when it was unlinked or deleted since queued.
 pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAccount>, DbError> {
@@ -50,6 +87,7 @@ pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAc
     let credential_id: Uuid = row.get(4);
     let mut refresh_token = None;
     let mut client_secret = None;
+    let mut access_token = None;
     for s in client.query(LOAD_SECRETS, &[&credential_id]).await? {
         let sealed = Sealed {
             scheme_version: s.get(1),
@@ -61,6 +99,11 @@ pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAc
         match s.get::<_, &str>(0) {
             p if p == Purpose::RefreshToken.as_str() => refresh_token = Some(sealed),
             p if p == Purpose::ClientSecret.as_str() => client_secret = Some(sealed),
+            p if p == Purpose::AccessToken.as_str() => {
+                access_token = s
+                    .get::<_, Option<DateTime<Utc>>>(6)
+                    .map(|expires| (sealed, expires));
+            }
             _ => {}
         }
     }
@@ -85,6 +128,7 @@ pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAc
         snapshots_synced_to: row.get(9),
         refresh_token,
         client_secret,
+        access_token,
     }))
 }
 
