@@ -1,15 +1,21 @@
 # The commands the README promises. Every target cleans up what it starts.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tastysync-target
 
-.PHONY: test stack stack-down lint fmt openapi bench
+.PHONY: demo test stack stack-down lint fmt openapi bench
+
+## The product end to end on a fresh private stack: link a simulated account through the API,
+## follow its full sync, add activity, trigger an incremental sync; everything stopped after.
+demo:
+	infra/local/with-stack.sh demo sh -c '"$$CARGO_TARGET_DIR/debug/tastysync-local" demo'
 
 ## Every test against a fresh private stack (Postgres + moto), stopped afterwards.
 test:
 	infra/local/test.sh
 
-## The local stack for development: Postgres, moto, migrated and provisioned (.local/dev/env).
+## The dev stack (Postgres, moto, migrated and provisioned: .local/dev/env), the simulator and
+## the local gateway on 127.0.0.1:8787 with the worker; prints curl examples with a dev JWT.
 stack:
-	infra/local/stack.sh up dev
+	infra/local/serve.sh
 
 ## Stops the dev stack (its data stays in .local/dev; `infra/local/stack.sh down dev --purge` deletes it).
 stack-down:

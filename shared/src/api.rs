@@ -9,7 +9,82 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::db::accounts::AccountRow;
+use crate::tasks::{Counts, TaskKind, TaskRecord, TaskStatus};
 use crate::tastytrade::Environment;
+
+/// The API's base path: the stage serves every route under it.
+pub const BASE_PATH: &str = "/api/v1";
+
+/// One route of the HTTP API and the function that serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    /// Under [`BASE_PATH`], with `{name}` for a path parameter, as API Gateway writes it.
+    pub path: &'static str,
+    pub function: &'static str,
+}
+
+/// Every route, as the deployment declares it (the local gateway serves exactly these, and a
+/// test checks them against the OpenAPI document).
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        path: "/tastytrade-accounts/link/start",
+        function: "link-account",
+    },
+    Route {
+        method: "POST",
+        path: "/tastytrade-accounts/link",
+        function: "link-account",
+    },
+    Route {
+        method: "GET",
+        path: "/tastytrade-accounts",
+        function: "accounts",
+    },
+    Route {
+        method: "DELETE",
+        path: "/tastytrade-accounts/{account_db_id}",
+        function: "accounts",
+    },
+    Route {
+        method: "GET",
+        path: "/tastytrade-accounts/{account_db_id}/sync-tasks",
+        function: "sync-status",
+    },
+    Route {
+        method: "POST",
+        path: "/sync/tastytrade/{account_db_id}/trigger",
+        function: "sync-trigger",
+    },
+    Route {
+        method: "GET",
+        path: "/sync/status/{task_id}",
+        function: "sync-status",
+    },
+];
+
+impl Route {
+    /// The path parameters when `path` (under [`BASE_PATH`]) is this route's; `None` otherwise.
+    pub fn matches<'a>(&self, method: &str, path: &'a str) -> Option<Vec<(&'static str, &'a str)>> {
+        if self.method != method {
+            return None;
+        }
+        let mut wanted = self.path.split('/');
+        let mut given = path.split('/');
+        let mut params = Vec::new();
+        loop {
+            match (wanted.next(), given.next()) {
+                (None, None) => return Some(params),
+                (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') && !g.is_empty() => {
+                    params.push((&w[1..w.len() - 1], g));
+                }
+                (Some(w), Some(g)) if w == g => {}
+                _ => return None,
+            }
+        }
+    }
+}
 
 /// A linked account as the frontend sees it. Never carries a secret.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -42,6 +117,64 @@ impl From<AccountRow> for TastyTradeAccountRead {
             last_successful_sync_at: row.last_successful_sync_at,
             last_error: row.last_error,
             created_at: row.created_at,
+        }
+    }
+}
+
+/// A sync task as the frontend follows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SyncTaskStatus {
+    pub task_id: Uuid,
+    pub account_id: Uuid,
+    pub kind: TaskKind,
+    pub status: TaskStatus,
+    pub progress_percentage: u8,
+    /// The stage running now (accounts, balances, positions, transactions, orders,
+    /// balance_snapshots), or `done`.
+    pub stage: Option<String>,
+    /// One sentence for a person: what the task is doing or how it ended.
+    pub details: String,
+    /// Rows read from tastytrade and rows written (inserted or changed), per entity.
+    pub counts: Counts,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_updated: DateTime<Utc>,
+}
+
+impl From<TaskRecord> for SyncTaskStatus {
+    fn from(task: TaskRecord) -> Self {
+        let read: u64 = task.counts.read.values().sum();
+        let details = match task.status {
+            TaskStatus::Pending => "queued; waiting for a worker".to_owned(),
+            TaskStatus::InProgress => format!(
+                "syncing {}; {read} rows read so far",
+                task.stage.as_deref().unwrap_or("the account")
+            ),
+            TaskStatus::Retrying => format!(
+                "interrupted after attempt {}; it will be retried shortly",
+                task.attempts.max(1)
+            ),
+            TaskStatus::Completed => format!(
+                "completed: {read} rows read, {} inserted or changed",
+                task.counts.total_written()
+            ),
+            TaskStatus::Failed | TaskStatus::NeedsReauth => task
+                .error_message
+                .clone()
+                .unwrap_or_else(|| "the sync did not complete".to_owned()),
+        };
+        Self {
+            task_id: task.task_id,
+            account_id: task.account_id,
+            kind: task.kind,
+            status: task.status,
+            progress_percentage: task.progress_percentage,
+            stage: task.stage,
+            details,
+            counts: task.counts,
+            error_message: task.error_message,
+            created_at: task.created_at,
+            last_updated: task.last_updated,
         }
     }
 }
@@ -118,8 +251,11 @@ impl Modify for BearerAuth {
         crate::routes::link::link,
         crate::routes::accounts::list,
         crate::routes::accounts::unlink,
+        crate::routes::sync_tasks::trigger,
+        crate::routes::sync_tasks::status,
+        crate::routes::sync_tasks::account_tasks,
     ),
-    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, ErrorBody, ErrorDetail, Environment)),
+    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Environment)),
     modifiers(&BearerAuth),
     security(("jwt" = [])),
 )]

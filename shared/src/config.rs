@@ -47,6 +47,13 @@ impl Env {
         }
     }
 
+    /// The same environment with `name` set to `value` (local tools point functions at what
+    /// they started).
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.values.insert(name.to_owned(), value.into());
+        self
+    }
+
     /// A set but empty variable counts as unset: deployment tools often write `NAME=` for "none".
     pub fn optional(&self, name: &'static str) -> Option<&str> {
         self.values

@@ -119,6 +119,18 @@ impl From<crate::secrets::CipherError> for ApiError {
     }
 }
 
+impl From<crate::tasks::TaskError> for ApiError {
+    fn from(e: crate::tasks::TaskError) -> Self {
+        internal(&e, e.retry())
+    }
+}
+
+/// A path id of the caller's: a malformed one names nothing of anyone's, so it is the same
+/// 404 as a missing one.
+pub fn path_id(text: &str) -> Result<uuid::Uuid, ApiError> {
+    text.parse().map_err(|_| ApiError::NotFound)
+}
+
 /// The caller: the `sub` claim API Gateway's JWT authorizer verified and put in the context.
 pub fn user_id(request: &Request) -> Result<String, ApiError> {
     let claims = match request.request_context_ref() {

@@ -15,6 +15,8 @@
 //! - [`secrets`]: envelope encryption of tokens (KMS + AES-GCM) and the deployment's secrets;
 //!   [`oauth_state`]: the signed `state` of the authorization-code flow.
 //! - [`tasks`]: sync tasks in DynamoDB and their messages on the SQS FIFO queue.
+//! - [`sync`]: the sync of one account, run by the worker; [`schedule`]: the scheduler's
+//!   ticks, which queue the hourly and daily syncs in slots.
 //! - [`tastytrade`]: the broker client (OAuth, endpoints, pagination, retries) and its models.
 //!
 //! Functions wire these in `main.rs` once and hand them to their handler by reference.
@@ -26,6 +28,7 @@ pub mod db;
 pub mod http;
 pub mod oauth_state;
 pub mod routes;
+pub mod schedule;
 pub mod secrets;
 pub mod sync;
 pub mod tasks;

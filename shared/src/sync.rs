@@ -15,17 +15,20 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::Retry;
+use crate::aws::SdkConfig;
+use crate::config::{DatabaseConfig, Env};
 use crate::db::DbError;
 use crate::db::sync::{self as store, BalanceTarget, SyncAccount};
-use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext, TokenCipher};
+use crate::secrets::{CipherError, KmsEnvelope, OAuthClient, Purpose, SecretContext, TokenCipher};
 use crate::tasks::{
-    Counts, SyncQueue, TaskError, TaskKind, TaskMessage, TaskStatus, TaskStore, TaskUpdate,
+    Counts, DynamoTasks, SqsQueue, SyncQueue, TaskError, TaskKind, TaskMessage, TaskStatus,
+    TaskStore, TaskUpdate,
 };
 use crate::tastytrade::{
-    AccessToken, BrokerError, Grant, OrderQuery, SnapshotQuery, TastytradeClient, TimeOfDay,
-    TransactionQuery,
+    AccessToken, BrokerConfig, BrokerError, Grant, OrderQuery, SnapshotQuery, TastytradeClient,
+    TimeOfDay, TransactionQuery,
 };
+use crate::{Retry, StartupError};
 
 /// Tunables of the sync, from the worker's configuration.
 #[derive(Debug, Clone)]
@@ -69,6 +72,38 @@ pub struct SyncDeps<C, T, Q> {
     /// The deployment's OAuth client, for grants linked through the authorization-code flow.
     pub oauth_client: Option<OAuthClient>,
     pub settings: SyncSettings,
+}
+
+impl SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
+    /// The worker's wiring, from its environment: `DATABASE_URL`, `TOKEN_KMS_KEY_ID`,
+    /// `TASKS_TABLE`, `SYNC_QUEUE_URL`, the broker's URLs, and `OAUTH_CLIENT_SECRET_ARN` when
+    /// authorization-code grants are linked.
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        let oauth_client = match env.optional("OAUTH_CLIENT_SECRET_ARN") {
+            Some(arn) => {
+                Some(OAuthClient::load(&aws_sdk_secretsmanager::Client::new(sdk), arn).await?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            pool: crate::db::pool(&DatabaseConfig::from_env(env)?)?,
+            broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
+            cipher: KmsEnvelope::new(
+                aws_sdk_kms::Client::new(sdk),
+                env.required("TOKEN_KMS_KEY_ID")?,
+            ),
+            tasks: DynamoTasks::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                env.required("TASKS_TABLE")?,
+            ),
+            queue: SqsQueue::new(
+                aws_sdk_sqs::Client::new(sdk),
+                env.required("SYNC_QUEUE_URL")?,
+            ),
+            oauth_client,
+            settings: SyncSettings::default(),
+        })
+    }
 }
 
 /// How a task ended, when it did end.

@@ -7,15 +7,25 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::Retry;
+use crate::aws::SdkConfig;
+use crate::config::{ConfigError, Env};
 
 /// Task items outlive their task by this long, for the status API and for ops.
 const TASK_RETENTION_DAYS: i64 = 30;
+
+/// A sparse index over task items only (leases and cooldowns lack its key), for an account's
+/// recent tasks, newest first.
+pub const ACCOUNT_TASKS_INDEX: &str = "account-tasks";
+pub const ACCOUNT_TASKS_PK: &str = "account_pk";
+pub const ACCOUNT_TASKS_SK: &str = "created_at";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -28,6 +38,18 @@ pub enum TaskKind {
 }
 
 impl TaskKind {
+    const ALL: [TaskKind; 5] = [
+        TaskKind::Full,
+        TaskKind::Incremental,
+        TaskKind::Deep,
+        TaskKind::Manual,
+        TaskKind::Realtime,
+    ];
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskKind::Full => "full",
@@ -51,6 +73,27 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    const ALL: [TaskStatus; 6] = [
+        TaskStatus::Pending,
+        TaskStatus::InProgress,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Retrying,
+        TaskStatus::NeedsReauth,
+    ];
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Still on its way: queued, running, or waiting for its next delivery.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Pending | TaskStatus::InProgress | TaskStatus::Retrying
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Pending => "pending",
@@ -94,6 +137,35 @@ impl NewTask {
     }
 }
 
+/// A task as stored, for the status API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub task_id: Uuid,
+    pub user_id: String,
+    pub account_id: Uuid,
+    pub kind: TaskKind,
+    pub status: TaskStatus,
+    pub stage: Option<String>,
+    pub progress_percentage: u8,
+    pub counts: Counts,
+    pub error_message: Option<String>,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub last_updated: DateTime<Utc>,
+}
+
+/// What asking for a manual sync found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManualClaim {
+    /// The task was created and the account's cooldown started.
+    Created,
+    /// The account's cooldown runs until `until`; `task_id` is the task that started it.
+    CoolingDown {
+        task_id: Option<Uuid>,
+        until: DateTime<Utc>,
+    },
+}
+
 /// The body of a sync message. No user data beyond ids, and never a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskMessage {
@@ -110,12 +182,14 @@ pub enum TaskError {
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("task {0} already exists")]
     Exists(Uuid),
+    #[error("the cooldown of account {0} is too contended to claim")]
+    Contended(Uuid),
 }
 
 impl TaskError {
     pub fn retry(&self) -> Retry {
         match self {
-            TaskError::Unavailable(_) => Retry::Retryable,
+            TaskError::Unavailable(_) | TaskError::Contended(_) => Retry::Retryable,
             TaskError::Exists(_) => Retry::NonRetryable,
         }
     }
@@ -183,6 +257,35 @@ pub trait TaskStore: Send + Sync {
         account_id: Uuid,
         holder: Uuid,
     ) -> impl Future<Output = Result<(), TaskError>> + Send;
+
+    /// The task, read consistently; `None` when there is no such task.
+    fn get(
+        &self,
+        task_id: Uuid,
+    ) -> impl Future<Output = Result<Option<TaskRecord>, TaskError>> + Send;
+
+    /// The account's most recent tasks, newest first.
+    fn recent(
+        &self,
+        account_id: Uuid,
+        limit: i32,
+    ) -> impl Future<Output = Result<Vec<TaskRecord>, TaskError>> + Send;
+
+    /// Creates a manual task and starts the account's cooldown in one atomic write: of many
+    /// concurrent callers exactly one gets [`ManualClaim::Created`]; the others learn whose
+    /// cooldown holds them back, and until when.
+    fn create_manual(
+        &self,
+        task: &NewTask,
+        cooldown: chrono::TimeDelta,
+    ) -> impl Future<Output = Result<ManualClaim, TaskError>> + Send;
+
+    /// Ends the cooldown `task_id` started (when its message could not be queued after all).
+    fn release_cooldown(
+        &self,
+        account_id: Uuid,
+        task_id: Uuid,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
 }
 
 /// The queue the sync worker reads.
@@ -190,6 +293,12 @@ pub trait SyncQueue: Send + Sync {
     /// One message per task, grouped by account so an account's syncs run one at a time, in
     /// order; the task id (plus cursor) deduplicates.
     fn enqueue(&self, message: &TaskMessage) -> impl Future<Output = Result<(), TaskError>> + Send;
+
+    /// Sends many messages, ten per call; returns the task ids of those the queue refused.
+    fn enqueue_batch(
+        &self,
+        messages: &[TaskMessage],
+    ) -> impl Future<Output = Result<Vec<Uuid>, TaskError>> + Send;
 
     /// Hides a received message for `delay` before its next delivery: the back-off between
     /// task-level retries (FIFO queues take no per-message delay at send time).
@@ -214,6 +323,14 @@ impl DynamoTasks {
             table: table.into(),
         }
     }
+
+    /// The table named by `TASKS_TABLE`.
+    pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, ConfigError> {
+        Ok(Self::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            env.required("TASKS_TABLE")?,
+        ))
+    }
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -224,56 +341,102 @@ fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// Writes the pending task item (and its index keys and TTL).
-async fn create_task(store: &DynamoTasks, task: &NewTask) -> Result<(), TaskError> {
+/// The pending task item, with its index keys and TTL.
+fn task_item(task: &NewTask) -> HashMap<String, AttributeValue> {
     let created = task.created_at.to_rfc3339_opts(SecondsFormat::Millis, true);
     let expires = (task.created_at + chrono::TimeDelta::days(TASK_RETENTION_DAYS)).timestamp();
-    let item = HashMap::from([
+    HashMap::from([
         ("pk".to_owned(), s(format!("TASK#{}", task.task_id))),
         ("task_id".to_owned(), s(task.task_id.to_string())),
         ("user_id".to_owned(), s(&task.user_id)),
         ("account_id".to_owned(), s(task.account_id.to_string())),
         (
-            "account_pk".to_owned(),
+            ACCOUNT_TASKS_PK.to_owned(),
             s(format!("ACCOUNT#{}", task.account_id)),
         ),
         ("kind".to_owned(), s(task.kind.as_str())),
         ("status".to_owned(), s(TaskStatus::Pending.as_str())),
         ("progress_percentage".to_owned(), n(0)),
         ("attempts".to_owned(), n(0)),
-        ("created_at".to_owned(), s(&created)),
+        (ACCOUNT_TASKS_SK.to_owned(), s(&created)),
         ("last_updated".to_owned(), s(&created)),
         ("expires_at".to_owned(), n(expires)),
-    ]);
-    store
-        .client
-        .put_item()
-        .table_name(&store.table)
-        .set_item(Some(item))
-        .condition_expression("attribute_not_exists(pk)")
-        .send()
-        .await
-        .map_err(|e| {
-            if e.as_service_error()
-                .is_some_and(|s| s.is_conditional_check_failed_exception())
-            {
-                TaskError::Exists(task.task_id)
-            } else {
-                unavailable(e)
-            }
-        })?;
-    Ok(())
+    ])
+}
+
+/// Reads a task item back; `None` for an item that is not a well-formed task.
+fn task_record(item: &HashMap<String, AttributeValue>) -> Option<TaskRecord> {
+    let text = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+    };
+    let number = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<u32>().ok())
+    };
+    let time = |name: &str| {
+        text(name)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    Some(TaskRecord {
+        task_id: text("task_id")?.parse().ok()?,
+        user_id: text("user_id")?.to_owned(),
+        account_id: text("account_id")?.parse().ok()?,
+        kind: TaskKind::parse(text("kind")?)?,
+        status: TaskStatus::parse(text("status")?)?,
+        stage: text("stage").map(str::to_owned),
+        progress_percentage: number("progress_percentage")
+            .unwrap_or(0)
+            .min(100)
+            .try_into()
+            .unwrap_or(100),
+        counts: text("counts")
+            .and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or_default(),
+        error_message: text("error_message").map(str::to_owned),
+        attempts: number("attempts").unwrap_or(0),
+        created_at: time(ACCOUNT_TASKS_SK)?,
+        last_updated: time("last_updated")?,
+    })
+}
+
+fn is_condition_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.code() == Some("ConditionalCheckFailedException")
 }
 
 impl DynamoTasks {
     fn lease_key(account_id: Uuid) -> HashMap<String, AttributeValue> {
         HashMap::from([("pk".to_owned(), s(format!("LEASE#ACCOUNT#{account_id}")))])
     }
+
+    fn cooldown_key(account_id: Uuid) -> HashMap<String, AttributeValue> {
+        HashMap::from([("pk".to_owned(), s(format!("COOLDOWN#ACCOUNT#{account_id}")))])
+    }
 }
 
 impl TaskStore for DynamoTasks {
     async fn create(&self, task: &NewTask) -> Result<(), TaskError> {
-        create_task(self, task).await
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(task_item(task)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| {
+                if is_condition_failure(&e) {
+                    TaskError::Exists(task.task_id)
+                } else {
+                    unavailable(e)
+                }
+            })?;
+        Ok(())
     }
 
     async fn update(&self, task_id: Uuid, update: TaskUpdate<'_>) -> Result<(), TaskError> {
@@ -350,12 +513,7 @@ impl TaskStore for DynamoTasks {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if is_condition_failure(&e) => Ok(false),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -372,12 +530,119 @@ impl TaskStore for DynamoTasks {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn get(&self, task_id: Uuid) -> Result<Option<TaskRecord>, TaskError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("TASK#{task_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.item.as_ref().and_then(task_record))
+    }
+
+    async fn recent(&self, account_id: Uuid, limit: i32) -> Result<Vec<TaskRecord>, TaskError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ACCOUNT_TASKS_INDEX)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", ACCOUNT_TASKS_PK)
+            .expression_attribute_values(":pk", s(format!("ACCOUNT#{account_id}")))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.items().iter().filter_map(task_record).collect())
+    }
+
+    async fn create_manual(
+        &self,
+        task: &NewTask,
+        cooldown: chrono::TimeDelta,
+    ) -> Result<ManualClaim, TaskError> {
+        // A cooldown that expires between the failed write and the read is retried, a bounded
+        // number of times: under contention someone else will have claimed it by then.
+        for _ in 0..3 {
+            let now = Utc::now();
+            let until = now + cooldown;
+            let mut cooldown_item = Self::cooldown_key(task.account_id);
+            cooldown_item.insert("task_id".into(), s(task.task_id.to_string()));
+            cooldown_item.insert("cooldown_until".into(), n(until.timestamp_millis()));
+            cooldown_item.insert("expires_at".into(), n(until.timestamp() + 3600));
+            let claim = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(cooldown_item))
+                .condition_expression("attribute_not_exists(pk) OR cooldown_until < :now")
+                .expression_attribute_values(":now", n(now.timestamp_millis()))
+                .build()
+                .map_err(unavailable)?;
+            let create = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(task_item(task)))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(unavailable)?;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(claim).build())
+                .transact_items(TransactWriteItem::builder().put(create).build())
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(ManualClaim::Created),
+                Err(e) if e.code() == Some("TransactionCanceledException") => {}
+                Err(e) => return Err(unavailable(e)),
             }
+            let held = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::cooldown_key(task.account_id)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let item = held.item.unwrap_or_default();
+            let until = item
+                .get("cooldown_until")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+                .and_then(DateTime::<Utc>::from_timestamp_millis);
+            if let Some(until) = until.filter(|until| *until > Utc::now()) {
+                let task_id = item
+                    .get("task_id")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|v| v.parse().ok());
+                return Ok(ManualClaim::CoolingDown { task_id, until });
+            }
+        }
+        Err(TaskError::Contended(task.account_id))
+    }
+
+    async fn release_cooldown(&self, account_id: Uuid, task_id: Uuid) -> Result<(), TaskError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::cooldown_key(account_id)))
+            .condition_expression("task_id = :task")
+            .expression_attribute_values(":task", s(task_id.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -397,26 +662,65 @@ impl SqsQueue {
             url: url.into(),
         }
     }
+
+    /// The queue at `SYNC_QUEUE_URL`.
+    pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, ConfigError> {
+        Ok(Self::new(
+            aws_sdk_sqs::Client::new(sdk),
+            env.required("SYNC_QUEUE_URL")?,
+        ))
+    }
 }
 
 impl SyncQueue for SqsQueue {
     async fn enqueue(&self, message: &TaskMessage) -> Result<(), TaskError> {
         let body = serde_json::to_string(message).map_err(unavailable)?;
-        // A continuation repeats its task id with a new cursor: both go into the dedup id.
-        let dedup = match &message.cursor {
-            None => message.task_id.to_string(),
-            Some(cursor) => format!("{}-{:x}", message.task_id, fxhash(&cursor.to_string())),
-        };
         self.client
             .send_message()
             .queue_url(&self.url)
             .message_group_id(message.account_id.to_string())
-            .message_deduplication_id(dedup)
+            .message_deduplication_id(dedup_id(message))
             .message_body(body)
             .send()
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn enqueue_batch(&self, messages: &[TaskMessage]) -> Result<Vec<Uuid>, TaskError> {
+        let mut refused = Vec::new();
+        for chunk in messages.chunks(10) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, message) in chunk.iter().enumerate() {
+                let entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_group_id(message.account_id.to_string())
+                    .message_deduplication_id(dedup_id(message))
+                    .message_body(serde_json::to_string(message).map_err(unavailable)?)
+                    .build()
+                    .map_err(unavailable)?;
+                entries.push(entry);
+            }
+            let output = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for failure in output.failed() {
+                tracing::warn!(
+                    code = failure.code(),
+                    sender_fault = failure.sender_fault(),
+                    "the queue refused a message"
+                );
+                if let Some(message) = failure.id().parse().ok().and_then(|i: usize| chunk.get(i)) {
+                    refused.push(message.task_id);
+                }
+            }
+        }
+        Ok(refused)
     }
 
     async fn delay_redelivery(
@@ -446,6 +750,15 @@ impl SqsQueue {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+}
+
+/// The task id deduplicates; a continuation repeats its task id with a new cursor, so both go
+/// into its id.
+fn dedup_id(message: &TaskMessage) -> String {
+    match &message.cursor {
+        None => message.task_id.to_string(),
+        Some(cursor) => format!("{}-{:x}", message.task_id, fxhash(&cursor.to_string())),
     }
 }
 

@@ -88,7 +88,7 @@ pub(crate) async fn world_with(sizes: Sizes) -> World {
     }
 }
 
-fn as_user(mut event: Value, user: &str) -> Value {
+pub(crate) fn as_user(mut event: Value, user: &str) -> Value {
     event["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = user.into();
     event
 }
@@ -98,7 +98,7 @@ fn with_body(mut event: Value, body: &Value) -> Value {
     event
 }
 
-fn with_path(mut event: Value, path: &str) -> Value {
+pub(crate) fn with_path(mut event: Value, path: &str) -> Value {
     event["rawPath"] = path.into();
     event["requestContext"]["http"]["path"] = path.into();
     event
@@ -120,7 +120,7 @@ async fn send_accounts(w: &World, event: Value) -> (u16, Value) {
     read(accounts::handle(&w.accounts, request(&event)).await)
 }
 
-fn read(response: Response<Body>) -> (u16, Value) {
+pub(crate) fn read(response: Response<Body>) -> (u16, Value) {
     let status = response.status().as_u16();
     let body = match response.body() {
         Body::Text(t) => serde_json::from_str(t).unwrap(),

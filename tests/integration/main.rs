@@ -7,6 +7,7 @@ mod aws_resources;
 mod link;
 mod migrations;
 mod openapi;
+mod orchestration;
 mod schema;
 mod sync;
 mod tastytrade_client;

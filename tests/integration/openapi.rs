@@ -1,7 +1,7 @@
 //! The committed OpenAPI document is the one the code generates, and it covers every route.
 
 use serde_json::Value;
-use tastysync_shared::api::openapi_json;
+use tastysync_shared::api::{ROUTES, openapi_json};
 
 fn committed() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.json")).unwrap()
@@ -20,13 +20,9 @@ fn the_document_is_openapi_3_1_with_every_route_and_their_error_shapes() {
     let doc: Value = serde_json::from_str(&openapi_json()).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
-    for (path, method) in [
-        ("/tastytrade-accounts/link/start", "post"),
-        ("/tastytrade-accounts/link", "post"),
-        ("/tastytrade-accounts", "get"),
-        ("/tastytrade-accounts/{account_db_id}", "delete"),
-    ] {
-        let operation = &paths[path][method];
+    for route in ROUTES {
+        let (path, method) = (route.path, route.method.to_lowercase());
+        let operation = &paths[path][&method];
         assert!(operation.is_object(), "{method} {path} is missing");
         assert!(
             operation["responses"]["401"].is_object(),
@@ -34,4 +30,27 @@ fn the_document_is_openapi_3_1_with_every_route_and_their_error_shapes() {
         );
     }
     assert!(doc["components"]["securitySchemes"]["jwt"].is_object());
+}
+
+#[test]
+fn the_deployed_routes_are_exactly_the_documented_operations() {
+    let doc: Value = serde_json::from_str(&openapi_json()).unwrap();
+    let mut documented: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    let mut routed: Vec<String> = ROUTES
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    documented.sort();
+    routed.sort();
+    assert_eq!(documented, routed);
 }

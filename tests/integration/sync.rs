@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::link::{World, link_personal, world_with};
 
-fn worker(w: &World) -> SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
+pub(crate) fn worker(w: &World) -> SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
     let mut config = BrokerConfig::for_base_url(w.sim.credentials.base_url.parse().unwrap());
     config.retry = RetryPolicy {
         max_attempts: 6,
@@ -53,7 +53,10 @@ fn poller(w: &World, invocation_timeout: Duration) -> Poller {
 
 /// Feeds the queue to the worker until it is empty (as the event source mapping would);
 /// returns the ids reported as failed.
-async fn drain(w: &World, deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>) -> Vec<String> {
+pub(crate) async fn drain(
+    w: &World,
+    deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
+) -> Vec<String> {
     drain_with_timeout(w, deps, Duration::from_secs(120))
         .await
         .0

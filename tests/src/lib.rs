@@ -73,6 +73,32 @@ impl TestDb {
         db
     }
 
+    /// `count` synced accounts spread over 1,000 users with a grant each, plus a closed one
+    /// (`CLOSED`) and one waiting for a re-link (`REAUTH`), which no scheduler tick may queue.
+    pub async fn many_accounts(&self, count: i32) {
+        self.client()
+            .await
+            .batch_execute(&format!(
+                "INSERT INTO tastytrade_credentials (id, user_id, environment, grant_kind)
+                 SELECT gen_random_uuid(), 'user-' || u, 'sandbox', 'personal'
+                 FROM generate_series(0, 999) u;
+                 INSERT INTO tastytrade_accounts
+                     (user_id, credential_id, environment, account_number, last_sync_status)
+                 SELECT c.user_id, c.id, 'sandbox', 'ACC' || i, 'SUCCESS'
+                 FROM generate_series(1, {count}) i
+                 JOIN tastytrade_credentials c ON c.user_id = 'user-' || (i % 1000);
+                 INSERT INTO tastytrade_accounts
+                     (user_id, credential_id, environment, account_number, is_closed)
+                 SELECT user_id, id, 'sandbox', 'CLOSED', true FROM tastytrade_credentials LIMIT 1;
+                 INSERT INTO tastytrade_accounts
+                     (user_id, credential_id, environment, account_number, last_sync_status)
+                 SELECT user_id, id, 'sandbox', 'REAUTH', 'NEEDS_REAUTH'
+                 FROM tastytrade_credentials LIMIT 1;"
+            ))
+            .await
+            .expect("the accounts insert");
+    }
+
     pub async fn client(&self) -> deadpool_postgres::Object {
         self.pool
             .get()

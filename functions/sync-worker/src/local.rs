@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde_json::{Value, json};
+use tastysync_shared::aws::SdkConfig;
+use tastysync_shared::config::{ConfigError, Env};
 use tastysync_shared::secrets::TokenCipher;
 use tastysync_shared::sync::SyncDeps;
 use tastysync_shared::tasks::{SyncQueue, TaskStore};
@@ -36,6 +38,35 @@ pub struct Polled {
 pub struct PollError(String);
 
 impl Poller {
+    /// The poller of a worker outside Lambda: `SYNC_QUEUE_URL`, `SYNC_QUEUE_ARN`;
+    /// `SYNC_VISIBILITY_SECONDS` overrides the queue's visibility timeout;
+    /// `SYNC_INVOCATION_SECONDS` (default 120) is each batch's deadline, as the function
+    /// timeout would be; and, second, `SYNC_EXIT_WHEN_IDLE=N`, to stop after N idle seconds.
+    pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<(Self, Option<Duration>), ConfigError> {
+        let poller = Poller {
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            queue_url: env.required("SYNC_QUEUE_URL")?.to_owned(),
+            queue_arn: env
+                .optional("SYNC_QUEUE_ARN")
+                .unwrap_or_default()
+                .to_owned(),
+            visibility: env
+                .optional("SYNC_VISIBILITY_SECONDS")
+                .map(|_| env.parsed_or("SYNC_VISIBILITY_SECONDS", 0u64))
+                .transpose()?
+                .map(Duration::from_secs),
+            invocation_timeout: Duration::from_secs(
+                env.parsed_or("SYNC_INVOCATION_SECONDS", 120u64)?,
+            ),
+        };
+        let idle = env
+            .optional("SYNC_EXIT_WHEN_IDLE")
+            .map(|_| env.parsed_or("SYNC_EXIT_WHEN_IDLE", 0u64))
+            .transpose()?
+            .map(Duration::from_secs);
+        Ok((poller, idle))
+    }
+
     /// Receives one batch and hands it to the handler; `None` when the queue had nothing.
     pub async fn poll_once<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
         &self,

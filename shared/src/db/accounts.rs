@@ -115,6 +115,30 @@ const LIST_ACCOUNTS: &str = "
     WHERE user_id = $1 AND unlinked_at IS NULL
     ORDER BY created_at, account_number";
 
+const FIND_ACCOUNT: &str = "
+    SELECT id, account_number, nickname, account_type_name, environment, last_sync_status,
+           last_successful_sync_at, last_error, created_at
+    FROM tastytrade_accounts
+    WHERE id = $1 AND user_id = $2 AND unlinked_at IS NULL";
+
+/// One keyset page of the accounts a scheduler tick should sync: linked, open, not waiting for
+/// a re-link, in the tick's slot (a hash of the id: two bytes of the random UUID, modulo the
+/// ticks per hour), not already queued (a marker older than `$4` is a lost message and does
+/// not count), and not synced since `$5` (NULL: no recency check).
+const DUE_PAGE: &str = "
+    SELECT id, user_id FROM tastytrade_accounts
+    WHERE credential_id IS NOT NULL AND NOT is_closed AND unlinked_at IS NULL
+      AND last_sync_status <> 'NEEDS_REAUTH'
+      AND id > $1
+      AND (get_byte(uuid_send(id), 14) * 256 + get_byte(uuid_send(id), 15)) % $2 = $3
+      AND (sync_queued_at IS NULL OR sync_queued_at < $4)
+      AND ($5::timestamptz IS NULL OR last_sync_at IS NULL OR last_sync_at < $5)
+    ORDER BY id
+    LIMIT $6";
+
+const MARK_QUEUED: &str =
+    "UPDATE tastytrade_accounts SET sync_queued_at = now() WHERE id = ANY($1)";
+
 const LOCK_ACCOUNT: &str = "
     SELECT credential_id FROM tastytrade_accounts
     WHERE id = $1 AND user_id = $2 AND unlinked_at IS NULL
@@ -195,23 +219,99 @@ pub async fn link(
     Ok(linked)
 }
 
+fn account_row(r: &tokio_postgres::Row) -> AccountRow {
+    AccountRow {
+        id: r.get(0),
+        account_number: r.get(1),
+        nickname: r.get(2),
+        account_type_name: r.get(3),
+        environment: r.get(4),
+        last_sync_status: r.get(5),
+        last_successful_sync_at: r.get(6),
+        last_error: r.get(7),
+        created_at: r.get(8),
+    }
+}
+
 pub async fn list(pool: &Pool, user_id: &str) -> Result<Vec<AccountRow>, DbError> {
     let client = pool.get().await?;
     let rows = client.query(LIST_ACCOUNTS, &[&user_id]).await?;
+    Ok(rows.iter().map(account_row).collect())
+}
+
+/// The user's linked account `account_id`; `None` for a missing, unlinked or foreign one.
+pub async fn find(
+    pool: &Pool,
+    user_id: &str,
+    account_id: Uuid,
+) -> Result<Option<AccountRow>, DbError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(FIND_ACCOUNT, &[&account_id, &user_id])
+        .await?;
+    Ok(row.as_ref().map(account_row))
+}
+
+/// Which accounts a scheduler tick looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct DueQuery {
+    /// Slots per hour, and this tick's slot.
+    pub slots: i32,
+    pub slot: i32,
+    /// A queued marker older than this is a lost message and no longer blocks the account.
+    pub queued_before: DateTime<Utc>,
+    /// Skip accounts whose last sync started after this (`None`: take them all).
+    pub synced_before: Option<DateTime<Utc>>,
+}
+
+/// An account a tick should sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueAccount {
+    pub id: Uuid,
+    pub user_id: String,
+}
+
+/// The next page of due accounts after `after` (keyset pagination: constant cost per page
+/// however many accounts there are).
+pub async fn due_page(
+    pool: &Pool,
+    query: &DueQuery,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<DueAccount>, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            DUE_PAGE,
+            &[
+                &after,
+                &query.slots,
+                &query.slot,
+                &query.queued_before,
+                &query.synced_before,
+                &limit,
+            ],
+        )
+        .await?;
     Ok(rows
         .iter()
-        .map(|r| AccountRow {
+        .map(|r| DueAccount {
             id: r.get(0),
-            account_number: r.get(1),
-            nickname: r.get(2),
-            account_type_name: r.get(3),
-            environment: r.get(4),
-            last_sync_status: r.get(5),
-            last_successful_sync_at: r.get(6),
-            last_error: r.get(7),
-            created_at: r.get(8),
+            user_id: r.get(1),
         })
         .collect())
+}
+
+/// Records that a sync of each account is on the queue, so ticks skip them until it finishes.
+pub async fn mark_queued(pool: &Pool, account_ids: &[Uuid]) -> Result<(), DbError> {
+    if account_ids.is_empty() {
+        return Ok(());
+    }
+    pool.get()
+        .await?
+        .execute(MARK_QUEUED, &[&account_ids])
+        .await?;
+    Ok(())
 }
 
 /// What unlinking does with the synced rows.

@@ -137,11 +137,13 @@ const MARK_RUNNING: &str = "UPDATE tastytrade_accounts SET last_sync_status = 'R
 const MARK_SUCCESS: &str = "
     UPDATE tastytrade_accounts SET last_sync_status = 'SUCCESS', last_successful_sync_at = now(),
         last_error = NULL, transactions_synced_to = $2, orders_synced_to = $3,
-        balance_snapshots_synced_to = $4
+        balance_snapshots_synced_to = $4, sync_queued_at = NULL
     WHERE id = $1";
 
-const MARK_FAILED: &str =
-    "UPDATE tastytrade_accounts SET last_sync_status = $2, last_error = $3 WHERE id = $1";
+/// A finished sync, good or bad, clears the queued marker: the account is due again.
+const MARK_FAILED: &str = "
+    UPDATE tastytrade_accounts SET last_sync_status = $2, last_error = $3, sync_queued_at = NULL
+    WHERE id = $1";
 
 pub async fn mark_running(pool: &Pool, account_id: Uuid) -> Result<(), DbError> {
     pool.get()

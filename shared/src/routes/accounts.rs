@@ -2,7 +2,6 @@
 
 use deadpool_postgres::Pool;
 use lambda_http::{Body, Request, Response};
-use uuid::Uuid;
 
 use crate::api::TastyTradeAccountRead;
 use crate::config::{ConfigError, Env};
@@ -14,6 +13,16 @@ pub struct AccountsDeps {
     pub pool: Pool,
     /// What unlinking does with synced rows (`UNLINK_SYNCED_DATA=keep|purge`, default keep).
     pub unlink_data: SyncedData,
+}
+
+impl AccountsDeps {
+    /// `DATABASE_URL` and `UNLINK_SYNCED_DATA`.
+    pub fn from_env(env: &Env) -> Result<Self, crate::StartupError> {
+        Ok(Self {
+            pool: crate::db::pool(&crate::config::DatabaseConfig::from_env(env)?)?,
+            unlink_data: unlink_policy(env)?,
+        })
+    }
 }
 
 pub fn unlink_policy(env: &Env) -> Result<SyncedData, ConfigError> {
@@ -61,8 +70,7 @@ pub async fn unlink(
     account_db_id: &str,
 ) -> Result<Response<Body>, ApiError> {
     let user = http::user_id(request)?;
-    // A malformed id names no account of anyone's: the same 404 as a missing one.
-    let id: Uuid = account_db_id.parse().map_err(|_| ApiError::NotFound)?;
+    let id = http::path_id(account_db_id)?;
     if accounts::unlink(&deps.pool, &user, id, deps.unlink_data).await? {
         tracing::info!(user_id = %user, account_id = %id, "account unlinked");
         Ok(http::no_content())

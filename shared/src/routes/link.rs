@@ -105,14 +105,8 @@ impl LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
             aws_sdk_kms::Client::new(sdk),
             env.required("TOKEN_KMS_KEY_ID")?,
         );
-        let tasks = DynamoTasks::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            env.required("TASKS_TABLE")?,
-        );
-        let queue = SqsQueue::new(
-            aws_sdk_sqs::Client::new(sdk),
-            env.required("SYNC_QUEUE_URL")?,
-        );
+        let tasks = DynamoTasks::from_env(env, sdk)?;
+        let queue = SqsQueue::from_env(env, sdk)?;
         let secrets =
             DeploymentSecrets::load(&aws_sdk_secretsmanager::Client::new(sdk), env).await?;
         Ok(Self {
@@ -238,13 +232,21 @@ pub async fn link<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
         .collect();
     let linked = accounts::link(&deps.pool, &credential, &broker_accounts).await?;
 
+    let mut queued = Vec::with_capacity(linked.len());
     for account in &linked {
         let task = NewTask::new(&user, account.id, TaskKind::Full);
         // The link itself has succeeded; a task that cannot be queued now is picked up by the
-        // scheduler's next tick (the account stays PENDING), so it is logged, not returned.
-        if let Err(e) = enqueue(deps, &task).await {
-            tracing::error!(user_id = %user, account_id = %account.id, error = %e, "could not queue the first sync");
+        // scheduler's next tick of the account's slot (the account stays PENDING and unmarked),
+        // so it is logged, not returned.
+        match enqueue(deps, &task).await {
+            Ok(()) => queued.push(account.id),
+            Err(e) => {
+                tracing::error!(user_id = %user, account_id = %account.id, error = %e, "could not queue the first sync");
+            }
         }
+    }
+    if let Err(e) = accounts::mark_queued(&deps.pool, &queued).await {
+        tracing::warn!(user_id = %user, error = %e, "queued markers not set");
     }
     tracing::info!(user_id = %user, accounts = linked.len(), new = linked.iter().filter(|a| a.is_new).count(), "grant linked");
 

@@ -4,3 +4,4 @@
 
 pub mod accounts;
 pub mod link;
+pub mod sync_tasks;

@@ -6,6 +6,9 @@
 //!    synced rows per second, and the worker process's peak resident memory (its `VmHWM`,
 //!    sampled every 50 ms until the sync completes).
 //! 2. An incremental sync with nothing new: broker calls made and rows rewritten.
+//! 3. Scheduler fan-out: one tick queueing 1,000 accounts (`BENCH_SCHEDULER_ACCOUNTS`; moto's
+//!    FIFO send slows with queue depth, so larger runs measure the emulator) on the
+//!    emulator (one slot per hour, so the tick takes them all): seconds, and messages queued.
 //!
 //! The simulator runs in this process, so its memory is not counted as the worker's.
 
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tastysync_shared::config::Env;
 use tastysync_shared::routes::link::{self, LinkDeps};
+use tastysync_shared::schedule::{self, ScheduleSettings, SchedulerDeps, Tick, TickKind};
 use tastysync_shared::secrets::KmsEnvelope;
 use tastysync_shared::sync::{self, Outcome, SyncDeps, SyncSettings};
 use tastysync_shared::tasks::{DynamoTasks, NewTask, SqsQueue, TaskKind, TaskStore};
@@ -176,6 +180,45 @@ async fn main() {
         panic!("incremental sync ended {outcome:?}")
     };
 
+    // 3. Scheduler fan-out, on a database and queue of its own.
+    let scheduled = size("BENCH_SCHEDULER_ACCOUNTS", 1_000);
+    let fan_db = TestDb::migrated().await;
+    fan_db
+        .many_accounts(i32::try_from(scheduled).unwrap())
+        .await;
+    let fan_aws = TestAws::provisioned().await;
+    let scheduler = SchedulerDeps {
+        pool: fan_db.pool.clone(),
+        tasks: DynamoTasks::new(fan_aws.dynamodb(), &fan_aws.stack.table),
+        queue: SqsQueue::new(fan_aws.sqs(), &fan_aws.stack.queue_url),
+        settings: ScheduleSettings {
+            ticks_per_hour: 1,
+            ..ScheduleSettings::default()
+        },
+    };
+    let tick = Tick {
+        kind: TickKind::Incremental,
+        scheduled_time: Some(chrono::Utc::now()),
+    };
+    let fan_started = Instant::now();
+    let report = schedule::run_tick(&scheduler, &tick, chrono::Utc::now())
+        .await
+        .expect("tick");
+    let fan_elapsed = fan_started.elapsed();
+    let depth = fan_aws
+        .sqs()
+        .get_queue_attributes()
+        .queue_url(&fan_aws.stack.queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .expect("queue attributes");
+    let queued = depth
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+        .cloned()
+        .unwrap_or_default();
+
     println!("| figure | value |");
     println!("|---|---|");
     println!("| full sync: account size | {transactions} transactions, {orders} orders |");
@@ -203,5 +246,10 @@ async fn main() {
     println!(
         "| incremental, nothing new: wall time | {:.2} s |",
         idle_elapsed.as_secs_f64()
+    );
+    println!(
+        "| scheduler: one tick over {scheduled} accounts (emulator) | {:.1} s, {} queued, queue depth {queued} |",
+        fan_elapsed.as_secs_f64(),
+        report.queued
     );
 }

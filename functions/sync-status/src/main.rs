@@ -1,0 +1,17 @@
+//! Wires the pool and the task table once per cold start and serves API Gateway events.
+
+use lambda_http::{Error, Request, service_fn};
+use tastysync_shared::config::Env;
+use tastysync_shared::routes::sync_tasks::StatusDeps;
+use tastysync_shared::{aws, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let deps = StatusDeps::from_env(&Env::process(), &aws::sdk_config().await)?;
+    let deps = &deps;
+    lambda_http::run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(sync_status::handle(deps, request).await)
+    }))
+    .await
+}

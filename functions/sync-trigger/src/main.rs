@@ -1,0 +1,18 @@
+//! Wires the pool, the task table and the queue once per cold start and serves API Gateway
+//! events.
+
+use lambda_http::{Error, Request, service_fn};
+use tastysync_shared::config::Env;
+use tastysync_shared::routes::sync_tasks::TriggerDeps;
+use tastysync_shared::{aws, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let deps = TriggerDeps::from_env(&Env::process(), &aws::sdk_config().await)?;
+    let deps = &deps;
+    lambda_http::run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(sync_trigger::handle(deps, request).await)
+    }))
+    .await
+}

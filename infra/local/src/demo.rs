@@ -1,0 +1,378 @@
+//! `make demo`: the whole product end to end on loopback, as a user would drive it.
+//!
+//! It starts the gateway (with the worker) against the stack in the environment, links a
+//! tastytrade account through the HTTP API with a personal grant, follows the full sync on
+//! `/sync/status` with a progress bar, prints what landed in Postgres, then adds activity,
+//! triggers an incremental sync and follows that too.
+//!
+//! The account is the simulator's (started here, seeded) unless `TASTYTRADE_REFRESH_TOKEN` and
+//! `TASTYTRADE_CLIENT_SECRET` are set: then it is that grant's, in `TASTYTRADE_ENV` (sandbox
+//! by default), at `TASTYTRADE_API_URL` when given (a proxy, a recorder, another simulator).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tastysync_shared::aws::SdkConfig;
+use tastysync_shared::config::Env;
+use tastytrade_sim::Simulator;
+use tastytrade_sim::data::Sizes;
+use tastytrade_sim::server::Config;
+use uuid::Uuid;
+
+use crate::gateway;
+
+/// The demo's user, as the JWT `sub`.
+const USER: &str = "demo-user";
+/// A full sync should not take this long; past it the demo gives up and says so.
+const PATIENCE: Duration = Duration::from_secs(900);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Gateway(#[from] gateway::GatewayError),
+    #[error("the simulator could not start: {0}")]
+    Simulator(std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Api(String),
+    #[error("database: {0}")]
+    Db(#[from] tastysync_shared::db::DbError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Where the demo's account lives.
+enum Broker {
+    Simulated(tastytrade_sim::server::Running),
+    Real {
+        environment: String,
+        base_url: Option<String>,
+        refresh_token: String,
+        client_secret: String,
+    },
+}
+
+pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
+    let broker = match (
+        env.optional("TASTYTRADE_REFRESH_TOKEN"),
+        env.optional("TASTYTRADE_CLIENT_SECRET"),
+    ) {
+        (Some(refresh_token), Some(client_secret)) => Broker::Real {
+            environment: env
+                .optional("TASTYTRADE_ENV")
+                .unwrap_or("sandbox")
+                .to_owned(),
+            base_url: env.optional("TASTYTRADE_API_URL").map(str::to_owned),
+            refresh_token: refresh_token.to_owned(),
+            client_secret: client_secret.to_owned(),
+        },
+        (None, None) => {
+            let config = Config {
+                seed: 2026,
+                sizes: Sizes {
+                    accounts: 1,
+                    transactions: env
+                        .parsed_or("DEMO_TRANSACTIONS", 20_000usize)
+                        .map_err(|e| DemoError::Config(e.to_string()))?,
+                    orders: env
+                        .parsed_or("DEMO_ORDERS", 4_000usize)
+                        .map_err(|e| DemoError::Config(e.to_string()))?,
+                    years: 3,
+                },
+                ..Config::default()
+            };
+            Broker::Simulated(
+                Simulator::spawn(config)
+                    .await
+                    .map_err(DemoError::Simulator)?,
+            )
+        }
+        _ => {
+            return Err(DemoError::Config(
+                "set both TASTYTRADE_REFRESH_TOKEN and TASTYTRADE_CLIENT_SECRET, or neither".into(),
+            ));
+        }
+    };
+    let (environment, grant) = match &broker {
+        Broker::Simulated(sim) => {
+            println!(
+                "tastytrade simulator on {} (seeded; {} account)",
+                sim.credentials.base_url,
+                sim.credentials.account_numbers.len()
+            );
+            (
+                "sandbox".to_owned(),
+                json!({
+                    "environment": "sandbox",
+                    "refresh_token": sim.credentials.refresh_token,
+                    "client_secret": sim.credentials.client_secret,
+                }),
+            )
+        }
+        Broker::Real {
+            environment,
+            refresh_token,
+            client_secret,
+            base_url,
+        } => {
+            println!(
+                "tastytrade {environment} at {}",
+                base_url.as_deref().unwrap_or("its default URL")
+            );
+            (
+                environment.clone(),
+                json!({
+                    "environment": environment,
+                    "refresh_token": refresh_token,
+                    "client_secret": client_secret,
+                }),
+            )
+        }
+    };
+    let base_url = match &broker {
+        Broker::Simulated(sim) => Some(sim.credentials.base_url.clone()),
+        Broker::Real { base_url, .. } => base_url.clone(),
+    };
+    let mut env = env
+        .with("LOCAL_SCHEDULE_SECONDS", "0")
+        .with("OAUTH_REDIRECT_URIS", "http://localhost:5173/callback");
+    if let Some(url) = &base_url {
+        let name = if environment == "production" {
+            "TASTYTRADE_PRODUCTION_URL"
+        } else {
+            "TASTYTRADE_SANDBOX_URL"
+        };
+        env = env.with(name, url.clone());
+    }
+    let pool = tastysync_shared::db::pool(
+        &tastysync_shared::config::DatabaseConfig::from_env(&env)
+            .map_err(|e| DemoError::Config(e.to_string()))?,
+    )?;
+    let gateway = gateway::start(
+        &env,
+        sdk,
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|_| DemoError::Config("address".into()))?,
+    )
+    .await?;
+    println!(
+        "local gateway on {}/api/v1 (the worker polls the queue)\n",
+        gateway.url
+    );
+
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("{}/api/v1", gateway.url),
+        token: gateway::dev_token(&env, USER, Duration::from_secs(3600)),
+    };
+    let started = Instant::now();
+    let linked = api
+        .call(
+            reqwest::Method::POST,
+            "/tastytrade-accounts/link",
+            Some(&grant),
+            201,
+        )
+        .await?;
+    let accounts: Vec<(Uuid, String)> = linked
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            Some((
+                a["id"].as_str()?.parse().ok()?,
+                a["account_number"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    println!(
+        "linked {} account(s) with a personal grant: {}",
+        accounts.len(),
+        accounts
+            .iter()
+            .map(|a| a.1.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    for (id, number) in &accounts {
+        let tasks = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/tastytrade-accounts/{id}/sync-tasks"),
+                None,
+                200,
+            )
+            .await?;
+        let Some(task) = tasks
+            .get(0)
+            .and_then(|t| t["task_id"].as_str())
+            .map(str::to_owned)
+        else {
+            return Err(DemoError::Api(format!(
+                "no sync task was queued for {number}"
+            )));
+        };
+        println!("\nfull sync of {number} (task {task})");
+        api.follow(&task).await?;
+    }
+    let elapsed = started.elapsed();
+    let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
+    let rows = row_counts(&pool, &ids).await?;
+    let total: i64 = rows.iter().map(|r| r.1).sum();
+    println!("\nrows in Postgres after the full sync:");
+    for (table, count) in &rows {
+        println!("  {table:<28} {count:>9}");
+    }
+    println!("  {:<28} {total:>9}", "total");
+    println!(
+        "elapsed {:.1} s from link to completion: {:.0} rows/s",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64().max(0.001)
+    );
+
+    if let Broker::Simulated(sim) = &broker {
+        let number = &accounts[0].1;
+        let added: Value = reqwest::Client::new()
+            .post(format!("{}/__sim/accounts/{number}/activity", sim.credentials.base_url))
+            .json(&json!({"transactions": 25, "days_back": 2, "finalize_fees": true, "reversals": 2, "fills": 5, "close_positions": 1}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        println!("\nnew activity at tastytrade: {added}");
+    }
+    let (id, number) = &accounts[0];
+    let triggered = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/sync/tastytrade/{id}/trigger"),
+            None,
+            202,
+        )
+        .await?;
+    let task = triggered["task_id"].as_str().unwrap_or_default().to_owned();
+    println!("incremental sync of {number} triggered (task {task})");
+    let started = Instant::now();
+    let done = api.follow(&task).await?;
+    println!("rows written per entity (inserted or changed; unchanged rows are not rewritten):");
+    if let Some(written) = done["counts"]["written"].as_object() {
+        for (entity, count) in written {
+            println!("  {entity:<28} {count:>9}");
+        }
+    }
+    println!("elapsed {:.1} s", started.elapsed().as_secs_f64());
+    println!("\ndemo complete");
+    Ok(())
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        expect: u16,
+    ) -> Result<Value, DemoError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        if status != expect {
+            return Err(DemoError::Api(format!("{path} answered {status}: {text}")));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Polls the task's status, drawing a progress bar, until it ends; fails unless completed.
+    async fn follow(&self, task: &str) -> Result<Value, DemoError> {
+        let started = Instant::now();
+        loop {
+            let status = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/sync/status/{task}"),
+                    None,
+                    200,
+                )
+                .await?;
+            let percent = status["progress_percentage"].as_u64().unwrap_or(0).min(100);
+            let filled = usize::try_from(percent / 5).unwrap_or(0);
+            let read: u64 = status["counts"]["read"]
+                .as_object()
+                .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+            print!(
+                "\r  [{}{}] {percent:>3}% {:<18} {read:>9} rows read   ",
+                "#".repeat(filled),
+                " ".repeat(20 - filled),
+                status["stage"].as_str().unwrap_or("queued"),
+            );
+            let _ = std::io::stdout().flush();
+            match status["status"].as_str() {
+                Some("completed") => {
+                    println!("\n  completed in {:.1} s", started.elapsed().as_secs_f64());
+                    return Ok(status);
+                }
+                Some("failed" | "needs_reauth") => {
+                    println!();
+                    return Err(DemoError::Api(format!(
+                        "the sync ended {}: {}",
+                        status["status"], status["details"]
+                    )));
+                }
+                _ => {}
+            }
+            if started.elapsed() > PATIENCE {
+                return Err(DemoError::Api("the sync did not finish in time".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Rows per synced table for the accounts.
+async fn row_counts(
+    pool: &tastysync_shared::db::PgPool,
+    ids: &[Uuid],
+) -> Result<Vec<(&'static str, i64)>, DemoError> {
+    const TABLES: [&str; 7] = [
+        "transactions",
+        "orders",
+        "order_legs",
+        "order_fills",
+        "positions",
+        "account_balances",
+        "account_balance_snapshots",
+    ];
+    let client = pool
+        .get()
+        .await
+        .map_err(tastysync_shared::db::DbError::from)?;
+    let mut counts = Vec::with_capacity(TABLES.len());
+    for table in TABLES {
+        // The names are this list's own, never input.
+        let sql = format!("SELECT count(*) FROM {table} WHERE account_id = ANY($1)");
+        let row = client
+            .query_one(&sql, &[&ids])
+            .await
+            .map_err(tastysync_shared::db::DbError::from)?;
+        counts.push((table, row.get::<_, i64>(0)));
+    }
+    Ok(counts)
+}

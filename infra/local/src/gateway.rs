@@ -1,0 +1,298 @@
+//! The local gateway: plays API Gateway, the SQS event source mapping and EventBridge for the
+//! functions, which have no `sam local` here (no container runtime).
+//!
+//! - HTTP: every route of [`ROUTES`], checked by a JWT authorizer (HS256 with a dev key) and
+//!   turned into the API Gateway v2 event the function would receive, with the claims in the
+//!   authorizer context; unmatched routes answer `{"message":"Not Found"}` and missing or bad
+//!   tokens `{"message":"Unauthorized"}`, as API Gateway does.
+//! - The worker: [`Poller`] feeds `sync-worker` from the FIFO queue with the mapping's
+//!   semantics (batches of ten, visibility timeout, partial batch failures).
+//! - The schedule: an incremental tick every `LOCAL_SCHEDULE_SECONDS` (default 300; 0 turns it
+//!   off), named by its wall-clock time as EventBridge Scheduler would.
+//!
+//! The functions are called in process, through the same handlers and the same `from_env`
+//! wiring as their Lambda `main`s.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Value, json};
+use sync_worker::local::Poller;
+use tastysync_shared::api::{BASE_PATH, ROUTES};
+use tastysync_shared::aws::SdkConfig;
+use tastysync_shared::config::Env;
+use tastysync_shared::routes::accounts::AccountsDeps;
+use tastysync_shared::routes::link::LinkDeps;
+use tastysync_shared::routes::sync_tasks::{StatusDeps, TriggerDeps};
+use tastysync_shared::schedule::SchedulerDeps;
+use tastysync_shared::secrets::KmsEnvelope;
+use tastysync_shared::sync::SyncDeps;
+use tastysync_shared::tasks::{DynamoTasks, SqsQueue};
+
+/// API Gateway's payload limit.
+const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+/// The dev authorizer's issuer and audience; the deployment takes its own as parameters.
+pub const DEV_ISSUER: &str = "tastysync-local";
+pub const DEV_AUDIENCE: &str = "tastysync";
+/// The dev signing key unless `LOCAL_JWT_KEY` says otherwise. It signs nothing but local
+/// tokens: the deployment verifies its identity provider's tokens instead.
+const DEV_KEY: &str = "tastysync-local-dev-key-not-a-secret";
+
+fn jwt_key(env: &Env) -> Vec<u8> {
+    env.optional("LOCAL_JWT_KEY")
+        .unwrap_or(DEV_KEY)
+        .as_bytes()
+        .to_vec()
+}
+
+/// A dev JWT for `sub`, valid for `ttl`.
+pub fn dev_token(env: &Env, sub: &str, ttl: Duration) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "sub": sub,
+        "iss": DEV_ISSUER,
+        "aud": DEV_AUDIENCE,
+        "iat": now,
+        "exp": now + i64::try_from(ttl.as_secs()).unwrap_or(3600),
+    });
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&jwt_key(env)),
+    )
+    .unwrap_or_default()
+}
+
+/// Every function of the deployment, wired once.
+struct Functions {
+    link: LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
+    accounts: AccountsDeps,
+    trigger: TriggerDeps<DynamoTasks, SqsQueue>,
+    status: StatusDeps<DynamoTasks>,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Startup(#[from] tastysync_shared::StartupError),
+    #[error(transparent)]
+    Config(#[from] tastysync_shared::config::ConfigError),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// A gateway serving in the background.
+#[derive(Debug)]
+pub struct Running {
+    pub url: String,
+}
+
+/// Starts the gateway on `addr` (port 0: any free port), with the worker and the schedule
+/// clock, in the background of the current runtime.
+pub async fn start(env: &Env, sdk: &SdkConfig, addr: SocketAddr) -> Result<Running, GatewayError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_issuer(&[DEV_ISSUER]);
+    validation.set_audience(&[DEV_AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+    let functions = Arc::new(Functions {
+        link: LinkDeps::from_env(env, sdk).await?,
+        accounts: AccountsDeps::from_env(env)?,
+        trigger: TriggerDeps::from_env(env, sdk)?,
+        status: StatusDeps::from_env(env, sdk)?,
+        decoding: DecodingKey::from_secret(&jwt_key(env)),
+        validation,
+    });
+    let worker = SyncDeps::from_env(env, sdk).await?;
+    let (poller, _) = Poller::from_env(env, sdk)?;
+    tokio::spawn(async move {
+        if let Err(e) = poller.run(&worker, None).await {
+            tracing::error!(error = %e, "the local worker stopped");
+        }
+    });
+    let every = env.parsed_or("LOCAL_SCHEDULE_SECONDS", 300u64)?;
+    if every > 0 {
+        let scheduler = SchedulerDeps::from_env(env, sdk)?;
+        tokio::spawn(async move {
+            let mut clock = tokio::time::interval(Duration::from_secs(every));
+            clock.tick().await;
+            loop {
+                clock.tick().await;
+                let event = json!({"kind": "incremental", "scheduled_time": chrono::Utc::now()});
+                if let Err(e) = sync_scheduler::handle(&scheduler, event).await {
+                    tracing::warn!(error = %e, "scheduled tick failed");
+                }
+            }
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let app = axum::Router::new().fallback(move |method, uri, headers, body| {
+        let functions = Arc::clone(&functions);
+        async move { serve(&functions, method, uri, headers, body).await }
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the local gateway stopped");
+        }
+    });
+    Ok(Running { url })
+}
+
+fn gateway_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "message": message }))).into_response()
+}
+
+async fn serve(
+    functions: &Functions,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path();
+    let Some((route, params)) = path.strip_prefix(BASE_PATH).and_then(|under| {
+        ROUTES
+            .iter()
+            .find_map(|r| r.matches(method.as_str(), under).map(|p| (r, p)))
+    }) else {
+        return gateway_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    if body.len() > MAX_PAYLOAD_BYTES {
+        return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+    }
+    let Some(claims) = authorize(functions, &headers) else {
+        return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized");
+    };
+    let route_key = format!("{} {BASE_PATH}{}", route.method, route.path);
+    let event = event(&route_key, &method, &uri, &headers, &body, &params, claims);
+    let request = match lambda_http::request::from_str(&event.to_string()) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::error!(error = %e, "could not build the function's event");
+            return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        }
+    };
+    let response = match route.function {
+        "link-account" => link_account::handle(&functions.link, request).await,
+        "accounts" => accounts::handle(&functions.accounts, request).await,
+        "sync-trigger" => sync_trigger::handle(&functions.trigger, request).await,
+        "sync-status" => sync_status::handle(&functions.status, request).await,
+        other => {
+            tracing::error!(
+                function = other,
+                "a route names a function the gateway lacks"
+            );
+            return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let bytes: Vec<u8> = match body {
+        lambda_http::Body::Empty => Vec::new(),
+        lambda_http::Body::Text(text) => text.into_bytes(),
+        lambda_http::Body::Binary(bytes) => bytes,
+        _ => Vec::new(),
+    };
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// The JWT authorizer: the bearer token's claims, or `None` (401).
+fn authorize(functions: &Functions, headers: &HeaderMap) -> Option<serde_json::Map<String, Value>> {
+    let token = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    jsonwebtoken::decode::<serde_json::Map<String, Value>>(
+        token.trim(),
+        &functions.decoding,
+        &functions.validation,
+    )
+    .ok()
+    .map(|data| data.claims)
+}
+
+/// The API Gateway HTTP API (payload 2.0) event for a request.
+fn event(
+    route_key: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    params: &[(&str, &str)],
+    claims: serde_json::Map<String, Value>,
+) -> Value {
+    let mut header_map = serde_json::Map::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        header_map
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                if let Value::String(s) = v {
+                    s.push(',');
+                    s.push_str(&value);
+                }
+            })
+            .or_insert(Value::String(value));
+    }
+    let query: serde_json::Map<String, Value> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
+    // API Gateway hands claims over as strings.
+    let claims: serde_json::Map<String, Value> = claims
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, Value::String(text))
+        })
+        .collect();
+    let (body, encoded) = match std::str::from_utf8(body) {
+        Ok(text) => (text.to_owned(), false),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(body), true),
+    };
+    let now = chrono::Utc::now();
+    json!({
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": uri.path(),
+        "rawQueryString": uri.query().unwrap_or_default(),
+        "headers": header_map,
+        "queryStringParameters": if query.is_empty() { Value::Null } else { Value::Object(query) },
+        "pathParameters": if params.is_empty() { Value::Null } else {
+            Value::Object(params.iter().map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned()))).collect())
+        },
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "authorizer": { "jwt": { "claims": claims, "scopes": null } },
+            "domainName": "127.0.0.1",
+            "domainPrefix": "local",
+            "http": {
+                "method": method.as_str(),
+                "path": uri.path(),
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default(),
+            },
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "routeKey": route_key,
+            "stage": "$default",
+            "time": now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
+            "timeEpoch": now.timestamp_millis(),
+        },
+        "body": if body.is_empty() { Value::Null } else { Value::String(body) },
+        "isBase64Encoded": encoded,
+    })
+}

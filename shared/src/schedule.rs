@@ -1,0 +1,345 @@
+//! The scheduler: one EventBridge tick in, one sync task per due account out.
+//!
+//! FIFO queues take no per-message delay, so the hour's load is spread by slots: an account's
+//! slot is a hash of its id modulo the ticks per hour, and a tick takes only the accounts of
+//! its own slot. A tick fired every five minutes thus sends a twelfth of the accounts, and
+//! each account is synced once an hour at a fixed minute. The daily deep sync uses the same
+//! slots over one hour of ticks after the US close.
+//!
+//! Task ids derive from the tick's scheduled time and the account, and an account whose sync
+//! is on the queue is marked in Postgres: a redelivered tick finds the accounts it already
+//! sent marked, and a task it created but did not send under the same id, so it queues
+//! nothing twice.
+
+use chrono::{DateTime, DurationRound, TimeDelta, Timelike, Utc};
+use deadpool_postgres::Pool;
+use futures_util::future::try_join_all;
+use serde::Deserialize;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::aws::SdkConfig;
+use crate::config::{ConfigError, DatabaseConfig, Env};
+use crate::db::DbError;
+use crate::db::accounts::{self, DueAccount, DueQuery};
+use crate::tasks::{
+    Counts, DynamoTasks, NewTask, SqsQueue, SyncQueue, TaskError, TaskKind, TaskStatus, TaskStore,
+    TaskUpdate,
+};
+use crate::{Retry, StartupError};
+
+/// The namespace of tick task ids (UUID v5): any fixed value will do.
+const TICK_NAMESPACE: Uuid = Uuid::from_u128(0x7461_7374_7973_796e_6373_6368_6564_756c);
+
+/// Which sync a tick queues. The schedule puts it in the event (`{"kind": "incremental"}`),
+/// with the scheduled time (`"scheduled_time": "<aws.scheduler.scheduled-time>"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TickKind {
+    Incremental,
+    Deep,
+}
+
+impl TickKind {
+    fn task_kind(self) -> TaskKind {
+        match self {
+            TickKind::Incremental => TaskKind::Incremental,
+            TickKind::Deep => TaskKind::Deep,
+        }
+    }
+}
+
+/// The scheduled event.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tick {
+    pub kind: TickKind,
+    /// When the schedule meant to fire: it names the tick, so a redelivery (or a late firing)
+    /// is the same tick. EventBridge rules call it `time`.
+    #[serde(alias = "time", default)]
+    pub scheduled_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleSettings {
+    /// Ticks per hour (`SCHEDULE_TICKS_PER_HOUR`, default 12: one every five minutes); it must
+    /// divide 60 and match the schedule's rate.
+    pub ticks_per_hour: u32,
+    /// A queued marker older than this is a lost message (`SCHEDULE_QUEUED_STALE_SECONDS`,
+    /// default 7200).
+    pub queued_stale_after: TimeDelta,
+    /// Accounts read per page.
+    pub page_size: i64,
+    /// Task items written at once.
+    pub concurrency: usize,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self {
+            ticks_per_hour: 12,
+            queued_stale_after: TimeDelta::hours(2),
+            page_size: 500,
+            concurrency: 16,
+        }
+    }
+}
+
+impl ScheduleSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let ticks_per_hour = env.parsed_or("SCHEDULE_TICKS_PER_HOUR", defaults.ticks_per_hour)?;
+        if ticks_per_hour == 0 || 60 % ticks_per_hour != 0 {
+            return Err(ConfigError::Invalid {
+                name: "SCHEDULE_TICKS_PER_HOUR",
+                reason: "must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)".into(),
+            });
+        }
+        Ok(Self {
+            ticks_per_hour,
+            queued_stale_after: TimeDelta::seconds(
+                env.parsed_or("SCHEDULE_QUEUED_STALE_SECONDS", 7200i64)?,
+            ),
+            ..defaults
+        })
+    }
+
+    fn tick_length(&self) -> TimeDelta {
+        TimeDelta::minutes(i64::from(60 / self.ticks_per_hour.max(1)))
+    }
+}
+
+/// What the scheduler uses, built once per cold start.
+#[derive(Debug)]
+pub struct SchedulerDeps<T, Q> {
+    pub pool: Pool,
+    pub tasks: T,
+    pub queue: Q,
+    pub settings: ScheduleSettings,
+}
+
+impl SchedulerDeps<DynamoTasks, SqsQueue> {
+    /// `DATABASE_URL`, `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`ScheduleSettings`].
+    pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        Ok(Self {
+            pool: crate::db::pool(&DatabaseConfig::from_env(env)?)?,
+            tasks: DynamoTasks::from_env(env, sdk)?,
+            queue: SqsQueue::from_env(env, sdk)?,
+            settings: ScheduleSettings::from_env(env)?,
+        })
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub slot: u32,
+    /// Due accounts found in the slot.
+    pub due: usize,
+    /// Messages sent.
+    pub queued: usize,
+    /// Tasks an earlier delivery of this tick had already started.
+    pub already_started: usize,
+    /// Messages the queue refused; their tasks are marked failed.
+    pub refused: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Tasks(#[from] TaskError),
+}
+
+impl ScheduleError {
+    /// A retryable failure fails the invocation, and EventBridge delivers the tick again.
+    pub fn retry(&self) -> Retry {
+        match self {
+            ScheduleError::Db(e) => e.retry(),
+            ScheduleError::Tasks(e) => e.retry(),
+        }
+    }
+}
+
+/// The slot a tick at `at` serves: which `60 / ticks`-minute part of the hour it falls in.
+pub fn slot_of(at: DateTime<Utc>, ticks_per_hour: u32) -> u32 {
+    let ticks = ticks_per_hour.max(1);
+    at.minute() / (60 / ticks).max(1) % ticks
+}
+
+/// The id of the task `tick` creates for `account`: the same for every delivery of the tick.
+pub fn tick_task_id(kind: TickKind, tick_start: DateTime<Utc>, account_id: Uuid) -> Uuid {
+    let name = format!("{kind:?}/{}/{account_id}", tick_start.timestamp());
+    Uuid::new_v5(&TICK_NAMESPACE, name.as_bytes())
+}
+
+/// Queues a sync of every due account in the tick's slot.
+pub async fn run_tick<T: TaskStore, Q: SyncQueue>(
+    deps: &SchedulerDeps<T, Q>,
+    tick: &Tick,
+    now: DateTime<Utc>,
+) -> Result<TickReport, ScheduleError> {
+    let settings = &deps.settings;
+    let length = settings.tick_length();
+    // A tick without a time is named by the start of the interval it fires in.
+    let start = tick
+        .scheduled_time
+        .unwrap_or(now)
+        .duration_trunc(length)
+        .unwrap_or(now);
+    let slot = slot_of(start, settings.ticks_per_hour);
+    let query = DueQuery {
+        slots: i32::try_from(settings.ticks_per_hour).unwrap_or(1),
+        slot: i32::try_from(slot).unwrap_or(0),
+        queued_before: now - settings.queued_stale_after,
+        // An hourly sync is due when the account's last sync began before its previous slot
+        // ended; the deep sync runs whatever happened during the day.
+        synced_before: match tick.kind {
+            TickKind::Incremental => Some(start - TimeDelta::hours(1) + length),
+            TickKind::Deep => None,
+        },
+    };
+    let span = tracing::info_span!("tick", kind = ?tick.kind, slot, start = %start);
+    async {
+        let mut report = TickReport {
+            slot,
+            ..TickReport::default()
+        };
+        let mut after = Uuid::nil();
+        loop {
+            let page = accounts::due_page(&deps.pool, &query, after, settings.page_size).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            report.due += page.len();
+            queue_page(deps, tick.kind, start, now, &page, &mut report).await?;
+        }
+        tracing::info!(
+            due = report.due,
+            queued = report.queued,
+            already_started = report.already_started,
+            refused = report.refused,
+            "tick done"
+        );
+        Ok(report)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Creates the task; true when its message is still to be sent. A task an earlier delivery of
+/// the tick created is sent again only if it never started (the message's deduplication id is
+/// the task id, so SQS drops a true repeat).
+async fn still_to_send<T: TaskStore>(tasks: &T, task: &NewTask) -> Result<bool, TaskError> {
+    match tasks.create(task).await {
+        Ok(()) => Ok(true),
+        Err(TaskError::Exists(_)) => Ok(tasks
+            .get(task.task_id)
+            .await?
+            .is_some_and(|t| t.status == TaskStatus::Pending && t.attempts == 0)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the page's tasks, sends their messages in batches of ten, and marks the accounts
+/// queued.
+async fn queue_page<T: TaskStore, Q: SyncQueue>(
+    deps: &SchedulerDeps<T, Q>,
+    kind: TickKind,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+    page: &[DueAccount],
+    report: &mut TickReport,
+) -> Result<(), ScheduleError> {
+    let tasks: Vec<NewTask> = page
+        .iter()
+        .map(|account| NewTask {
+            task_id: tick_task_id(kind, start, account.id),
+            user_id: account.user_id.clone(),
+            account_id: account.id,
+            kind: kind.task_kind(),
+            created_at: now,
+        })
+        .collect();
+    let mut sending: Vec<&NewTask> = Vec::with_capacity(tasks.len());
+    for chunk in tasks.chunks(deps.settings.concurrency.max(1)) {
+        let fresh = try_join_all(chunk.iter().map(|task| still_to_send(&deps.tasks, task))).await?;
+        sending.extend(
+            chunk
+                .iter()
+                .zip(fresh)
+                .filter(|(_, fresh)| *fresh)
+                .map(|(t, _)| t),
+        );
+    }
+    report.already_started += tasks.len() - sending.len();
+    let messages: Vec<_> = sending.iter().map(|t| t.message()).collect();
+    let refused = deps.queue.enqueue_batch(&messages).await?;
+    let sent: Vec<Uuid> = sending
+        .iter()
+        .filter(|t| !refused.contains(&t.task_id))
+        .map(|t| t.account_id)
+        .collect();
+    accounts::mark_queued(&deps.pool, &sent).await?;
+    report.queued += sent.len();
+    report.refused += refused.len();
+    for task_id in refused {
+        let update = TaskUpdate {
+            status: TaskStatus::Failed,
+            stage: "done",
+            progress_percentage: 100,
+            counts: &Counts::default(),
+            error_message: Some("the sync could not be queued; the next tick retries it"),
+            cursor: None,
+        };
+        if let Err(e) = deps.tasks.update(task_id, update).await {
+            tracing::warn!(task_id = %task_id, error = %e, "refused task not marked failed");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap_or_default()
+    }
+
+    #[test]
+    fn ticks_every_five_minutes_serve_twelve_slots_in_order() {
+        assert_eq!(slot_of(at("2026-11-25T14:00:00Z"), 12), 0);
+        assert_eq!(slot_of(at("2026-11-25T14:04:59Z"), 12), 0);
+        assert_eq!(slot_of(at("2026-11-25T14:05:00Z"), 12), 1);
+        assert_eq!(slot_of(at("2026-11-25T14:55:00Z"), 12), 11);
+        assert_eq!(slot_of(at("2026-11-25T14:59:00Z"), 1), 0);
+    }
+
+    #[test]
+    fn a_tick_names_the_same_task_for_an_account_on_every_delivery() {
+        let account = Uuid::from_u128(7);
+        let start = at("2026-11-25T14:05:00Z");
+        let first = tick_task_id(TickKind::Incremental, start, account);
+        assert_eq!(first, tick_task_id(TickKind::Incremental, start, account));
+        assert_ne!(first, tick_task_id(TickKind::Deep, start, account));
+        assert_ne!(
+            first,
+            tick_task_id(TickKind::Incremental, at("2026-11-25T15:05:00Z"), account)
+        );
+        assert_ne!(
+            first,
+            tick_task_id(TickKind::Incremental, start, Uuid::from_u128(8))
+        );
+    }
+
+    #[test]
+    fn ticks_per_hour_must_divide_the_hour() {
+        let env = Env::from_pairs([("SCHEDULE_TICKS_PER_HOUR", "7")]);
+        assert!(ScheduleSettings::from_env(&env).is_err());
+        let env = Env::from_pairs([("SCHEDULE_TICKS_PER_HOUR", "4")]);
+        assert_eq!(
+            ScheduleSettings::from_env(&env).map(|s| s.ticks_per_hour),
+            Ok(4)
+        );
+    }
+}
