@@ -283,14 +283,12 @@ async fn queue_page<T: TaskStore, Q: SyncQueue>(
     report.queued += sent.len();
     report.refused += refused.len();
     for task_id in refused {
-        let update = TaskUpdate {
-            status: TaskStatus::Failed,
-            stage: "done",
-            progress_percentage: 100,
-            counts: &Counts::default(),
-            error_message: Some("the sync could not be queued; the next tick retries it"),
-            cursor: None,
-        };
+        let nothing = Counts::default();
+        let update = TaskUpdate::finished(
+            TaskStatus::Failed,
+            &nothing,
+            Some("the sync could not be queued; the next tick retries it"),
+        );
         if let Err(e) = deps.tasks.update(task_id, update).await {
             tracing::warn!(task_id = %task_id, error = %e, "refused task not marked failed");
         }

@@ -306,14 +306,7 @@ async fn finish<C, T: TaskStore>(
     counts: &Counts,
     error: Option<&str>,
 ) {
-    let update = TaskUpdate {
-        status,
-        stage: "done",
-        progress_percentage: 100,
-        counts,
-        error_message: error,
-        cursor: None,
-    };
+    let update = TaskUpdate::finished(status, counts, error);
     if let Err(e) = deps.tasks.update(task, update).await {
         tracing::warn!(error = %e, "could not record the task's outcome");
     }

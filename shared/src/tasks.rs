@@ -127,6 +127,24 @@ impl NewTask {
         }
     }
 
+    /// The task as [`TaskStore::create`] stores it, without reading it back.
+    pub fn pending_record(&self) -> TaskRecord {
+        TaskRecord {
+            task_id: self.task_id,
+            user_id: self.user_id.clone(),
+            account_id: self.account_id,
+            kind: self.kind,
+            status: TaskStatus::Pending,
+            stage: None,
+            progress_percentage: 0,
+            counts: Counts::default(),
+            error_message: None,
+            attempts: 0,
+            created_at: self.created_at,
+            last_updated: self.created_at,
+        }
+    }
+
     pub fn message(&self) -> TaskMessage {
         TaskMessage {
             task_id: self.task_id,
@@ -227,6 +245,24 @@ pub struct TaskUpdate<'a> {
     pub error_message: Option<&'a str>,
     /// Where a continuation resumes; recorded so ops can see how far a long sync got.
     pub cursor: Option<&'a serde_json::Value>,
+}
+
+impl<'a> TaskUpdate<'a> {
+    /// The task's last update: it ended with `status`.
+    pub fn finished(
+        status: TaskStatus,
+        counts: &'a Counts,
+        error_message: Option<&'a str>,
+    ) -> Self {
+        Self {
+            status,
+            stage: "done",
+            progress_percentage: 100,
+            counts,
+            error_message,
+            cursor: None,
+        }
+    }
 }
 
 /// Live task state.
@@ -418,6 +454,31 @@ impl DynamoTasks {
     fn cooldown_key(account_id: Uuid) -> HashMap<String, AttributeValue> {
         HashMap::from([("pk".to_owned(), s(format!("COOLDOWN#ACCOUNT#{account_id}")))])
     }
+
+    /// Deletes a lease or cooldown item if its `attribute` still names `holder`; one that has
+    /// passed to someone else (or is gone) is left alone.
+    async fn delete_if_held(
+        &self,
+        key: HashMap<String, AttributeValue>,
+        attribute: &str,
+        holder: Uuid,
+    ) -> Result<(), TaskError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .condition_expression("#holder = :me")
+            .expression_attribute_names("#holder", attribute)
+            .expression_attribute_values(":me", s(holder.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
 }
 
 impl TaskStore for DynamoTasks {
@@ -519,20 +580,8 @@ impl TaskStore for DynamoTasks {
     }
 
     async fn release_lease(&self, account_id: Uuid, holder: Uuid) -> Result<(), TaskError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::lease_key(account_id)))
-            .condition_expression("holder = :me")
-            .expression_attribute_values(":me", s(holder.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.delete_if_held(Self::lease_key(account_id), "holder", holder)
+            .await
     }
 
     async fn get(&self, task_id: Uuid) -> Result<Option<TaskRecord>, TaskError> {
@@ -631,20 +680,8 @@ impl TaskStore for DynamoTasks {
     }
 
     async fn release_cooldown(&self, account_id: Uuid, task_id: Uuid) -> Result<(), TaskError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::cooldown_key(account_id)))
-            .condition_expression("task_id = :task")
-            .expression_attribute_values(":task", s(task_id.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.delete_if_held(Self::cooldown_key(account_id), "task_id", task_id)
+            .await
     }
 }
 

@@ -90,12 +90,17 @@ async fn account_tasks(w: &World, user: &str, account: &str) -> (u16, Value) {
     )
 }
 
-/// Links user-a's account and runs its first (full) sync to the end.
-async fn linked_and_synced(w: &World) -> String {
-    let account = link_personal(w, "user-a").await[0]["id"]
+/// Links user-a's account (its full sync queued); returns its id.
+async fn linked(w: &World) -> String {
+    link_personal(w, "user-a").await[0]["id"]
         .as_str()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+/// Links user-a's account and runs its first (full) sync to the end.
+async fn linked_and_synced(w: &World) -> String {
+    let account = linked(w).await;
     assert!(drain(w, &worker(w)).await.is_empty());
     account
 }
@@ -142,10 +147,7 @@ async fn twenty_concurrent_triggers_run_exactly_one_sync() {
 #[tokio::test]
 async fn a_trigger_joins_the_sync_already_on_its_way() {
     let w = world().await;
-    let account = link_personal(&w, "user-a").await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let account = linked(&w).await;
     let (_, tasks) = account_tasks(&w, "user-a", &account).await;
     let full = tasks[0]["task_id"].as_str().unwrap().to_owned();
     assert_eq!(tasks[0]["kind"], "full");
@@ -212,10 +214,7 @@ async fn an_account_waiting_for_a_relink_answers_409_and_queues_nothing() {
 #[tokio::test]
 async fn another_users_task_and_account_are_404_and_no_claims_is_401() {
     let w = world().await;
-    let account = link_personal(&w, "user-a").await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let account = linked(&w).await;
     let (_, tasks) = account_tasks(&w, "user-a", &account).await;
     let task = tasks[0]["task_id"].as_str().unwrap().to_owned();
     assert_eq!(status(&w, "user-a", &task).await.0, 200);
@@ -319,11 +318,7 @@ async fn an_hour_of_ticks_queues_each_account_exactly_once_even_when_redelivered
 #[tokio::test]
 async fn a_tick_queues_an_account_whose_first_sync_was_never_queued_and_skips_fresh_ones() {
     let w = world().await;
-    let account = link_personal(&w, "user-a").await[0]["id"]
-        .as_str()
-        .unwrap()
-        .parse::<Uuid>()
-        .unwrap();
+    let account: Uuid = linked(&w).await.parse().unwrap();
     // As if the link's enqueue had failed: no marker. The first tick of its slot queues it.
     w.db.client()
         .await

@@ -39,8 +39,10 @@ pub enum DemoError {
     Api(String),
     #[error("database: {0}")]
     Db(#[from] tastysync_shared::db::DbError),
+    #[error(transparent)]
+    Config(#[from] tastysync_shared::config::ConfigError),
     #[error("{0}")]
-    Config(String),
+    Usage(&'static str),
 }
 
 /// Where the demo's account lives.
@@ -73,12 +75,8 @@ pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
                 seed: 2026,
                 sizes: Sizes {
                     accounts: 1,
-                    transactions: env
-                        .parsed_or("DEMO_TRANSACTIONS", 20_000usize)
-                        .map_err(|e| DemoError::Config(e.to_string()))?,
-                    orders: env
-                        .parsed_or("DEMO_ORDERS", 4_000usize)
-                        .map_err(|e| DemoError::Config(e.to_string()))?,
+                    transactions: env.parsed_or("DEMO_TRANSACTIONS", 20_000usize)?,
+                    orders: env.parsed_or("DEMO_ORDERS", 4_000usize)?,
                     years: 3,
                 },
                 ..Config::default()
@@ -90,8 +88,8 @@ pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
             )
         }
         _ => {
-            return Err(DemoError::Config(
-                "set both TASTYTRADE_REFRESH_TOKEN and TASTYTRADE_CLIENT_SECRET, or neither".into(),
+            return Err(DemoError::Usage(
+                "set both TASTYTRADE_REFRESH_TOKEN and TASTYTRADE_CLIENT_SECRET, or neither",
             ));
         }
     };
@@ -146,18 +144,10 @@ pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
         };
         env = env.with(name, url.clone());
     }
-    let pool = tastysync_shared::db::pool(
-        &tastysync_shared::config::DatabaseConfig::from_env(&env)
-            .map_err(|e| DemoError::Config(e.to_string()))?,
-    )?;
-    let gateway = gateway::start(
-        &env,
-        sdk,
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|_| DemoError::Config("address".into()))?,
-    )
-    .await?;
+    let pool =
+        tastysync_shared::db::pool(&tastysync_shared::config::DatabaseConfig::from_env(&env)?)?;
+    let gateway =
+        gateway::start(&env, sdk, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     println!(
         "local gateway on {}/api/v1 (the worker polls the queue)\n",
         gateway.url

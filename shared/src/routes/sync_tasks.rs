@@ -16,8 +16,8 @@ use crate::config::{ConfigError, DatabaseConfig, Env};
 use crate::db::{self, accounts};
 use crate::http::{self, ApiError};
 use crate::tasks::{
-    DynamoTasks, ManualClaim, NewTask, SqsQueue, SyncQueue, TaskKind, TaskRecord, TaskStatus,
-    TaskStore,
+    Counts, DynamoTasks, ManualClaim, NewTask, SqsQueue, SyncQueue, TaskKind, TaskRecord,
+    TaskStatus, TaskStore, TaskUpdate,
 };
 
 /// How many of an account's tasks the list shows, newest first.
@@ -132,12 +132,7 @@ pub async fn trigger<T: TaskStore, Q: SyncQueue>(
                 tracing::warn!(account_id = %id, error = %e, "queued marker not set");
             }
             tracing::info!(user_id = %user, account_id = %id, task_id = %task.task_id, "manual sync queued");
-            let created = deps
-                .tasks
-                .get(task.task_id)
-                .await?
-                .ok_or(ApiError::Internal)?;
-            Ok(accepted(created))
+            Ok(accepted(task.pending_record()))
         }
         ManualClaim::CoolingDown { task_id, until } => {
             // The trigger that started the cooldown may have queued a task this one must join.
@@ -159,14 +154,12 @@ pub async fn trigger<T: TaskStore, Q: SyncQueue>(
 /// The task could not be queued: it is marked failed and the cooldown lifted, so the caller
 /// may try again at once.
 async fn abandon<T: TaskStore, Q>(deps: &TriggerDeps<T, Q>, task: &NewTask) {
-    let failed = crate::tasks::TaskUpdate {
-        status: TaskStatus::Failed,
-        stage: "done",
-        progress_percentage: 100,
-        counts: &Default::default(),
-        error_message: Some("the sync could not be queued; try again"),
-        cursor: None,
-    };
+    let nothing = Counts::default();
+    let failed = TaskUpdate::finished(
+        TaskStatus::Failed,
+        &nothing,
+        Some("the sync could not be queued; try again"),
+    );
     if let Err(e) = deps.tasks.update(task.task_id, failed).await {
         tracing::warn!(task_id = %task.task_id, error = %e, "unqueued task not marked failed");
     }
