@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tastysync_shared::routes::sync_tasks::{StatusDeps, TaskSettings, TriggerDeps};
 use tastysync_shared::schedule::{ScheduleSettings, SchedulerDeps, TickReport};
 use tastysync_shared::tasks::{DynamoTasks, SqsQueue};
-use tastysync_tests::{event, request};
+use tastysync_tests::{QueueConsumer, event, request};
 use tastytrade_sim::data::Sizes;
 use uuid::Uuid;
 
@@ -245,7 +245,8 @@ async fn another_users_task_and_account_are_404_and_no_claims_is_401() {
     );
 }
 
-const ACCOUNTS: i32 = 300;
+/// Enough accounts that each of the hour's twelve slots holds hundreds.
+const ACCOUNTS: i32 = 10_000;
 
 fn scheduler(w: &World) -> SchedulerDeps<DynamoTasks, SqsQueue> {
     SchedulerDeps {
@@ -262,13 +263,14 @@ async fn tick(deps: &SchedulerDeps<DynamoTasks, SqsQueue>, at: &str) -> TickRepo
 }
 
 #[tokio::test]
-async fn an_hour_of_ticks_queues_each_account_exactly_once_even_when_redelivered() {
-    // 300 here: moto's FIFO SendMessageBatch slows with queue depth (seconds per call at
-    // a thousand messages). `make bench` times a larger fan-out.
+async fn an_hour_of_ticks_queues_each_of_ten_thousand_accounts_exactly_once_even_when_redelivered()
+{
     let w = world().await;
     w.db.many_accounts(ACCOUNTS).await;
     let deps = scheduler(&w);
+    let consumer = QueueConsumer::start(&w.aws);
     let hour: DateTime<Utc> = "2026-11-25T14:00:00Z".parse().unwrap();
+    let per_slot = ACCOUNTS as usize / 12;
 
     let mut sent = 0;
     let mut slots = BTreeSet::new();
@@ -280,39 +282,53 @@ async fn an_hour_of_ticks_queues_each_account_exactly_once_even_when_redelivered
             again.queued, 0,
             "a redelivered tick queues nothing: {again:?}"
         );
-        assert!(report.queued < 100, "slots spread the load: {report:?}");
+        assert!(
+            report.queued.abs_diff(per_slot) < per_slot / 5,
+            "slots spread the load evenly: {report:?}"
+        );
         sent += report.queued;
         slots.insert(report.slot);
     }
+    // The next hour: every account is still marked queued (no worker ran), so nothing goes twice.
+    let next = tick(&deps, "2026-11-25T15:05:00Z").await;
+    let consumed = consumer.finish().await;
 
+    assert_eq!(next.queued, 0, "{next:?}");
     assert_eq!(slots.len(), 12, "each five-minute tick serves its own slot");
     assert_eq!(sent, ACCOUNTS as usize);
-    let messages = queued_messages(&w).await;
-    let groups: BTreeSet<&str> = messages.iter().map(|(g, _)| g.as_str()).collect();
-    assert_eq!(messages.len(), ACCOUNTS as usize, "one message per account");
-    assert_eq!(
-        groups.len(),
-        ACCOUNTS as usize,
-        "in its own account's group"
+    let mut per_account: HashMap<&str, usize> = HashMap::new();
+    for message in &consumed {
+        *per_account.entry(message.group.as_str()).or_default() += 1;
+    }
+    let ids: BTreeSet<String> = accounts_numbered(&w, "ACC%").await.into_iter().collect();
+    assert_eq!(consumed.len(), ACCOUNTS as usize, "one message per account");
+    assert!(
+        per_account.values().all(|&n| n == 1),
+        "no account twice: {:?}",
+        per_account
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .take(3)
+            .collect::<Vec<_>>()
     );
-    let skipped: Vec<String> = w
-        .db
-        .client()
+    assert!(
+        per_account.keys().all(|group| ids.contains(*group)),
+        "only open, linked accounts (not CLOSED, not REAUTH)"
+    );
+}
+
+async fn accounts_numbered(w: &World, pattern: &str) -> Vec<String> {
+    w.db.client()
         .await
         .query(
-            "SELECT id::text FROM tastytrade_accounts WHERE account_number IN ('CLOSED', 'REAUTH')",
-            &[],
+            "SELECT id::text FROM tastytrade_accounts WHERE account_number LIKE $1",
+            &[&pattern],
         )
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
-        .collect();
-    assert!(skipped.iter().all(|id| !groups.contains(id.as_str())));
-
-    // The next hour: every account is still queued (no worker ran), so nothing goes twice.
-    let next = tick(&deps, "2026-11-25T15:05:00Z").await;
-    assert_eq!(next.queued, 0, "{next:?}");
+        .collect()
 }
 
 #[tokio::test]

@@ -145,6 +145,93 @@ impl TestAws {
     }
 }
 
+/// A message taken off the queue: its group (the account id) and body.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub group: String,
+    pub body: String,
+}
+
+/// Receives and deletes the stack queue's messages while a test runs, as the workers would.
+///
+/// Fan-out tests need it to stay fast on moto: every FIFO send there recounts the whole queue
+/// (`ApproximateNumberOfMessages`, several times per message), so a send costs time in
+/// proportion to the messages held, and ten thousand undrained messages take many minutes.
+/// Consuming also makes the tests stricter: moto forgets a deleted message's deduplication id,
+/// so a scheduler that sent a task twice would be seen twice here.
+#[derive(Debug)]
+pub struct QueueConsumer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Consumed>>,
+}
+
+impl QueueConsumer {
+    pub fn start(aws: &TestAws) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (sqs, url) = (aws.sqs(), aws.stack.queue_url.clone());
+        let stopping = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut consumed = Vec::new();
+            loop {
+                let stopping = stopping.load(std::sync::atomic::Ordering::Acquire);
+                let received = sqs
+                    .receive_message()
+                    .queue_url(&url)
+                    .max_number_of_messages(10)
+                    .message_system_attribute_names(
+                        aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
+                    )
+                    .wait_time_seconds(if stopping { 0 } else { 1 })
+                    .send()
+                    .await
+                    .expect("the emulator answers ReceiveMessage")
+                    .messages
+                    .unwrap_or_default();
+                if received.is_empty() && stopping {
+                    return consumed;
+                }
+                let mut deletes = Vec::with_capacity(received.len());
+                for (i, message) in received.into_iter().enumerate() {
+                    deletes.push(
+                        aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(message.receipt_handle.clone().unwrap_or_default())
+                            .build()
+                            .expect("id and receipt handle are set"),
+                    );
+                    let group = message
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| {
+                            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+                        })
+                        .cloned()
+                        .unwrap_or_default();
+                    consumed.push(Consumed {
+                        group,
+                        body: message.body.unwrap_or_default(),
+                    });
+                }
+                if !deletes.is_empty() {
+                    sqs.delete_message_batch()
+                        .queue_url(&url)
+                        .set_entries(Some(deletes))
+                        .send()
+                        .await
+                        .expect("the emulator answers DeleteMessageBatch");
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Everything consumed, once the queue is empty.
+    pub async fn finish(self) -> Vec<Consumed> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.task.await.expect("the consumer ran to the end")
+    }
+}
+
 /// An API Gateway event from `events/`, as JSON to adjust before [`request`] turns it into
 /// what a handler receives.
 pub fn event(name: &str) -> serde_json::Value {

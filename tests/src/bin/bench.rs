@@ -6,9 +6,10 @@
 //!    synced rows per second, and the worker process's peak resident memory (its `VmHWM`,
 //!    sampled every 50 ms until the sync completes).
 //! 2. An incremental sync with nothing new: broker calls made and rows rewritten.
-//! 3. Scheduler fan-out: one tick queueing 1,000 accounts (`BENCH_SCHEDULER_ACCOUNTS`; moto's
-//!    FIFO send slows with queue depth, so larger runs measure the emulator) on the
-//!    emulator (one slot per hour, so the tick takes them all): seconds, and messages queued.
+//! 3. Scheduler fan-out: an hour of ticks (`BENCH_SCHEDULER_TICKS`, default 12) over 10,000
+//!    accounts (`BENCH_SCHEDULER_ACCOUNTS`) on the emulator, with a consumer draining the queue
+//!    as the workers would: total and slowest-tick seconds, messages queued and consumed, and
+//!    how many accounts were consumed more than once (0 is the only right answer).
 //!
 //! The simulator runs in this process, so its memory is not counted as the worker's.
 
@@ -17,6 +18,7 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::DurationRound;
 use serde_json::json;
 use tastysync_shared::config::Env;
 use tastysync_shared::routes::link::{self, LinkDeps};
@@ -26,7 +28,7 @@ use tastysync_shared::sync::{self, Outcome, SyncDeps, SyncSettings};
 use tastysync_shared::tasks::{DynamoTasks, NewTask, SqsQueue, TaskKind, TaskStore};
 use tastysync_shared::tastytrade::client::Stats;
 use tastysync_shared::tastytrade::{BrokerConfig, TastytradeClient};
-use tastysync_tests::{TestAws, TestDb, event, request};
+use tastysync_tests::{QueueConsumer, TestAws, TestDb, event, request};
 use tastytrade_sim::Simulator;
 use tastytrade_sim::data::Sizes;
 use tastytrade_sim::server::Config;
@@ -181,7 +183,8 @@ async fn main() {
     };
 
     // 3. Scheduler fan-out, on a database and queue of its own.
-    let scheduled = size("BENCH_SCHEDULER_ACCOUNTS", 1_000);
+    let scheduled = size("BENCH_SCHEDULER_ACCOUNTS", 10_000);
+    let ticks = u32::try_from(size("BENCH_SCHEDULER_TICKS", 12)).unwrap();
     let fan_db = TestDb::migrated().await;
     fan_db
         .many_accounts(i32::try_from(scheduled).unwrap())
@@ -192,32 +195,37 @@ async fn main() {
         tasks: DynamoTasks::new(fan_aws.dynamodb(), &fan_aws.stack.table),
         queue: SqsQueue::new(fan_aws.sqs(), &fan_aws.stack.queue_url),
         settings: ScheduleSettings {
-            ticks_per_hour: 1,
+            ticks_per_hour: ticks,
             ..ScheduleSettings::default()
         },
     };
-    let tick = Tick {
-        kind: TickKind::Incremental,
-        scheduled_time: Some(chrono::Utc::now()),
-    };
+    let consumer = QueueConsumer::start(&fan_aws);
+    let hour = chrono::Utc::now()
+        .duration_trunc(chrono::TimeDelta::hours(1))
+        .unwrap();
+    let tick_length = chrono::TimeDelta::minutes(i64::from(60 / ticks.max(1)));
+    let (mut fan_queued, mut slowest) = (0, Duration::ZERO);
     let fan_started = Instant::now();
-    let report = schedule::run_tick(&scheduler, &tick, chrono::Utc::now())
-        .await
-        .expect("tick");
+    for i in 0..ticks {
+        let at = hour + tick_length * i32::try_from(i).unwrap();
+        let tick = Tick {
+            kind: TickKind::Incremental,
+            scheduled_time: Some(at),
+        };
+        let tick_started = Instant::now();
+        let report = schedule::run_tick(&scheduler, &tick, at)
+            .await
+            .expect("tick");
+        slowest = slowest.max(tick_started.elapsed());
+        fan_queued += report.queued;
+    }
     let fan_elapsed = fan_started.elapsed();
-    let depth = fan_aws
-        .sqs()
-        .get_queue_attributes()
-        .queue_url(&fan_aws.stack.queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await
-        .expect("queue attributes");
-    let queued = depth
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
-        .cloned()
-        .unwrap_or_default();
+    let consumed = consumer.finish().await;
+    let mut per_account = std::collections::HashMap::<&str, usize>::new();
+    for message in &consumed {
+        *per_account.entry(message.group.as_str()).or_default() += 1;
+    }
+    let twice = per_account.values().filter(|&&n| n > 1).count();
 
     println!("| figure | value |");
     println!("|---|---|");
@@ -248,8 +256,12 @@ async fn main() {
         idle_elapsed.as_secs_f64()
     );
     println!(
-        "| scheduler: one tick over {scheduled} accounts (emulator) | {:.1} s, {} queued, queue depth {queued} |",
+        "| scheduler: {ticks} ticks over {scheduled} accounts (emulator) | {:.1} s in all, slowest tick {:.1} s |",
         fan_elapsed.as_secs_f64(),
-        report.queued
+        slowest.as_secs_f64()
+    );
+    println!(
+        "| scheduler: queued / consumed / accounts consumed twice | {fan_queued} / {} / {twice} |",
+        consumed.len()
     );
 }
