@@ -1,7 +1,7 @@
 # The commands the README promises. Every target cleans up what it starts.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tastysync-target
 
-.PHONY: demo test stack stack-down lint fmt openapi bench
+.PHONY: demo test stack stack-down lint fmt openapi bench package
 
 ## The product end to end on a fresh private stack: link a simulated account through the API,
 ## follow its full sync, add activity, trigger an incremental sync; everything stopped after.
@@ -21,9 +21,11 @@ stack:
 stack-down:
 	infra/local/stack.sh down dev
 
+## Formatting, clippy, and template.yaml through cfn-lint and `sam validate --lint` (offline).
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	infra/deploy/lint.sh
 
 fmt:
 	cargo fmt --all
@@ -35,3 +37,8 @@ openapi:
 ## Benchmarks (release build, private "bench" stack, stopped afterwards); prints a table.
 bench:
 	infra/local/bench.sh
+
+## Every function as a Lambda zip (build/lambda/<function>/bootstrap.zip) and their sizes:
+## arm64 where that Rust target is installed, x86_64 otherwise (PACKAGE_ARCH overrides).
+package:
+	infra/deploy/package.sh

@@ -18,6 +18,7 @@ pub enum ConfigError {
 }
 
 /// Where configuration values come from: the process environment in functions, a map in tests.
+#[derive(Clone)]
 pub struct Env {
     values: HashMap<String, String>,
 }
@@ -91,11 +92,27 @@ impl Env {
 /// How to reach Postgres. The URL carries the password, so it stays a secret.
 #[derive(Debug)]
 pub struct DatabaseConfig {
-    /// A libpq-style URL; `sslmode=require` turns TLS on (RDS Proxy and Aurora require it).
-    pub url: SecretString,
+    pub source: DatabaseSource,
     /// Connections per process. A Lambda instance serves one event at a time, so a handful is
     /// plenty, and thousands of instances times a large pool would exhaust RDS Proxy.
     pub max_connections: usize,
+}
+
+/// Where the connection settings come from.
+#[derive(Debug, Clone)]
+pub enum DatabaseSource {
+    /// `DATABASE_URL`, a libpq-style URL (local stack, tests); `sslmode=require` turns TLS on.
+    Url(SecretString),
+    /// The deployment: `DATABASE_HOST` (the RDS Proxy endpoint), `DATABASE_PORT` (5432),
+    /// `DATABASE_NAME` (`tastysync`), and `DATABASE_SECRET_ARN`, the RDS-managed secret
+    /// (`{username, password}`) read at cold start, so no password sits in the function's
+    /// configuration. TLS is always required.
+    Secret {
+        arn: String,
+        host: String,
+        port: u16,
+        name: String,
+    },
 }
 
 impl DatabaseConfig {
@@ -107,8 +124,20 @@ impl DatabaseConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        let source = match env.optional("DATABASE_SECRET_ARN") {
+            Some(arn) => DatabaseSource::Secret {
+                arn: arn.to_owned(),
+                host: env.required("DATABASE_HOST")?.to_owned(),
+                port: env.parsed_or("DATABASE_PORT", 5432u16)?,
+                name: env
+                    .optional("DATABASE_NAME")
+                    .unwrap_or("tastysync")
+                    .to_owned(),
+            },
+            None => DatabaseSource::Url(env.secret("DATABASE_URL")?),
+        };
         Ok(Self {
-            url: env.secret("DATABASE_URL")?,
+            source,
             max_connections,
         })
     }
@@ -157,12 +186,31 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_arn_needs_the_proxy_host_and_takes_no_url() {
+        let env = Env::from_pairs([("DATABASE_SECRET_ARN", "arn:aws:secretsmanager:x")]);
+        assert_eq!(
+            DatabaseConfig::from_env(&env).unwrap_err(),
+            ConfigError::Missing {
+                name: "DATABASE_HOST"
+            }
+        );
+        let config = DatabaseConfig::from_env(&env.with("DATABASE_HOST", "proxy.example")).unwrap();
+        assert!(matches!(
+            config.source,
+            DatabaseSource::Secret { port: 5432, ref name, .. } if name == "tastysync"
+        ));
+    }
+
+    #[test]
     fn database_url_is_never_printed() {
         let env = Env::from_pairs([("DATABASE_URL", "postgres://u:hunter2@db/x")]);
         let config = DatabaseConfig::from_env(&env).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
         assert!(!format!("{env:?}").contains("hunter2"));
-        assert_eq!(config.url.expose_secret(), "postgres://u:hunter2@db/x");
+        let DatabaseSource::Url(url) = &config.source else {
+            panic!("a URL source")
+        };
+        assert_eq!(url.expose_secret(), "postgres://u:hunter2@db/x");
         assert_eq!(config.max_connections, 4);
     }
 }

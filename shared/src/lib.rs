@@ -17,6 +17,9 @@
 //! - [`tasks`]: sync tasks in DynamoDB and their messages on the SQS FIFO queue.
 //! - [`sync`]: the sync of one account, run by the worker; [`schedule`]: the scheduler's
 //!   ticks, which queue the hourly and daily syncs in slots.
+//! - [`metrics`]: CloudWatch EMF metrics, every name and label in one place.
+//! - [`permissions`]: the AWS actions each function's ports call, which `template.yaml`'s IAM
+//!   policies grant exactly.
 //! - [`tastytrade`]: the broker client (OAuth, endpoints, pagination, retries) and its models.
 //!
 //! Functions wire these in `main.rs` once and hand them to their handler by reference.
@@ -26,7 +29,9 @@ pub mod aws;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod metrics;
 pub mod oauth_state;
+pub mod permissions;
 pub mod routes;
 pub mod schedule;
 pub mod secrets;
@@ -46,6 +51,8 @@ pub enum StartupError {
     Broker(#[from] tastytrade::BrokerError),
     #[error(transparent)]
     Secrets(#[from] secrets::DeploymentSecretsError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// How a caller should treat a failure: try again later, or give up and report it.

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aws::SdkConfig;
-use crate::config::{ConfigError, DatabaseConfig, Env};
+use crate::config::{ConfigError, Env};
 use crate::db::DbError;
 use crate::db::accounts::{self, DueAccount, DueQuery};
 use crate::tasks::{
@@ -118,10 +118,10 @@ pub struct SchedulerDeps<T, Q> {
 }
 
 impl SchedulerDeps<DynamoTasks, SqsQueue> {
-    /// `DATABASE_URL`, `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`ScheduleSettings`].
-    pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+    /// The database settings ([`crate::config::DatabaseConfig`]), `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`ScheduleSettings`].
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            pool: crate::db::pool(&DatabaseConfig::from_env(env)?)?,
+            pool: crate::db::pool_from_env(env, sdk).await?,
             tasks: DynamoTasks::from_env(env, sdk)?,
             queue: SqsQueue::from_env(env, sdk)?,
             settings: ScheduleSettings::from_env(env)?,
@@ -220,6 +220,7 @@ pub async fn run_tick<T: TaskStore, Q: SyncQueue>(
             refused = report.refused,
             "tick done"
         );
+        crate::metrics::syncs_queued(tick.kind.task_kind().as_str(), report.queued);
         Ok(report)
     }
     .instrument(span)

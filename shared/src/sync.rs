@@ -13,10 +13,11 @@ use chrono::{DateTime, Duration, NaiveDate, TimeDelta, Utc};
 use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aws::SdkConfig;
-use crate::config::{DatabaseConfig, Env};
+use crate::config::Env;
 use crate::db::DbError;
 use crate::db::sync::{self as store, BalanceTarget, SyncAccount};
 use crate::secrets::{CipherError, KmsEnvelope, OAuthClient, Purpose, SecretContext, TokenCipher};
@@ -75,7 +76,7 @@ pub struct SyncDeps<C, T, Q> {
 }
 
 impl SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
-    /// The worker's wiring, from its environment: `DATABASE_URL`, `TOKEN_KMS_KEY_ID`,
+    /// The worker's wiring, from its environment: the database settings, `TOKEN_KMS_KEY_ID`,
     /// `TASKS_TABLE`, `SYNC_QUEUE_URL`, the broker's URLs, and `OAUTH_CLIENT_SECRET_ARN` when
     /// authorization-code grants are linked.
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
@@ -86,7 +87,7 @@ impl SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
             None => None,
         };
         Ok(Self {
-            pool: crate::db::pool(&DatabaseConfig::from_env(env)?)?,
+            pool: crate::db::pool_from_env(env, sdk).await?,
             broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
             cipher: KmsEnvelope::new(
                 aws_sdk_kms::Client::new(sdk),
@@ -142,6 +143,19 @@ enum StageError {
     Deadline(Cursor),
 }
 
+impl StageError {
+    /// The failure category of the `SyncFailures` metric.
+    fn category(&self) -> &'static str {
+        match self {
+            StageError::Broker(_) => "broker",
+            StageError::Db(_) => "database",
+            StageError::Cipher(_) => "encryption",
+            StageError::Tasks(_) => "task_store",
+            StageError::Gone(_) | StageError::Deadline(_) => "gone",
+        }
+    }
+}
+
 /// Runs one task message to an outcome, or asks for a retry. `deadline` is the invocation's
 /// (Lambda's) deadline: the sync hands over to a continuation before it.
 pub async fn run<C: TokenCipher, T: TaskStore>(
@@ -149,14 +163,23 @@ pub async fn run<C: TokenCipher, T: TaskStore>(
     message: &TaskMessage,
     deadline: Option<Instant>,
 ) -> Result<Outcome, Retryable> {
+    let span = tracing::info_span!("sync", task_id = %message.task_id, account_id = %message.account_id, kind = message.kind.as_str());
+    // `instrument`, not `enter`: a guard held across an await would tag whatever else the
+    // runtime polls on this thread meanwhile with this sync's ids.
+    run_in_span(deps, message, deadline).instrument(span).await
+}
+
+async fn run_in_span<C: TokenCipher, T: TaskStore>(
+    deps: &SyncDeps<C, T, impl SyncQueue>,
+    message: &TaskMessage,
+    deadline: Option<Instant>,
+) -> Result<Outcome, Retryable> {
     let task = message.task_id;
     let account_id = message.account_id;
-    let span = tracing::info_span!("sync", task_id = %task, account_id = %account_id, kind = message.kind.as_str());
-    let _entered = span.enter();
-
     let account = match store::load_account(&deps.pool, account_id).await {
         Ok(Some(account)) => account,
         Ok(None) => {
+            crate::metrics::sync_failed("gone");
             finish(
                 deps,
                 task,
@@ -168,7 +191,8 @@ pub async fn run<C: TokenCipher, T: TaskStore>(
             return Ok(Outcome::Skipped);
         }
         Err(e) => {
-            return retry_or_fail(deps, task, account_id, e.retry(), &e.to_string()).await;
+            let detail = e.to_string();
+            return retry_or_fail(deps, task, account_id, e.retry(), "database", &detail).await;
         }
     };
     match deps
@@ -243,6 +267,8 @@ async fn classify<C, T: TaskStore>(
     );
     if revoked {
         tracing::warn!(error = %error, "grant no longer works; account needs a re-link");
+        crate::metrics::sync_failed("grant_revoked");
+        crate::metrics::reauth_required();
         let message = "tastytrade no longer accepts this account's authorization; link it again";
         if let Err(e) = store::mark_failed(&deps.pool, account_id, "NEEDS_REAUTH", message).await {
             return Err(Retryable(e.to_string()));
@@ -257,7 +283,15 @@ async fn classify<C, T: TaskStore>(
         StageError::Tasks(e) => e.retry(),
         StageError::Gone(_) | StageError::Deadline(_) => Retry::NonRetryable,
     };
-    retry_or_fail(deps, task, account_id, retry, &error.to_string()).await
+    retry_or_fail(
+        deps,
+        task,
+        account_id,
+        retry,
+        error.category(),
+        &error.to_string(),
+    )
+    .await
 }
 
 /// A retryable error marks the task `retrying` and returns the [`Retryable`] to hand back to
@@ -267,8 +301,10 @@ async fn retry_or_fail<C, T: TaskStore>(
     task: Uuid,
     account_id: Uuid,
     retry: Retry,
+    category: &'static str,
     detail: &str,
 ) -> Result<Outcome, Retryable> {
+    crate::metrics::sync_failed(category);
     match retry {
         Retry::Retryable => {
             tracing::warn!(error = detail, "sync interrupted; it will be retried");

@@ -201,3 +201,57 @@ async fn provisioning_again_changes_nothing() {
         aws.stack.state_signing_secret_arn
     );
 }
+
+async fn database_secret(aws: &TestAws, name: &str, value: &str) -> String {
+    aws_sdk_secretsmanager::Client::new(&aws.sdk)
+        .create_secret()
+        // Named after the stack's table, which is unique to this test.
+        .name(format!("{}-{name}", aws.names.table))
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap()
+}
+
+fn secret_source(arn: &str) -> tastysync_shared::config::DatabaseConfig {
+    tastysync_shared::config::DatabaseConfig::from_env(&tastysync_shared::config::Env::from_pairs(
+        [
+            ("DATABASE_SECRET_ARN", arn),
+            ("DATABASE_HOST", "proxy.example"),
+        ],
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_database_password_comes_from_its_secret_and_a_malformed_secret_is_named_not_shown() {
+    let aws = TestAws::provisioned().await;
+    let good = database_secret(
+        &aws,
+        "db-good",
+        r#"{"username": "tastysync", "password": "pw-1"}"#,
+    )
+    .await;
+    let bad = database_secret(
+        &aws,
+        "db-bad",
+        r#"{"user": "tastysync", "pass": "hunter2"}"#,
+    )
+    .await;
+
+    let pool = tastysync_shared::db::pool(&secret_source(&good), &aws.sdk).await;
+    let refused = tastysync_shared::db::pool(&secret_source(&bad), &aws.sdk)
+        .await
+        .unwrap_err();
+
+    let pool = pool.unwrap();
+    assert_eq!(pool.status().max_size, 4);
+    assert!(matches!(
+        refused,
+        tastysync_shared::db::DbError::Credentials(_)
+    ));
+    let chain = format!("{refused} {:?}", std::error::Error::source(&refused));
+    assert!(!chain.contains("hunter2"), "{chain}");
+}

@@ -27,6 +27,8 @@ pub(crate) struct World {
     pub(crate) aws: TestAws,
     pub(crate) link: LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
     pub(crate) accounts: AccountsDeps,
+    /// The functions' environment, as the deployment would set it for this stack.
+    pub(crate) env: Env,
 }
 
 async fn world() -> World {
@@ -58,6 +60,7 @@ pub(crate) async fn world_with(sizes: Sizes) -> World {
         ("TOKEN_KMS_KEY_ID", aws.stack.kms_key_arn.as_str()),
         ("TASKS_TABLE", aws.stack.table.as_str()),
         ("SYNC_QUEUE_URL", aws.stack.queue_url.as_str()),
+        ("SYNC_QUEUE_ARN", aws.stack.queue_arn.as_str()),
         (
             "OAUTH_CLIENT_SECRET_ARN",
             aws.stack.oauth_client_secret_arn.as_str(),
@@ -85,6 +88,7 @@ pub(crate) async fn world_with(sizes: Sizes) -> World {
         aws,
         link,
         accounts,
+        env,
     }
 }
 

@@ -3,8 +3,10 @@
 // Everything here is test code, helpers included: an unexpected error should fail loudly.
 #![allow(clippy::unwrap_used)]
 
+mod authorization;
 mod aws_resources;
 mod link;
+mod metrics;
 mod migrations;
 mod openapi;
 mod orchestration;
@@ -12,3 +14,4 @@ mod schema;
 mod sync;
 mod tastytrade_client;
 mod tastytrade_examples;
+mod template;

@@ -58,3 +58,111 @@ async fn concurrent_runs_apply_each_migration_exactly_once() {
     expected.sort();
     assert_eq!(applied, expected);
 }
+
+/// Listens like CloudFormation's presigned response URL and keeps what each PUT delivered.
+async fn response_url() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = answers.clone();
+    let app = axum::Router::new().route(
+        "/presigned",
+        axum::routing::put(move |body: axum::body::Bytes| async move {
+            kept.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap());
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/presigned", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, answers)
+}
+
+fn custom_resource(kind: &str, response_url: &str) -> serde_json::Value {
+    let mut event = tastysync_tests::event("schema-migration-create.json");
+    event["RequestType"] = kind.into();
+    event["ResponseURL"] = response_url.into();
+    if kind != "Create" {
+        event["PhysicalResourceId"] = migrate::PHYSICAL_ID.into();
+        event["OldResourceProperties"] = event["ResourceProperties"].clone();
+    }
+    event
+}
+
+#[tokio::test]
+async fn the_deploys_custom_resource_migrates_answers_cloudformation_and_delete_keeps_the_data() {
+    let db = TestDb::empty().await;
+    let (url, answers) = response_url().await;
+    let http = reqwest::Client::new();
+
+    migrate::handle(&db.pool, &http, custom_resource("Create", &url))
+        .await
+        .unwrap();
+    migrate::handle(&db.pool, &http, custom_resource("Update", &url))
+        .await
+        .unwrap();
+    migrate::handle(&db.pool, &http, custom_resource("Delete", &url))
+        .await
+        .unwrap();
+
+    let answers = answers.lock().unwrap().clone();
+    assert_eq!(answers.len(), 3, "every request is answered: {answers:?}");
+    for answer in &answers {
+        assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+        assert_eq!(answer["PhysicalResourceId"], migrate::PHYSICAL_ID);
+        assert_eq!(answer["LogicalResourceId"], "SchemaMigration");
+        assert_eq!(answer["RequestId"], "6f1f4e1c-8d0e-4e5a-9c3b-2f0a1b2c3d4e");
+    }
+    let all = migrations::embedded().len().to_string();
+    assert_eq!(
+        answers[0]["Data"]["Applied"],
+        all.as_str(),
+        "create migrates"
+    );
+    assert_eq!(
+        answers[1]["Data"]["Applied"], "0",
+        "update finds it current"
+    );
+    let tables: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'transactions'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 1, "delete dropped nothing");
+}
+
+#[tokio::test]
+async fn a_failed_migration_fails_the_deploy_without_revealing_the_connection() {
+    let db = TestDb::empty().await;
+    // The right server, but a database that does not exist.
+    let broken = db.url.replace(&db.name, "no_such_database");
+    let config = tastysync_shared::config::DatabaseConfig::from_env(
+        &tastysync_shared::config::Env::from_pairs([("DATABASE_URL", broken.as_str())]),
+    )
+    .unwrap();
+    let pool = tastysync_shared::db::pool(&config, &tastysync_shared::aws::sdk_config().await)
+        .await
+        .unwrap();
+    let (url, answers) = response_url().await;
+
+    migrate::handle(
+        &pool,
+        &reqwest::Client::new(),
+        custom_resource("Create", &url),
+    )
+    .await
+    .unwrap();
+
+    let answer = answers.lock().unwrap()[0].clone();
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(reason.contains("migrate function's logs"), "{reason}");
+    assert!(!reason.contains("no_such_database"), "{reason}");
+}

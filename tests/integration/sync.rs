@@ -399,6 +399,16 @@ fn worker_binary() -> std::path::PathBuf {
 }
 
 fn spawn_worker(w: &World, exit_when_idle: bool) -> tokio::process::Child {
+    let mut command = worker_command(w);
+    command.stdout(std::process::Stdio::null());
+    if exit_when_idle {
+        command.env("SYNC_EXIT_WHEN_IDLE", "6");
+    }
+    command.spawn().unwrap()
+}
+
+/// The worker binary in poll mode against the world's stack, with short invocations.
+pub(crate) fn worker_command(w: &World) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(worker_binary());
     command
         .env("DATABASE_URL", &w.db.url)
@@ -409,18 +419,15 @@ fn spawn_worker(w: &World, exit_when_idle: bool) -> tokio::process::Child {
         .env("TASTYTRADE_PRODUCTION_URL", &w.sim.credentials.base_url)
         .env("TASTYTRADE_SANDBOX_URL", &w.sim.credentials.base_url)
         // A killed worker's message comes back after this long, as after a Lambda crash.
-        .env("SYNC_VISIBILITY_SECONDS", "2")
+        // (Three: a live worker's message must not come back while a loaded machine is slow.)
+        .env("SYNC_VISIBILITY_SECONDS", "3")
         // Invocations so short that each one syncs a page and hands over to a continuation:
         // kills land on many different messages, and none is received maxReceiveCount times
         // (which would rightly send it to the DLQ).
         .env("SYNC_INVOCATION_SECONDS", "1")
         .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
         .kill_on_drop(true);
-    if exit_when_idle {
-        command.env("SYNC_EXIT_WHEN_IDLE", "6");
-    }
-    command.spawn().unwrap()
+    command
 }
 
 #[tokio::test]
@@ -438,7 +445,7 @@ async fn a_worker_killed_ten_times_mid_sync_still_ends_equal_to_the_truth() {
     for _ in 0..10 {
         let mut worker = spawn_worker(&w, false);
         // Long enough for the redelivered message to come back and the sync to get going.
-        tokio::time::sleep(Duration::from_millis(rng.u64(2_200..4_500))).await;
+        tokio::time::sleep(Duration::from_millis(rng.u64(3_200..5_500))).await;
         worker.kill().await.unwrap();
     }
     let mut last = spawn_worker(&w, true);

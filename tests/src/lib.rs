@@ -15,7 +15,7 @@ use deadpool_postgres::Pool;
 use secrecy::SecretString;
 use tastysync_local::provision::{self, Names, Stack};
 use tastysync_shared::aws::{self, SdkConfig};
-use tastysync_shared::config::DatabaseConfig;
+use tastysync_shared::config::{DatabaseConfig, DatabaseSource};
 use tastysync_shared::db;
 
 fn stack_var(name: &str) -> String {
@@ -57,10 +57,13 @@ impl TestDb {
             .expect("the admin URL names a database");
         let url = format!("{base}/{name}");
         let config = DatabaseConfig {
-            url: SecretString::from(url.clone()),
+            source: DatabaseSource::Url(SecretString::from(url.clone())),
             max_connections: 8,
         };
-        let pool = db::pool(&config).expect("the test database URL is valid");
+        // A URL source never calls AWS.
+        let pool = db::pool(&config, &aws::sdk_config().await)
+            .await
+            .expect("the test database URL is valid");
         Self { name, url, pool }
     }
 

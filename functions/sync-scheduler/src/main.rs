@@ -4,21 +4,24 @@
 // The tick's future nests the SDK's deeply; the default limit is too tight for its layout.
 #![recursion_limit = "256"]
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::{Error, LambdaEvent};
 use tastysync_shared::config::Env;
 use tastysync_shared::schedule::SchedulerDeps;
-use tastysync_shared::{aws, telemetry};
+use tastysync_shared::{aws, metrics, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let deps = SchedulerDeps::from_env(&Env::process(), &aws::sdk_config().await)?;
+    let env = Env::process();
+    let deps = SchedulerDeps::from_env(&env, &aws::sdk_config().await).await?;
+    let recorder = metrics::init("sync-scheduler", &env)?;
     let deps = &deps;
-    lambda_runtime::run(service_fn(
+    metrics::run_lambda(
+        recorder,
         move |event: LambdaEvent<serde_json::Value>| async move {
             let report = sync_scheduler::handle(deps, event.payload).await?;
             Ok::<_, Error>(serde_json::json!({ "queued": report.map_or(0, |r| r.queued) }))
         },
-    ))
+    )
     .await
 }

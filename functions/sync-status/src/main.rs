@@ -8,7 +8,7 @@ use tastysync_shared::{aws, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let deps = StatusDeps::from_env(&Env::process(), &aws::sdk_config().await)?;
+    let deps = StatusDeps::from_env(&Env::process(), &aws::sdk_config().await).await?;
     let deps = &deps;
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(sync_status::handle(deps, request).await)

@@ -9,7 +9,7 @@ use tastysync_shared::{aws, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let deps = TriggerDeps::from_env(&Env::process(), &aws::sdk_config().await)?;
+    let deps = TriggerDeps::from_env(&Env::process(), &aws::sdk_config().await).await?;
     let deps = &deps;
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(sync_trigger::handle(deps, request).await)

@@ -9,9 +9,12 @@ pub mod local;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use tracing::Instrument;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use tastysync_shared::metrics;
 use tastysync_shared::secrets::TokenCipher;
-use tastysync_shared::sync::{self, SyncDeps};
+use tastysync_shared::sync::{self, Outcome, SyncDeps};
 use tastysync_shared::tasks::{SyncQueue, TaskMessage, TaskStore};
 
 /// First back-off between task-level retries; it doubles with every delivery, up to the cap.
@@ -45,40 +48,73 @@ pub async fn handle<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
             continue;
         }
         let span = tracing::info_span!("message", message_id = %id);
-        let _entered = span.enter();
-        let body = record.body.as_deref().unwrap_or_default();
-        let failed = match serde_json::from_str::<TaskMessage>(body) {
-            // Unreadable: report it, so that after maxReceiveCount deliveries it lands in the
-            // DLQ for a person to look at, instead of vanishing.
-            Err(e) => {
-                tracing::error!(error = %e, "unreadable sync message");
-                true
-            }
-            Ok(message) => match sync::run(deps, &message, deadline).await {
-                Ok(_) => false,
-                Err(retry) => {
-                    let receives: u32 = record
-                        .attributes
-                        .get("ApproximateReceiveCount")
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(1);
-                    let delay = retry_delay(receives);
-                    tracing::warn!(reason = %retry, delay_seconds = delay.as_secs(), "message returned to the queue");
-                    if let Some(receipt) = &record.receipt_handle
-                        && let Err(e) = deps.queue.delay_redelivery(receipt, delay).await
-                    {
-                        tracing::warn!(error = %e, "back-off not set; the queue's visibility timeout applies");
-                    }
-                    true
-                }
-            },
-        };
-        if failed {
+        if handle_record(deps, &record, deadline)
+            .instrument(span)
+            .await
+        {
             response.add_failure(id);
             failed_groups.insert(group);
         }
     }
     response
+}
+
+/// Handles one message; true when it failed and must come back.
+async fn handle_record<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
+    deps: &SyncDeps<C, T, Q>,
+    record: &SqsMessage,
+    deadline: Option<Instant>,
+) -> bool {
+    if let Some(lag) = queue_lag(record) {
+        metrics::queue_lag(lag);
+    }
+    let body = record.body.as_deref().unwrap_or_default();
+    let message = match serde_json::from_str::<TaskMessage>(body) {
+        Ok(message) => message,
+        // Unreadable: report it, so that after maxReceiveCount deliveries it lands in the DLQ
+        // for a person to look at, instead of vanishing.
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable sync message");
+            metrics::sync_failed("unreadable_message");
+            return true;
+        }
+    };
+    let started = Instant::now();
+    let result = sync::run(deps, &message, deadline).await;
+    let (outcome, counts) = match &result {
+        Ok(Outcome::Completed(counts)) => ("completed", Some(counts)),
+        Ok(Outcome::Continued(_)) => ("continued", None),
+        Ok(Outcome::NeedsReauth) => ("needs_reauth", None),
+        Ok(Outcome::Failed(_)) => ("failed", None),
+        Ok(Outcome::Skipped) => ("skipped", None),
+        Err(_) => ("retrying", None),
+    };
+    metrics::sync_finished(message.kind.as_str(), outcome, started.elapsed(), counts);
+    match result {
+        Ok(_) => false,
+        Err(retry) => {
+            let receives: u32 = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            let delay = retry_delay(receives);
+            tracing::warn!(reason = %retry, delay_seconds = delay.as_secs(), "message returned to the queue");
+            if let Some(receipt) = &record.receipt_handle
+                && let Err(e) = deps.queue.delay_redelivery(receipt, delay).await
+            {
+                tracing::warn!(error = %e, "back-off not set; the queue's visibility timeout applies");
+            }
+            true
+        }
+    }
+}
+
+/// How long the message waited: from its send (`SentTimestamp`, epoch milliseconds) to now.
+fn queue_lag(record: &SqsMessage) -> Option<Duration> {
+    let sent: i64 = record.attributes.get("SentTimestamp")?.parse().ok()?;
+    let waited = chrono::Utc::now().timestamp_millis().checked_sub(sent)?;
+    Some(Duration::from_millis(u64::try_from(waited).ok()?))
 }
 
 #[cfg(test)]

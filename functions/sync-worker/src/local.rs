@@ -10,6 +10,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde_json::{Value, json};
 use tastysync_shared::aws::SdkConfig;
 use tastysync_shared::config::{ConfigError, Env};
+use tastysync_shared::metrics::Collector;
 use tastysync_shared::secrets::TokenCipher;
 use tastysync_shared::sync::SyncDeps;
 use tastysync_shared::tasks::{SyncQueue, TaskStore};
@@ -145,11 +146,19 @@ impl Poller {
         &self,
         deps: &SyncDeps<C, T, Q>,
         exit_when_idle: Option<Duration>,
+        metrics: Option<&Collector>,
     ) -> Result<(), PollError> {
         let mut last_message = Instant::now();
         loop {
             match self.poll_once(deps).await? {
                 Some(polled) => {
+                    // After each batch, as the Lambda runtime layer flushes after each
+                    // invocation.
+                    if let Some(metrics) = metrics
+                        && let Err(e) = metrics.flush(std::io::stdout().lock())
+                    {
+                        tracing::warn!(error = %e, "metrics not written");
+                    }
                     last_message = Instant::now();
                     tracing::info!(
                         messages = polled.messages,

@@ -3,11 +3,11 @@
 //! [`sync_worker::local::Poller::from_env`]).
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::{Error, LambdaEvent};
 use sync_worker::local::Poller;
 use tastysync_shared::config::Env;
 use tastysync_shared::sync::SyncDeps;
-use tastysync_shared::{aws, telemetry};
+use tastysync_shared::{aws, metrics, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -15,16 +15,17 @@ async fn main() -> Result<(), Error> {
     let env = Env::process();
     let sdk = aws::sdk_config().await;
     let deps = SyncDeps::from_env(&env, &sdk).await?;
+    let recorder = metrics::init("sync-worker", &env)?;
     if !telemetry::in_lambda() {
         let (poller, exit_when_idle) = Poller::from_env(&env, &sdk)?;
-        poller.run(&deps, exit_when_idle).await?;
+        poller.run(&deps, exit_when_idle, Some(recorder)).await?;
         return Ok(());
     }
     let deps = &deps;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+    metrics::run_lambda(recorder, move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = invocation_deadline(event.context.deadline);
         Ok::<_, Error>(sync_worker::handle(deps, event.payload, deadline).await)
-    }))
+    })
     .await
 }
 

@@ -41,6 +41,8 @@ pub enum DemoError {
     Db(#[from] tastysync_shared::db::DbError),
     #[error(transparent)]
     Config(#[from] tastysync_shared::config::ConfigError),
+    #[error(transparent)]
+    Startup(#[from] tastysync_shared::StartupError),
     #[error("{0}")]
     Usage(&'static str),
 }
@@ -144,8 +146,7 @@ pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
         };
         env = env.with(name, url.clone());
     }
-    let pool =
-        tastysync_shared::db::pool(&tastysync_shared::config::DatabaseConfig::from_env(&env)?)?;
+    let pool = tastysync_shared::db::pool_from_env(&env, sdk).await?;
     let gateway =
         gateway::start(&env, sdk, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     println!(

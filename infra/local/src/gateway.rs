@@ -105,30 +105,40 @@ pub async fn start(env: &Env, sdk: &SdkConfig, addr: SocketAddr) -> Result<Runni
     validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
     let functions = Arc::new(Functions {
         link: LinkDeps::from_env(env, sdk).await?,
-        accounts: AccountsDeps::from_env(env)?,
-        trigger: TriggerDeps::from_env(env, sdk)?,
-        status: StatusDeps::from_env(env, sdk)?,
+        accounts: AccountsDeps::from_env(env, sdk).await?,
+        trigger: TriggerDeps::from_env(env, sdk).await?,
+        status: StatusDeps::from_env(env, sdk).await?,
         decoding: DecodingKey::from_secret(&jwt_key(env)),
         validation,
     });
     let worker = SyncDeps::from_env(env, sdk).await?;
     let (poller, _) = Poller::from_env(env, sdk)?;
     tokio::spawn(async move {
-        if let Err(e) = poller.run(&worker, None).await {
+        if let Err(e) = poller.run(&worker, None, None).await {
             tracing::error!(error = %e, "the local worker stopped");
         }
     });
     let every = env.parsed_or("LOCAL_SCHEDULE_SECONDS", 300u64)?;
+    // The deployed deep schedule's hour (17:00 New York is 22:00 UTC in winter).
+    let deep_hour = env.parsed_or("LOCAL_DEEP_HOUR_UTC", 22u32)?;
     if every > 0 {
-        let scheduler = SchedulerDeps::from_env(env, sdk)?;
+        let scheduler = SchedulerDeps::from_env(env, sdk).await?;
         tokio::spawn(async move {
             let mut clock = tokio::time::interval(Duration::from_secs(every));
             clock.tick().await;
             loop {
                 clock.tick().await;
-                let event = json!({"kind": "incremental", "scheduled_time": chrono::Utc::now()});
-                if let Err(e) = sync_scheduler::handle(&scheduler, event).await {
-                    tracing::warn!(error = %e, "scheduled tick failed");
+                let now = chrono::Utc::now();
+                // As on AWS, the two schedules are independent: in the deep hour both fire.
+                let mut kinds = vec!["incremental"];
+                if chrono::Timelike::hour(&now) == deep_hour {
+                    kinds.push("deep");
+                }
+                for kind in kinds {
+                    let event = json!({"kind": kind, "scheduled_time": now});
+                    if let Err(e) = sync_scheduler::handle(&scheduler, event).await {
+                        tracing::warn!(error = %e, kind, "scheduled tick failed");
+                    }
                 }
             }
         });

@@ -15,7 +15,8 @@ use secrecy::ExposeSecret;
 use tokio_postgres::error::SqlState;
 
 use crate::Retry;
-use crate::config::DatabaseConfig;
+use crate::aws::SdkConfig;
+use crate::config::{DatabaseConfig, DatabaseSource};
 
 pub use deadpool_postgres::Pool as PgPool;
 
@@ -32,6 +33,8 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
     #[error("schema migration failed")]
     Migration(#[from] refinery::Error),
+    #[error("could not read the database credentials secret")]
+    Credentials(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl DbError {
@@ -39,7 +42,10 @@ impl DbError {
     /// violations, syntax and type errors do not.
     pub fn retry(&self) -> Retry {
         match self {
-            DbError::InvalidUrl | DbError::Build(_) | DbError::Migration(_) => Retry::NonRetryable,
+            DbError::InvalidUrl
+            | DbError::Build(_)
+            | DbError::Migration(_)
+            | DbError::Credentials(_) => Retry::NonRetryable,
             DbError::Pool(_) => Retry::Retryable,
             DbError::Query(e) => match e.code() {
                 // No SQLSTATE: the socket failed or the server went away mid-query.
@@ -76,17 +82,36 @@ fn is_transient_state(code: &SqlState) -> bool {
 }
 
 /// Builds the pool. No connection is opened until the first query, so a cold start never waits
-/// on the database it may not need.
+/// on the database it may not need; only a secret source reads its secret here, once.
 ///
 /// TLS follows the URL's `sslmode`: `disable` never, `prefer` (the default) when the server
-/// offers it, `require` always. Certificates are checked against the Mozilla roots, which
-/// include the Amazon roots that sign RDS Proxy's certificates.
-pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
-    let pg: tokio_postgres::Config = config
-        .url
-        .expose_secret()
-        .parse()
-        .map_err(|_| DbError::InvalidUrl)?;
+/// offers it, `require` always; a secret source (the deployment, through RDS Proxy) always
+/// requires it. Certificates are checked against the Mozilla roots, which include the Amazon
+/// roots that sign RDS Proxy's certificates.
+pub async fn pool(config: &DatabaseConfig, sdk: &SdkConfig) -> Result<Pool, DbError> {
+    let pg = match &config.source {
+        DatabaseSource::Url(url) => url
+            .expose_secret()
+            .parse()
+            .map_err(|_| DbError::InvalidUrl)?,
+        DatabaseSource::Secret {
+            arn,
+            host,
+            port,
+            name,
+        } => {
+            let credentials =
+                Credentials::read(&aws_sdk_secretsmanager::Client::new(sdk), arn).await?;
+            let mut pg = tokio_postgres::Config::new();
+            pg.host(host)
+                .port(*port)
+                .dbname(name)
+                .user(&credentials.username)
+                .password(credentials.password.expose_secret())
+                .ssl_mode(tokio_postgres::config::SslMode::Require);
+            pg
+        }
+    };
     let manager = Manager::from_config(
         pg,
         tls_connector(),
@@ -97,6 +122,39 @@ pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
     Ok(Pool::builder(manager)
         .max_size(config.max_connections)
         .build()?)
+}
+
+/// [`pool`] with the [`DatabaseConfig`] of the environment: what every function's wiring calls.
+pub async fn pool_from_env(
+    env: &crate::config::Env,
+    sdk: &SdkConfig,
+) -> Result<Pool, crate::StartupError> {
+    Ok(pool(&DatabaseConfig::from_env(env)?, sdk).await?)
+}
+
+/// The RDS-managed secret of the database user (RDS Proxy authenticates with the same one).
+#[derive(serde::Deserialize)]
+struct Credentials {
+    username: String,
+    password: secrecy::SecretString,
+}
+
+impl Credentials {
+    async fn read(client: &aws_sdk_secretsmanager::Client, arn: &str) -> Result<Self, DbError> {
+        let value = client
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| DbError::Credentials(Box::new(e)))?;
+        let text = value
+            .secret_string
+            .map(secrecy::SecretString::from)
+            .ok_or_else(|| DbError::Credentials("the secret has no string value".into()))?;
+        // serde's message could quote the password, so it is replaced.
+        serde_json::from_str(text.expose_secret())
+            .map_err(|_| DbError::Credentials("the secret is not {username, password}".into()))
+    }
 }
 
 fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
@@ -119,22 +177,29 @@ mod tests {
     use super::*;
     use crate::config::Env;
 
-    #[test]
-    fn invalid_url_error_does_not_echo_the_url() {
+    /// A URL source never calls AWS, so any SDK configuration does.
+    fn offline_sdk() -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build()
+    }
+
+    #[tokio::test]
+    async fn invalid_url_error_does_not_echo_the_url() {
         let env = Env::from_pairs([("DATABASE_URL", "postgres://u:hunter2@db:notaport/x")]);
         let config = DatabaseConfig::from_env(&env).unwrap();
-        let err = pool(&config).unwrap_err();
+        let err = pool(&config, &offline_sdk()).await.unwrap_err();
         assert!(matches!(err, DbError::InvalidUrl));
         assert!(!err.to_string().contains("hunter2"));
     }
 
-    #[test]
-    fn a_tls_url_builds_a_pool_without_connecting() {
+    #[tokio::test]
+    async fn a_tls_url_builds_a_pool_without_connecting() {
         let env = Env::from_pairs([(
             "DATABASE_URL",
             "postgres://u@proxy.example:5432/x?sslmode=require",
         )]);
         let config = DatabaseConfig::from_env(&env).unwrap();
-        assert!(pool(&config).is_ok());
+        assert!(pool(&config, &offline_sdk()).await.is_ok());
     }
 }

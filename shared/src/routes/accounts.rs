@@ -16,10 +16,13 @@ pub struct AccountsDeps {
 }
 
 impl AccountsDeps {
-    /// `DATABASE_URL` and `UNLINK_SYNCED_DATA`.
-    pub fn from_env(env: &Env) -> Result<Self, crate::StartupError> {
+    /// the database settings ([`crate::config::DatabaseConfig`]) and `UNLINK_SYNCED_DATA`.
+    pub async fn from_env(
+        env: &Env,
+        sdk: &crate::aws::SdkConfig,
+    ) -> Result<Self, crate::StartupError> {
         Ok(Self {
-            pool: crate::db::pool(&crate::config::DatabaseConfig::from_env(env)?)?,
+            pool: crate::db::pool_from_env(env, sdk).await?,
             unlink_data: unlink_policy(env)?,
         })
     }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::StartupError;
 use crate::api::{LinkRequest, LinkStartRequest, LinkStartResponse, TastyTradeAccountRead};
 use crate::aws::SdkConfig;
-use crate::config::{ConfigError, DatabaseConfig, Env};
+use crate::config::{ConfigError, Env};
 use crate::db;
 use crate::db::accounts::{self, BrokerAccount, GrantKind, NewCredential};
 use crate::http::{self, ApiError};
@@ -99,7 +99,7 @@ pub struct LinkDeps<C, T, Q> {
 
 impl LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
-        let pool = db::pool(&DatabaseConfig::from_env(env)?)?;
+        let pool = db::pool_from_env(env, sdk).await?;
         let broker = TastytradeClient::new(BrokerConfig::from_env(env)?)?;
         let cipher = KmsEnvelope::new(
             aws_sdk_kms::Client::new(sdk),

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::StartupError;
 use crate::api::SyncTaskStatus;
 use crate::aws::SdkConfig;
-use crate::config::{ConfigError, DatabaseConfig, Env};
+use crate::config::{ConfigError, Env};
 use crate::db::{self, accounts};
 use crate::http::{self, ApiError};
 use crate::tasks::{
@@ -61,10 +61,10 @@ pub struct StatusDeps<T> {
 }
 
 impl TriggerDeps<DynamoTasks, SqsQueue> {
-    /// `DATABASE_URL`, `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`TaskSettings`].
-    pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+    /// The database settings ([`crate::config::DatabaseConfig`]), `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`TaskSettings`].
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            pool: db::pool(&DatabaseConfig::from_env(env)?)?,
+            pool: db::pool_from_env(env, sdk).await?,
             tasks: DynamoTasks::from_env(env, sdk)?,
             queue: SqsQueue::from_env(env, sdk)?,
             settings: TaskSettings::from_env(env)?,
@@ -73,10 +73,10 @@ impl TriggerDeps<DynamoTasks, SqsQueue> {
 }
 
 impl StatusDeps<DynamoTasks> {
-    /// `DATABASE_URL` and `TASKS_TABLE`.
-    pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+    /// the database settings ([`crate::config::DatabaseConfig`]) and `TASKS_TABLE`.
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            pool: db::pool(&DatabaseConfig::from_env(env)?)?,
+            pool: db::pool_from_env(env, sdk).await?,
             tasks: DynamoTasks::from_env(env, sdk)?,
         })
     }

@@ -348,6 +348,7 @@ impl TastytradeClient {
         request: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, bytes::Bytes), BrokerError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::broker_call();
         let response = request
             .send()
             .await
@@ -377,6 +378,7 @@ impl TastytradeClient {
             };
             if matches!(error, BrokerError::RateLimited { .. }) {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::broker_throttled();
             }
             let delay = policy.delay(attempts);
             if error.retry() == Retry::NonRetryable
@@ -386,6 +388,7 @@ impl TastytradeClient {
                 return Err(error);
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::broker_retry();
             tracing::debug!(attempt = attempts, error = %error, "retrying tastytrade call");
             tokio::time::sleep(delay).await;
         }

@@ -1,0 +1,163 @@
+//! Every operation of the OpenAPI document, through the local gateway (JWT authorizer
+//! included): without a valid token it answers 401, and with another user's ids 404, leaving
+//! the owner's data as it was. The routes come from the document, so a new route cannot
+//! escape this test.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tastysync_local::gateway;
+use tastysync_shared::api::{BASE_PATH, openapi_json};
+
+use crate::link::{World, link_personal, world_with};
+use tastytrade_sim::data::Sizes;
+
+/// Each documented operation: method and path under [`BASE_PATH`], `{name}` for parameters.
+fn operations() -> Vec<(String, String)> {
+    let doc: Value = serde_json::from_str(&openapi_json()).unwrap();
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.to_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+/// The path with the owner's ids in its parameters; `None` when a parameter is unknown here
+/// (a new kind of id must be added, or the test fails).
+fn with_ids(path: &str, account: &str, task: &str) -> String {
+    let filled = path
+        .replace("{account_db_id}", account)
+        .replace("{task_id}", task);
+    assert!(
+        !filled.contains('{'),
+        "no owner's id for a parameter of {path}: add it here"
+    );
+    format!("{BASE_PATH}{filled}")
+}
+
+async fn call(
+    http: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut request = http
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if method == "POST" {
+        request = request.body("{}");
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn owner_state(w: &World) -> (i64, Vec<String>) {
+    let client = w.db.client().await;
+    let accounts: i64 = client
+        .query_one("SELECT count(*) FROM tastytrade_accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let credentials: Vec<String> = client
+        .query(
+            "SELECT id::text FROM tastytrade_credentials ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (accounts, credentials)
+}
+
+#[tokio::test]
+async fn every_documented_route_refuses_strangers_with_401_and_other_users_ids_with_404() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 20,
+        orders: 5,
+        years: 1,
+    })
+    .await;
+    let linked = link_personal(&w, "user-a").await;
+    let account = linked[0]["id"].as_str().unwrap().to_owned();
+    let env = w.env.clone().with("LOCAL_SCHEDULE_SECONDS", "0");
+    let running = gateway::start(&env, &w.aws.sdk, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let base = running.url.as_str();
+    let http = reqwest::Client::new();
+    let owner = gateway::dev_token(&env, "user-a", Duration::from_secs(600));
+    let stranger = gateway::dev_token(&env, "user-b", Duration::from_secs(600));
+    let forged = gateway::dev_token(
+        &env.clone()
+            .with("LOCAL_JWT_KEY", "someone-elses-signing-key-entirely"),
+        "user-a",
+        Duration::from_secs(600),
+    );
+    let tasks_path = format!("{BASE_PATH}/tastytrade-accounts/{account}/sync-tasks");
+    let (status, tasks) = call(&http, base, "GET", &tasks_path, Some(&owner)).await;
+    assert_eq!(status, 200, "{tasks}");
+    let task = tasks[0]["task_id"].as_str().unwrap().to_owned();
+    let before = owner_state(&w).await;
+
+    let operations = operations();
+    let mut checked_with_ids = 0;
+    for (method, path) in &operations {
+        let path = with_ids(path, &account, &task);
+        for (who, token) in [
+            ("no token", None),
+            ("a forged token", Some(forged.as_str())),
+        ] {
+            let (status, body) = call(&http, base, method, &path, token).await;
+            assert_eq!(status, 401, "{method} {path} with {who}: {body}");
+        }
+        if path.contains(&account) || path.contains(&task) {
+            let (status, body) = call(&http, base, method, &path, Some(&stranger)).await;
+            assert_eq!(status, 404, "{method} {path} as another user: {body}");
+            assert!(body["error"]["code"].is_string(), "{body}");
+            checked_with_ids += 1;
+        }
+    }
+    let (status, listed) = call(
+        &http,
+        base,
+        "GET",
+        &format!("{BASE_PATH}/tastytrade-accounts"),
+        Some(&stranger),
+    )
+    .await;
+
+    println!(
+        "{} operations: each refused without a token and with a forged one; {checked_with_ids} refused another user's ids",
+        operations.len()
+    );
+    assert!(operations.len() >= 7, "{operations:?}");
+    assert!(checked_with_ids >= 4);
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed,
+        serde_json::json!([]),
+        "a stranger lists nothing of the owner's"
+    );
+    assert_eq!(
+        owner_state(&w).await,
+        before,
+        "the owner's accounts and grant are intact"
+    );
+    let (status, _) = call(&http, base, "GET", &tasks_path, Some(&owner)).await;
+    assert_eq!(status, 200, "the owner still reaches them");
+}
