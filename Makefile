@@ -1,7 +1,7 @@
 # The commands the README promises. Every target cleans up what it starts.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tastysync-target
 
-.PHONY: demo test stack stack-down lint fmt openapi bench package
+.PHONY: demo test soak stack stack-down lint fmt openapi bench package
 
 ## The product end to end on a fresh private stack: link a simulated account through the API,
 ## follow its full sync, add activity, trigger an incremental sync; everything stopped after.
@@ -11,6 +11,10 @@ demo:
 ## Every test against a fresh private stack (Postgres + moto), stopped afterwards.
 test:
 	infra/local/test.sh
+
+## The slow reliability runs: the crash-consistency test with fifty kills, and the fault storm.
+soak:
+	SOAK_KILLS=50 infra/local/test.sh -E 'test(/killed_again_and_again|fault_storm/)' --no-capture
 
 ## The dev stack (Postgres, moto, migrated and provisioned: .local/dev/env), the simulator and
 ## the local gateway on 127.0.0.1:8787 with the worker; prints curl examples with a dev JWT.

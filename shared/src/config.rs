@@ -56,6 +56,11 @@ impl Env {
     }
 
     /// A set but empty variable counts as unset: deployment tools often write `NAME=` for "none".
+    /// Every variable, to hand on to a child process.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn optional(&self, name: &'static str) -> Option<&str> {
         self.values
             .get(name)

@@ -125,6 +125,24 @@ fn emf_violations(document: &Value) -> Vec<String> {
     problems
 }
 
+/// The EMF documents among a process's output lines.
+pub(crate) fn emf_documents(output: &str) -> Vec<Value> {
+    output
+        .lines()
+        .filter(|line| line.starts_with('{') && line.contains("\"_aws\""))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The sum of metric `name` over the documents whose `label` dimension is `value`.
+pub(crate) fn metric_sum(documents: &[Value], name: &str, label: &str, value: &str) -> u64 {
+    documents
+        .iter()
+        .filter(|d| d[label] == value)
+        .filter_map(|d| d[name].as_u64())
+        .sum()
+}
+
 #[tokio::test]
 async fn a_worker_sync_prints_emf_lines_that_follow_the_specification() {
     let w = world_with(Sizes {
@@ -148,11 +166,7 @@ async fn a_worker_sync_prints_emf_lines_that_follow_the_specification() {
 
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let documents: Vec<Value> = stdout
-        .lines()
-        .filter(|line| line.starts_with('{') && line.contains("\"_aws\""))
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let documents = emf_documents(&stdout);
     assert!(!documents.is_empty(), "no EMF lines in:\n{stdout}");
     for document in &documents {
         let problems = emf_violations(document);

@@ -431,7 +431,7 @@ pub(crate) fn worker_command(w: &World) -> tokio::process::Command {
 }
 
 #[tokio::test]
-async fn a_worker_killed_ten_times_mid_sync_still_ends_equal_to_the_truth() {
+async fn a_worker_killed_again_and_again_mid_sync_still_ends_equal_to_the_truth() {
     let w = world_with(Sizes {
         accounts: 1,
         transactions: 30_000,
@@ -442,7 +442,12 @@ async fn a_worker_killed_ten_times_mid_sync_still_ends_equal_to_the_truth() {
     link_personal(&w, "user-a").await;
     let mut rng = fastrand::Rng::with_seed(5);
 
-    for _ in 0..10 {
+    // Ten in every run; `make soak` asks for fifty.
+    let kills: usize = std::env::var("SOAK_KILLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
+    for _ in 0..kills {
         let mut worker = spawn_worker(&w, false);
         // Long enough for the redelivered message to come back and the sync to get going.
         tokio::time::sleep(Duration::from_millis(rng.u64(3_200..5_500))).await;
@@ -454,6 +459,9 @@ async fn a_worker_killed_ten_times_mid_sync_still_ends_equal_to_the_truth() {
         .unwrap()
         .unwrap();
 
+    println!(
+        "crash consistency: the worker was killed {kills} times at random points; checking the database against the truth"
+    );
     assert!(status.success());
     assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
     let dead = w
@@ -467,5 +475,69 @@ async fn a_worker_killed_ten_times_mid_sync_still_ends_equal_to_the_truth() {
     assert!(
         dead.messages.unwrap_or_default().is_empty(),
         "a message reached the DLQ"
+    );
+}
+
+#[tokio::test]
+async fn a_full_sync_through_a_fault_storm_ends_equal_to_the_truth_with_retries_within_their_caps()
+{
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 20_000,
+        orders: 2_000,
+        years: 2,
+    })
+    .await;
+    link_personal(&w, "user-a").await;
+    let mut deps = worker(&w);
+    // Enough attempts that a request failing every one of them (0.45^12) is not expected in a
+    // run of a few hundred; the cap itself is what is checked below.
+    let max_attempts = 12;
+    let mut config = BrokerConfig::for_base_url(w.sim.credentials.base_url.parse().unwrap());
+    config.retry = RetryPolicy {
+        max_attempts,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(20),
+        max_elapsed: Duration::from_secs(60),
+    };
+    deps.broker = TastytradeClient::new(config).unwrap();
+    w.sim.simulator.set_faults(tastytrade_sim::server::Faults {
+        rate_429: 0.30,
+        rate_5xx: 0.10,
+        rate_drop: 0.03,
+        rate_truncate: 0.03,
+        expire_tokens_every: 4,
+        ..Default::default()
+    });
+
+    let failed = drain(&w, &deps).await;
+
+    w.sim
+        .simulator
+        .set_faults(tastytrade_sim::server::Faults::default());
+    let stats = deps.broker.stats();
+    let (requests, retries, throttled, refreshes) = (
+        Stats::get(&stats.requests),
+        Stats::get(&stats.retries),
+        Stats::get(&stats.throttled),
+        Stats::get(&stats.token_refreshes),
+    );
+    println!(
+        "fault storm: {requests} requests sent, {retries} retries, {throttled} 429s, {refreshes} token refreshes; no task failed"
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
+    let calls = requests - retries;
+    assert!(
+        retries <= calls * u64::from(max_attempts - 1),
+        "no call retried past its cap"
+    );
+    assert!(
+        throttled * 5 > requests,
+        "about 30% of requests met a 429: {throttled} of {requests}"
+    );
+    assert!(
+        refreshes >= 2,
+        "tokens expired and were refreshed: {refreshes}"
     );
 }

@@ -6,7 +6,15 @@
 //!    synced rows per second, and the worker process's peak resident memory (its `VmHWM`,
 //!    sampled every 50 ms until the sync completes).
 //! 2. An incremental sync with nothing new: broker calls made and rows rewritten.
-//! 3. Scheduler fan-out: an hour of ticks (`BENCH_SCHEDULER_TICKS`, default 12) over 10,000
+//! 3. The same full sync (`BENCH_LATENCY_TRANSACTIONS`, `BENCH_LATENCY_ORDERS`) with 80 ms
+//!    added to every broker response (`BENCH_LATENCY_MS`): wall time over the network floor,
+//!    the requests made times the latency (the sync pages one request at a time).
+//! 4. Function binaries (release, stripped): size, and the time from process start to the
+//!    first `GET /runtime/invocation/next` at a local Lambda Runtime API (median of 5).
+//! 5. Warm API handlers through the local gateway (JWT checked, API Gateway event built):
+//!    p50 and p99 of `BENCH_API_REQUESTS` (1,000) sequential calls to list accounts and to
+//!    read a sync status.
+//! 6. Scheduler fan-out: an hour of ticks (`BENCH_SCHEDULER_TICKS`, default 12) over 10,000
 //!    accounts (`BENCH_SCHEDULER_ACCOUNTS`) on the emulator, with a consumer draining the queue
 //!    as the workers would: total and slowest-tick seconds, messages queued and consumed, and
 //!    how many accounts were consumed more than once (0 is the only right answer).
@@ -155,11 +163,13 @@ async fn main() {
         .get(0);
 
     // 2. An incremental sync with nothing new, in this process.
-    let account_id: uuid::Uuid = client
-        .query_one("SELECT id FROM tastytrade_accounts", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let (account_id, owner): (uuid::Uuid, String) = {
+        let row = client
+            .query_one("SELECT id, user_id FROM tastytrade_accounts", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
     let mut broker = BrokerConfig::for_base_url(base.parse().expect("URL"));
     broker.production_accept_version = None;
     let sync_deps = SyncDeps {
@@ -171,7 +181,7 @@ async fn main() {
         oauth_client: None,
         settings: SyncSettings::default(),
     };
-    let task = NewTask::new("bench-user", account_id, TaskKind::Incremental);
+    let task = NewTask::new(&owner, account_id, TaskKind::Incremental);
     sync_deps.tasks.create(&task).await.expect("task");
     let idle_started = Instant::now();
     let outcome = sync::run(&sync_deps, &task.message(), None)
@@ -182,7 +192,23 @@ async fn main() {
         panic!("incremental sync ended {outcome:?}")
     };
 
-    // 3. Scheduler fan-out, on a database and queue of its own.
+    // 3. The full sync again, on a database of its own, with latency on every response.
+    let latency = latency_run(&sim, &aws, &env).await;
+
+    // 4. Function binaries: size and time to ready.
+    let binaries = startup_times(&env).await;
+
+    // 5. The API through the local gateway. The queue is emptied first, so that the gateway's
+    // worker has nothing to sync while it is measured.
+    aws.sqs()
+        .purge_queue()
+        .queue_url(&aws.stack.queue_url)
+        .send()
+        .await
+        .expect("purge");
+    let api = gateway_latencies(&env, &aws, &owner, task.task_id).await;
+
+    // 6. Scheduler fan-out, on a database and queue of its own.
     let scheduled = size("BENCH_SCHEDULER_ACCOUNTS", 10_000);
     let ticks = u32::try_from(size("BENCH_SCHEDULER_TICKS", 12)).unwrap();
     let fan_db = TestDb::migrated().await;
@@ -256,6 +282,29 @@ async fn main() {
         idle_elapsed.as_secs_f64()
     );
     println!(
+        "| full sync with {} ms per response: wall time / network floor | {:.1} s / {:.1} s ({} requests) = {:.2} |",
+        latency.latency_ms,
+        latency.wall.as_secs_f64(),
+        latency.floor.as_secs_f64(),
+        latency.requests,
+        latency.wall.as_secs_f64() / latency.floor.as_secs_f64()
+    );
+    for binary in &binaries {
+        println!(
+            "| binary {}: stripped size, start to ready (median of 5) | {:.1} MiB, {:.1} ms |",
+            binary.name,
+            binary.bytes as f64 / 1_048_576.0,
+            binary.ready.as_secs_f64() * 1000.0
+        );
+    }
+    for (route, p50, p99) in &api {
+        println!(
+            "| gateway, warm: {route} p50 / p99 | {:.2} ms / {:.2} ms |",
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0
+        );
+    }
+    println!(
         "| scheduler: {ticks} ticks over {scheduled} accounts (emulator) | {:.1} s in all, slowest tick {:.1} s |",
         fan_elapsed.as_secs_f64(),
         slowest.as_secs_f64()
@@ -264,4 +313,231 @@ async fn main() {
         "| scheduler: queued / consumed / accounts consumed twice | {fan_queued} / {} / {twice} |",
         consumed.len()
     );
+}
+
+struct LatencyRun {
+    latency_ms: u64,
+    wall: Duration,
+    floor: Duration,
+    requests: u64,
+}
+
+/// A full sync of a freshly linked account with `latency_ms` on every broker response, in this
+/// process, into a database of its own.
+async fn latency_run(
+    sim: &tastytrade_sim::server::Running,
+    aws: &TestAws,
+    env: &Env,
+) -> LatencyRun {
+    let latency_ms = size("BENCH_LATENCY_MS", 80) as u64;
+    let transactions = size("BENCH_LATENCY_TRANSACTIONS", 100_000);
+    let orders = size("BENCH_LATENCY_ORDERS", 20_000);
+    // The simulator serves what it was seeded with; a smaller run needs a simulator of its own.
+    let own;
+    let sim = if transactions == size("BENCH_TRANSACTIONS", 100_000)
+        && orders == size("BENCH_ORDERS", 20_000)
+    {
+        sim
+    } else {
+        own = Simulator::spawn(Config {
+            seed: 3,
+            sizes: Sizes {
+                accounts: 1,
+                transactions,
+                orders,
+                years: 5,
+            },
+            ..Config::default()
+        })
+        .await
+        .expect("the simulator starts");
+        &own
+    };
+    let db = TestDb::migrated().await;
+    let env = env.clone().with("DATABASE_URL", db.url.clone());
+    let deps = LinkDeps::from_env(&env, &aws.sdk)
+        .await
+        .expect("link dependencies");
+    let mut link_event = event("link-personal-grant.json");
+    link_event["body"] = json!({
+        "environment": "sandbox",
+        "refresh_token": sim.credentials.refresh_token,
+        "client_secret": sim.credentials.client_secret,
+    })
+    .to_string()
+    .into();
+    assert_eq!(
+        link::link(&deps, &request(&link_event))
+            .await
+            .expect("links")
+            .status(),
+        201
+    );
+    let (account_id, owner): (uuid::Uuid, String) = {
+        let row = db
+            .client()
+            .await
+            .query_one("SELECT id, user_id FROM tastytrade_accounts", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let mut broker = BrokerConfig::for_base_url(sim.credentials.base_url.parse().expect("URL"));
+    broker.production_accept_version = None;
+    let deps = SyncDeps {
+        pool: db.pool.clone(),
+        broker: TastytradeClient::new(broker).expect("client"),
+        cipher: KmsEnvelope::new(aws_sdk_kms::Client::new(&aws.sdk), &aws.stack.kms_key_arn),
+        tasks: DynamoTasks::new(aws.dynamodb(), &aws.stack.table),
+        queue: SqsQueue::new(aws.sqs(), &aws.stack.queue_url),
+        oauth_client: None,
+        settings: SyncSettings::default(),
+    };
+    let task = NewTask::new(&owner, account_id, TaskKind::Full);
+    deps.tasks.create(&task).await.expect("task");
+    sim.simulator.set_faults(tastytrade_sim::server::Faults {
+        latency_ms,
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let outcome = sync::run(&deps, &task.message(), None)
+        .await
+        .expect("the sync runs");
+    let wall = started.elapsed();
+    sim.simulator
+        .set_faults(tastytrade_sim::server::Faults::default());
+    assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+    let requests = Stats::get(&deps.broker.stats().requests);
+    LatencyRun {
+        latency_ms,
+        wall,
+        floor: Duration::from_millis(latency_ms * requests),
+        requests,
+    }
+}
+
+struct Binary {
+    name: &'static str,
+    bytes: u64,
+    ready: Duration,
+}
+
+const FUNCTIONS: [&str; 7] = [
+    "accounts",
+    "link-account",
+    "migrate",
+    "sync-scheduler",
+    "sync-status",
+    "sync-trigger",
+    "sync-worker",
+];
+
+/// Each function's release binary started as Lambda starts it, against a local Runtime API
+/// that notes when the first `invocation/next` arrives: the process is then ready for events.
+async fn startup_times(env: &Env) -> Vec<Binary> {
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let app = axum::Router::new().route(
+        "/2018-06-01/runtime/invocation/next",
+        axum::routing::get(move || {
+            let ready_tx = ready_tx.clone();
+            async move {
+                let _ = ready_tx.send(Instant::now());
+                // No event ever comes: the process is killed once it has asked.
+                std::future::pending::<()>().await;
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let runtime_api = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = std::env::current_exe().expect("own path");
+    let mut binaries = Vec::new();
+    for name in FUNCTIONS {
+        let path = dir.with_file_name(name);
+        let bytes = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .len();
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            let mut command = tokio::process::Command::new(&path);
+            command
+                .envs(env.vars())
+                .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
+                .env("AWS_LAMBDA_FUNCTION_NAME", name)
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+                .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+                .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true);
+            let started = Instant::now();
+            let mut child = command.spawn().expect("the function starts");
+            let ready = tokio::time::timeout(Duration::from_secs(30), ready_rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{name} never asked for an event"))
+                .expect("the runtime API runs");
+            samples.push(ready - started);
+            let _ = child.kill().await;
+        }
+        samples.sort();
+        binaries.push(Binary {
+            name,
+            bytes,
+            ready: samples[samples.len() / 2],
+        });
+    }
+    binaries
+}
+
+/// p50 and p99 of sequential calls to two read routes through the local gateway.
+async fn gateway_latencies(
+    env: &Env,
+    aws: &TestAws,
+    owner: &str,
+    task_id: uuid::Uuid,
+) -> Vec<(&'static str, Duration, Duration)> {
+    let env = env
+        .clone()
+        .with("LOCAL_SCHEDULE_SECONDS", "0")
+        .with("SYNC_QUEUE_ARN", aws.stack.queue_arn.clone());
+    let running = tastysync_local::gateway::start(&env, &aws.sdk, ([127, 0, 0, 1], 0).into())
+        .await
+        .expect("the gateway starts");
+    let token = tastysync_local::gateway::dev_token(&env, owner, Duration::from_secs(3600));
+    let http = reqwest::Client::new();
+    let requests = size("BENCH_API_REQUESTS", 1_000);
+    let mut figures = Vec::new();
+    for (route, path) in [
+        (
+            "GET /tastytrade-accounts",
+            "/api/v1/tastytrade-accounts".to_owned(),
+        ),
+        (
+            "GET /sync/status/{task_id}",
+            format!("/api/v1/sync/status/{task_id}"),
+        ),
+    ] {
+        let url = format!("{}{path}", running.url);
+        let mut samples = Vec::with_capacity(requests);
+        for i in 0..requests + 20 {
+            let started = Instant::now();
+            let response = http
+                .get(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("answers");
+            assert_eq!(response.status(), 200, "{route}");
+            response.bytes().await.expect("body");
+            // The first twenty warm the pool and the connections.
+            if i >= 20 {
+                samples.push(started.elapsed());
+            }
+        }
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        figures.push((route, at(0.50), at(0.99)));
+    }
+    figures
 }

@@ -542,7 +542,9 @@ impl Generator {
         let opened_at =
             day_start(self.anchor - Duration::days(365 * sizes.years)) + Duration::hours(15);
         let closed_at = closed.then(|| day_start(self.anchor - Duration::days(90)));
-        let end = closed_at.unwrap_or_else(|| day_start(self.anchor) + Duration::hours(23));
+        // History stops at the start of the anchor day, so nothing is dated in the future
+        // whatever the hour the simulator starts.
+        let end = closed_at.unwrap_or_else(|| day_start(self.anchor));
         let (transactions, orders) = if closed {
             (
                 self.transactions(opened_at, end, sizes.transactions / 10 + 5),
@@ -603,10 +605,19 @@ impl Generator {
         times.sort_unstable();
         let mut out: Vec<Tx> = Vec::with_capacity(count + 8);
         let mut rare = 0usize;
+        // An event that posts two rows (an assignment, a dividend with its withholding) takes
+        // the next time slot too, so the history still reaches `end` instead of stopping short
+        // of it once `count` rows are reached.
+        let mut skip = 0usize;
         for offset in times {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
             if out.len() >= count {
                 break;
             }
+            let before = out.len();
             let at = start + Duration::seconds(offset);
             let roll = self.rng.u32(0..100);
             let remaining = count - out.len();
@@ -632,8 +643,14 @@ impl Generator {
                     out.push(self.other(at, kind, sub));
                 }
             }
+            skip = (out.len() - before).saturating_sub(1);
         }
         out.truncate(count);
+        // A posting due after `end` (a cash settlement at 02:00 the next day) is made at `end`
+        // instead: the broker never shows a row from the future.
+        for tx in &mut out {
+            tx.executed_at = tx.executed_at.min(end);
+        }
         // Late postings (22:00 UTC expirations) can land after a later-generated row's time;
         // ids follow the order of execution, as the broker's do.
         out.sort_by_key(|t| t.executed_at);

@@ -121,6 +121,8 @@ struct Inner {
     grants: HashMap<String, GrantState>,
     codes: HashMap<String, String>,
     tokens: HashMap<String, TokenState>,
+    /// Every access token ever issued, expired ones included, for leak checks.
+    issued_tokens: Vec<String>,
     faults: Faults,
     fault_rng: fastrand::Rng,
     served: u64,
@@ -167,6 +169,7 @@ impl Simulator {
             grants: HashMap::from([(refresh_token, GrantState { revoked: false })]),
             codes: HashMap::new(),
             tokens: HashMap::new(),
+            issued_tokens: Vec::new(),
             faults: Faults::default(),
             fault_rng: fastrand::Rng::with_seed(config.seed ^ 0xFA17),
             served: 0,
@@ -224,6 +227,16 @@ impl Simulator {
 
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
+    }
+
+    /// Every secret the simulator has handed out: the client secret, each grant's refresh
+    /// token and each access token, for tests that look for leaks.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        let inner = self.lock();
+        let mut secrets = vec![inner.client_secret.clone()];
+        secrets.extend(inner.grants.keys().cloned());
+        secrets.extend(inner.issued_tokens.iter().cloned());
+        secrets
     }
 
     pub fn revoke(&self, refresh_token: &str) {
@@ -1067,6 +1080,7 @@ async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: bytes::By
     let access = format!("at-{}-{nonce:x}", inner.counter);
     let seconds = inner.config.token_seconds;
     let expires_at = Utc::now() + Duration::seconds(seconds - inner.faults.clock_skew_seconds);
+    inner.issued_tokens.push(access.clone());
     inner.tokens.insert(
         access.clone(),
         TokenState {

@@ -1,0 +1,95 @@
+//! Messages the worker can never handle: an unreadable body goes to the DLQ after
+//! maxReceiveCount deliveries; a task for an account that does not exist (or was unlinked) is
+//! dropped at once, as obsolete rather than poison. Both count in `SyncFailures`.
+
+use std::time::Duration;
+
+use tastysync_local::provision::MAX_RECEIVE_COUNT;
+use tastysync_shared::metrics::SYNC_FAILURES;
+use tastysync_shared::tasks::{NewTask, SqsQueue, SyncQueue, TaskKind};
+use tastytrade_sim::data::Sizes;
+use uuid::Uuid;
+
+use crate::link::world_with;
+use crate::metrics::{emf_documents, metric_sum};
+use crate::sync::worker_command;
+
+const POISON: &str = "{\"task_id\": \"not-a-uuid\", \"oops\"";
+
+#[tokio::test]
+async fn an_unreadable_message_reaches_the_dlq_and_a_task_of_an_unknown_account_is_dropped() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 10,
+        orders: 2,
+        years: 1,
+    })
+    .await;
+    w.aws
+        .sqs()
+        .send_message()
+        .queue_url(&w.aws.stack.queue_url)
+        .message_group_id("poison")
+        .message_deduplication_id("poison-1")
+        .message_body(POISON)
+        .send()
+        .await
+        .unwrap();
+    let stranger = NewTask::new("user-x", Uuid::new_v4(), TaskKind::Manual);
+    SqsQueue::new(w.aws.sqs(), &w.aws.stack.queue_url)
+        .enqueue(&stranger.message())
+        .await
+        .unwrap();
+    let mut command = worker_command(&w);
+    command
+        // Redelivered after a second, so five deliveries take seconds, not the production
+        // visibility timeout.
+        .env("SYNC_VISIBILITY_SECONDS", "1")
+        .env("SYNC_EXIT_WHEN_IDLE", "5")
+        .stdout(std::process::Stdio::piped());
+
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(output.status.success(), "{output:?}");
+    let dead = w
+        .aws
+        .sqs()
+        .receive_message()
+        .queue_url(&w.aws.stack.dlq_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let left = w
+        .aws
+        .sqs()
+        .receive_message()
+        .queue_url(&w.aws.stack.queue_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let documents = emf_documents(&String::from_utf8(output.stdout).unwrap());
+    let unreadable = metric_sum(&documents, SYNC_FAILURES, "category", "unreadable_message");
+    let gone = metric_sum(&documents, SYNC_FAILURES, "category", "gone");
+    println!(
+        "poison: {unreadable} failed deliveries counted, {} message(s) in the DLQ; unknown account: {gone} counted and dropped",
+        dead.len()
+    );
+    assert_eq!(dead.len(), 1, "only the unreadable message is dead");
+    assert_eq!(dead[0].body.as_deref(), Some(POISON));
+    assert!(left.is_empty(), "nothing else waits on the queue");
+    assert_eq!(
+        unreadable,
+        u64::from(MAX_RECEIVE_COUNT),
+        "each delivery failed and was counted"
+    );
+    assert_eq!(gone, 1);
+}

@@ -1,0 +1,148 @@
+//! After linking and syncing with tokens that expire every few requests, no secret the
+//! simulator issued appears in the worker's logs (at debug level), in any table, in the task
+//! table or on the queues: neither as text nor as the hex of stored bytes.
+
+use std::time::Duration;
+
+use tastytrade_sim::data::Sizes;
+use tastytrade_sim::server::Faults;
+
+use crate::link::{World, link_personal, world_with};
+use crate::sync::worker_command;
+
+/// Each table's rows as text (bytea as hex), one string per table.
+async fn every_table(w: &World) -> Vec<(String, String)> {
+    let client = w.db.client().await;
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut dumps = Vec::new();
+    for table in tables {
+        let sql = format!("SELECT coalesce(string_agg(t::text, E'\\n'), '') FROM \"{table}\" t");
+        let text: String = client.query_one(&sql, &[]).await.unwrap().get(0);
+        dumps.push((table, text));
+    }
+    dumps
+}
+
+async fn task_items(w: &World) -> String {
+    let scan = w
+        .aws
+        .dynamodb()
+        .scan()
+        .table_name(&w.aws.stack.table)
+        .send()
+        .await
+        .unwrap();
+    format!("{:?}", scan.items.unwrap_or_default())
+}
+
+async fn queued_bodies(w: &World) -> String {
+    let mut bodies = String::new();
+    for url in [&w.aws.stack.queue_url, &w.aws.stack.dlq_url] {
+        let received = w
+            .aws
+            .sqs()
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        for message in received.messages.unwrap_or_default() {
+            bodies.push_str(&message.body.unwrap_or_default());
+        }
+    }
+    bodies
+}
+
+fn hex(secret: &str) -> String {
+    secret.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn no_issued_token_or_client_secret_is_in_logs_tables_tasks_or_queues() {
+    let w = world_with(Sizes {
+        accounts: 2,
+        transactions: 1_500,
+        orders: 150,
+        years: 2,
+    })
+    .await;
+    w.sim.simulator.set_faults(Faults {
+        expire_tokens_every: 5,
+        ..Faults::default()
+    });
+    link_personal(&w, "user-a").await;
+    let mut command = worker_command(&w);
+    command
+        .env("SYNC_EXIT_WHEN_IDLE", "3")
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(output.status.success(), "{output:?}");
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tables = every_table(&w).await;
+    let tasks = task_items(&w).await;
+    let queues = queued_bodies(&w).await;
+    let secrets = w.sim.simulator.issued_secrets();
+    let mut places: Vec<(String, &str)> = vec![
+        ("worker logs".into(), logs.as_str()),
+        ("task table".into(), tasks.as_str()),
+        ("queues".into(), queues.as_str()),
+    ];
+    places.extend(
+        tables
+            .iter()
+            .map(|(t, text)| (format!("table {t}"), text.as_str())),
+    );
+    let mut hits = Vec::new();
+    for secret in &secrets {
+        for (place, text) in &places {
+            if text.contains(secret.as_str()) || text.contains(&hex(secret)) {
+                hits.push(format!("{place} holds {}…", &secret[..6]));
+            }
+        }
+    }
+
+    println!(
+        "scanned {} log lines, {} tables ({} bytes), the task table and the queues for {} issued secrets: {} hits",
+        logs.lines().count(),
+        tables.len(),
+        tables.iter().map(|(_, t)| t.len()).sum::<usize>(),
+        secrets.len(),
+        hits.len()
+    );
+    assert!(
+        secrets.len() >= 4,
+        "several access tokens were issued: {}",
+        secrets.len()
+    );
+    assert!(logs.lines().count() > 50, "debug logs were captured");
+    assert!(
+        tables
+            .iter()
+            .any(|(t, text)| t == "tastytrade_credential_secrets" && !text.is_empty()),
+        "the sealed secrets are there to scan"
+    );
+    assert!(hits.is_empty(), "{hits:#?}");
+}
