@@ -44,13 +44,17 @@ async fn world() -> World {
 /// A simulated customer of `sizes`, an empty migrated database and a fresh AWS stack, with the
 /// link and accounts functions wired to them as the deployment wires them.
 pub(crate) async fn world_with(sizes: Sizes) -> World {
+    world_on(sizes, TestDb::migrated().await).await
+}
+
+/// [`world_with`] on a database the caller made (in a cluster of its own, say).
+pub(crate) async fn world_on(sizes: Sizes, db: TestDb) -> World {
     let config = Config {
         seed: 11,
         sizes,
         ..Config::default()
     };
     let sim = Simulator::spawn(config).await.unwrap();
-    let db = TestDb::migrated().await;
     let oauth_client = json!({"client_id": sim.credentials.client_id, "client_secret": sim.credentials.client_secret});
     let aws = TestAws::provisioned_with(&oauth_client).await;
     let base = sim.credentials.base_url.clone();

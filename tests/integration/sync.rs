@@ -541,3 +541,88 @@ async fn a_full_sync_through_a_fault_storm_ends_equal_to_the_truth_with_retries_
         "tokens expired and were refreshed: {refreshes}"
     );
 }
+
+#[tokio::test]
+async fn postgres_restarted_mid_sync_costs_a_retry_and_the_sync_still_completes_equal_to_the_truth()
+{
+    let cluster = tastysync_tests::PrivatePostgres::start();
+    let db = tastysync_tests::TestDb::empty_on(&cluster.admin_url()).await;
+    tastysync_shared::db::migrations::apply(&db.pool)
+        .await
+        .unwrap();
+    let w = crate::link::world_on(
+        Sizes {
+            accounts: 1,
+            transactions: 30_000,
+            orders: 3_000,
+            years: 4,
+        },
+        db,
+    )
+    .await;
+    link_personal(&w, "user-a").await;
+    let mut command = worker_command(&w);
+    // Long invocations: the restart must land inside a sync, not between continuations.
+    command
+        .env("SYNC_INVOCATION_SECONDS", "300")
+        .stdout(std::process::Stdio::null());
+    let mut worker = command.spawn().unwrap();
+    let client = w.db.client().await;
+    let started = std::time::Instant::now();
+    // Wait until the sync is writing, then restart the server under it.
+    loop {
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM transactions", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if rows > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the sync never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(client);
+    cluster.restart();
+    let restarted_at = started.elapsed();
+
+    // The interrupted message comes back after its back-off (30 s) and the sync resumes.
+    let finished = loop {
+        // A connection of its own each time: the pool's were cut by the restart.
+        let status = match tokio_postgres::connect(&w.db.url, tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                client
+                    .query_one("SELECT last_sync_status FROM tastytrade_accounts", &[])
+                    .await
+                    .map(|row| row.get::<_, String>(0))
+                    .unwrap_or_default()
+            }
+            Err(_) => String::new(),
+        };
+        if status == "SUCCESS" {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the sync did not complete after the restart (status {status})"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    worker.kill().await.unwrap();
+
+    println!(
+        "postgres restarted {:.1} s into the sync; the sync completed at {:.1} s",
+        restarted_at.as_secs_f64(),
+        finished.as_secs_f64()
+    );
+    assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
+    let tasks = crate::link::table_items(&w).await;
+    assert!(
+        tasks.iter().any(|t| t.contains("completed")),
+        "the task ended completed: {tasks:?}"
+    );
+}

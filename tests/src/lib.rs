@@ -41,9 +41,13 @@ pub struct TestDb {
 impl TestDb {
     /// A new database with no schema at all.
     pub async fn empty() -> Self {
-        let admin_url = stack_var("TASTYSYNC_PG_ADMIN_URL");
+        Self::empty_on(&stack_var("TASTYSYNC_PG_ADMIN_URL")).await
+    }
+
+    /// A new database with no schema, in the cluster of `admin_url`.
+    pub async fn empty_on(admin_url: &str) -> Self {
         let name = format!("t_{}", unique_suffix());
-        let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        let (admin, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
             .await
             .expect("the test cluster accepts connections");
         tokio::spawn(connection);
@@ -245,4 +249,111 @@ pub fn event(name: &str) -> serde_json::Value {
 
 pub fn request(event: &serde_json::Value) -> lambda_http::Request {
     lambda_http::request::from_str(&event.to_string()).expect("the event is an API Gateway request")
+}
+
+/// A Postgres cluster of one test's own, for tests that stop or restart the server: the
+/// shared cluster serves every other test. Deleted when dropped.
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl PrivatePostgres {
+    /// `initdb` and `pg_ctl start` on a free loopback port, with the binaries the stack uses.
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("Postgres server binaries (the stack installs them)")
+            .map(|entry| entry.expect("readable").path().join("bin"))
+            .filter(|bin| bin.join("initdb").exists())
+            .max()
+            .expect("an installed Postgres version");
+        let dir = std::env::temp_dir().join(format!("tastysync-pg-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = Self { bin, dir, port };
+        if running_as_root() {
+            // Postgres refuses to run as root; the stack runs it as `postgres` too.
+            let status = std::process::Command::new("chown")
+                .args(["postgres:", cluster.dir.to_str().expect("UTF-8 path")])
+                .status()
+                .expect("chown runs");
+            assert!(status.success());
+        }
+        let data = cluster.data();
+        cluster.pg(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "--auth=trust", "--no-locale"],
+        );
+        cluster.ctl("start");
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").to_string_lossy().into_owned()
+    }
+
+    /// The admin URL, for [`TestDb::empty_on`].
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A fast restart: every connection is cut, as when Aurora fails over or restarts.
+    pub fn restart(&self) {
+        self.ctl("restart");
+    }
+
+    fn ctl(&self, action: &str) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories= -c fsync=off",
+            self.port
+        );
+        let log = self.dir.join("server.log").to_string_lossy().into_owned();
+        let data = self.data();
+        self.pg(
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &log, "-m", "fast", "-w", "-o", &options, action,
+            ],
+        );
+    }
+
+    fn pg(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let mut command = if running_as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let output = command.args(args).output().expect("the Postgres tool runs");
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            program.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.pg("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        }));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
