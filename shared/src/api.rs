@@ -231,6 +231,22 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
+/// A 401 answer. API Gateway's JWT authorizer refuses a missing, expired or forged token
+/// itself, with `{"message": "Unauthorized"}`, before any function runs; a function reached
+/// without claims (a misconfigured route) answers with an [`ErrorBody`].
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Unauthorized {
+    Authorizer(AuthorizerMessage),
+    Function(ErrorBody),
+}
+
+/// API Gateway's own error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthorizerMessage {
+    pub message: String,
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -255,7 +271,7 @@ impl Modify for BearerAuth {
         crate::routes::sync_tasks::status,
         crate::routes::sync_tasks::account_tasks,
     ),
-    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Environment)),
+    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment)),
     modifiers(&BearerAuth),
     security(("jwt" = [])),
 )]

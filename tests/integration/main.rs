@@ -5,6 +5,7 @@
 
 mod authorization;
 mod aws_resources;
+mod fuzz;
 mod link;
 mod metrics;
 mod migrations;

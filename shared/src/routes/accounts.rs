@@ -45,7 +45,7 @@ pub fn unlink_policy(env: &Env) -> Result<SyncedData, ConfigError> {
     path = "/tastytrade-accounts",
     responses(
         (status = 200, body = [TastyTradeAccountRead]),
-        (status = 401, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
     ),
 )]
 pub async fn list(deps: &AccountsDeps, request: &Request) -> Result<Response<Body>, ApiError> {
@@ -63,7 +63,7 @@ pub async fn list(deps: &AccountsDeps, request: &Request) -> Result<Response<Bod
     params(("account_db_id" = Uuid, Path)),
     responses(
         (status = 204),
-        (status = 401, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]

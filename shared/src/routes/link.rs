@@ -130,7 +130,7 @@ impl LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
     responses(
         (status = 200, body = LinkStartResponse),
         (status = 400, body = crate::api::ErrorBody),
-        (status = 401, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
         (status = 413, body = crate::api::ErrorBody),
     ),
 )]
@@ -169,7 +169,7 @@ pub async fn start<C, T, Q>(
     responses(
         (status = 201, body = [TastyTradeAccountRead]),
         (status = 400, body = crate::api::ErrorBody),
-        (status = 401, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
         (status = 413, body = crate::api::ErrorBody),
         (status = 503, body = crate::api::ErrorBody),
     ),

@@ -89,7 +89,7 @@ impl StatusDeps<DynamoTasks> {
     params(("account_db_id" = Uuid, Path)),
     responses(
         (status = 202, body = SyncTaskStatus, description = "the task queued now, or the one already on its way"),
-        (status = 401, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
         (status = 404, body = crate::api::ErrorBody),
         (status = 409, body = crate::api::ErrorBody, description = "the account must be linked again first"),
         (status = 429, body = crate::api::ErrorBody, description = "the account's cooldown runs; see Retry-After",
@@ -197,7 +197,7 @@ fn accepted(task: TaskRecord) -> Response<Body> {
     params(("task_id" = Uuid, Path)),
     responses(
         (status = 200, body = SyncTaskStatus),
-        (status = 401, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
@@ -224,7 +224,7 @@ pub async fn status<T: TaskStore>(
     params(("account_db_id" = Uuid, Path)),
     responses(
         (status = 200, body = [SyncTaskStatus]),
-        (status = 401, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
