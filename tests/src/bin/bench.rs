@@ -5,16 +5,20 @@
 //!    `BENCH_TRANSACTIONS`, `BENCH_ORDERS`) by the release `sync-worker` binary in poll mode:
 //!    synced rows per second, and the worker process's peak resident memory (its `VmHWM`,
 //!    sampled every 50 ms until the sync completes).
-//! 2. An incremental sync with nothing new: broker calls made and rows rewritten.
-//! 3. The same full sync (`BENCH_LATENCY_TRANSACTIONS`, `BENCH_LATENCY_ORDERS`) with 80 ms
+//! 2. The peer baseline: the tastyware `tastytrade` Python SDK (pinned in
+//!    `infra/local/requirements.txt`) fetches the same account's full history from the same
+//!    simulator and psycopg writes it with COPY into a staging table and one upsert
+//!    (`infra/local/baseline.py`): its rows per second beside ours, and the ratio.
+//! 3. An incremental sync with nothing new: broker calls made and rows rewritten.
+//! 4. The same full sync (`BENCH_LATENCY_TRANSACTIONS`, `BENCH_LATENCY_ORDERS`) with 80 ms
 //!    added to every broker response (`BENCH_LATENCY_MS`): wall time over the network floor,
 //!    the requests made times the latency (the sync pages one request at a time).
-//! 4. Function binaries (release, stripped): size, and the time from process start to the
+//! 5. Function binaries (release, stripped): size, and the time from process start to the
 //!    first `GET /runtime/invocation/next` at a local Lambda Runtime API (median of 5).
-//! 5. Warm API handlers through the local gateway (JWT checked, API Gateway event built):
+//! 6. Warm API handlers through the local gateway (JWT checked, API Gateway event built):
 //!    p50 and p99 of `BENCH_API_REQUESTS` (1,000) sequential calls to list accounts and to
 //!    read a sync status.
-//! 6. Scheduler fan-out: an hour of ticks (`BENCH_SCHEDULER_TICKS`, default 12) over 10,000
+//! 7. Scheduler fan-out: an hour of ticks (`BENCH_SCHEDULER_TICKS`, default 12) over 10,000
 //!    accounts (`BENCH_SCHEDULER_ACCOUNTS`) on the emulator, with a consumer draining the queue
 //!    as the workers would: total and slowest-tick seconds, messages queued and consumed, and
 //!    how many accounts were consumed more than once (0 is the only right answer).
@@ -162,7 +166,10 @@ async fn main() {
         .unwrap()
         .get(0);
 
-    // 2. An incremental sync with nothing new, in this process.
+    // 2. The peer baseline, on a database of its own.
+    let baseline = python_baseline(&sim).await;
+
+    // 2b. An incremental sync with nothing new, in this process.
     let (account_id, owner): (uuid::Uuid, String) = {
         let row = client
             .query_one("SELECT id, user_id FROM tastytrade_accounts", &[])
@@ -268,6 +275,20 @@ async fn main() {
     println!(
         "| full sync: worker peak RSS (VmHWM) | {:.1} MiB |",
         peak as f64 / 1024.0
+    );
+    let baseline_rows = baseline["transactions"].as_f64().unwrap_or(0.0)
+        + baseline["orders"].as_f64().unwrap_or(0.0);
+    let baseline_seconds = baseline["seconds"].as_f64().unwrap_or(f64::NAN);
+    let ours = rows as f64 / elapsed.as_secs_f64();
+    let theirs = baseline_rows / baseline_seconds;
+    println!(
+        "| peer baseline (tastytrade SDK + psycopg COPY/upsert): transactions and orders | {baseline_rows:.0} rows in {baseline_seconds:.1} s (fetch {:.1} s, write {:.1} s), {theirs:.0} rows/s |",
+        baseline["fetch_seconds"].as_f64().unwrap_or(f64::NAN),
+        baseline["write_seconds"].as_f64().unwrap_or(f64::NAN),
+    );
+    println!(
+        "| tastysync rows/s over the baseline's (ours also writes legs, fills, positions, balances, snapshots) | {:.1}x |",
+        ours / theirs
     );
     println!(
         "| incremental, nothing new: broker calls | {} |",
@@ -540,4 +561,26 @@ async fn gateway_latencies(
         figures.push((route, at(0.50), at(0.99)));
     }
     figures
+}
+
+/// Runs `infra/local/baseline.py` with the project virtualenv's Python against `sim`, into a
+/// database of its own; returns its JSON report.
+async fn python_baseline(sim: &tastytrade_sim::server::Running) -> serde_json::Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let db = TestDb::empty().await;
+    let output = tokio::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("infra/local/baseline.py"))
+        .env("TT_BASE_URL", &sim.credentials.base_url)
+        .env("TT_SECRET", &sim.credentials.client_secret)
+        .env("TT_REFRESH", &sim.credentials.refresh_token)
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .await
+        .expect("the project virtualenv's Python runs");
+    assert!(
+        output.status.success(),
+        "the baseline failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the baseline reports JSON")
 }
