@@ -10,9 +10,23 @@ use tastysync_shared::tasks::{NewTask, SqsQueue, SyncQueue, TaskKind};
 use tastytrade_sim::data::Sizes;
 use uuid::Uuid;
 
-use crate::link::world_with;
+use crate::link::{World, world_with};
 use crate::metrics::{emf_documents, metric_sum};
 use crate::sync::worker_command;
+
+/// Up to ten messages waiting on the queue at `url`.
+async fn waiting(w: &World, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    w.aws
+        .sqs()
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+}
 
 const POISON: &str = "{\"task_id\": \"not-a-uuid\", \"oops\"";
 
@@ -54,28 +68,8 @@ async fn an_unreadable_message_reaches_the_dlq_and_a_task_of_an_unknown_account_
         .unwrap();
 
     assert!(output.status.success(), "{output:?}");
-    let dead = w
-        .aws
-        .sqs()
-        .receive_message()
-        .queue_url(&w.aws.stack.dlq_url)
-        .max_number_of_messages(10)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
-    let left = w
-        .aws
-        .sqs()
-        .receive_message()
-        .queue_url(&w.aws.stack.queue_url)
-        .max_number_of_messages(10)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
+    let dead = waiting(&w, &w.aws.stack.dlq_url).await;
+    let left = waiting(&w, &w.aws.stack.queue_url).await;
     let documents = emf_documents(&String::from_utf8(output.stdout).unwrap());
     let unreadable = metric_sum(&documents, SYNC_FAILURES, "category", "unreadable_message");
     let gone = metric_sum(&documents, SYNC_FAILURES, "category", "gone");

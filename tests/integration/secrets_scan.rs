@@ -33,18 +33,6 @@ async fn every_table(w: &World) -> Vec<(String, String)> {
     dumps
 }
 
-async fn task_items(w: &World) -> String {
-    let scan = w
-        .aws
-        .dynamodb()
-        .scan()
-        .table_name(&w.aws.stack.table)
-        .send()
-        .await
-        .unwrap();
-    format!("{:?}", scan.items.unwrap_or_default())
-}
-
 async fn queued_bodies(w: &World) -> String {
     let mut bodies = String::new();
     for url in [&w.aws.stack.queue_url, &w.aws.stack.dlq_url] {
@@ -102,7 +90,7 @@ async fn no_issued_token_or_client_secret_is_in_logs_tables_tasks_or_queues() {
         String::from_utf8_lossy(&output.stderr)
     );
     let tables = every_table(&w).await;
-    let tasks = task_items(&w).await;
+    let tasks = crate::link::table_items(&w).await.join("\n");
     let queues = queued_bodies(&w).await;
     let secrets = w.sim.simulator.issued_secrets();
     let mut places: Vec<(String, &str)> = vec![

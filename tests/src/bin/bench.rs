@@ -100,21 +100,7 @@ async fn main() {
         ("OAUTH_REDIRECT_URIS", "http://localhost/callback"),
         ("TASTYTRADE_SANDBOX_URL", base.as_str()),
     ]);
-    let deps = LinkDeps::from_env(&env, &aws.sdk)
-        .await
-        .expect("link dependencies");
-    let mut link_event = event("link-personal-grant.json");
-    link_event["body"] = json!({
-        "environment": "sandbox",
-        "refresh_token": sim.credentials.refresh_token,
-        "client_secret": sim.credentials.client_secret,
-    })
-    .to_string()
-    .into();
-    let linked = link::link(&deps, &request(&link_event))
-        .await
-        .expect("the grant links");
-    assert_eq!(linked.status(), 201);
+    link_simulated_grant(&sim, &aws, &env).await;
 
     // 1. The full sync, by the worker process.
     let worker = std::env::current_exe()
@@ -170,24 +156,8 @@ async fn main() {
     let baseline = python_baseline(&sim).await;
 
     // 2b. An incremental sync with nothing new, in this process.
-    let (account_id, owner): (uuid::Uuid, String) = {
-        let row = client
-            .query_one("SELECT id, user_id FROM tastytrade_accounts", &[])
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
-    let mut broker = BrokerConfig::for_base_url(base.parse().expect("URL"));
-    broker.production_accept_version = None;
-    let sync_deps = SyncDeps {
-        pool: db.pool.clone(),
-        broker: TastytradeClient::new(broker).expect("client"),
-        cipher: KmsEnvelope::new(aws_sdk_kms::Client::new(&aws.sdk), &aws.stack.kms_key_arn),
-        tasks: DynamoTasks::new(aws.dynamodb(), &aws.stack.table),
-        queue: SqsQueue::new(aws.sqs(), &aws.stack.queue_url),
-        oauth_client: None,
-        settings: SyncSettings::default(),
-    };
+    let (account_id, owner) = linked_account(&db).await;
+    let sync_deps = in_process_worker(&db, &aws, &base);
     let task = NewTask::new(&owner, account_id, TaskKind::Incremental);
     sync_deps.tasks.create(&task).await.expect("task");
     let idle_started = Instant::now();
@@ -376,44 +346,9 @@ async fn latency_run(
     };
     let db = TestDb::migrated().await;
     let env = env.clone().with("DATABASE_URL", db.url.clone());
-    let deps = LinkDeps::from_env(&env, &aws.sdk)
-        .await
-        .expect("link dependencies");
-    let mut link_event = event("link-personal-grant.json");
-    link_event["body"] = json!({
-        "environment": "sandbox",
-        "refresh_token": sim.credentials.refresh_token,
-        "client_secret": sim.credentials.client_secret,
-    })
-    .to_string()
-    .into();
-    assert_eq!(
-        link::link(&deps, &request(&link_event))
-            .await
-            .expect("links")
-            .status(),
-        201
-    );
-    let (account_id, owner): (uuid::Uuid, String) = {
-        let row = db
-            .client()
-            .await
-            .query_one("SELECT id, user_id FROM tastytrade_accounts", &[])
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
-    let mut broker = BrokerConfig::for_base_url(sim.credentials.base_url.parse().expect("URL"));
-    broker.production_accept_version = None;
-    let deps = SyncDeps {
-        pool: db.pool.clone(),
-        broker: TastytradeClient::new(broker).expect("client"),
-        cipher: KmsEnvelope::new(aws_sdk_kms::Client::new(&aws.sdk), &aws.stack.kms_key_arn),
-        tasks: DynamoTasks::new(aws.dynamodb(), &aws.stack.table),
-        queue: SqsQueue::new(aws.sqs(), &aws.stack.queue_url),
-        oauth_client: None,
-        settings: SyncSettings::default(),
-    };
+    link_simulated_grant(sim, aws, &env).await;
+    let (account_id, owner) = linked_account(&db).await;
+    let deps = in_process_worker(&db, aws, &sim.credentials.base_url);
     let task = NewTask::new(&owner, account_id, TaskKind::Full);
     deps.tasks.create(&task).await.expect("task");
     sim.simulator.set_faults(tastytrade_sim::server::Faults {
@@ -583,4 +518,53 @@ async fn python_baseline(sim: &tastytrade_sim::server::Running) -> serde_json::V
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("the baseline reports JSON")
+}
+
+/// Links the simulator's personal grant through the link route, as a user would.
+async fn link_simulated_grant(sim: &tastytrade_sim::server::Running, aws: &TestAws, env: &Env) {
+    let deps = LinkDeps::from_env(env, &aws.sdk)
+        .await
+        .expect("link dependencies");
+    let mut link_event = event("link-personal-grant.json");
+    link_event["body"] = json!({
+        "environment": "sandbox",
+        "refresh_token": sim.credentials.refresh_token,
+        "client_secret": sim.credentials.client_secret,
+    })
+    .to_string()
+    .into();
+    let linked = link::link(&deps, &request(&link_event))
+        .await
+        .expect("the grant links");
+    assert_eq!(linked.status(), 201);
+}
+
+/// The one linked account's id and owner.
+async fn linked_account(db: &TestDb) -> (uuid::Uuid, String) {
+    let row = db
+        .client()
+        .await
+        .query_one("SELECT id, user_id FROM tastytrade_accounts", &[])
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The worker's dependencies in this process, against `db`, the stack and the broker at `base`.
+fn in_process_worker(
+    db: &TestDb,
+    aws: &TestAws,
+    base: &str,
+) -> SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
+    let mut broker = BrokerConfig::for_base_url(base.parse().expect("URL"));
+    broker.production_accept_version = None;
+    SyncDeps {
+        pool: db.pool.clone(),
+        broker: TastytradeClient::new(broker).expect("client"),
+        cipher: KmsEnvelope::new(aws_sdk_kms::Client::new(&aws.sdk), &aws.stack.kms_key_arn),
+        tasks: DynamoTasks::new(aws.dynamodb(), &aws.stack.table),
+        queue: SqsQueue::new(aws.sqs(), &aws.stack.queue_url),
+        oauth_client: None,
+        settings: SyncSettings::default(),
+    }
 }
