@@ -40,7 +40,8 @@ pub struct SyncSettings {
     pub deep_trailing: TimeDelta,
     /// Transactions and snapshots are read in windows this long, orders in half of it.
     pub window: TimeDelta,
-    /// How long a worker holds an account; longer than the worker's timeout.
+    /// How long a worker holds an account when its invocation has no deadline; with one, the
+    /// lease ends shortly after it (see `lease_ttl`).
     pub lease: TimeDelta,
     /// A full sync of an account without an opening date starts this far back.
     pub max_history: TimeDelta,
@@ -195,9 +196,24 @@ async fn run_in_span<C: TokenCipher, T: TaskStore>(
             return retry_or_fail(deps, task, account_id, e.retry(), "database", &detail).await;
         }
     };
+    // A worker that dies after its work but before the queue hears of it leaves its message to
+    // be delivered again: a copy of a task that has ended, or of a continuation that has
+    // already handed over to the next, must not run (and fork the task into two chains).
+    match deps.tasks.get(task).await {
+        Ok(Some(record)) if !record.status.is_active() => {
+            tracing::info!(status = record.status.as_str(), "the task already ended");
+            return Ok(Outcome::Skipped);
+        }
+        Ok(Some(record)) if record.resume_cursor != message.cursor => {
+            tracing::info!("a later continuation of this task is queued");
+            return Ok(Outcome::Skipped);
+        }
+        Ok(_) => {}
+        Err(e) => return Err(Retryable(e.to_string())),
+    }
     match deps
         .tasks
-        .acquire_lease(account_id, task, deps.settings.lease)
+        .acquire_lease(account_id, task, lease_ttl(deps.settings.lease, deadline))
         .await
     {
         Ok(true) => {}
@@ -221,13 +237,37 @@ async fn run_in_span<C: TokenCipher, T: TaskStore>(
     Ok(Outcome::Completed(counts))
 }
 
-/// Records the cursor in the task and queues the continuation that resumes there.
+/// How long to hold the account: `lease`, but never past the invocation's deadline (plus a
+/// little for clocks), because nothing of this invocation runs after it. A worker that dies
+/// then leaves a lease that ends with its invocation, instead of one that blocks the account's
+/// next message until it goes to the DLQ.
+fn lease_ttl(lease: TimeDelta, deadline: Option<Instant>) -> TimeDelta {
+    const SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+    deadline
+        .map(|d| d.saturating_duration_since(Instant::now()) + SLACK)
+        .and_then(|left| TimeDelta::from_std(left).ok())
+        .map_or(lease, |left| left.min(lease))
+}
+
+/// Queues the continuation that resumes at `cursor`, then records the cursor in the task.
 async fn continue_later<C, T: TaskStore>(
     deps: &SyncDeps<C, T, impl SyncQueue>,
     message: &TaskMessage,
     cursor: Cursor,
 ) -> Result<Outcome, Retryable> {
     let json = serde_json::to_value(&cursor).map_err(|e| Retryable(e.to_string()))?;
+    let next = TaskMessage {
+        cursor: Some(json.clone()),
+        ..message.clone()
+    };
+    // Queued first, recorded second: the record names the one live continuation, so a death
+    // between the two leaves this message live (it runs again; SQS drops the identical
+    // continuation, or the first one sent finds itself stale), never none. If either step
+    // fails, this message is retried and resumes from its own cursor.
+    deps.queue
+        .enqueue(&next)
+        .await
+        .map_err(|e| Retryable(e.to_string()))?;
     let update = TaskUpdate {
         status: TaskStatus::InProgress,
         stage: "continuing",
@@ -238,15 +278,6 @@ async fn continue_later<C, T: TaskStore>(
     };
     deps.tasks
         .update(message.task_id, update)
-        .await
-        .map_err(|e| Retryable(e.to_string()))?;
-    let next = TaskMessage {
-        cursor: Some(json),
-        ..message.clone()
-    };
-    // If this fails, the message itself is retried and the sync resumes from its own cursor.
-    deps.queue
-        .enqueue(&next)
         .await
         .map_err(|e| Retryable(e.to_string()))?;
     tracing::info!(stage = ?cursor.stage, from = %cursor.from, "deadline near; continuing in a new invocation");
@@ -775,6 +806,24 @@ fn date_windows(start: NaiveDate, end: NaiveDate, days: i64) -> Vec<(NaiveDate, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_ends_soon_after_the_invocation_that_holds_it() {
+        let lease = TimeDelta::minutes(15);
+        let in_a_minute = Instant::now() + std::time::Duration::from_secs(60);
+
+        let bounded = lease_ttl(lease, Some(in_a_minute));
+
+        assert!(bounded > TimeDelta::seconds(60) && bounded <= TimeDelta::seconds(65));
+        assert_eq!(
+            lease_ttl(lease, None),
+            lease,
+            "no deadline: the whole lease"
+        );
+        assert!(lease_ttl(lease, Some(Instant::now())) <= TimeDelta::seconds(5));
+        let in_an_hour = Instant::now() + std::time::Duration::from_secs(3600);
+        assert_eq!(lease_ttl(lease, Some(in_an_hour)), lease, "never longer");
+    }
 
     #[test]
     fn windows_cover_the_range_without_gaps() {

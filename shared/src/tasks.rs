@@ -142,6 +142,7 @@ impl NewTask {
             attempts: 0,
             created_at: self.created_at,
             last_updated: self.created_at,
+            resume_cursor: None,
         }
     }
 
@@ -170,6 +171,9 @@ pub struct TaskRecord {
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
     pub last_updated: DateTime<Utc>,
+    /// Where the task's latest continuation resumes (`None` before the first): a message
+    /// carrying any other cursor is a stale copy, redelivered after its worker died.
+    pub resume_cursor: Option<serde_json::Value>,
 }
 
 /// What asking for a manual sync found.
@@ -436,6 +440,7 @@ fn task_record(item: &HashMap<String, AttributeValue>) -> Option<TaskRecord> {
         attempts: number("attempts").unwrap_or(0),
         created_at: time(ACCOUNT_TASKS_SK)?,
         last_updated: time("last_updated")?,
+        resume_cursor: text("resume_cursor").and_then(|c| serde_json::from_str(c).ok()),
     })
 }
 
@@ -560,6 +565,8 @@ impl TaskStore for DynamoTasks {
         let mut item = Self::lease_key(account_id);
         item.insert("holder".into(), s(holder.to_string()));
         item.insert("lease_until".into(), n((now + ttl).timestamp_millis()));
+        // For whoever looks at a busy account: since when this holder has it.
+        item.insert("acquired_at".into(), n(now.timestamp_millis()));
         // TTL only cleans up (and lazily): the condition compares the lease's own expiry.
         item.insert("expires_at".into(), n((now + ttl).timestamp() + 3600));
         let result = self

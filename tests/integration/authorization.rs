@@ -70,16 +70,11 @@ async fn owner_state(w: &World) -> (i64, Vec<String>) {
         .await
         .unwrap()
         .get(0);
-    let credentials: Vec<String> = client
-        .query(
-            "SELECT id::text FROM tastytrade_credentials ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let credentials = tastysync_tests::texts(
+        &client,
+        "SELECT id::text FROM tastytrade_credentials ORDER BY id",
+    )
+    .await;
     (accounts, credentials)
 }
 

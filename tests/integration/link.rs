@@ -220,17 +220,7 @@ async fn database_text(w: &World) -> String {
 }
 
 pub(crate) async fn table_items(w: &World) -> Vec<String> {
-    let items = w
-        .aws
-        .dynamodb()
-        .scan()
-        .table_name(&w.aws.stack.table)
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap_or_default();
-    items.iter().map(|item| format!("{item:?}")).collect()
+    tastysync_tests::leaks::dynamo_items(&w.aws.dynamodb(), &w.aws.stack.table).await
 }
 
 pub(crate) async fn queued_messages(w: &World) -> Vec<(String, String)> {

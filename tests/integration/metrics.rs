@@ -164,6 +164,7 @@ async fn a_worker_sync_prints_emf_lines_that_follow_the_specification() {
         .unwrap()
         .unwrap();
 
+    tastysync_tests::keep_for_the_scan(&output);
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8(output.stdout).unwrap();
     let documents = emf_documents(&stdout);

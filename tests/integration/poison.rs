@@ -67,6 +67,7 @@ async fn an_unreadable_message_reaches_the_dlq_and_a_task_of_an_unknown_account_
         .unwrap()
         .unwrap();
 
+    tastysync_tests::keep_for_the_scan(&output);
     assert!(output.status.success(), "{output:?}");
     let dead = waiting(&w, &w.aws.stack.dlq_url).await;
     let left = waiting(&w, &w.aws.stack.queue_url).await;

@@ -4,34 +4,12 @@
 
 use std::time::Duration;
 
+use tastysync_tests::leaks::{self, Secrets};
 use tastytrade_sim::data::Sizes;
 use tastytrade_sim::server::Faults;
 
 use crate::link::{World, link_personal, world_with};
 use crate::sync::worker_command;
-
-/// Each table's rows as text (bytea as hex), one string per table.
-async fn every_table(w: &World) -> Vec<(String, String)> {
-    let client = w.db.client().await;
-    let tables: Vec<String> = client
-        .query(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut dumps = Vec::new();
-    for table in tables {
-        let sql = format!("SELECT coalesce(string_agg(t::text, E'\\n'), '') FROM \"{table}\" t");
-        let text: String = client.query_one(&sql, &[]).await.unwrap().get(0);
-        dumps.push((table, text));
-    }
-    dumps
-}
 
 async fn queued_bodies(w: &World) -> String {
     let mut bodies = String::new();
@@ -51,10 +29,6 @@ async fn queued_bodies(w: &World) -> String {
         }
     }
     bodies
-}
-
-fn hex(secret: &str) -> String {
-    secret.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]
@@ -83,16 +57,17 @@ async fn no_issued_token_or_client_secret_is_in_logs_tables_tasks_or_queues() {
         .unwrap()
         .unwrap();
 
+    tastysync_tests::keep_for_the_scan(&output);
     assert!(output.status.success(), "{output:?}");
     let logs = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let tables = every_table(&w).await;
+    let tables = leaks::every_table(&**w.db.client().await).await;
     let tasks = crate::link::table_items(&w).await.join("\n");
     let queues = queued_bodies(&w).await;
-    let secrets = w.sim.simulator.issued_secrets();
+    let secrets = Secrets::new(w.sim.simulator.issued_secrets());
     let mut places: Vec<(String, &str)> = vec![
         ("worker logs".into(), logs.as_str()),
         ("task table".into(), tasks.as_str()),
@@ -103,14 +78,15 @@ async fn no_issued_token_or_client_secret_is_in_logs_tables_tasks_or_queues() {
             .iter()
             .map(|(t, text)| (format!("table {t}"), text.as_str())),
     );
-    let mut hits = Vec::new();
-    for secret in &secrets {
-        for (place, text) in &places {
-            if text.contains(secret.as_str()) || text.contains(&hex(secret)) {
-                hits.push(format!("{place} holds {}…", &secret[..6]));
-            }
-        }
-    }
+    let hits: Vec<String> = places
+        .iter()
+        .flat_map(|(place, text)| {
+            secrets
+                .found_in(text)
+                .into_iter()
+                .map(move |secret| format!("{place} holds {secret}"))
+        })
+        .collect();
 
     println!(
         "scanned {} log lines, {} tables ({} bytes), the task table and the queues for {} issued secrets: {} hits",

@@ -5,12 +5,16 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sync_worker::local::Poller;
 use tastysync_shared::secrets::KmsEnvelope;
-use tastysync_shared::sync::{SyncDeps, SyncSettings};
-use tastysync_shared::tasks::{Counts, DynamoTasks, NewTask, SqsQueue, TaskKind, TaskStore};
+use tastysync_shared::sync::{self, Outcome, SyncDeps, SyncSettings};
+use tastysync_shared::tasks::{
+    Counts, DynamoTasks, NewTask, SqsQueue, SyncQueue, TaskKind, TaskMessage, TaskRecord,
+    TaskStatus, TaskStore,
+};
 use tastysync_shared::tastytrade::client::Stats;
 use tastysync_shared::tastytrade::{BrokerConfig, RetryPolicy, TastytradeClient};
 use tastytrade_sim::Activity;
@@ -48,6 +52,7 @@ fn poller(w: &World, invocation_timeout: Duration) -> Poller {
         queue_arn: w.aws.stack.queue_arn.clone(),
         visibility: Some(Duration::from_secs(600)),
         invocation_timeout,
+        batch_size: 10,
     }
 }
 
@@ -91,11 +96,8 @@ async fn run_task(
 ) -> Counts {
     let task = NewTask::new("user-a", account_id, kind);
     deps.tasks.create(&task).await.unwrap();
-    match tastysync_shared::sync::run(deps, &task.message(), None)
-        .await
-        .unwrap()
-    {
-        tastysync_shared::sync::Outcome::Completed(counts) => counts,
+    match sync::run(deps, &task.message(), None).await.unwrap() {
+        Outcome::Completed(counts) => counts,
         other => panic!("the {kind:?} sync ended {other:?}"),
     }
 }
@@ -380,6 +382,56 @@ async fn a_full_sync_past_its_deadline_continues_in_new_invocations_and_still_eq
     );
 }
 
+#[tokio::test]
+async fn a_copy_of_a_message_already_handed_over_or_of_an_ended_task_does_nothing() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 3_000,
+        orders: 300,
+        years: 2,
+    })
+    .await;
+    let linked = link_personal(&w, "user-a").await;
+    let account_id: Uuid = linked[0]["id"].as_str().unwrap().parse().unwrap();
+    let mut deps = worker(&w);
+    deps.settings.deadline_margin = Duration::ZERO;
+    let task = NewTask::new("user-a", account_id, TaskKind::Full);
+    deps.tasks.create(&task).await.unwrap();
+    let original = task.message();
+    let run = |message: TaskMessage, deadline: Option<std::time::Instant>| {
+        let deps = &deps;
+        async move { sync::run(deps, &message, deadline).await.unwrap() }
+    };
+
+    // At its deadline at once: one page, then the continuation is queued and recorded.
+    let Outcome::Continued(cursor) = run(original.clone(), Some(std::time::Instant::now())).await
+    else {
+        panic!("the sync did not hand over");
+    };
+    let continuation = TaskMessage {
+        cursor: Some(serde_json::to_value(&cursor).unwrap()),
+        ..original.clone()
+    };
+    let requests = Stats::get(&deps.broker.stats().requests);
+    let handed_over = run(original.clone(), None).await;
+    let requests_after_copy = Stats::get(&deps.broker.stats().requests);
+    assert!(drain(&w, &deps).await.is_empty());
+    let ended = [
+        run(original.clone(), None).await,
+        run(continuation, None).await,
+    ];
+
+    assert!(matches!(handed_over, Outcome::Skipped), "{handed_over:?}");
+    assert_eq!(requests_after_copy, requests, "the copy called the broker");
+    assert!(
+        ended.iter().all(|o| matches!(o, Outcome::Skipped)),
+        "{ended:?}"
+    );
+    let record = deps.tasks.get(task.task_id).await.unwrap().unwrap();
+    assert_eq!(record.status, TaskStatus::Completed);
+    assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
+}
+
 /// The worker binary (built by `make test` before the tests run).
 fn worker_binary() -> std::path::PathBuf {
     let dir = std::env::current_exe()
@@ -398,16 +450,12 @@ fn worker_binary() -> std::path::PathBuf {
     binary
 }
 
-fn spawn_worker(w: &World, exit_when_idle: bool) -> tokio::process::Child {
-    let mut command = worker_command(w);
-    command.stdout(std::process::Stdio::null());
-    if exit_when_idle {
-        command.env("SYNC_EXIT_WHEN_IDLE", "6");
-    }
-    command.spawn().unwrap()
+fn spawn_worker(w: &World) -> tokio::process::Child {
+    worker_command(w).spawn().unwrap()
 }
 
-/// The worker binary in poll mode against the world's stack, with short invocations.
+/// The worker binary in poll mode against the world's stack, with short invocations, logging
+/// to a suite log file of its own (see [`tastysync_tests::capture_logs`]).
 pub(crate) fn worker_command(w: &World) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(worker_binary());
     command
@@ -425,13 +473,146 @@ pub(crate) fn worker_command(w: &World) -> tokio::process::Command {
         // kills land on many different messages, and none is received maxReceiveCount times
         // (which would rightly send it to the DLQ).
         .env("SYNC_INVOCATION_SECONDS", "1")
-        .env("RUST_LOG", "warn")
+        // One message in flight per receive: when two in-flight messages of a FIFO group come
+        // back together, moto 5.2.5 delivers the second before the first (SQS keeps their
+        // order), and a killed sync's lease then holds the other back for a whole back-off.
+        .env("SYNC_BATCH_SIZE", "1")
+        .env("RUST_LOG", tastysync_tests::SUITE_LOG_FILTER)
         .kill_on_drop(true);
+    match tastysync_tests::suite_log_file("worker") {
+        Some(file) => {
+            let copy = file.try_clone().unwrap();
+            command.stdout(file).stderr(copy);
+        }
+        None => {
+            command.stdout(std::process::Stdio::null());
+        }
+    }
     command
 }
 
+/// The account's lease as the worker left it in the task table: holder, taken and until
+/// (epoch milliseconds).
+async fn lease(w: &World, account_id: Uuid) -> Option<(Uuid, i64, i64)> {
+    let item = w
+        .aws
+        .dynamodb()
+        .get_item()
+        .table_name(&w.aws.stack.table)
+        .key(
+            "pk",
+            AttributeValue::S(format!("LEASE#ACCOUNT#{account_id}")),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item?;
+    let millis = |name: &str| item.get(name)?.as_n().ok()?.parse::<i64>().ok();
+    Some((
+        item.get("holder")?.as_s().ok()?.parse().ok()?,
+        millis("acquired_at")?,
+        millis("lease_until")?,
+    ))
+}
+
+/// Waits up to twenty seconds for a message's sync to start after `after` (epoch
+/// milliseconds): a lease taken later. Returns when it was taken.
+async fn next_sync_start(w: &World, account_id: Uuid, after: i64) -> Option<i64> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        match lease(w, account_id).await {
+            Some((_, acquired, _)) if acquired > after => return Some(acquired),
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    None
+}
+
+/// Waits up to twenty seconds for the sync that took the lease at `acquired` to end: its lease
+/// released, or taken again by the next message.
+async fn sync_end(w: &World, account_id: Uuid, acquired: i64) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        match lease(w, account_id).await {
+            Some((_, taken, _)) if taken == acquired => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Where the worker was when it was killed.
+#[derive(Debug, Default)]
+struct Kills {
+    full: usize,
+    incremental: usize,
+    between: usize,
+}
+
+impl Kills {
+    fn total(&self) -> usize {
+        self.full + self.incremental + self.between
+    }
+
+    fn count(&mut self, running: Option<TaskKind>) {
+        match running {
+            Some(TaskKind::Full) => self.full += 1,
+            Some(_) => self.incremental += 1,
+            None => self.between += 1,
+        }
+    }
+}
+
+/// The kind of sync a worker spawned at `spawned` (epoch milliseconds) is (or was, when it
+/// died) running: that of the task whose live lease it took. `None` between messages.
+async fn running_now(
+    w: &World,
+    deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
+    account_id: Uuid,
+    spawned: i64,
+) -> Option<TaskKind> {
+    let (holder, acquired, until) = lease(w, account_id).await?;
+    let live = acquired >= spawned && until > chrono::Utc::now().timestamp_millis();
+    if !live {
+        return None;
+    }
+    deps.tasks.get(holder).await.unwrap().map(|t| t.kind)
+}
+
+/// Waits until none of the account's tasks is still on its way; panics after `limit`.
+async fn until_every_task_ended(
+    deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
+    account_id: Uuid,
+    limit: Duration,
+) -> Vec<TaskRecord> {
+    let started = std::time::Instant::now();
+    loop {
+        let tasks = deps.tasks.recent(account_id, 100).await.unwrap();
+        if tasks.iter().all(|t| !t.status.is_active()) {
+            return tasks;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "tasks still on their way after {limit:?}: {:?}",
+            tasks
+                .iter()
+                .map(|t| (t.kind, t.status, t.stage.clone(), t.attempts))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test]
-async fn a_worker_killed_again_and_again_mid_sync_still_ends_equal_to_the_truth() {
+async fn a_worker_killed_again_and_again_across_full_and_incremental_syncs_still_ends_equal_to_the_truth()
+ {
+    // Ten in every run; `make soak` asks for fifty.
+    let rounds: usize = std::env::var("SOAK_KILLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
     let w = world_with(Sizes {
         accounts: 1,
         transactions: 30_000,
@@ -439,31 +620,90 @@ async fn a_worker_killed_again_and_again_mid_sync_still_ends_equal_to_the_truth(
         years: 4,
     })
     .await;
-    link_personal(&w, "user-a").await;
+    let linked = link_personal(&w, "user-a").await;
+    let account_id: Uuid = linked[0]["id"].as_str().unwrap().parse().unwrap();
+    let number = w.sim.credentials.account_numbers[0].clone();
+    let deps = worker(&w);
     let mut rng = fastrand::Rng::with_seed(5);
 
-    // Ten in every run; `make soak` asks for fifty.
-    let kills: usize = std::env::var("SOAK_KILLS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10);
-    for _ in 0..kills {
-        let mut worker = spawn_worker(&w, false);
-        // Long enough for the redelivered message to come back and the sync to get going.
-        tokio::time::sleep(Duration::from_millis(rng.u64(3_200..5_500))).await;
+    let full = deps.tasks.recent(account_id, 1).await.unwrap()[0].task_id;
+    // A broker a little farther away than loopback, so the full sync outlasts half the kills.
+    w.sim.simulator.set_faults(tastytrade_sim::server::Faults {
+        latency_ms: 25,
+        ..Default::default()
+    });
+    let mut kills = Kills::default();
+    let mut incrementals = 0;
+    let mut died_mid_sync = false;
+    for round in 0..rounds {
+        // The first half of the kills (while it lasts) land in the link's full sync (an
+        // incremental sync queued beside an unfinished one reads the whole history too, and
+        // each would slow it down); before each of the others
+        // the account trades, fees turn final, a trade is reversed, a position closes, and an
+        // incremental sync is queued.
+        let full_running = deps
+            .tasks
+            .get(full)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .is_active();
+        let incremental_round = round >= rounds / 2 || !full_running;
+        if incremental_round {
+            let activity = Activity {
+                transactions: rng.usize(1..6),
+                days_back: rng.i64(0..4),
+                finalize_fees: true,
+                reversals: rng.usize(0..2),
+                fills: rng.usize(0..3),
+                close_positions: rng.usize(0..2),
+            };
+            w.sim.simulator.add_activity(&number, &activity).unwrap();
+            let task = NewTask::new("user-a", account_id, TaskKind::Incremental);
+            deps.tasks.create(&task).await.unwrap();
+            deps.queue.enqueue(&task.message()).await.unwrap();
+            incrementals += 1;
+        }
+        let spawned = chrono::Utc::now().timestamp_millis();
+        let mut worker = spawn_worker(&w);
+        // If the last worker died mid-sync, this one first finishes that message (back after
+        // three seconds), so that none is killed twice: five deliveries would rightly send it
+        // to the DLQ. Then it dies anywhere in the next stretch (a second and a half of the
+        // full sync; 0.7 s, about an incremental sync's length): mid-request, mid-write,
+        // between messages or idle.
+        let first = next_sync_start(&w, account_id, spawned - 1).await;
+        if let (Some(first), true) = (first, died_mid_sync) {
+            sync_end(&w, account_id, first).await;
+        }
+        let stretch = if incremental_round { 700 } else { 1_500 };
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..stretch))).await;
         worker.kill().await.unwrap();
+        // The lease as the dead worker left it says where it died.
+        let running = running_now(&w, &deps, account_id, spawned).await;
+        died_mid_sync = running.is_some();
+        kills.count(running);
     }
-    let mut last = spawn_worker(&w, true);
-    let status = tokio::time::timeout(Duration::from_secs(300), last.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let mut last = spawn_worker(&w);
+    let tasks = until_every_task_ended(&deps, account_id, Duration::from_secs(300)).await;
+    last.kill().await.unwrap();
 
     println!(
-        "crash consistency: the worker was killed {kills} times at random points; checking the database against the truth"
+        "crash consistency: {} kills ({} in the full sync, {} in incremental syncs, {} between messages) over \
+         {} tasks ({incrementals} incremental after new activity); checking the database against the truth",
+        kills.total(),
+        kills.full,
+        kills.incremental,
+        kills.between,
+        tasks.len(),
     );
-    assert!(status.success());
-    assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
+    assert!(
+        tasks.iter().all(|t| t.status == TaskStatus::Completed),
+        "{:?}",
+        tasks.iter().map(|t| (t.kind, t.status)).collect::<Vec<_>>()
+    );
+    assert!(kills.full > 0 && kills.incremental > 0, "{kills:?}");
+    assert_database_equals_truth(&w, &number).await;
     let dead = w
         .aws
         .sqs()

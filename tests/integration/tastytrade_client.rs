@@ -18,6 +18,7 @@ use tastytrade_sim::server::{Config, Running};
 use tastytrade_sim::{Faults, Simulator};
 
 async fn simulator(transactions: usize, orders: usize) -> Running {
+    tastysync_tests::capture_logs();
     let config = Config {
         seed: 42,
         sizes: Sizes {

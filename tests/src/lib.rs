@@ -11,6 +11,8 @@
 //! Both read the addresses from the environment that `infra/local/stack.sh` writes; run the
 //! tests through `make test` (or source `.local/<stack>/env` first).
 
+pub mod leaks;
+
 use deadpool_postgres::Pool;
 use secrecy::SecretString;
 use tastysync_local::provision::{self, Names, Stack};
@@ -22,6 +24,57 @@ fn stack_var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests with `make test`, which starts the local stack")
     })
+}
+
+/// The first column of every row `sql` returns, as text.
+pub async fn texts(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .expect("the query runs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// What the suite logs for the secrets scan after it: `debug` from our crates, `info` from
+/// the libraries under them.
+pub const SUITE_LOG_FILTER: &str = "info,tastysync_shared=debug,tastysync_local=debug,\
+    tastytrade_sim=debug,accounts=debug,link_account=debug,migrate=debug,sync_scheduler=debug,\
+    sync_status=debug,sync_trigger=debug,sync_worker=debug";
+
+/// Where this test process and the workers it starts write their logs: a file each in
+/// `TASTYSYNC_SUITE_LOGS`, which `make test` sets and scans for secrets after the suite.
+/// `None` outside `make test`.
+pub fn suite_log_file(kind: &str) -> Option<std::fs::File> {
+    let dir = std::env::var_os("TASTYSYNC_SUITE_LOGS")?;
+    let path = std::path::Path::new(&dir).join(format!("{kind}-{}.log", unique_suffix()));
+    Some(std::fs::File::create(&path).expect("the suite log directory takes files"))
+}
+
+/// Keeps output a test read from a worker (which therefore did not go to a suite log file)
+/// for the scan after the suite.
+pub fn keep_for_the_scan(output: &std::process::Output) {
+    use std::io::Write;
+    if let Some(mut file) = suite_log_file("worker") {
+        file.write_all(&output.stdout)
+            .and_then(|()| file.write_all(&output.stderr))
+            .expect("the suite log directory takes files");
+    }
+}
+
+/// Sends this process's logs to its suite log file (once; every harness constructor calls it).
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Some(file) = suite_log_file("test") {
+            let _already_set = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(SUITE_LOG_FILTER))
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .try_init();
+        }
+    });
 }
 
 fn unique_suffix() -> String {
@@ -46,6 +99,7 @@ impl TestDb {
 
     /// A new database with no schema, in the cluster of `admin_url`.
     pub async fn empty_on(admin_url: &str) -> Self {
+        capture_logs();
         let name = format!("t_{}", unique_suffix());
         let (admin, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
             .await
@@ -133,6 +187,7 @@ impl TestAws {
 
     /// With the deployment's OAuth client set to `oauth_client` (`client_id`, `client_secret`).
     pub async fn provisioned_with(oauth_client: &serde_json::Value) -> Self {
+        capture_logs();
         // Fail early with the harness's message rather than the SDK's.
         stack_var("AWS_ENDPOINT_URL");
         let sdk = aws::sdk_config().await;

@@ -25,6 +25,8 @@ pub struct Poller {
     pub visibility: Option<Duration>,
     /// The function timeout each batch gets, as its deadline.
     pub invocation_timeout: Duration,
+    /// Messages per receive, 1 to 10 (the template's batch size is 10).
+    pub batch_size: i32,
 }
 
 /// What one poll did.
@@ -42,7 +44,8 @@ impl Poller {
     /// The poller of a worker outside Lambda: `SYNC_QUEUE_URL`, `SYNC_QUEUE_ARN`;
     /// `SYNC_VISIBILITY_SECONDS` overrides the queue's visibility timeout;
     /// `SYNC_INVOCATION_SECONDS` (default 120) is each batch's deadline, as the function
-    /// timeout would be; and, second, `SYNC_EXIT_WHEN_IDLE=N`, to stop after N idle seconds.
+    /// timeout would be; `SYNC_BATCH_SIZE` (default 10) the messages per receive; and, second,
+    /// `SYNC_EXIT_WHEN_IDLE=N`, to stop after N idle seconds.
     pub fn from_env(env: &Env, sdk: &SdkConfig) -> Result<(Self, Option<Duration>), ConfigError> {
         let poller = Poller {
             sqs: aws_sdk_sqs::Client::new(sdk),
@@ -59,6 +62,7 @@ impl Poller {
             invocation_timeout: Duration::from_secs(
                 env.parsed_or("SYNC_INVOCATION_SECONDS", 120u64)?,
             ),
+            batch_size: env.parsed_or("SYNC_BATCH_SIZE", 10i32)?.clamp(1, 10),
         };
         let idle = env
             .optional("SYNC_EXIT_WHEN_IDLE")
@@ -77,7 +81,7 @@ impl Poller {
             .sqs
             .receive_message()
             .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(self.batch_size)
             .wait_time_seconds(1)
             .message_system_attribute_names(MessageSystemAttributeName::All);
         if let Some(visibility) = self.visibility {

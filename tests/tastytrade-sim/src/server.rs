@@ -152,6 +152,24 @@ pub struct Running {
     pub addr: SocketAddr,
 }
 
+/// Appends `secret` to the file `TASTYSYNC_ISSUED_SECRETS` names, when it names one: every
+/// simulator of a test run adds what it hands out, so that the scan after the suite knows
+/// what to look for.
+fn record_issued(secret: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("TASTYSYNC_ISSUED_SECRETS") else {
+        return;
+    };
+    // One short append per line: lines from concurrent test processes do not interleave.
+    // A secret left out would make the scan pass blind, so a ledger that fails is fatal.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(format!("{secret}\n").as_bytes()))
+        .expect("the issued-secrets ledger takes the secret");
+}
+
 impl Simulator {
     pub fn new(config: Config) -> Self {
         let mut generator = Generator::new(config.seed, config.anchor);
@@ -160,12 +178,15 @@ impl Simulator {
             "rt-{:016x}",
             config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         );
+        let client_secret = format!(
+            "sim-secret-{:x}",
+            config.seed.wrapping_mul(31).wrapping_add(17)
+        );
+        record_issued(&client_secret);
+        record_issued(&refresh_token);
         let inner = Inner {
             client_id: format!("sim-client-{}", config.seed),
-            client_secret: format!(
-                "sim-secret-{:x}",
-                config.seed.wrapping_mul(31).wrapping_add(17)
-            ),
+            client_secret,
             grants: HashMap::from([(refresh_token, GrantState { revoked: false })]),
             codes: HashMap::new(),
             tokens: HashMap::new(),
@@ -1081,6 +1102,7 @@ async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: bytes::By
     let seconds = inner.config.token_seconds;
     let expires_at = Utc::now() + Duration::seconds(seconds - inner.faults.clock_skew_seconds);
     inner.issued_tokens.push(access.clone());
+    record_issued(&access);
     inner.tokens.insert(
         access.clone(),
         TokenState {
