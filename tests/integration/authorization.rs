@@ -9,8 +9,7 @@ use serde_json::Value;
 use tastysync_local::gateway;
 use tastysync_shared::api::{BASE_PATH, openapi_json};
 
-use crate::link::{World, link_personal, world_with};
-use tastytrade_sim::data::Sizes;
+use crate::link::{Served, World, served_account};
 
 /// Each documented operation: method and path under [`BASE_PATH`], `{name}` for parameters.
 fn operations() -> Vec<(String, String)> {
@@ -80,19 +79,12 @@ async fn owner_state(w: &World) -> (i64, Vec<String>) {
 
 #[tokio::test]
 async fn every_documented_route_refuses_strangers_with_401_and_other_users_ids_with_404() {
-    let w = world_with(Sizes {
-        accounts: 1,
-        transactions: 20,
-        orders: 5,
-        years: 1,
-    })
-    .await;
-    let linked = link_personal(&w, "user-a").await;
-    let account = linked[0]["id"].as_str().unwrap().to_owned();
-    let env = w.env.clone().with("LOCAL_SCHEDULE_SECONDS", "0");
-    let running = gateway::start(&env, &w.aws.sdk, ([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    let Served {
+        w,
+        account,
+        env,
+        gateway: running,
+    } = served_account().await;
     let base = running.url.as_str();
     let http = reqwest::Client::new();
     let owner = gateway::dev_token(&env, "user-a", Duration::from_secs(600));

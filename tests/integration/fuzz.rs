@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use tastysync_local::gateway;
 use tastysync_shared::api::BASE_PATH;
-use tastytrade_sim::data::Sizes;
 
-use crate::link::{link_personal, world_with};
+use crate::link::{Served, served_account};
 
 /// Examples per operation: enough to cover each parameter's edge cases, few enough for CI.
 const EXAMPLES: &str = "40";
@@ -22,19 +21,13 @@ async fn schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
         "{} is missing: `make test` installs it",
         st.display()
     );
-    let w = world_with(Sizes {
-        accounts: 1,
-        transactions: 20,
-        orders: 5,
-        years: 1,
-    })
-    .await;
-    let linked = link_personal(&w, "user-a").await;
-    let account = linked[0]["id"].as_str().unwrap().to_owned();
-    let env = w.env.clone().with("LOCAL_SCHEDULE_SECONDS", "0");
-    let running = gateway::start(&env, &w.aws.sdk, ([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    // The world stays alive (simulator, database, stack) while the fuzzer calls the gateway.
+    let Served {
+        w: _world,
+        account,
+        env,
+        gateway: running,
+    } = served_account().await;
     let token = gateway::dev_token(&env, "user-a", Duration::from_secs(3600));
     let tasks: serde_json::Value = reqwest::Client::new()
         .get(format!(

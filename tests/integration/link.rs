@@ -139,6 +139,39 @@ pub(crate) fn read(response: Response<Body>) -> (u16, Value) {
     (status, body)
 }
 
+/// A small account `user-a` has linked, served by the local gateway (JWT authorizer included,
+/// scheduler off), for the tests that call the API over HTTP.
+pub(crate) struct Served {
+    pub w: World,
+    /// The account's database id.
+    pub account: String,
+    /// The gateway's environment, for minting its dev JWTs.
+    pub env: tastysync_shared::config::Env,
+    pub gateway: tastysync_local::gateway::Running,
+}
+
+pub(crate) async fn served_account() -> Served {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 20,
+        orders: 5,
+        years: 1,
+    })
+    .await;
+    let linked = link_personal(&w, "user-a").await;
+    let account = linked[0]["id"].as_str().unwrap().to_owned();
+    let env = w.env.clone().with("LOCAL_SCHEDULE_SECONDS", "0");
+    let gateway = tastysync_local::gateway::start(&env, &w.aws.sdk, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    Served {
+        w,
+        account,
+        env,
+        gateway,
+    }
+}
+
 pub(crate) async fn link_personal(w: &World, user: &str) -> Vec<Value> {
     let (status, body) = send_link(
         w,

@@ -9,7 +9,7 @@ use tastysync_shared::metrics;
 use tastytrade_sim::data::Sizes;
 
 use crate::link::{link_personal, world_with};
-use crate::sync::worker_command;
+use crate::sync::{run_until_idle, worker_command};
 
 /// The units the specification allows.
 const UNITS: &[&str] = &[
@@ -154,18 +154,10 @@ async fn a_worker_sync_prints_emf_lines_that_follow_the_specification() {
     .await;
     link_personal(&w, "user-a").await;
     let mut command = worker_command(&w);
-    command
-        .env("SYNC_EXIT_WHEN_IDLE", "3")
-        .env("METRICS_NAMESPACE", "tastysync-test")
-        .stdout(std::process::Stdio::piped());
+    command.env("METRICS_NAMESPACE", "tastysync-test");
 
-    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = run_until_idle(command, "3", Duration::from_secs(180)).await;
 
-    tastysync_tests::keep_for_the_scan(&output);
-    assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8(output.stdout).unwrap();
     let documents = emf_documents(&stdout);
     assert!(!documents.is_empty(), "no EMF lines in:\n{stdout}");

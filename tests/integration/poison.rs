@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::link::{World, world_with};
 use crate::metrics::{emf_documents, metric_sum};
-use crate::sync::worker_command;
+use crate::sync::{run_until_idle, worker_command};
 
 /// Up to ten messages waiting on the queue at `url`.
 async fn waiting(w: &World, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
@@ -55,20 +55,12 @@ async fn an_unreadable_message_reaches_the_dlq_and_a_task_of_an_unknown_account_
         .await
         .unwrap();
     let mut command = worker_command(&w);
-    command
-        // Redelivered after a second, so five deliveries take seconds, not the production
-        // visibility timeout.
-        .env("SYNC_VISIBILITY_SECONDS", "1")
-        .env("SYNC_EXIT_WHEN_IDLE", "5")
-        .stdout(std::process::Stdio::piped());
+    // Redelivered after a second, so five deliveries take seconds, not the production
+    // visibility timeout.
+    command.env("SYNC_VISIBILITY_SECONDS", "1");
 
-    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = run_until_idle(command, "5", Duration::from_secs(120)).await;
 
-    tastysync_tests::keep_for_the_scan(&output);
-    assert!(output.status.success(), "{output:?}");
     let dead = waiting(&w, &w.aws.stack.dlq_url).await;
     let left = waiting(&w, &w.aws.stack.queue_url).await;
     let documents = emf_documents(&String::from_utf8(output.stdout).unwrap());

@@ -9,7 +9,7 @@ use tastytrade_sim::data::Sizes;
 use tastytrade_sim::server::Faults;
 
 use crate::link::{World, link_personal, world_with};
-use crate::sync::worker_command;
+use crate::sync::{run_until_idle, worker_command};
 
 async fn queued_bodies(w: &World) -> String {
     let mut bodies = String::new();
@@ -46,19 +46,10 @@ async fn no_issued_token_or_client_secret_is_in_logs_tables_tasks_or_queues() {
     });
     link_personal(&w, "user-a").await;
     let mut command = worker_command(&w);
-    command
-        .env("SYNC_EXIT_WHEN_IDLE", "3")
-        .env("RUST_LOG", "debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    command.env("RUST_LOG", "debug");
 
-    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = run_until_idle(command, "3", Duration::from_secs(180)).await;
 
-    tastysync_tests::keep_for_the_scan(&output);
-    assert!(output.status.success(), "{output:?}");
     let logs = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

@@ -491,6 +491,26 @@ pub(crate) fn worker_command(w: &World) -> tokio::process::Command {
     command
 }
 
+/// Runs `command` (from [`worker_command`]) until the queue has been idle for
+/// `idle_seconds`, within `limit`; returns its output, also kept for the scan after the suite.
+pub(crate) async fn run_until_idle(
+    mut command: tokio::process::Command,
+    idle_seconds: &str,
+    limit: Duration,
+) -> std::process::Output {
+    command
+        .env("SYNC_EXIT_WHEN_IDLE", idle_seconds)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let output = tokio::time::timeout(limit, command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    tastysync_tests::keep_for_the_scan(&output);
+    assert!(output.status.success(), "{output:?}");
+    output
+}
+
 /// The account's lease as the worker left it in the task table: holder, taken and until
 /// (epoch milliseconds).
 async fn lease(w: &World, account_id: Uuid) -> Option<(Uuid, i64, i64)> {

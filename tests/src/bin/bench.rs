@@ -63,11 +63,9 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-#[tokio::main]
-async fn main() {
-    let transactions = size("BENCH_TRANSACTIONS", 100_000);
-    let orders = size("BENCH_ORDERS", 20_000);
-    let config = Config {
+/// The benchmark's simulator: one account of five years with this much history.
+async fn simulator(transactions: usize, orders: usize) -> tastytrade_sim::server::Running {
+    Simulator::spawn(Config {
         seed: 3,
         sizes: Sizes {
             accounts: 1,
@@ -76,10 +74,16 @@ async fn main() {
             years: 5,
         },
         ..Config::default()
-    };
-    let sim = Simulator::spawn(config)
-        .await
-        .expect("the simulator starts");
+    })
+    .await
+    .expect("the simulator starts")
+}
+
+#[tokio::main]
+async fn main() {
+    let transactions = size("BENCH_TRANSACTIONS", 100_000);
+    let orders = size("BENCH_ORDERS", 20_000);
+    let sim = simulator(transactions, orders).await;
     let db = TestDb::migrated().await;
     let oauth = json!({"client_id": sim.credentials.client_id, "client_secret": sim.credentials.client_secret});
     let aws = TestAws::provisioned_with(&oauth).await;
@@ -330,18 +334,7 @@ async fn latency_run(
     {
         sim
     } else {
-        own = Simulator::spawn(Config {
-            seed: 3,
-            sizes: Sizes {
-                accounts: 1,
-                transactions,
-                orders,
-                years: 5,
-            },
-            ..Config::default()
-        })
-        .await
-        .expect("the simulator starts");
+        own = simulator(transactions, orders).await;
         &own
     };
     let db = TestDb::migrated().await;
