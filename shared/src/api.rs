@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::db::accounts::AccountRow;
-use crate::tasks::{Counts, TaskKind, TaskRecord, TaskStatus};
+use crate::domain::tasks::{Counts, TaskKind, TaskRecord, TaskStatus};
 use crate::tastytrade::Environment;
 
 /// The API's base path: the stage serves every route under it.

@@ -1,6 +1,10 @@
 //! The AWS SDK configuration, built once per cold start and shared by every client.
 
 pub use aws_config::SdkConfig;
+use aws_sdk_sqs::config::{Credentials, SharedCredentialsProvider};
+
+use crate::config::Env;
+use crate::wiring::Function;
 
 /// Loads region, credentials and endpoint from the standard sources.
 ///
@@ -11,4 +15,34 @@ pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await
+}
+
+/// [`sdk_config`] signed as `function`'s own identity where the environment names one.
+///
+/// On Lambda nothing names one and the default chain yields the function's role. The local
+/// stack creates an IAM user per function on the emulator, with that function's policy from
+/// `template.yaml`, and names its keys in `TASTYSYNC_IDENTITY_<FUNCTION>` (`key_id:secret`):
+/// every function process, and every function the local gateway or a test hosts in process,
+/// then calls AWS with exactly the permissions it would have when deployed.
+pub async fn sdk_config_for(env: &Env, function: Function) -> SdkConfig {
+    as_identity(&sdk_config().await, env, function)
+}
+
+/// `base` signed as `function`'s identity, if the environment names one; `base` otherwise.
+pub fn as_identity(base: &SdkConfig, env: &Env, function: Function) -> SdkConfig {
+    match env
+        .optional(function.identity_variable())
+        .and_then(|keys| keys.split_once(':'))
+    {
+        Some((key_id, secret)) => with_credentials(base, key_id, secret),
+        None => base.clone(),
+    }
+}
+
+/// `base` with static credentials.
+pub fn with_credentials(base: &SdkConfig, key_id: &str, secret: &str) -> SdkConfig {
+    let credentials = Credentials::new(key_id, secret, None, None, "tastysync-local-identity");
+    base.to_builder()
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .build()
 }

@@ -119,8 +119,8 @@ impl From<crate::secrets::CipherError> for ApiError {
     }
 }
 
-impl From<crate::tasks::TaskError> for ApiError {
-    fn from(e: crate::tasks::TaskError) -> Self {
+impl From<crate::ports::TaskError> for ApiError {
+    fn from(e: crate::ports::TaskError) -> Self {
         internal(&e, e.retry())
     }
 }

@@ -14,31 +14,38 @@
 //!   error responses; [`routes`]: the routes of each HTTP function.
 //! - [`secrets`]: envelope encryption of tokens (KMS + AES-GCM) and the deployment's secrets;
 //!   [`oauth_state`]: the signed `state` of the authorization-code flow.
-//! - [`tasks`]: sync tasks in DynamoDB and their messages on the SQS FIFO queue.
+//! - [`domain`]: what the product is about, free of storage: sync tasks, their kinds,
+//!   statuses, messages and counts.
+//! - [`ports`]: one small trait per capability the use cases need (task reads and writes,
+//!   leases, cooldowns, the queue, the token cipher), each declaring the IAM actions of its
+//!   adapter; [`adapters`]: those ports on DynamoDB and SQS (KMS in [`secrets`]).
+//! - [`iam`]: a function's AWS actions, derived from the ports its dependencies hold;
+//!   [`wiring`]: the composition root, every `from_env` and each function's actions.
 //! - [`sync`]: the sync of one account, run by the worker; [`schedule`]: the scheduler's
 //!   ticks, which queue the hourly and daily syncs in slots.
 //! - [`metrics`]: CloudWatch EMF metrics, every name and label in one place.
-//! - [`permissions`]: the AWS actions each function's ports call, which `template.yaml`'s IAM
-//!   policies grant exactly.
 //! - [`tastytrade`]: the broker client (OAuth, endpoints, pagination, retries) and its models.
 //!
 //! Functions wire these in `main.rs` once and hand them to their handler by reference.
 
+pub mod adapters;
 pub mod api;
 pub mod aws;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod http;
+pub mod iam;
 pub mod metrics;
 pub mod oauth_state;
-pub mod permissions;
+pub mod ports;
 pub mod routes;
 pub mod schedule;
 pub mod secrets;
 pub mod sync;
-pub mod tasks;
 pub mod tastytrade;
 pub mod telemetry;
+pub mod wiring;
 
 /// Why a function could not start: it names the variable, secret or client at fault.
 #[derive(Debug, thiserror::Error)]

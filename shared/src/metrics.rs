@@ -12,7 +12,7 @@ use std::time::Duration;
 use metrics::Unit;
 
 use crate::config::Env;
-use crate::tasks::Counts;
+use crate::domain::tasks::Counts;
 
 pub use metrics_cloudwatch_embedded::Collector;
 /// `lambda_runtime::run` with the recorder flushed after every invocation.

@@ -18,15 +18,13 @@ use serde::Deserialize;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::aws::SdkConfig;
+use crate::Retry;
 use crate::config::{ConfigError, Env};
 use crate::db::DbError;
 use crate::db::accounts::{self, DueAccount, DueQuery};
-use crate::tasks::{
-    Counts, DynamoTasks, NewTask, SqsQueue, SyncQueue, TaskError, TaskKind, TaskStatus, TaskStore,
-    TaskUpdate,
-};
-use crate::{Retry, StartupError};
+use crate::domain::tasks::{Counts, NewTask, TaskKind, TaskStatus, TaskUpdate};
+use crate::iam::Permissions;
+use crate::ports::{Actions, SyncQueue, TaskCreator, TaskError, TaskReader, TaskUpdater};
 
 /// The namespace of tick task ids (UUID v5): any fixed value will do.
 const TICK_NAMESPACE: Uuid = Uuid::from_u128(0x7461_7374_7973_796e_6373_6368_6564_756c);
@@ -110,22 +108,27 @@ impl ScheduleSettings {
 
 /// What the scheduler uses, built once per cold start.
 #[derive(Debug)]
-pub struct SchedulerDeps<T, Q> {
+pub struct SchedulerDeps<T: SchedulerTasks, Q: SyncQueue> {
     pub pool: Pool,
     pub tasks: T,
     pub queue: Q,
     pub settings: ScheduleSettings,
 }
 
-impl SchedulerDeps<DynamoTasks, SqsQueue> {
-    /// The database settings ([`crate::config::DatabaseConfig`]), `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`ScheduleSettings`].
-    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
-        Ok(Self {
-            pool: crate::db::pool_from_env(env, sdk).await?,
-            tasks: DynamoTasks::from_env(env, sdk)?,
-            queue: SqsQueue::from_env(env, sdk)?,
-            settings: ScheduleSettings::from_env(env)?,
-        })
+/// The task ports a tick uses: it creates each due account's task, reads it back when a
+/// redelivered tick finds it exists, and marks the ones the queue refused.
+pub trait SchedulerTasks: TaskCreator + TaskReader + TaskUpdater {}
+impl<T: TaskCreator + TaskReader + TaskUpdater> SchedulerTasks for T {}
+
+impl<T: SchedulerTasks, Q: SyncQueue> Permissions for SchedulerDeps<T, Q> {
+    fn held() -> Vec<Actions> {
+        vec![
+            crate::db::POOL_ACTIONS,
+            <T as TaskCreator>::ACTIONS,
+            <T as TaskReader>::ACTIONS,
+            <T as TaskUpdater>::ACTIONS,
+            Q::ACTIONS,
+        ]
     }
 }
 
@@ -174,7 +177,7 @@ pub fn tick_task_id(kind: TickKind, tick_start: DateTime<Utc>, account_id: Uuid)
 }
 
 /// Queues a sync of every due account in the tick's slot.
-pub async fn run_tick<T: TaskStore, Q: SyncQueue>(
+pub async fn run_tick<T: SchedulerTasks, Q: SyncQueue>(
     deps: &SchedulerDeps<T, Q>,
     tick: &Tick,
     now: DateTime<Utc>,
@@ -230,7 +233,10 @@ pub async fn run_tick<T: TaskStore, Q: SyncQueue>(
 /// Creates the task; true when its message is still to be sent. A task an earlier delivery of
 /// the tick created is sent again only if it never started (the message's deduplication id is
 /// the task id, so SQS drops a true repeat).
-async fn still_to_send<T: TaskStore>(tasks: &T, task: &NewTask) -> Result<bool, TaskError> {
+async fn still_to_send<T: TaskCreator + TaskReader>(
+    tasks: &T,
+    task: &NewTask,
+) -> Result<bool, TaskError> {
     match tasks.create(task).await {
         Ok(()) => Ok(true),
         Err(TaskError::Exists(_)) => Ok(tasks
@@ -243,7 +249,7 @@ async fn still_to_send<T: TaskStore>(tasks: &T, task: &NewTask) -> Result<bool, 
 
 /// Creates the page's tasks, sends their messages in batches of ten, and marks the accounts
 /// queued.
-async fn queue_page<T: TaskStore, Q: SyncQueue>(
+async fn queue_page<T: SchedulerTasks, Q: SyncQueue>(
     deps: &SchedulerDeps<T, Q>,
     kind: TickKind,
     start: DateTime<Utc>,

@@ -16,20 +16,20 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::aws::SdkConfig;
-use crate::config::Env;
+use crate::Retry;
 use crate::db::DbError;
 use crate::db::sync::{self as store, BalanceTarget, SyncAccount};
-use crate::secrets::{CipherError, KmsEnvelope, OAuthClient, Purpose, SecretContext, TokenCipher};
-use crate::tasks::{
-    Counts, DynamoTasks, SqsQueue, SyncQueue, TaskError, TaskKind, TaskMessage, TaskStatus,
-    TaskStore, TaskUpdate,
+use crate::domain::tasks::{Counts, TaskKind, TaskMessage, TaskStatus, TaskUpdate};
+use crate::iam::Permissions;
+use crate::ports::{
+    Actions, LeaseStore, Redelivery, SyncQueue, TaskError, TaskReader, TaskUpdater, TokenCipher,
+    TokenOpener, TokenSealer,
 };
+use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext};
 use crate::tastytrade::{
-    AccessToken, BrokerConfig, BrokerError, Grant, OrderQuery, SnapshotQuery, TastytradeClient,
-    TimeOfDay, TransactionQuery,
+    AccessToken, BrokerError, Grant, OrderQuery, SnapshotQuery, TastytradeClient, TimeOfDay,
+    TransactionQuery,
 };
-use crate::{Retry, StartupError};
 
 /// Tunables of the sync, from the worker's configuration.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ impl Default for SyncSettings {
 
 /// What the sync needs, built once per cold start.
 #[derive(Debug)]
-pub struct SyncDeps<C, T, Q> {
+pub struct SyncDeps<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> {
     pub pool: Pool,
     pub broker: TastytradeClient,
     pub cipher: C,
@@ -76,35 +76,29 @@ pub struct SyncDeps<C, T, Q> {
     pub settings: SyncSettings,
 }
 
-impl SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
-    /// The worker's wiring, from its environment: the database settings, `TOKEN_KMS_KEY_ID`,
-    /// `TASKS_TABLE`, `SYNC_QUEUE_URL`, the broker's URLs, and `OAUTH_CLIENT_SECRET_ARN` when
-    /// authorization-code grants are linked.
-    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
-        let oauth_client = match env.optional("OAUTH_CLIENT_SECRET_ARN") {
-            Some(arn) => {
-                Some(OAuthClient::load(&aws_sdk_secretsmanager::Client::new(sdk), arn).await?)
-            }
-            None => None,
-        };
-        Ok(Self {
-            pool: crate::db::pool_from_env(env, sdk).await?,
-            broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
-            cipher: KmsEnvelope::new(
-                aws_sdk_kms::Client::new(sdk),
-                env.required("TOKEN_KMS_KEY_ID")?,
-            ),
-            tasks: DynamoTasks::new(
-                aws_sdk_dynamodb::Client::new(sdk),
-                env.required("TASKS_TABLE")?,
-            ),
-            queue: SqsQueue::new(
-                aws_sdk_sqs::Client::new(sdk),
-                env.required("SYNC_QUEUE_URL")?,
-            ),
-            oauth_client,
-            settings: SyncSettings::default(),
-        })
+/// The task ports a sync uses: it reads its task (to drop stale deliveries), records its
+/// progress and outcome, and holds the account's lease.
+pub trait WorkerTasks: TaskReader + TaskUpdater + LeaseStore {}
+impl<T: TaskReader + TaskUpdater + LeaseStore> WorkerTasks for T {}
+
+/// The queue ports of the worker: continuations, and its back-off between deliveries.
+pub trait WorkerQueue: SyncQueue + Redelivery {}
+impl<Q: SyncQueue + Redelivery> WorkerQueue for Q {}
+
+impl<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Permissions for SyncDeps<C, T, Q> {
+    fn held() -> Vec<Actions> {
+        vec![
+            crate::db::POOL_ACTIONS,
+            // The OAuth client, for grants of the authorization-code flow.
+            crate::secrets::SECRET_ACTIONS,
+            <C as TokenSealer>::ACTIONS,
+            <C as TokenOpener>::ACTIONS,
+            <T as TaskReader>::ACTIONS,
+            <T as TaskUpdater>::ACTIONS,
+            <T as LeaseStore>::ACTIONS,
+            <Q as SyncQueue>::ACTIONS,
+            <Q as Redelivery>::ACTIONS,
+        ]
     }
 }
 
@@ -159,8 +153,8 @@ impl StageError {
 
 /// Runs one task message to an outcome, or asks for a retry. `deadline` is the invocation's
 /// (Lambda's) deadline: the sync hands over to a continuation before it.
-pub async fn run<C: TokenCipher, T: TaskStore>(
-    deps: &SyncDeps<C, T, impl SyncQueue>,
+pub async fn run<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<C, T, Q>,
     message: &TaskMessage,
     deadline: Option<Instant>,
 ) -> Result<Outcome, Retryable> {
@@ -170,8 +164,8 @@ pub async fn run<C: TokenCipher, T: TaskStore>(
     run_in_span(deps, message, deadline).instrument(span).await
 }
 
-async fn run_in_span<C: TokenCipher, T: TaskStore>(
-    deps: &SyncDeps<C, T, impl SyncQueue>,
+async fn run_in_span<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<C, T, Q>,
     message: &TaskMessage,
     deadline: Option<Instant>,
 ) -> Result<Outcome, Retryable> {
@@ -250,8 +244,8 @@ fn lease_ttl(lease: TimeDelta, deadline: Option<Instant>) -> TimeDelta {
 }
 
 /// Queues the continuation that resumes at `cursor`, then records the cursor in the task.
-async fn continue_later<C, T: TaskStore>(
-    deps: &SyncDeps<C, T, impl SyncQueue>,
+async fn continue_later<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<C, T, Q>,
     message: &TaskMessage,
     cursor: Cursor,
 ) -> Result<Outcome, Retryable> {
@@ -284,8 +278,8 @@ async fn continue_later<C, T: TaskStore>(
     Ok(Outcome::Continued(cursor))
 }
 
-async fn classify<C, T: TaskStore>(
-    deps: &SyncDeps<C, T, impl SyncQueue>,
+async fn classify<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<C, T, Q>,
     task: Uuid,
     account_id: Uuid,
     error: StageError,
@@ -327,8 +321,8 @@ async fn classify<C, T: TaskStore>(
 
 /// A retryable error marks the task `retrying` and returns the [`Retryable`] to hand back to
 /// SQS; anything else fails the task and the account for good (`Ok(Outcome::Failed)`).
-async fn retry_or_fail<C, T: TaskStore>(
-    deps: &SyncDeps<C, T, impl SyncQueue>,
+async fn retry_or_fail<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<C, T, Q>,
     task: Uuid,
     account_id: Uuid,
     retry: Retry,
@@ -352,7 +346,9 @@ async fn retry_or_fail<C, T: TaskStore>(
         Retry::NonRetryable => {
             tracing::error!(error = detail, "sync failed");
             let message = "the sync failed; it will run again on schedule";
-            let _ = store::mark_failed(&deps.pool, account_id, "FAILED", message).await;
+            if let Err(e) = store::mark_failed(&deps.pool, account_id, "FAILED", message).await {
+                tracing::warn!(error = %e, "the account's failed status was not recorded");
+            }
             finish(
                 deps,
                 task,
@@ -366,8 +362,8 @@ async fn retry_or_fail<C, T: TaskStore>(
     }
 }
 
-async fn finish<C, T: TaskStore>(
-    deps: &SyncDeps<C, T, impl SyncQueue>,
+async fn finish<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<C, T, Q>,
     task: Uuid,
     status: TaskStatus,
     counts: &Counts,
@@ -379,8 +375,8 @@ async fn finish<C, T: TaskStore>(
     }
 }
 
-async fn progress<C, T: TaskStore>(
-    deps: &SyncDeps<C, T, impl SyncQueue>,
+async fn progress<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<C, T, Q>,
     task: Uuid,
     stage: &str,
     percentage: u8,
@@ -398,8 +394,8 @@ async fn progress<C, T: TaskStore>(
 }
 
 /// The access token an earlier sync cached, if it is still good for a while.
-async fn cached_access_token<C: TokenCipher, T>(
-    deps: &SyncDeps<C, T, impl SyncQueue>,
+async fn cached_access_token<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<C, T, Q>,
     account: &SyncAccount,
 ) -> Option<AccessToken> {
     let (sealed, expires_at) = account.access_token.as_ref()?;
@@ -419,8 +415,8 @@ async fn cached_access_token<C: TokenCipher, T>(
     })
 }
 
-async fn open_grant<C: TokenCipher, T>(
-    deps: &SyncDeps<C, T, impl SyncQueue>,
+async fn open_grant<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<C, T, Q>,
     account: &SyncAccount,
 ) -> Result<Grant, StageError> {
     let context = |purpose| SecretContext {
@@ -523,8 +519,8 @@ impl Deadline {
     }
 }
 
-async fn stages<C: TokenCipher, T: TaskStore>(
-    deps: &SyncDeps<C, T, impl SyncQueue>,
+async fn stages<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<C, T, Q>,
     message: &TaskMessage,
     account: &SyncAccount,
     deadline: Deadline,
@@ -543,8 +539,8 @@ async fn stages<C: TokenCipher, T: TaskStore>(
     }
 }
 
-async fn stages_inner<C: TokenCipher, T: TaskStore>(
-    deps: &SyncDeps<C, T, impl SyncQueue>,
+async fn stages_inner<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<C, T, Q>,
     message: &TaskMessage,
     account: &SyncAccount,
     counts: &mut Counts,

@@ -9,10 +9,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tastysync_shared::config::Env;
 use tastysync_shared::db::accounts::SyncedData;
+use tastysync_shared::ports::TokenOpener;
 use tastysync_shared::routes::accounts::AccountsDeps;
-use tastysync_shared::routes::link::LinkDeps;
-use tastysync_shared::secrets::{KmsEnvelope, Purpose, Sealed, SecretContext, TokenCipher};
-use tastysync_shared::tasks::{DynamoTasks, SqsQueue};
+use tastysync_shared::secrets::{KmsEnvelope, Purpose, Sealed, SecretContext};
+use tastysync_shared::wiring::{Function, LinkAccount};
 use tastysync_tests::{TestAws, TestDb, event, request};
 use tastytrade_sim::Simulator;
 use tastytrade_sim::data::Sizes;
@@ -25,7 +25,7 @@ pub(crate) struct World {
     pub(crate) sim: Running,
     pub(crate) db: TestDb,
     pub(crate) aws: TestAws,
-    pub(crate) link: LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
+    pub(crate) link: LinkAccount,
     pub(crate) accounts: AccountsDeps,
     /// The functions' environment, as the deployment would set it for this stack.
     pub(crate) env: Env,
@@ -80,8 +80,10 @@ pub(crate) async fn world_on(sizes: Sizes, db: TestDb) -> World {
         ("TASTYTRADE_SANDBOX_AUTHORIZE_URL", authorize.as_str()),
         ("TASTYTRADE_MAX_RETRY_SECONDS", "5"),
     ];
-    let env = Env::from_pairs(vars);
-    let link = LinkDeps::from_env(&env, &aws.sdk).await.unwrap();
+    let env = tastysync_tests::with_identities(Env::from_pairs(vars));
+    let link = LinkAccount::from_env(&env, &aws.sdk_of(Function::LinkAccount))
+        .await
+        .unwrap();
     let accounts = AccountsDeps {
         pool: db.pool.clone(),
         unlink_data: SyncedData::Keep,

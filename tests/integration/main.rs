@@ -6,6 +6,7 @@
 mod authorization;
 mod aws_resources;
 mod fuzz;
+mod iam;
 mod link;
 mod metrics;
 mod migrations;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tastysync_shared::routes::sync_tasks::{StatusDeps, TaskSettings, TriggerDeps};
 use tastysync_shared::schedule::{ScheduleSettings, SchedulerDeps, TickReport};
-use tastysync_shared::tasks::{DynamoTasks, SqsQueue};
+use tastysync_shared::wiring::{Function, SyncScheduler, SyncStatus, SyncTrigger};
 use tastysync_tests::{QueueConsumer, event, request};
 use tastytrade_sim::data::Sizes;
 use uuid::Uuid;
@@ -25,11 +25,11 @@ async fn world() -> World {
     .await
 }
 
-fn trigger_deps(w: &World) -> TriggerDeps<DynamoTasks, SqsQueue> {
+fn trigger_deps(w: &World) -> SyncTrigger {
     TriggerDeps {
         pool: w.db.pool.clone(),
-        tasks: DynamoTasks::new(w.aws.dynamodb(), &w.aws.stack.table),
-        queue: SqsQueue::new(w.aws.sqs(), &w.aws.stack.queue_url),
+        tasks: w.aws.tasks_of(Function::SyncTrigger),
+        queue: w.aws.queue_of(Function::SyncTrigger),
         settings: TaskSettings {
             cooldown: chrono::TimeDelta::seconds(60),
             stale_after: chrono::TimeDelta::minutes(30),
@@ -37,19 +37,15 @@ fn trigger_deps(w: &World) -> TriggerDeps<DynamoTasks, SqsQueue> {
     }
 }
 
-fn status_deps(w: &World) -> StatusDeps<DynamoTasks> {
+fn status_deps(w: &World) -> SyncStatus {
     StatusDeps {
         pool: w.db.pool.clone(),
-        tasks: DynamoTasks::new(w.aws.dynamodb(), &w.aws.stack.table),
+        tasks: w.aws.tasks_of(Function::SyncStatus),
     }
 }
 
 /// POST trigger as `user`: the status, the body and the Retry-After header.
-async fn trigger(
-    deps: &TriggerDeps<DynamoTasks, SqsQueue>,
-    user: &str,
-    account: &str,
-) -> (u16, Value, Option<u64>) {
+async fn trigger(deps: &SyncTrigger, user: &str, account: &str) -> (u16, Value, Option<u64>) {
     let path = format!("/api/v1/sync/tastytrade/{account}/trigger");
     let response = sync_trigger::handle(
         deps,
@@ -248,16 +244,16 @@ async fn another_users_task_and_account_are_404_and_no_claims_is_401() {
 /// Enough accounts that each of the hour's twelve slots holds hundreds.
 const ACCOUNTS: i32 = 10_000;
 
-fn scheduler(w: &World) -> SchedulerDeps<DynamoTasks, SqsQueue> {
+fn scheduler(w: &World) -> SyncScheduler {
     SchedulerDeps {
         pool: w.db.pool.clone(),
-        tasks: DynamoTasks::new(w.aws.dynamodb(), &w.aws.stack.table),
-        queue: SqsQueue::new(w.aws.sqs(), &w.aws.stack.queue_url),
+        tasks: w.aws.tasks_of(Function::SyncScheduler),
+        queue: w.aws.queue_of(Function::SyncScheduler),
         settings: ScheduleSettings::default(),
     }
 }
 
-async fn tick(deps: &SchedulerDeps<DynamoTasks, SqsQueue>, at: &str) -> TickReport {
+async fn tick(deps: &SyncScheduler, at: &str) -> TickReport {
     let event = json!({"kind": "incremental", "scheduled_time": at});
     sync_scheduler::handle(deps, event).await.unwrap().unwrap()
 }

@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use tastysync_local::provision::MAX_RECEIVE_COUNT;
+use tastysync_shared::domain::tasks::{NewTask, TaskKind};
 use tastysync_shared::metrics::SYNC_FAILURES;
-use tastysync_shared::tasks::{NewTask, SqsQueue, SyncQueue, TaskKind};
+use tastysync_shared::ports::SyncQueue;
+use tastysync_shared::wiring::Function;
 use tastytrade_sim::data::Sizes;
 use uuid::Uuid;
 
@@ -50,7 +52,8 @@ async fn an_unreadable_message_reaches_the_dlq_and_a_task_of_an_unknown_account_
         .await
         .unwrap();
     let stranger = NewTask::new("user-x", Uuid::new_v4(), TaskKind::Manual);
-    SqsQueue::new(w.aws.sqs(), &w.aws.stack.queue_url)
+    w.aws
+        .queue_of(Function::SyncTrigger)
         .enqueue(&stranger.message())
         .await
         .unwrap();

@@ -9,21 +9,22 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sync_worker::local::Poller;
-use tastysync_shared::secrets::KmsEnvelope;
-use tastysync_shared::sync::{self, Outcome, SyncDeps, SyncSettings};
-use tastysync_shared::tasks::{
-    Counts, DynamoTasks, NewTask, SqsQueue, SyncQueue, TaskKind, TaskMessage, TaskRecord,
-    TaskStatus, TaskStore,
+use tastysync_shared::adapters::dynamo::DynamoTasks;
+use tastysync_shared::domain::tasks::{
+    Counts, NewTask, TaskKind, TaskMessage, TaskRecord, TaskStatus,
 };
+use tastysync_shared::ports::{SyncQueue, TaskCreator, TaskHistory, TaskReader};
+use tastysync_shared::sync::{self, Outcome, SyncDeps, SyncSettings};
 use tastysync_shared::tastytrade::client::Stats;
 use tastysync_shared::tastytrade::{BrokerConfig, RetryPolicy, TastytradeClient};
+use tastysync_shared::wiring::{Function, SyncWorker};
 use tastytrade_sim::Activity;
 use tastytrade_sim::data::Sizes;
 use uuid::Uuid;
 
 use crate::link::{World, link_personal, world_with};
 
-pub(crate) fn worker(w: &World) -> SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
+pub(crate) fn worker(w: &World) -> SyncWorker {
     let mut config = BrokerConfig::for_base_url(w.sim.credentials.base_url.parse().unwrap());
     config.retry = RetryPolicy {
         max_attempts: 6,
@@ -34,12 +35,9 @@ pub(crate) fn worker(w: &World) -> SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> 
     SyncDeps {
         pool: w.db.pool.clone(),
         broker: TastytradeClient::new(config).unwrap(),
-        cipher: KmsEnvelope::new(
-            aws_sdk_kms::Client::new(&w.aws.sdk),
-            &w.aws.stack.kms_key_arn,
-        ),
-        tasks: DynamoTasks::new(w.aws.dynamodb(), &w.aws.stack.table),
-        queue: SqsQueue::new(w.aws.sqs(), &w.aws.stack.queue_url),
+        cipher: w.aws.cipher_of(Function::SyncWorker),
+        tasks: w.aws.tasks_of(Function::SyncWorker),
+        queue: w.aws.queue_of(Function::SyncWorker),
         oauth_client: None,
         settings: SyncSettings::default(),
     }
@@ -47,7 +45,7 @@ pub(crate) fn worker(w: &World) -> SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> 
 
 fn poller(w: &World, invocation_timeout: Duration) -> Poller {
     Poller {
-        sqs: w.aws.sqs(),
+        sqs: aws_sdk_sqs::Client::new(&w.aws.sdk_of(Function::SyncWorker)),
         queue_url: w.aws.stack.queue_url.clone(),
         queue_arn: w.aws.stack.queue_arn.clone(),
         visibility: Some(Duration::from_secs(600)),
@@ -58,10 +56,7 @@ fn poller(w: &World, invocation_timeout: Duration) -> Poller {
 
 /// Feeds the queue to the worker until it is empty (as the event source mapping would);
 /// returns the ids reported as failed.
-pub(crate) async fn drain(
-    w: &World,
-    deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
-) -> Vec<String> {
+pub(crate) async fn drain(w: &World, deps: &SyncWorker) -> Vec<String> {
     drain_with_timeout(w, deps, Duration::from_secs(120))
         .await
         .0
@@ -71,7 +66,7 @@ pub(crate) async fn drain(
 /// invocations it took.
 async fn drain_with_timeout(
     w: &World,
-    deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
+    deps: &SyncWorker,
     timeout: Duration,
 ) -> (Vec<String>, usize) {
     let poller = poller(w, timeout);
@@ -89,11 +84,7 @@ async fn drain_with_timeout(
     (Vec::new(), invocations)
 }
 
-async fn run_task(
-    deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
-    account_id: Uuid,
-    kind: TaskKind,
-) -> Counts {
+async fn run_task(deps: &SyncWorker, account_id: Uuid, kind: TaskKind) -> Counts {
     let task = NewTask::new("user-a", account_id, kind);
     deps.tasks.create(&task).await.unwrap();
     match sync::run(deps, &task.message(), None).await.unwrap() {
@@ -589,7 +580,7 @@ impl Kills {
 /// died) running: that of the task whose live lease it took. `None` between messages.
 async fn running_now(
     w: &World,
-    deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
+    deps: &SyncWorker,
     account_id: Uuid,
     spawned: i64,
 ) -> Option<TaskKind> {
@@ -603,13 +594,13 @@ async fn running_now(
 
 /// Waits until none of the account's tasks is still on its way; panics after `limit`.
 async fn until_every_task_ended(
-    deps: &SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
+    table: &DynamoTasks,
     account_id: Uuid,
     limit: Duration,
 ) -> Vec<TaskRecord> {
     let started = std::time::Instant::now();
     loop {
-        let tasks = deps.tasks.recent(account_id, 100).await.unwrap();
+        let tasks = table.recent(account_id, 100).await.unwrap();
         if tasks.iter().all(|t| !t.status.is_active()) {
             return tasks;
         }
@@ -646,7 +637,7 @@ async fn a_worker_killed_again_and_again_across_full_and_incremental_syncs_still
     let deps = worker(&w);
     let mut rng = fastrand::Rng::with_seed(5);
 
-    let full = deps.tasks.recent(account_id, 1).await.unwrap()[0].task_id;
+    let full = w.aws.tasks().recent(account_id, 1).await.unwrap()[0].task_id;
     // A broker a little farther away than loopback, so the full sync outlasts half the kills.
     w.sim.simulator.set_faults(tastytrade_sim::server::Faults {
         latency_ms: 25,
@@ -705,7 +696,7 @@ async fn a_worker_killed_again_and_again_across_full_and_incremental_syncs_still
         kills.count(running);
     }
     let mut last = spawn_worker(&w);
-    let tasks = until_every_task_ended(&deps, account_id, Duration::from_secs(300)).await;
+    let tasks = until_every_task_ended(&w.aws.tasks(), account_id, Duration::from_secs(300)).await;
     last.kill().await.unwrap();
 
     println!(

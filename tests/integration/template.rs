@@ -1,14 +1,16 @@
 //! `template.yaml` against the code: functions against crates, routes against
-//! `shared::api::ROUTES`, each function's `Ports` policy against `shared::permissions`, and the
-//! queue and table settings against the local stack's. Each check is a function returning what
-//! disagrees, so the tests below can also show that a broken template is caught.
+//! `shared::api::ROUTES`, each function's `Ports` policy against the actions its dependencies'
+//! ports declare (`shared::wiring::Function::actions`), and the queue and table settings
+//! against the local stack's. Each check is a function returning what disagrees, so the tests
+//! below can also show that a broken template is caught.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_yaml_ng::Value;
 use tastysync_local::provision;
+use tastysync_local::template::{self, functions, str_of, untagged};
 use tastysync_shared::api::{BASE_PATH, ROUTES};
-use tastysync_shared::permissions;
+use tastysync_shared::wiring::Function;
 
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -16,40 +18,7 @@ fn root() -> std::path::PathBuf {
 
 fn template() -> Value {
     let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
-    serde_yaml_ng::from_str(&text).unwrap()
-}
-
-/// A plain value, or the value inside a CloudFormation tag (`!Ref X`, `!GetAtt X.Arn`).
-fn untagged(value: &Value) -> &Value {
-    match value {
-        Value::Tagged(tagged) => &tagged.value,
-        other => other,
-    }
-}
-
-fn str_of(value: &Value) -> &str {
-    untagged(value).as_str().unwrap_or_default()
-}
-
-fn resources(template: &Value) -> &serde_yaml_ng::Mapping {
-    template["Resources"].as_mapping().unwrap()
-}
-
-/// Each function's crate (named by its `CodeUri`, `build/lambda/<crate>/bootstrap.zip`) and
-/// its resource.
-fn functions(template: &Value) -> BTreeMap<String, &Value> {
-    resources(template)
-        .iter()
-        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
-        .map(|(id, r)| {
-            let code = str_of(&r["Properties"]["CodeUri"]);
-            let name = code
-                .strip_prefix("build/lambda/")
-                .and_then(|rest| rest.strip_suffix("/bootstrap.zip"))
-                .unwrap_or_else(|| panic!("{id:?}: CodeUri {code} is not a `make package` zip"));
-            (name.to_owned(), r)
-        })
-        .collect()
+    template::parse(&text).unwrap()
 }
 
 fn crates() -> BTreeSet<String> {
@@ -62,11 +31,8 @@ fn crates() -> BTreeSet<String> {
 }
 
 fn function_mismatches(template: &Value, crates: &BTreeSet<String>) -> Vec<String> {
-    let declared: BTreeSet<String> = functions(template).into_keys().collect();
-    let permitted: BTreeSet<String> = permissions::FUNCTIONS
-        .iter()
-        .map(|(name, _)| (*name).to_owned())
-        .collect();
+    let declared: BTreeSet<String> = functions(template).unwrap().into_keys().collect();
+    let known: BTreeSet<String> = Function::ALL.iter().map(|f| f.name().to_owned()).collect();
     let mut problems = Vec::new();
     for name in crates.difference(&declared) {
         problems.push(format!(
@@ -76,9 +42,9 @@ fn function_mismatches(template: &Value, crates: &BTreeSet<String>) -> Vec<Strin
     for name in declared.difference(crates) {
         problems.push(format!("template function {name} has no crate"));
     }
-    for name in crates.symmetric_difference(&permitted) {
+    for name in crates.symmetric_difference(&known) {
         problems.push(format!(
-            "{name}: crates and shared::permissions::FUNCTIONS differ"
+            "{name}: crates and shared::wiring::Function differ"
         ));
     }
     problems
@@ -86,7 +52,7 @@ fn function_mismatches(template: &Value, crates: &BTreeSet<String>) -> Vec<Strin
 
 fn route_mismatches(template: &Value) -> Vec<String> {
     let mut declared = BTreeSet::new();
-    for (function, resource) in functions(template) {
+    for (function, resource) in functions(template).unwrap() {
         let Some(events) = resource["Properties"]["Events"].as_mapping() else {
             continue;
         };
@@ -121,39 +87,14 @@ fn route_mismatches(template: &Value) -> Vec<String> {
     problems
 }
 
-/// The actions of the role's `Ports` policy.
-fn granted(template: &Value, function: &Value) -> BTreeSet<String> {
-    let role_id = str_of(&function["Properties"]["Role"])
-        .strip_suffix(".Arn")
-        .expect("each function names its own role: Role: !GetAtt <Role>.Arn");
-    let role = &template["Resources"][role_id];
-    let policies = role["Properties"]["Policies"].as_sequence().unwrap();
-    let ports = policies
-        .iter()
-        .find(|p| p["PolicyName"] == "Ports")
-        .unwrap_or_else(|| panic!("{role_id} has no Ports policy"));
-    let mut actions = BTreeSet::new();
-    for statement in ports["PolicyDocument"]["Statement"].as_sequence().unwrap() {
-        assert_eq!(statement["Effect"], "Allow", "{role_id}: {statement:?}");
-        match &statement["Action"] {
-            Value::Sequence(list) => actions.extend(list.iter().map(|a| str_of(a).to_owned())),
-            single => {
-                actions.insert(str_of(single).to_owned());
-            }
-        }
-    }
-    actions
-}
-
 fn policy_mismatches(template: &Value) -> Vec<String> {
     let mut problems = Vec::new();
-    for (name, function) in functions(template) {
-        let granted = granted(template, function);
-        let used: BTreeSet<String> = permissions::actions_of(&name)
-            .unwrap_or_default()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+    for (name, granted) in template::policies(template).unwrap() {
+        let Some(function) = Function::from_name(&name) else {
+            problems.push(format!("{name} is not a function the code knows"));
+            continue;
+        };
+        let used: BTreeSet<String> = function.actions().into_iter().map(str::to_owned).collect();
         for action in granted.difference(&used) {
             problems.push(format!(
                 "{name} is granted {action}, which its ports never call"
@@ -257,6 +198,36 @@ fn a_grant_no_port_uses_is_caught() {
         problems,
         ["sync-status is granted dynamodb:Scan, which its ports never call"]
     );
+}
+
+#[test]
+fn a_port_action_missing_from_the_template_is_caught() {
+    let mut template = template();
+    let statements = template["Resources"]["SyncWorkerRole"]["Properties"]["Policies"][0]
+        ["PolicyDocument"]["Statement"]
+        .as_sequence_mut()
+        .unwrap();
+    let tasks = statements
+        .iter_mut()
+        .find(|s| s["Sid"] == "TasksAndLeases")
+        .expect("the worker's task statement");
+    tasks["Action"]
+        .as_sequence_mut()
+        .unwrap()
+        .retain(|a| a != "dynamodb:GetItem");
+
+    let problems = policy_mismatches(&template);
+
+    assert_eq!(
+        problems,
+        ["sync-worker calls dynamodb:GetItem, which its policy does not grant"]
+    );
+}
+
+#[test]
+fn the_worker_reads_its_task_so_its_policy_grants_get_item() {
+    assert!(Function::SyncWorker.actions().contains("dynamodb:GetItem"));
+    assert!(!Function::SyncStatus.actions().contains("dynamodb:PutItem"));
 }
 
 #[test]

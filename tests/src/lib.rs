@@ -16,13 +16,30 @@ pub mod leaks;
 use deadpool_postgres::Pool;
 use secrecy::SecretString;
 use tastysync_local::provision::{self, Names, Stack};
+use tastysync_shared::adapters::dynamo::DynamoTasks;
+use tastysync_shared::adapters::sqs::SqsQueue;
 use tastysync_shared::aws::{self, SdkConfig};
-use tastysync_shared::config::{DatabaseConfig, DatabaseSource};
+use tastysync_shared::config::{DatabaseConfig, DatabaseSource, Env};
 use tastysync_shared::db;
+use tastysync_shared::secrets::KmsEnvelope;
+use tastysync_shared::wiring::Function;
 
 fn stack_var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests with `make test`, which starts the local stack")
+    })
+}
+
+/// `env` with the stack's function identities (`TASTYSYNC_IDENTITY_*`) from this process's
+/// environment, for functions configured from a hand-made environment.
+pub fn with_identities(env: Env) -> Env {
+    let process = Env::process();
+    Function::ALL.into_iter().fold(env, |env, function| {
+        let name = function.identity_variable();
+        match process.optional(name) {
+            Some(keys) => env.with(name, keys),
+            None => env,
+        }
     })
 }
 
@@ -196,6 +213,42 @@ impl TestAws {
             .await
             .expect("the emulator accepts the stack's resources");
         Self { sdk, names, stack }
+    }
+
+    /// The stack's SDK config signed as `function`'s identity: a function's dependencies built
+    /// on it call AWS with the function's policy from `template.yaml`, as on AWS. ([`Self::sdk`]
+    /// is the stack's admin, for setting up and inspecting.)
+    pub fn sdk_of(&self, function: Function) -> SdkConfig {
+        aws::as_identity(&self.sdk, &Env::process(), function)
+    }
+
+    /// The task table as the test sees it: with the stack's admin, to set up and inspect.
+    pub fn tasks(&self) -> DynamoTasks {
+        DynamoTasks::new(self.dynamodb(), &self.stack.table)
+    }
+
+    /// The task table, as `function` reaches it.
+    pub fn tasks_of(&self, function: Function) -> DynamoTasks {
+        DynamoTasks::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk_of(function)),
+            &self.stack.table,
+        )
+    }
+
+    /// The sync queue, as `function` reaches it.
+    pub fn queue_of(&self, function: Function) -> SqsQueue {
+        SqsQueue::new(
+            aws_sdk_sqs::Client::new(&self.sdk_of(function)),
+            &self.stack.queue_url,
+        )
+    }
+
+    /// The token cipher, as `function` reaches it.
+    pub fn cipher_of(&self, function: Function) -> KmsEnvelope {
+        KmsEnvelope::new(
+            aws_sdk_kms::Client::new(&self.sdk_of(function)),
+            &self.stack.kms_key_arn,
+        )
     }
 
     pub fn sqs(&self) -> aws_sdk_sqs::Client {

@@ -3,12 +3,15 @@
 use lambda_http::{Error, Request, service_fn};
 use tastysync_shared::config::Env;
 use tastysync_shared::routes::accounts::AccountsDeps;
+use tastysync_shared::wiring::Function;
 use tastysync_shared::{aws, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let deps = AccountsDeps::from_env(&Env::process(), &aws::sdk_config().await).await?;
+    let env = Env::process();
+    let deps =
+        AccountsDeps::from_env(&env, &aws::sdk_config_for(&env, Function::Accounts).await).await?;
     let deps = &deps;
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(accounts::handle(deps, request).await)

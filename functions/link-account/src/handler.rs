@@ -2,11 +2,10 @@
 
 use lambda_http::{Body, Request, Response};
 use tastysync_shared::http::{self, ApiError};
+use tastysync_shared::ports::{SyncQueue, TaskCreator, TokenSealer};
 use tastysync_shared::routes::link::{self, LinkDeps};
-use tastysync_shared::secrets::TokenCipher;
-use tastysync_shared::tasks::{SyncQueue, TaskStore};
 
-pub async fn handle<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
+pub async fn handle<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
     deps: &LinkDeps<C, T, Q>,
     request: Request,
 ) -> Response<Body> {

@@ -2,14 +2,16 @@
 
 use lambda_http::{Error, Request, service_fn};
 use tastysync_shared::config::Env;
-use tastysync_shared::routes::link::LinkDeps;
+use tastysync_shared::wiring::Function;
+use tastysync_shared::wiring::LinkAccount;
 use tastysync_shared::{aws, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let sdk = aws::sdk_config().await;
-    let deps = LinkDeps::from_env(&Env::process(), &sdk).await?;
+    let env = Env::process();
+    let sdk = aws::sdk_config_for(&env, Function::LinkAccount).await;
+    let deps = LinkAccount::from_env(&env, &sdk).await?;
     let deps = &deps;
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(link_account::handle(deps, request).await)

@@ -5,12 +5,14 @@
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 use tastysync_shared::config::Env;
+use tastysync_shared::wiring::Function;
 use tastysync_shared::{aws, db, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
-    let pool = db::pool_from_env(&Env::process(), &aws::sdk_config().await).await?;
+    let env = Env::process();
+    let pool = db::pool_from_env(&env, &aws::sdk_config_for(&env, Function::Migrate).await).await?;
 
     if telemetry::in_lambda() {
         let http = reqwest::Client::new();

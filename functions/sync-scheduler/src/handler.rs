@@ -6,10 +6,10 @@
 
 use lambda_runtime::Error;
 use tastysync_shared::Retry;
-use tastysync_shared::schedule::{self, SchedulerDeps, Tick, TickReport};
-use tastysync_shared::tasks::{SyncQueue, TaskStore};
+use tastysync_shared::ports::SyncQueue;
+use tastysync_shared::schedule::{self, SchedulerDeps, SchedulerTasks, Tick, TickReport};
 
-pub async fn handle<T: TaskStore, Q: SyncQueue>(
+pub async fn handle<T: SchedulerTasks, Q: SyncQueue>(
     deps: &SchedulerDeps<T, Q>,
     event: serde_json::Value,
 ) -> Result<Option<TickReport>, Error> {

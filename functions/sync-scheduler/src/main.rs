@@ -6,14 +6,19 @@
 
 use lambda_runtime::{Error, LambdaEvent};
 use tastysync_shared::config::Env;
-use tastysync_shared::schedule::SchedulerDeps;
+use tastysync_shared::wiring::Function;
+use tastysync_shared::wiring::SyncScheduler;
 use tastysync_shared::{aws, metrics, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let env = Env::process();
-    let deps = SchedulerDeps::from_env(&env, &aws::sdk_config().await).await?;
+    let deps = SyncScheduler::from_env(
+        &env,
+        &aws::sdk_config_for(&env, Function::SyncScheduler).await,
+    )
+    .await?;
     let recorder = metrics::init("sync-scheduler", &env)?;
     let deps = &deps;
     metrics::run_lambda(

@@ -2,13 +2,16 @@
 
 use lambda_http::{Body, Request, Response};
 use tastysync_shared::http::{self, ApiError};
+use tastysync_shared::ports::{TaskHistory, TaskReader};
 use tastysync_shared::routes::sync_tasks::{self, StatusDeps};
-use tastysync_shared::tasks::TaskStore;
 
 const STATUS: &str = "/api/v1/sync/status/";
 const ACCOUNTS: &str = "/api/v1/tastytrade-accounts/";
 
-pub async fn handle<T: TaskStore>(deps: &StatusDeps<T>, request: Request) -> Response<Body> {
+pub async fn handle<T: TaskReader + TaskHistory>(
+    deps: &StatusDeps<T>,
+    request: Request,
+) -> Response<Body> {
     let (method, path) = http::route(&request);
     let task = path.strip_prefix(STATUS).filter(|id| !id.contains('/'));
     let account = path

@@ -2,12 +2,12 @@
 
 use lambda_http::{Body, Request, Response};
 use tastysync_shared::http::{self, ApiError};
-use tastysync_shared::routes::sync_tasks::{self, TriggerDeps};
-use tastysync_shared::tasks::{SyncQueue, TaskStore};
+use tastysync_shared::ports::SyncQueue;
+use tastysync_shared::routes::sync_tasks::{self, TriggerDeps, TriggerTasks};
 
 const PREFIX: &str = "/api/v1/sync/tastytrade/";
 
-pub async fn handle<T: TaskStore, Q: SyncQueue>(
+pub async fn handle<T: TriggerTasks, Q: SyncQueue>(
     deps: &TriggerDeps<T, Q>,
     request: Request,
 ) -> Response<Body> {

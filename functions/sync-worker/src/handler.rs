@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use tastysync_shared::domain::tasks::TaskMessage;
 use tastysync_shared::metrics;
-use tastysync_shared::secrets::TokenCipher;
-use tastysync_shared::sync::{self, Outcome, SyncDeps};
-use tastysync_shared::tasks::{SyncQueue, TaskMessage, TaskStore};
+use tastysync_shared::ports::TokenCipher;
+use tastysync_shared::sync::{self, Outcome, SyncDeps, WorkerQueue, WorkerTasks};
 
 /// First back-off between task-level retries; it doubles with every delivery, up to the cap.
 const FIRST_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -29,7 +29,7 @@ pub fn retry_delay(receive_count: u32) -> Duration {
 }
 
 /// Handles one batch; `deadline` is the invocation's, for continuations.
-pub async fn handle<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
+pub async fn handle<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     deps: &SyncDeps<C, T, Q>,
     event: SqsEvent,
     deadline: Option<Instant>,
@@ -60,7 +60,7 @@ pub async fn handle<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
 }
 
 /// Handles one message; true when it failed and must come back.
-async fn handle_record<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
+async fn handle_record<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     deps: &SyncDeps<C, T, Q>,
     record: &SqsMessage,
     deadline: Option<Instant>,

@@ -11,9 +11,8 @@ use serde_json::{Value, json};
 use tastysync_shared::aws::SdkConfig;
 use tastysync_shared::config::{ConfigError, Env};
 use tastysync_shared::metrics::Collector;
-use tastysync_shared::secrets::TokenCipher;
-use tastysync_shared::sync::SyncDeps;
-use tastysync_shared::tasks::{SyncQueue, TaskStore};
+use tastysync_shared::ports::TokenCipher;
+use tastysync_shared::sync::{SyncDeps, WorkerQueue, WorkerTasks};
 
 /// Where to poll and how.
 #[derive(Debug, Clone)]
@@ -73,7 +72,7 @@ impl Poller {
     }
 
     /// Receives one batch and hands it to the handler; `None` when the queue had nothing.
-    pub async fn poll_once<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
+    pub async fn poll_once<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
         &self,
         deps: &SyncDeps<C, T, Q>,
     ) -> Result<Option<Polled>, PollError> {
@@ -146,7 +145,7 @@ impl Poller {
     }
 
     /// Polls until the queue has been empty for `exit_when_idle` (`None`: forever).
-    pub async fn run<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
+    pub async fn run<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
         &self,
         deps: &SyncDeps<C, T, Q>,
         exit_when_idle: Option<Duration>,

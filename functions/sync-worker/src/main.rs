@@ -6,15 +6,16 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent};
 use sync_worker::local::Poller;
 use tastysync_shared::config::Env;
-use tastysync_shared::sync::SyncDeps;
+use tastysync_shared::wiring::Function;
+use tastysync_shared::wiring::SyncWorker;
 use tastysync_shared::{aws, metrics, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let env = Env::process();
-    let sdk = aws::sdk_config().await;
-    let deps = SyncDeps::from_env(&env, &sdk).await?;
+    let sdk = aws::sdk_config_for(&env, Function::SyncWorker).await;
+    let deps = SyncWorker::from_env(&env, &sdk).await?;
     let recorder = metrics::init("sync-worker", &env)?;
     if !telemetry::in_lambda() {
         let (poller, exit_when_idle) = Poller::from_env(&env, &sdk)?;

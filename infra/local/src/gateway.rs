@@ -26,14 +26,12 @@ use serde_json::{Value, json};
 use sync_worker::local::Poller;
 use tastysync_shared::api::{BASE_PATH, ROUTES};
 use tastysync_shared::aws::SdkConfig;
+use tastysync_shared::aws::as_identity;
 use tastysync_shared::config::Env;
 use tastysync_shared::routes::accounts::AccountsDeps;
-use tastysync_shared::routes::link::LinkDeps;
-use tastysync_shared::routes::sync_tasks::{StatusDeps, TriggerDeps};
-use tastysync_shared::schedule::SchedulerDeps;
-use tastysync_shared::secrets::KmsEnvelope;
-use tastysync_shared::sync::SyncDeps;
-use tastysync_shared::tasks::{DynamoTasks, SqsQueue};
+use tastysync_shared::wiring::{
+    Function, LinkAccount, SyncScheduler, SyncStatus, SyncTrigger, SyncWorker,
+};
 
 /// API Gateway's payload limit.
 const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
@@ -72,10 +70,10 @@ pub fn dev_token(env: &Env, sub: &str, ttl: Duration) -> String {
 
 /// Every function of the deployment, wired once.
 struct Functions {
-    link: LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue>,
+    link: LinkAccount,
     accounts: AccountsDeps,
-    trigger: TriggerDeps<DynamoTasks, SqsQueue>,
-    status: StatusDeps<DynamoTasks>,
+    trigger: SyncTrigger,
+    status: SyncStatus,
     decoding: DecodingKey,
     validation: Validation,
 }
@@ -97,22 +95,25 @@ pub struct Running {
 }
 
 /// Starts the gateway on `addr` (port 0: any free port), with the worker and the schedule
-/// clock, in the background of the current runtime.
+/// clock, in the background of the current runtime. Each function signs its AWS calls with its
+/// own identity where the environment names one (the local stack's do).
 pub async fn start(env: &Env, sdk: &SdkConfig, addr: SocketAddr) -> Result<Running, GatewayError> {
+    let sdk_of = |function| as_identity(sdk, env, function);
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_issuer(&[DEV_ISSUER]);
     validation.set_audience(&[DEV_AUDIENCE]);
     validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
     let functions = Arc::new(Functions {
-        link: LinkDeps::from_env(env, sdk).await?,
-        accounts: AccountsDeps::from_env(env, sdk).await?,
-        trigger: TriggerDeps::from_env(env, sdk).await?,
-        status: StatusDeps::from_env(env, sdk).await?,
+        link: LinkAccount::from_env(env, &sdk_of(Function::LinkAccount)).await?,
+        accounts: AccountsDeps::from_env(env, &sdk_of(Function::Accounts)).await?,
+        trigger: SyncTrigger::from_env(env, &sdk_of(Function::SyncTrigger)).await?,
+        status: SyncStatus::from_env(env, &sdk_of(Function::SyncStatus)).await?,
         decoding: DecodingKey::from_secret(&jwt_key(env)),
         validation,
     });
-    let worker = SyncDeps::from_env(env, sdk).await?;
-    let (poller, _) = Poller::from_env(env, sdk)?;
+    let worker_sdk = sdk_of(Function::SyncWorker);
+    let worker = SyncWorker::from_env(env, &worker_sdk).await?;
+    let (poller, _) = Poller::from_env(env, &worker_sdk)?;
     tokio::spawn(async move {
         if let Err(e) = poller.run(&worker, None, None).await {
             tracing::error!(error = %e, "the local worker stopped");
@@ -122,7 +123,7 @@ pub async fn start(env: &Env, sdk: &SdkConfig, addr: SocketAddr) -> Result<Runni
     // The deployed deep schedule's hour (17:00 New York is 22:00 UTC in winter).
     let deep_hour = env.parsed_or("LOCAL_DEEP_HOUR_UTC", 22u32)?;
     if every > 0 {
-        let scheduler = SchedulerDeps::from_env(env, sdk).await?;
+        let scheduler = SyncScheduler::from_env(env, &sdk_of(Function::SyncScheduler)).await?;
         tokio::spawn(async move {
             let mut clock = tokio::time::interval(Duration::from_secs(every));
             clock.tick().await;

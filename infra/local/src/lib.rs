@@ -14,4 +14,6 @@
 
 pub mod demo;
 pub mod gateway;
+pub mod identity;
 pub mod provision;
+pub mod template;

@@ -1,9 +1,10 @@
 //! The local stack's commands. Each reads the stack's addresses from the environment
 //! (`.local/<stack>/env`, which `stack.sh up` writes).
 //!
-//! - `tastysync-local provision <prefix> [client_id client_secret]`: creates the stack's AWS
-//!   resources on the emulator named by `AWS_ENDPOINT_URL` and prints the env lines that point
-//!   the functions at them.
+//! - `tastysync-local provision <prefix> [client_id client_secret]`: creates the stack's IAM
+//!   identities (an admin, and one per function with its policy from `template.yaml`) and AWS
+//!   resources on the emulator named by `AWS_ENDPOINT_URL`, turns the emulator's IAM
+//!   enforcement on, and prints the env lines that point the functions at them.
 //! - `tastysync-local gateway [host:port]`: serves the HTTP API, the worker and the schedule
 //!   clock (see `gateway`) until interrupted, and prints curl examples with a dev JWT.
 //! - `tastysync-local demo`: `make demo`'s end-to-end run (see `demo`).
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tastysync_local::provision::{Names, provision};
-use tastysync_local::{demo, gateway};
+use tastysync_local::{demo, gateway, identity};
 use tastysync_shared::config::Env;
 use tastysync_shared::{aws, telemetry};
 
@@ -72,9 +73,9 @@ async fn provision_command(prefix: &str, rest: &[&str]) -> ExitCode {
         }
     };
     let sdk = aws::sdk_config().await;
-    match provision(&sdk, &Names::with_prefix(prefix), &oauth_client).await {
-        Ok(stack) => {
-            for line in stack.env_lines() {
+    match provision_stack(&sdk, prefix, &oauth_client).await {
+        Ok(lines) => {
+            for line in lines {
                 println!("{line}");
             }
             ExitCode::SUCCESS
@@ -84,6 +85,25 @@ async fn provision_command(prefix: &str, rest: &[&str]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// With IAM enforcement off: the stack's identities, then its resources (as its admin); then
+/// enforcement on, so that from here on every call needs its identity's policy.
+async fn provision_stack(
+    sdk: &aws::SdkConfig,
+    prefix: &str,
+    oauth_client: &serde_json::Value,
+) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let endpoint = Env::process().required("AWS_ENDPOINT_URL")?.to_owned();
+    identity::enforce(&endpoint, false).await?;
+    let (admin, mut lines) = identity::provision(sdk, prefix).await?;
+    let stack = provision(&admin.sdk(sdk), &Names::with_prefix(prefix), oauth_client).await?;
+    identity::enforce(&endpoint, true).await?;
+    lines.extend(stack.env_lines());
+    // Later lines win when the env file is sourced: the stack's tools and tests act as admin.
+    lines.push(format!("AWS_ACCESS_KEY_ID={}", admin.key_id));
+    lines.push(format!("AWS_SECRET_ACCESS_KEY={}", admin.secret));
+    Ok(lines)
 }
 
 async fn gateway_command(addr: &str) -> ExitCode {

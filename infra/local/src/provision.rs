@@ -25,7 +25,9 @@ pub const DLQ_RETENTION_SECONDS: u32 = 14 * 24 * 3600;
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 /// The table's partition key: `TASK#<id>`, `LEASE#ACCOUNT#<id>`, `COOLDOWN#ACCOUNT#<id>`.
 pub const PARTITION_KEY: &str = "pk";
-pub use tastysync_shared::tasks::{ACCOUNT_TASKS_INDEX, ACCOUNT_TASKS_PK, ACCOUNT_TASKS_SK};
+pub use tastysync_shared::adapters::dynamo::{
+    ACCOUNT_TASKS_INDEX, ACCOUNT_TASKS_PK, ACCOUNT_TASKS_SK,
+};
 
 /// Names of one stack's resources; the prefix keeps stacks (and tests) apart on one emulator.
 #[derive(Debug, Clone)]

@@ -124,6 +124,10 @@ pub async fn pool(config: &DatabaseConfig, sdk: &SdkConfig) -> Result<Pool, DbEr
         .build()?)
 }
 
+/// What holding a pool costs in IAM: its credentials are the RDS-managed secret, read at cold
+/// start (a `DATABASE_URL` never calls AWS, but the deployment always reads the secret).
+pub const POOL_ACTIONS: crate::ports::Actions = &["secretsmanager:GetSecretValue"];
+
 /// [`pool`] with the [`DatabaseConfig`] of the environment: what every function's wiring calls.
 pub async fn pool_from_env(
     env: &crate::config::Env,

@@ -7,6 +7,8 @@ use crate::api::TastyTradeAccountRead;
 use crate::config::{ConfigError, Env};
 use crate::db::accounts::{self, SyncedData};
 use crate::http::{self, ApiError};
+use crate::iam::Permissions;
+use crate::ports::Actions;
 
 #[derive(Debug)]
 pub struct AccountsDeps {
@@ -15,16 +17,9 @@ pub struct AccountsDeps {
     pub unlink_data: SyncedData,
 }
 
-impl AccountsDeps {
-    /// the database settings ([`crate::config::DatabaseConfig`]) and `UNLINK_SYNCED_DATA`.
-    pub async fn from_env(
-        env: &Env,
-        sdk: &crate::aws::SdkConfig,
-    ) -> Result<Self, crate::StartupError> {
-        Ok(Self {
-            pool: crate::db::pool_from_env(env, sdk).await?,
-            unlink_data: unlink_policy(env)?,
-        })
+impl Permissions for AccountsDeps {
+    fn held() -> Vec<Actions> {
+        vec![crate::db::POOL_ACTIONS]
     }
 }
 

@@ -7,21 +7,17 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 use uuid::Uuid;
 
-use crate::StartupError;
 use crate::api::{LinkRequest, LinkStartRequest, LinkStartResponse, TastyTradeAccountRead};
-use crate::aws::SdkConfig;
 use crate::config::{ConfigError, Env};
 use crate::db;
 use crate::db::accounts::{self, BrokerAccount, GrantKind, NewCredential};
+use crate::domain::tasks::{NewTask, TaskKind};
 use crate::http::{self, ApiError};
+use crate::iam::Permissions;
 use crate::oauth_state::{StateError, StateSigner};
-use crate::secrets::{
-    DeploymentSecrets, KmsEnvelope, OAuthClient, Purpose, SecretContext, TokenCipher,
-};
-use crate::tasks::{DynamoTasks, NewTask, SqsQueue, SyncQueue, TaskKind, TaskStore};
-use crate::tastytrade::{
-    AccessToken, BrokerConfig, BrokerError, Environment, Grant, TastytradeClient,
-};
+use crate::ports::{Actions, SyncQueue, TaskCreator, TokenSealer};
+use crate::secrets::{OAuthClient, Purpose, SecretContext};
+use crate::tastytrade::{AccessToken, BrokerError, Environment, Grant, TastytradeClient};
 
 /// Secrets longer than this are not tastytrade's: refuse them before any call.
 const MAX_SECRET_LEN: usize = 4096;
@@ -86,7 +82,7 @@ impl OAuthSettings {
 
 /// Everything the link routes use, built once per cold start.
 #[derive(Debug)]
-pub struct LinkDeps<C, T, Q> {
+pub struct LinkDeps<C: TokenSealer, T: TaskCreator, Q: SyncQueue> {
     pub pool: Pool,
     pub broker: TastytradeClient,
     pub cipher: C,
@@ -97,28 +93,16 @@ pub struct LinkDeps<C, T, Q> {
     pub settings: OAuthSettings,
 }
 
-impl LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
-    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
-        let pool = db::pool_from_env(env, sdk).await?;
-        let broker = TastytradeClient::new(BrokerConfig::from_env(env)?)?;
-        let cipher = KmsEnvelope::new(
-            aws_sdk_kms::Client::new(sdk),
-            env.required("TOKEN_KMS_KEY_ID")?,
-        );
-        let tasks = DynamoTasks::from_env(env, sdk)?;
-        let queue = SqsQueue::from_env(env, sdk)?;
-        let secrets =
-            DeploymentSecrets::load(&aws_sdk_secretsmanager::Client::new(sdk), env).await?;
-        Ok(Self {
-            pool,
-            broker,
-            cipher,
-            tasks,
-            queue,
-            oauth_client: secrets.oauth_client,
-            state: StateSigner::new(secrets.state_signing_key),
-            settings: OAuthSettings::from_env(env)?,
-        })
+impl<C: TokenSealer, T: TaskCreator, Q: SyncQueue> Permissions for LinkDeps<C, T, Q> {
+    fn held() -> Vec<Actions> {
+        vec![
+            db::POOL_ACTIONS,
+            // The OAuth client and the state-signing key.
+            crate::secrets::SECRET_ACTIONS,
+            C::ACTIONS,
+            T::ACTIONS,
+            Q::ACTIONS,
+        ]
     }
 }
 
@@ -134,7 +118,7 @@ impl LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
         (status = 413, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn start<C, T, Q>(
+pub async fn start<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
     deps: &LinkDeps<C, T, Q>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -174,7 +158,7 @@ pub async fn start<C, T, Q>(
         (status = 503, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn link<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
+pub async fn link<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
     deps: &LinkDeps<C, T, Q>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -260,17 +244,17 @@ pub async fn link<C: TokenCipher, T: TaskStore, Q: SyncQueue>(
     Ok(http::json(201, &body))
 }
 
-async fn enqueue<C, T: TaskStore, Q: SyncQueue>(
+async fn enqueue<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
     deps: &LinkDeps<C, T, Q>,
     task: &NewTask,
-) -> Result<(), crate::tasks::TaskError> {
+) -> Result<(), crate::ports::TaskError> {
     deps.tasks.create(task).await?;
     deps.queue.enqueue(&task.message()).await
 }
 
 /// Checks the request's shape for its flow and turns it into a grant. The authorization code
 /// is exchanged here, which also yields the first access token.
-async fn grant_from<C, T, Q>(
+async fn grant_from<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
     deps: &LinkDeps<C, T, Q>,
     user: &str,
     body: LinkRequest,

@@ -9,16 +9,15 @@ use deadpool_postgres::Pool;
 use lambda_http::{Body, Request, Response};
 use uuid::Uuid;
 
-use crate::StartupError;
 use crate::api::SyncTaskStatus;
-use crate::aws::SdkConfig;
 use crate::config::{ConfigError, Env};
 use crate::db::{self, accounts};
-use crate::http::{self, ApiError};
-use crate::tasks::{
-    Counts, DynamoTasks, ManualClaim, NewTask, SqsQueue, SyncQueue, TaskKind, TaskRecord,
-    TaskStatus, TaskStore, TaskUpdate,
+use crate::domain::tasks::{
+    Counts, ManualClaim, NewTask, TaskKind, TaskRecord, TaskStatus, TaskUpdate,
 };
+use crate::http::{self, ApiError};
+use crate::iam::Permissions;
+use crate::ports::{Actions, CooldownStore, SyncQueue, TaskHistory, TaskReader, TaskUpdater};
 
 /// How many of an account's tasks the list shows, newest first.
 const RECENT_TASKS: i32 = 20;
@@ -46,39 +45,45 @@ impl TaskSettings {
 
 /// What the trigger route uses, built once per cold start.
 #[derive(Debug)]
-pub struct TriggerDeps<T, Q> {
+pub struct TriggerDeps<T: TriggerTasks, Q: SyncQueue> {
     pub pool: Pool,
     pub tasks: T,
     pub queue: Q,
     pub settings: TaskSettings,
 }
 
+/// The task ports the trigger uses: it looks for a task on its way, claims the cooldown with a
+/// new task, and marks that task failed if it cannot be queued.
+pub trait TriggerTasks: TaskHistory + TaskReader + CooldownStore + TaskUpdater {}
+impl<T: TaskHistory + TaskReader + CooldownStore + TaskUpdater> TriggerTasks for T {}
+
+impl<T: TriggerTasks, Q: SyncQueue> Permissions for TriggerDeps<T, Q> {
+    fn held() -> Vec<Actions> {
+        vec![
+            db::POOL_ACTIONS,
+            <T as TaskHistory>::ACTIONS,
+            <T as TaskReader>::ACTIONS,
+            <T as CooldownStore>::ACTIONS,
+            <T as TaskUpdater>::ACTIONS,
+            Q::ACTIONS,
+        ]
+    }
+}
+
 /// What the status routes use, built once per cold start.
 #[derive(Debug)]
-pub struct StatusDeps<T> {
+pub struct StatusDeps<T: TaskReader + TaskHistory> {
     pub pool: Pool,
     pub tasks: T,
 }
 
-impl TriggerDeps<DynamoTasks, SqsQueue> {
-    /// The database settings ([`crate::config::DatabaseConfig`]), `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`TaskSettings`].
-    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
-        Ok(Self {
-            pool: db::pool_from_env(env, sdk).await?,
-            tasks: DynamoTasks::from_env(env, sdk)?,
-            queue: SqsQueue::from_env(env, sdk)?,
-            settings: TaskSettings::from_env(env)?,
-        })
-    }
-}
-
-impl StatusDeps<DynamoTasks> {
-    /// the database settings ([`crate::config::DatabaseConfig`]) and `TASKS_TABLE`.
-    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
-        Ok(Self {
-            pool: db::pool_from_env(env, sdk).await?,
-            tasks: DynamoTasks::from_env(env, sdk)?,
-        })
+impl<T: TaskReader + TaskHistory> Permissions for StatusDeps<T> {
+    fn held() -> Vec<Actions> {
+        vec![
+            db::POOL_ACTIONS,
+            <T as TaskReader>::ACTIONS,
+            <T as TaskHistory>::ACTIONS,
+        ]
     }
 }
 
@@ -97,7 +102,7 @@ impl StatusDeps<DynamoTasks> {
         (status = 503, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn trigger<T: TaskStore, Q: SyncQueue>(
+pub async fn trigger<T: TriggerTasks, Q: SyncQueue>(
     deps: &TriggerDeps<T, Q>,
     request: &Request,
     account_db_id: &str,
@@ -153,7 +158,7 @@ pub async fn trigger<T: TaskStore, Q: SyncQueue>(
 
 /// The task could not be queued: it is marked failed and the cooldown lifted, so the caller
 /// may try again at once.
-async fn abandon<T: TaskStore, Q>(deps: &TriggerDeps<T, Q>, task: &NewTask) {
+async fn abandon<T: TriggerTasks, Q: SyncQueue>(deps: &TriggerDeps<T, Q>, task: &NewTask) {
     let nothing = Counts::default();
     let failed = TaskUpdate::finished(
         TaskStatus::Failed,
@@ -173,7 +178,7 @@ async fn abandon<T: TaskStore, Q>(deps: &TriggerDeps<T, Q>, task: &NewTask) {
 }
 
 /// The account's newest task that is still on its way and alive.
-async fn on_its_way<T: TaskStore>(
+async fn on_its_way<T: TaskHistory>(
     tasks: &T,
     account_id: Uuid,
     stale_after: TimeDelta,
@@ -201,7 +206,7 @@ fn accepted(task: TaskRecord) -> Response<Body> {
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn status<T: TaskStore>(
+pub async fn status<T: TaskReader + TaskHistory>(
     deps: &StatusDeps<T>,
     request: &Request,
     task_id: &str,
@@ -228,7 +233,7 @@ pub async fn status<T: TaskStore>(
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn account_tasks<T: TaskStore>(
+pub async fn account_tasks<T: TaskReader + TaskHistory>(
     deps: &StatusDeps<T>,
     request: &Request,
     account_db_id: &str,

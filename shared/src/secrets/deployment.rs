@@ -3,6 +3,9 @@ use serde::Deserialize;
 
 use crate::config::{ConfigError, Env};
 
+/// What holding a deployment secret costs in IAM: it is read from Secrets Manager at cold start.
+pub const SECRET_ACTIONS: crate::ports::Actions = &["secretsmanager:GetSecretValue"];
+
 /// The deployment's registered tastytrade OAuth client.
 #[derive(Debug, Deserialize)]
 pub struct OAuthClient {

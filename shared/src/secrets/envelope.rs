@@ -7,12 +7,17 @@ use aws_sdk_kms::types::DataKeySpec;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::{CipherError, Sealed, SecretContext, TokenCipher};
+use super::{CipherError, Sealed, SecretContext};
+use crate::adapters::failed;
+use crate::ports::{Actions, TokenOpener, TokenSealer};
+
+const GENERATE_DATA_KEY: &str = "kms:GenerateDataKey";
+const DECRYPT: &str = "kms:Decrypt";
 
 /// Version 1: KMS-wrapped AES-256 key, AES-256-GCM, 96-bit nonce, AAD = context JSON.
 pub const SCHEME_VERSION: i16 = 1;
 
-/// [`TokenCipher`] on KMS.
+/// [`TokenSealer`] and [`TokenOpener`] on KMS.
 #[derive(Debug, Clone)]
 pub struct KmsEnvelope {
     kms: aws_sdk_kms::Client,
@@ -46,11 +51,9 @@ fn associated_data(context: &SecretContext<'_>) -> Vec<u8> {
     serde_json::Value::Object(object).to_string().into_bytes()
 }
 
-fn kms_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> CipherError {
-    CipherError::Kms(Box::new(e))
-}
+impl TokenSealer for KmsEnvelope {
+    const ACTIONS: Actions = &[GENERATE_DATA_KEY];
 
-impl TokenCipher for KmsEnvelope {
     async fn seal(
         &self,
         context: SecretContext<'_>,
@@ -64,7 +67,7 @@ impl TokenCipher for KmsEnvelope {
             .set_encryption_context(Some(kms_context(&context)))
             .send()
             .await
-            .map_err(kms_error)?;
+            .map_err(failed::<_, CipherError>(GENERATE_DATA_KEY))?;
         let plaintext_key = Zeroizing::new(key.plaintext.ok_or(CipherError::Refused)?.into_inner());
         let wrapped_key = key
             .ciphertext_blob
@@ -92,6 +95,10 @@ impl TokenCipher for KmsEnvelope {
             ciphertext,
         })
     }
+}
+
+impl TokenOpener for KmsEnvelope {
+    const ACTIONS: Actions = &[DECRYPT];
 
     async fn open(
         &self,
@@ -116,7 +123,7 @@ impl TokenCipher for KmsEnvelope {
                 {
                     CipherError::Refused
                 } else {
-                    kms_error(e)
+                    failed::<_, CipherError>(DECRYPT)(e)
                 }
             })?;
         let plaintext_key = Zeroizing::new(key.plaintext.ok_or(CipherError::Refused)?.into_inner());

@@ -1,6 +1,7 @@
 //! Secrets at rest: envelope encryption of tastytrade tokens, and the deployment's own secrets.
 //!
-//! - [`TokenCipher`] is the port; [`KmsEnvelope`] the adapter: a fresh AES-256 data key from
+//! - [`crate::ports::TokenSealer`] and [`crate::ports::TokenOpener`] are the ports;
+//!   [`KmsEnvelope`] the adapter: a fresh AES-256 data key from
 //!   KMS `GenerateDataKey` for every secret, AES-256-GCM with a random 96-bit nonce, and an
 //!   encryption context naming purpose, user and credential. KMS refuses to unwrap the key
 //!   under any other context, and the same context is the GCM associated data, so a sealed
@@ -15,10 +16,9 @@
 mod deployment;
 mod envelope;
 
-pub use deployment::{DeploymentSecrets, DeploymentSecretsError, OAuthClient};
+pub use deployment::{DeploymentSecrets, DeploymentSecretsError, OAuthClient, SECRET_ACTIONS};
 pub use envelope::{KmsEnvelope, SCHEME_VERSION};
 
-use secrecy::SecretString;
 use uuid::Uuid;
 
 /// What a sealed secret is for; part of its encryption context.
@@ -73,6 +73,9 @@ pub struct Sealed {
 pub enum CipherError {
     #[error("KMS is unavailable")]
     Kms(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// IAM refused the call: the function's policy lacks `action`.
+    #[error("access denied: this function's IAM policy does not grant {action}")]
+    Denied { action: &'static str },
     /// Wrong context, tampered ciphertext or an unknown scheme: never retried.
     #[error("the secret cannot be opened with this context")]
     Refused,
@@ -81,23 +84,8 @@ pub enum CipherError {
 impl CipherError {
     pub fn retry(&self) -> crate::Retry {
         match self {
-            CipherError::Kms(_) => crate::Retry::Retryable,
+            CipherError::Kms(_) | CipherError::Denied { .. } => crate::Retry::Retryable,
             CipherError::Refused => crate::Retry::NonRetryable,
         }
     }
-}
-
-/// Seals and opens tastytrade secrets.
-pub trait TokenCipher: Send + Sync {
-    fn seal(
-        &self,
-        context: SecretContext<'_>,
-        secret: &SecretString,
-    ) -> impl Future<Output = Result<Sealed, CipherError>> + Send;
-
-    fn open(
-        &self,
-        context: SecretContext<'_>,
-        sealed: &Sealed,
-    ) -> impl Future<Output = Result<SecretString, CipherError>> + Send;
 }

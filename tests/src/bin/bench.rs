@@ -33,13 +33,14 @@ use std::time::{Duration, Instant};
 use chrono::DurationRound;
 use serde_json::json;
 use tastysync_shared::config::Env;
-use tastysync_shared::routes::link::{self, LinkDeps};
+use tastysync_shared::domain::tasks::{NewTask, TaskKind};
+use tastysync_shared::ports::TaskCreator;
+use tastysync_shared::routes::link;
 use tastysync_shared::schedule::{self, ScheduleSettings, SchedulerDeps, Tick, TickKind};
-use tastysync_shared::secrets::KmsEnvelope;
 use tastysync_shared::sync::{self, Outcome, SyncDeps, SyncSettings};
-use tastysync_shared::tasks::{DynamoTasks, NewTask, SqsQueue, TaskKind, TaskStore};
 use tastysync_shared::tastytrade::client::Stats;
 use tastysync_shared::tastytrade::{BrokerConfig, TastytradeClient};
+use tastysync_shared::wiring::{Function, LinkAccount, SyncWorker};
 use tastysync_tests::{QueueConsumer, TestAws, TestDb, event, request};
 use tastytrade_sim::Simulator;
 use tastytrade_sim::data::Sizes;
@@ -199,8 +200,8 @@ async fn main() {
     let fan_aws = TestAws::provisioned().await;
     let scheduler = SchedulerDeps {
         pool: fan_db.pool.clone(),
-        tasks: DynamoTasks::new(fan_aws.dynamodb(), &fan_aws.stack.table),
-        queue: SqsQueue::new(fan_aws.sqs(), &fan_aws.stack.queue_url),
+        tasks: fan_aws.tasks_of(Function::SyncScheduler),
+        queue: fan_aws.queue_of(Function::SyncScheduler),
         settings: ScheduleSettings {
             ticks_per_hour: ticks,
             ..ScheduleSettings::default()
@@ -515,7 +516,7 @@ async fn python_baseline(sim: &tastytrade_sim::server::Running) -> serde_json::V
 
 /// Links the simulator's personal grant through the link route, as a user would.
 async fn link_simulated_grant(sim: &tastytrade_sim::server::Running, aws: &TestAws, env: &Env) {
-    let deps = LinkDeps::from_env(env, &aws.sdk)
+    let deps = LinkAccount::from_env(env, &aws.sdk_of(Function::LinkAccount))
         .await
         .expect("link dependencies");
     let mut link_event = event("link-personal-grant.json");
@@ -544,19 +545,15 @@ async fn linked_account(db: &TestDb) -> (uuid::Uuid, String) {
 }
 
 /// The worker's dependencies in this process, against `db`, the stack and the broker at `base`.
-fn in_process_worker(
-    db: &TestDb,
-    aws: &TestAws,
-    base: &str,
-) -> SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue> {
+fn in_process_worker(db: &TestDb, aws: &TestAws, base: &str) -> SyncWorker {
     let mut broker = BrokerConfig::for_base_url(base.parse().expect("URL"));
     broker.production_accept_version = None;
     SyncDeps {
         pool: db.pool.clone(),
         broker: TastytradeClient::new(broker).expect("client"),
-        cipher: KmsEnvelope::new(aws_sdk_kms::Client::new(&aws.sdk), &aws.stack.kms_key_arn),
-        tasks: DynamoTasks::new(aws.dynamodb(), &aws.stack.table),
-        queue: SqsQueue::new(aws.sqs(), &aws.stack.queue_url),
+        cipher: aws.cipher_of(Function::SyncWorker),
+        tasks: aws.tasks_of(Function::SyncWorker),
+        queue: aws.queue_of(Function::SyncWorker),
         oauth_client: None,
         settings: SyncSettings::default(),
     }

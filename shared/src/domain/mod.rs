@@ -1,0 +1,3 @@
+//! The domain: what tastysync is about, with no storage or transport in it.
+
+pub mod tasks;

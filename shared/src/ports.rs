@@ -1,0 +1,190 @@
+//! The ports: one small trait per capability the use cases need from the outside world.
+//!
+//! Every port that an AWS adapter serves declares, as `ACTIONS`, the IAM actions its adapter's
+//! calls need. A function's dependencies hold each port in a field of its own type parameter,
+//! so generic code can call only what those bounds allow, and [`crate::iam`] derives the
+//! function's policy as the union over what its dependencies hold: the template test then
+//! compares `template.yaml` with that set. Batch and transactional calls are authorised per
+//! item on AWS (`SendMessageBatch` needs `sqs:SendMessage`, a `TransactWriteItems` of puts
+//! needs `dynamodb:PutItem`), so they are declared under the item's action.
+//!
+//! Adapters live in [`crate::adapters`]; in-memory fakes behind the `test-util` feature in
+//! [`crate::fakes`].
+
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::Retry;
+use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
+use crate::secrets::{CipherError, Sealed, SecretContext};
+
+/// The IAM actions a port's adapter calls.
+pub type Actions = &'static [&'static str];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("task store or queue unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// IAM refused the call: the function's policy lacks `action`. Retried, so the message
+    /// ends in the DLQ (and its alarm) rather than lost, to be redriven once the policy is
+    /// fixed.
+    #[error("access denied: this function's IAM policy does not grant {action}")]
+    Denied { action: &'static str },
+    #[error("task {0} already exists")]
+    Exists(Uuid),
+    #[error("the cooldown of account {0} is too contended to claim")]
+    Contended(Uuid),
+}
+
+impl TaskError {
+    pub fn retry(&self) -> Retry {
+        match self {
+            TaskError::Unavailable(_) | TaskError::Denied { .. } | TaskError::Contended(_) => {
+                Retry::Retryable
+            }
+            TaskError::Exists(_) => Retry::NonRetryable,
+        }
+    }
+}
+
+/// Reads one task.
+pub trait TaskReader: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// The task, read consistently; `None` when there is no such task.
+    fn get(
+        &self,
+        task_id: Uuid,
+    ) -> impl Future<Output = Result<Option<TaskRecord>, TaskError>> + Send;
+}
+
+/// Lists an account's recent tasks.
+pub trait TaskHistory: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// The account's most recent tasks, newest first.
+    fn recent(
+        &self,
+        account_id: Uuid,
+        limit: i32,
+    ) -> impl Future<Output = Result<Vec<TaskRecord>, TaskError>> + Send;
+}
+
+/// Creates tasks.
+pub trait TaskCreator: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// Writes a pending task; fails with [`TaskError::Exists`] if the id is taken.
+    fn create(&self, task: &NewTask) -> impl Future<Output = Result<(), TaskError>> + Send;
+}
+
+/// Records a task's progress and outcome.
+pub trait TaskUpdater: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// Records progress or an outcome; counts a delivery attempt when the status is in progress
+    /// and the stage is the first.
+    fn update(
+        &self,
+        task_id: Uuid,
+        update: TaskUpdate<'_>,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
+}
+
+/// The per-account lease that keeps a duplicated delivery from running beside the first.
+pub trait LeaseStore: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// Takes the account's lease for `holder` until `ttl` from now. False when another holder's
+    /// lease is still live.
+    fn acquire_lease(
+        &self,
+        account_id: Uuid,
+        holder: Uuid,
+        ttl: chrono::TimeDelta,
+    ) -> impl Future<Output = Result<bool, TaskError>> + Send;
+
+    /// Gives the lease back, if `holder` still has it.
+    fn release_lease(
+        &self,
+        account_id: Uuid,
+        holder: Uuid,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
+}
+
+/// The per-account cooldown between manual syncs.
+pub trait CooldownStore: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// Creates a manual task and starts the account's cooldown in one atomic write: of many
+    /// concurrent callers exactly one gets [`ManualClaim::Created`]; the others learn whose
+    /// cooldown holds them back, and until when.
+    fn create_manual(
+        &self,
+        task: &NewTask,
+        cooldown: chrono::TimeDelta,
+    ) -> impl Future<Output = Result<ManualClaim, TaskError>> + Send;
+
+    /// Ends the cooldown `task_id` started (when its message could not be queued after all).
+    fn release_cooldown(
+        &self,
+        account_id: Uuid,
+        task_id: Uuid,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
+}
+
+/// The queue the sync worker reads.
+pub trait SyncQueue: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// One message per task, grouped by account so an account's syncs run one at a time, in
+    /// order; the task id (plus cursor) deduplicates.
+    fn enqueue(&self, message: &TaskMessage) -> impl Future<Output = Result<(), TaskError>> + Send;
+
+    /// Sends many messages, ten per call; returns the task ids of those the queue refused.
+    fn enqueue_batch(
+        &self,
+        messages: &[TaskMessage],
+    ) -> impl Future<Output = Result<Vec<Uuid>, TaskError>> + Send;
+}
+
+/// The worker's back-off between deliveries of one message.
+pub trait Redelivery: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// Hides a received message for `delay` before its next delivery (FIFO queues take no
+    /// per-message delay at send time).
+    fn delay_redelivery(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
+}
+
+/// Seals tastytrade secrets for storage.
+pub trait TokenSealer: Send + Sync {
+    const ACTIONS: Actions;
+
+    fn seal(
+        &self,
+        context: SecretContext<'_>,
+        secret: &SecretString,
+    ) -> impl Future<Output = Result<Sealed, CipherError>> + Send;
+}
+
+/// Opens sealed tastytrade secrets.
+pub trait TokenOpener: Send + Sync {
+    const ACTIONS: Actions;
+
+    fn open(
+        &self,
+        context: SecretContext<'_>,
+        sealed: &Sealed,
+    ) -> impl Future<Output = Result<SecretString, CipherError>> + Send;
+}
+
+/// Both halves, for the worker: it opens the grant's tokens and seals the access token it
+/// caches.
+pub trait TokenCipher: TokenSealer + TokenOpener {}
+
+impl<T: TokenSealer + TokenOpener> TokenCipher for T {}

@@ -1,0 +1,217 @@
+//! The composition root: each function's production dependencies, built from its environment
+//! once per cold start, and the AWS actions they need.
+//!
+//! Everything that reads the environment to build an adapter lives here, so the use cases
+//! (`routes`, `sync`, `schedule`) see only ports, and the template test and the local stack
+//! read each function's permissions from one place: [`Function::actions`].
+
+use std::collections::BTreeSet;
+
+use crate::StartupError;
+use crate::adapters::dynamo::DynamoTasks;
+use crate::adapters::sqs::{self, SqsQueue};
+use crate::aws::SdkConfig;
+use crate::config::{ConfigError, Env};
+use crate::db;
+use crate::iam::Permissions;
+use crate::oauth_state::StateSigner;
+use crate::routes::accounts::{AccountsDeps, unlink_policy};
+use crate::routes::link::{LinkDeps, OAuthSettings};
+use crate::routes::sync_tasks::{StatusDeps, TaskSettings, TriggerDeps};
+use crate::schedule::{ScheduleSettings, SchedulerDeps};
+use crate::secrets::{DeploymentSecrets, KmsEnvelope, OAuthClient};
+use crate::sync::{SyncDeps, SyncSettings};
+use crate::tastytrade::{BrokerConfig, TastytradeClient};
+
+/// `link-account`'s dependencies in production.
+pub type LinkAccount = LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue>;
+/// `sync-trigger`'s dependencies in production.
+pub type SyncTrigger = TriggerDeps<DynamoTasks, SqsQueue>;
+/// `sync-status`'s dependencies in production.
+pub type SyncStatus = StatusDeps<DynamoTasks>;
+/// `sync-scheduler`'s dependencies in production.
+pub type SyncScheduler = SchedulerDeps<DynamoTasks, SqsQueue>;
+/// `sync-worker`'s dependencies in production.
+pub type SyncWorker = SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>;
+
+/// Every function of the deployment (its crate under `functions/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Function {
+    Accounts,
+    LinkAccount,
+    SyncTrigger,
+    SyncStatus,
+    SyncScheduler,
+    SyncWorker,
+    Migrate,
+}
+
+impl Function {
+    pub const ALL: [Function; 7] = [
+        Function::Accounts,
+        Function::LinkAccount,
+        Function::SyncTrigger,
+        Function::SyncStatus,
+        Function::SyncScheduler,
+        Function::SyncWorker,
+        Function::Migrate,
+    ];
+
+    /// The crate's name, which is also the function's name in the template's `CodeUri`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Accounts => "accounts",
+            Function::LinkAccount => "link-account",
+            Function::SyncTrigger => "sync-trigger",
+            Function::SyncStatus => "sync-status",
+            Function::SyncScheduler => "sync-scheduler",
+            Function::SyncWorker => "sync-worker",
+            Function::Migrate => "migrate",
+        }
+    }
+
+    /// Where the local stack names the function's own AWS identity (see
+    /// [`crate::aws::sdk_config_for`]).
+    pub fn identity_variable(self) -> &'static str {
+        match self {
+            Function::Accounts => "TASTYSYNC_IDENTITY_ACCOUNTS",
+            Function::LinkAccount => "TASTYSYNC_IDENTITY_LINK_ACCOUNT",
+            Function::SyncTrigger => "TASTYSYNC_IDENTITY_SYNC_TRIGGER",
+            Function::SyncStatus => "TASTYSYNC_IDENTITY_SYNC_STATUS",
+            Function::SyncScheduler => "TASTYSYNC_IDENTITY_SYNC_SCHEDULER",
+            Function::SyncWorker => "TASTYSYNC_IDENTITY_SYNC_WORKER",
+            Function::Migrate => "TASTYSYNC_IDENTITY_MIGRATE",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The AWS actions the function's dependencies call: what its IAM policy must grant.
+    pub fn actions(self) -> BTreeSet<&'static str> {
+        match self {
+            Function::Accounts => AccountsDeps::actions(),
+            Function::LinkAccount => LinkAccount::actions(),
+            Function::SyncTrigger => SyncTrigger::actions(),
+            Function::SyncStatus => SyncStatus::actions(),
+            Function::SyncScheduler => SyncScheduler::actions(),
+            Function::SyncWorker => {
+                // Lambda's event source mapping consumes the queue with the worker's role (and
+                // the local poller does the same with the worker's identity).
+                let mut actions = SyncWorker::actions();
+                actions.extend(sqs::CONSUMER_ACTIONS);
+                actions
+            }
+            // It applies the migrations over a pool, nothing else.
+            Function::Migrate => db::POOL_ACTIONS.iter().copied().collect(),
+        }
+    }
+}
+
+fn tasks_from_env(env: &Env, sdk: &SdkConfig) -> Result<DynamoTasks, ConfigError> {
+    Ok(DynamoTasks::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        env.required("TASKS_TABLE")?,
+    ))
+}
+
+fn queue_from_env(env: &Env, sdk: &SdkConfig) -> Result<SqsQueue, ConfigError> {
+    Ok(SqsQueue::new(
+        aws_sdk_sqs::Client::new(sdk),
+        env.required("SYNC_QUEUE_URL")?,
+    ))
+}
+
+fn cipher_from_env(env: &Env, sdk: &SdkConfig) -> Result<KmsEnvelope, ConfigError> {
+    Ok(KmsEnvelope::new(
+        aws_sdk_kms::Client::new(sdk),
+        env.required("TOKEN_KMS_KEY_ID")?,
+    ))
+}
+
+impl AccountsDeps {
+    /// The database settings ([`crate::config::DatabaseConfig`]) and `UNLINK_SYNCED_DATA`.
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        Ok(Self {
+            pool: db::pool_from_env(env, sdk).await?,
+            unlink_data: unlink_policy(env)?,
+        })
+    }
+}
+
+impl LinkAccount {
+    /// The database settings, the broker's URLs, `TOKEN_KMS_KEY_ID`, `TASKS_TABLE`,
+    /// `SYNC_QUEUE_URL`, the deployment's secrets and the [`OAuthSettings`].
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        let secrets =
+            DeploymentSecrets::load(&aws_sdk_secretsmanager::Client::new(sdk), env).await?;
+        Ok(Self {
+            pool: db::pool_from_env(env, sdk).await?,
+            broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
+            cipher: cipher_from_env(env, sdk)?,
+            tasks: tasks_from_env(env, sdk)?,
+            queue: queue_from_env(env, sdk)?,
+            oauth_client: secrets.oauth_client,
+            state: StateSigner::new(secrets.state_signing_key),
+            settings: OAuthSettings::from_env(env)?,
+        })
+    }
+}
+
+impl SyncTrigger {
+    /// The database settings, `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`TaskSettings`].
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        Ok(Self {
+            pool: db::pool_from_env(env, sdk).await?,
+            tasks: tasks_from_env(env, sdk)?,
+            queue: queue_from_env(env, sdk)?,
+            settings: TaskSettings::from_env(env)?,
+        })
+    }
+}
+
+impl SyncStatus {
+    /// The database settings and `TASKS_TABLE`.
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        Ok(Self {
+            pool: db::pool_from_env(env, sdk).await?,
+            tasks: tasks_from_env(env, sdk)?,
+        })
+    }
+}
+
+impl SyncScheduler {
+    /// The database settings, `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`ScheduleSettings`].
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        Ok(Self {
+            pool: db::pool_from_env(env, sdk).await?,
+            tasks: tasks_from_env(env, sdk)?,
+            queue: queue_from_env(env, sdk)?,
+            settings: ScheduleSettings::from_env(env)?,
+        })
+    }
+}
+
+impl SyncWorker {
+    /// The database settings, the broker's URLs, `TOKEN_KMS_KEY_ID`, `TASKS_TABLE`,
+    /// `SYNC_QUEUE_URL`, and `OAUTH_CLIENT_SECRET_ARN` when authorization-code grants are
+    /// linked.
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        let oauth_client = match env.optional("OAUTH_CLIENT_SECRET_ARN") {
+            Some(arn) => {
+                Some(OAuthClient::load(&aws_sdk_secretsmanager::Client::new(sdk), arn).await?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            pool: db::pool_from_env(env, sdk).await?,
+            broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
+            cipher: cipher_from_env(env, sdk)?,
+            tasks: tasks_from_env(env, sdk)?,
+            queue: queue_from_env(env, sdk)?,
+            oauth_client,
+            settings: SyncSettings::default(),
+        })
+    }
+}
