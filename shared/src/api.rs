@@ -11,56 +11,78 @@ use uuid::Uuid;
 use crate::db::accounts::AccountRow;
 use crate::domain::tasks::{Counts, TaskKind, TaskRecord, TaskStatus};
 use crate::tastytrade::Environment;
+use crate::wiring::Function;
 
 /// The API's base path: the stage serves every route under it.
 pub const BASE_PATH: &str = "/api/v1";
 
+/// What a route does; handlers dispatch on it, so no path is written twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    LinkStart,
+    Link,
+    ListAccounts,
+    Unlink,
+    AccountTasks,
+    TriggerSync,
+    TaskStatus,
+}
+
 /// One route of the HTTP API and the function that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
+    pub endpoint: Endpoint,
     pub method: &'static str,
     /// Under [`BASE_PATH`], with `{name}` for a path parameter, as API Gateway writes it.
     pub path: &'static str,
-    pub function: &'static str,
+    pub function: Function,
 }
 
-/// Every route, as the deployment declares it (the local gateway serves exactly these, and a
-/// test checks them against the OpenAPI document).
+/// Every route, written once: the functions' handlers dispatch through it
+/// ([`crate::http::endpoint`]), the local gateway serves exactly these, and tests hold the
+/// OpenAPI document and `template.yaml` to it.
 pub const ROUTES: &[Route] = &[
     Route {
+        endpoint: Endpoint::LinkStart,
         method: "POST",
         path: "/tastytrade-accounts/link/start",
-        function: "link-account",
+        function: Function::LinkAccount,
     },
     Route {
+        endpoint: Endpoint::Link,
         method: "POST",
         path: "/tastytrade-accounts/link",
-        function: "link-account",
+        function: Function::LinkAccount,
     },
     Route {
+        endpoint: Endpoint::ListAccounts,
         method: "GET",
         path: "/tastytrade-accounts",
-        function: "accounts",
+        function: Function::Accounts,
     },
     Route {
+        endpoint: Endpoint::Unlink,
         method: "DELETE",
         path: "/tastytrade-accounts/{account_db_id}",
-        function: "accounts",
+        function: Function::Accounts,
     },
     Route {
+        endpoint: Endpoint::AccountTasks,
         method: "GET",
         path: "/tastytrade-accounts/{account_db_id}/sync-tasks",
-        function: "sync-status",
+        function: Function::SyncStatus,
     },
     Route {
+        endpoint: Endpoint::TriggerSync,
         method: "POST",
         path: "/sync/tastytrade/{account_db_id}/trigger",
-        function: "sync-trigger",
+        function: Function::SyncTrigger,
     },
     Route {
+        endpoint: Endpoint::TaskStatus,
         method: "GET",
         path: "/sync/status/{task_id}",
-        function: "sync-status",
+        function: Function::SyncStatus,
     },
 ];
 

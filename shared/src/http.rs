@@ -9,6 +9,9 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::{BASE_PATH, Endpoint, ROUTES};
+use crate::wiring::Function;
+
 /// Larger than any request this API takes; API Gateway's own limit is 10 MB.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -204,7 +207,89 @@ pub fn route(request: &Request) -> (&str, &str) {
     (request.method().as_str(), path)
 }
 
+/// Which of `function`'s routes the request names, with its path parameter: 405 when the path
+/// is one of the function's with another method, 404 when it is none of them.
+pub fn endpoint(
+    request: &Request,
+    function: Function,
+) -> Result<(Endpoint, Option<&str>), ApiError> {
+    let (method, path) = route(request);
+    let under = path.strip_prefix(BASE_PATH).ok_or(ApiError::NotFound)?;
+    let mut path_known = false;
+    for candidate in ROUTES.iter().filter(|r| r.function == function) {
+        if let Some(params) = candidate.matches(candidate.method, under) {
+            if candidate.method == method {
+                return Ok((candidate.endpoint, params.first().map(|(_, value)| *value)));
+            }
+            path_known = true;
+        }
+    }
+    Err(if path_known {
+        ApiError::MethodNotAllowed
+    } else {
+        ApiError::NotFound
+    })
+}
+
 /// Turns a handler's result into the response, errors included.
 pub fn respond(result: Result<Response<Body>, ApiError>) -> Response<Body> {
     result.unwrap_or_else(ApiError::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The endpoint `method path` names in `function`, and whether it carried a parameter.
+    fn resolve(method: &str, path: &str, function: Function) -> Result<(Endpoint, bool), ApiError> {
+        let request = lambda_http::http::Request::builder()
+            .method(method)
+            .uri(format!("https://api.example{path}"))
+            .body(Body::Empty)
+            .expect("a valid request");
+        endpoint(&request, function).map(|(endpoint, param)| (endpoint, param.is_some()))
+    }
+
+    #[test]
+    fn each_route_resolves_to_its_endpoint_and_parameter_in_its_own_function() {
+        for route in ROUTES {
+            let path = route
+                .path
+                .replace("{account_db_id}", "abc")
+                .replace("{task_id}", "abc");
+            let (endpoint, has_param) =
+                resolve(route.method, &format!("{BASE_PATH}{path}"), route.function)
+                    .unwrap_or_else(|e| panic!("{} {path}: {e:?}", route.method));
+            assert_eq!(endpoint, route.endpoint);
+            assert_eq!(has_param, route.path.contains('{'), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_known_path_with_another_method_is_405_and_an_unknown_path_404() {
+        let status = "/api/v1/sync/status/abc";
+        assert!(matches!(
+            resolve("PUT", status, Function::SyncStatus),
+            Err(ApiError::MethodNotAllowed)
+        ));
+        assert!(matches!(
+            resolve("GET", status, Function::Accounts),
+            Err(ApiError::NotFound)
+        ));
+        assert!(matches!(
+            resolve("GET", "/api/v1/sync/status/abc/more", Function::SyncStatus),
+            Err(ApiError::NotFound)
+        ));
+        assert!(matches!(
+            resolve("GET", "/sync/status/abc", Function::SyncStatus),
+            Err(ApiError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn a_trailing_slash_names_the_same_route() {
+        let (endpoint, _) = resolve("GET", "/api/v1/tastytrade-accounts/", Function::Accounts)
+            .expect("the collection");
+        assert_eq!(endpoint, Endpoint::ListAccounts);
+    }
 }

@@ -71,7 +71,7 @@ fn route_mismatches(template: &Value) -> Vec<String> {
             (
                 r.method.to_owned(),
                 format!("{BASE_PATH}{}", r.path),
-                r.function.to_owned(),
+                r.function.name().to_owned(),
             )
         })
         .collect();

@@ -193,13 +193,13 @@ async fn serve(
         }
     };
     let response = match route.function {
-        "link-account" => link_account::handle(&functions.link, request).await,
-        "accounts" => accounts::handle(&functions.accounts, request).await,
-        "sync-trigger" => sync_trigger::handle(&functions.trigger, request).await,
-        "sync-status" => sync_status::handle(&functions.status, request).await,
+        Function::LinkAccount => link_account::handle(&functions.link, request).await,
+        Function::Accounts => accounts::handle(&functions.accounts, request).await,
+        Function::SyncTrigger => sync_trigger::handle(&functions.trigger, request).await,
+        Function::SyncStatus => sync_status::handle(&functions.status, request).await,
         other => {
             tracing::error!(
-                function = other,
+                function = other.name(),
                 "a route names a function the gateway lacks"
             );
             return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
