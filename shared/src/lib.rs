@@ -21,6 +21,8 @@
 //!   adapter; [`adapters`]: those ports on DynamoDB and SQS (KMS in [`secrets`]).
 //! - [`iam`]: a function's AWS actions, derived from the ports its dependencies hold;
 //!   [`wiring`]: the composition root, every `from_env` and each function's actions.
+//! - `fakes` (tests and the `test-util` feature): every port in memory, for the fast tier of
+//!   unit tests (`cargo test --lib`).
 //! - [`sync`]: the sync of one account, run by the worker; [`schedule`]: the scheduler's
 //!   ticks, which queue the hourly and daily syncs in slots.
 //! - [`metrics`]: CloudWatch EMF metrics, every name and label in one place.
@@ -34,6 +36,8 @@ pub mod aws;
 pub mod config;
 pub mod db;
 pub mod domain;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fakes;
 pub mod http;
 pub mod iam;
 pub mod metrics;

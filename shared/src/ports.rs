@@ -15,6 +15,10 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::Retry;
+use crate::db::DbError;
+use crate::db::accounts::{
+    AccountRow, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential, SyncedData,
+};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
 use crate::secrets::{CipherError, Sealed, SecretContext};
 
@@ -188,3 +192,50 @@ pub trait TokenOpener: Send + Sync {
 pub trait TokenCipher: TokenSealer + TokenOpener {}
 
 impl<T: TokenSealer + TokenOpener> TokenCipher for T {}
+
+/// The users' linked accounts, every call scoped to one user but the scheduler's.
+pub trait AccountRepo: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// The user's linked accounts.
+    fn list(&self, user_id: &str) -> impl Future<Output = Result<Vec<AccountRow>, DbError>> + Send;
+
+    /// The user's linked account `account_id`; `None` for a missing, unlinked or foreign one.
+    fn find(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+    ) -> impl Future<Output = Result<Option<AccountRow>, DbError>> + Send;
+
+    /// Stores the grant, its sealed secrets and its accounts, all or nothing.
+    fn link(
+        &self,
+        credential: &NewCredential,
+        accounts: &[BrokerAccount],
+    ) -> impl Future<Output = Result<Vec<LinkedAccount>, DbError>> + Send;
+
+    /// Unlinks the user's account; false when the user has no such linked account.
+    fn unlink(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+        data: SyncedData,
+    ) -> impl Future<Output = Result<bool, DbError>> + Send;
+
+    /// Records that a sync of each account is on the queue, so ticks skip them until it ends.
+    fn mark_queued(&self, account_ids: &[Uuid])
+    -> impl Future<Output = Result<(), DbError>> + Send;
+}
+
+/// The scheduler's view: which accounts a tick is due to sync, across all users.
+pub trait DueAccounts: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// The next page of due accounts after `after`, in id order.
+    fn due_page(
+        &self,
+        query: &DueQuery,
+        after: Uuid,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<DueAccount>, DbError>> + Send;
+}

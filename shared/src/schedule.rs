@@ -12,7 +12,6 @@
 //! nothing twice.
 
 use chrono::{DateTime, DurationRound, TimeDelta, Timelike, Utc};
-use deadpool_postgres::Pool;
 use futures_util::future::try_join_all;
 use serde::Deserialize;
 use tracing::Instrument;
@@ -21,10 +20,12 @@ use uuid::Uuid;
 use crate::Retry;
 use crate::config::{ConfigError, Env};
 use crate::db::DbError;
-use crate::db::accounts::{self, DueAccount, DueQuery};
+use crate::db::accounts::{DueAccount, DueQuery};
 use crate::domain::tasks::{Counts, NewTask, TaskKind, TaskStatus, TaskUpdate};
 use crate::iam::Permissions;
-use crate::ports::{Actions, SyncQueue, TaskCreator, TaskError, TaskReader, TaskUpdater};
+use crate::ports::{
+    AccountRepo, Actions, DueAccounts, SyncQueue, TaskCreator, TaskError, TaskReader, TaskUpdater,
+};
 
 /// The namespace of tick task ids (UUID v5): any fixed value will do.
 const TICK_NAMESPACE: Uuid = Uuid::from_u128(0x7461_7374_7973_796e_6373_6368_6564_756c);
@@ -108,8 +109,8 @@ impl ScheduleSettings {
 
 /// What the scheduler uses, built once per cold start.
 #[derive(Debug)]
-pub struct SchedulerDeps<T: SchedulerTasks, Q: SyncQueue> {
-    pub pool: Pool,
+pub struct SchedulerDeps<A: SchedulerAccounts, T: SchedulerTasks, Q: SyncQueue> {
+    pub accounts: A,
     pub tasks: T,
     pub queue: Q,
     pub settings: ScheduleSettings,
@@ -120,10 +121,15 @@ pub struct SchedulerDeps<T: SchedulerTasks, Q: SyncQueue> {
 pub trait SchedulerTasks: TaskCreator + TaskReader + TaskUpdater {}
 impl<T: TaskCreator + TaskReader + TaskUpdater> SchedulerTasks for T {}
 
-impl<T: SchedulerTasks, Q: SyncQueue> Permissions for SchedulerDeps<T, Q> {
+/// The account ports a tick uses: the due accounts of its slot, and their queued markers.
+pub trait SchedulerAccounts: DueAccounts + AccountRepo {}
+impl<A: DueAccounts + AccountRepo> SchedulerAccounts for A {}
+
+impl<A: SchedulerAccounts, T: SchedulerTasks, Q: SyncQueue> Permissions for SchedulerDeps<A, T, Q> {
     fn held() -> Vec<Actions> {
         vec![
-            crate::db::POOL_ACTIONS,
+            <A as DueAccounts>::ACTIONS,
+            <A as AccountRepo>::ACTIONS,
             <T as TaskCreator>::ACTIONS,
             <T as TaskReader>::ACTIONS,
             <T as TaskUpdater>::ACTIONS,
@@ -177,8 +183,8 @@ pub fn tick_task_id(kind: TickKind, tick_start: DateTime<Utc>, account_id: Uuid)
 }
 
 /// Queues a sync of every due account in the tick's slot.
-pub async fn run_tick<T: SchedulerTasks, Q: SyncQueue>(
-    deps: &SchedulerDeps<T, Q>,
+pub async fn run_tick<A: SchedulerAccounts, T: SchedulerTasks, Q: SyncQueue>(
+    deps: &SchedulerDeps<A, T, Q>,
     tick: &Tick,
     now: DateTime<Utc>,
 ) -> Result<TickReport, ScheduleError> {
@@ -210,7 +216,10 @@ pub async fn run_tick<T: SchedulerTasks, Q: SyncQueue>(
         };
         let mut after = Uuid::nil();
         loop {
-            let page = accounts::due_page(&deps.pool, &query, after, settings.page_size).await?;
+            let page = deps
+                .accounts
+                .due_page(&query, after, settings.page_size)
+                .await?;
             let Some(last) = page.last() else { break };
             after = last.id;
             report.due += page.len();
@@ -249,8 +258,8 @@ async fn still_to_send<T: TaskCreator + TaskReader>(
 
 /// Creates the page's tasks, sends their messages in batches of ten, and marks the accounts
 /// queued.
-async fn queue_page<T: SchedulerTasks, Q: SyncQueue>(
-    deps: &SchedulerDeps<T, Q>,
+async fn queue_page<A: SchedulerAccounts, T: SchedulerTasks, Q: SyncQueue>(
+    deps: &SchedulerDeps<A, T, Q>,
     kind: TickKind,
     start: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -286,7 +295,7 @@ async fn queue_page<T: SchedulerTasks, Q: SyncQueue>(
         .filter(|t| !refused.contains(&t.task_id))
         .map(|t| t.account_id)
         .collect();
-    accounts::mark_queued(&deps.pool, &sent).await?;
+    deps.accounts.mark_queued(&sent).await?;
     report.queued += sent.len();
     report.refused += refused.len();
     for task_id in refused {
@@ -306,6 +315,7 @@ async fn queue_page<T: SchedulerTasks, Q: SyncQueue>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fakes::{InMemoryAccounts, InMemoryQueue, InMemoryTasks};
 
     fn at(text: &str) -> DateTime<Utc> {
         text.parse().unwrap_or_default()
@@ -334,6 +344,64 @@ mod tests {
         assert_ne!(
             first,
             tick_task_id(TickKind::Incremental, start, Uuid::from_u128(8))
+        );
+    }
+
+    fn fake_scheduler() -> SchedulerDeps<InMemoryAccounts, InMemoryTasks, InMemoryQueue> {
+        SchedulerDeps {
+            accounts: InMemoryAccounts::default(),
+            tasks: InMemoryTasks::default(),
+            queue: InMemoryQueue::default(),
+            settings: ScheduleSettings::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_tick_queues_nothing_twice_and_leaves_started_tasks_alone() {
+        let deps = fake_scheduler();
+        for _ in 0..5 {
+            deps.accounts.add("user-a", "SUCCESS");
+        }
+        deps.accounts.add("user-b", "NEEDS_REAUTH");
+        let tick = Tick {
+            kind: TickKind::Incremental,
+            scheduled_time: Some(at("2026-11-25T14:05:00Z")),
+        };
+        let now = at("2026-11-25T14:05:03Z");
+
+        let first = run_tick(&deps, &tick, now).await.unwrap();
+        assert_eq!((first.due, first.queued, first.already_started), (5, 5, 0));
+        let started = deps.queue.sent()[0].task_id;
+        let counts = Counts::default();
+        let running = TaskUpdate {
+            status: TaskStatus::InProgress,
+            stage: "accounts",
+            progress_percentage: 0,
+            counts: &counts,
+            error_message: None,
+            cursor: None,
+        };
+        deps.tasks.update(started, running).await.unwrap();
+        // The first delivery died before its markers were written: every account is due again.
+        deps.accounts.clear_queued();
+
+        let again = run_tick(&deps, &tick, now).await.unwrap();
+
+        assert_eq!((again.due, again.already_started), (5, 1));
+        let sent = deps.queue.sent();
+        assert_eq!(sent.len(), 5, "each account's message once: {sent:?}");
+        assert_eq!(deps.tasks.all().len(), 5, "each account's task once");
+        let next_tick = Tick {
+            scheduled_time: Some(at("2026-11-25T15:05:00Z")),
+            ..tick
+        };
+        deps.accounts.clear_queued();
+        let later = run_tick(&deps, &next_tick, at("2026-11-25T15:05:01Z"))
+            .await
+            .unwrap();
+        assert_eq!(
+            later.queued, 5,
+            "the next hour's tick is a new task per account"
         );
     }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::StartupError;
 use crate::adapters::dynamo::DynamoTasks;
+use crate::adapters::postgres::PgAccounts;
 use crate::adapters::sqs::{self, SqsQueue};
 use crate::aws::SdkConfig;
 use crate::config::{ConfigError, Env};
@@ -23,14 +24,16 @@ use crate::secrets::{DeploymentSecrets, KmsEnvelope, OAuthClient};
 use crate::sync::{SyncDeps, SyncSettings};
 use crate::tastytrade::{BrokerConfig, TastytradeClient};
 
+/// `accounts`' dependencies in production.
+pub type Accounts = AccountsDeps<PgAccounts>;
 /// `link-account`'s dependencies in production.
-pub type LinkAccount = LinkDeps<KmsEnvelope, DynamoTasks, SqsQueue>;
+pub type LinkAccount = LinkDeps<PgAccounts, KmsEnvelope, DynamoTasks, SqsQueue>;
 /// `sync-trigger`'s dependencies in production.
-pub type SyncTrigger = TriggerDeps<DynamoTasks, SqsQueue>;
+pub type SyncTrigger = TriggerDeps<PgAccounts, DynamoTasks, SqsQueue>;
 /// `sync-status`'s dependencies in production.
-pub type SyncStatus = StatusDeps<DynamoTasks>;
+pub type SyncStatus = StatusDeps<PgAccounts, DynamoTasks>;
 /// `sync-scheduler`'s dependencies in production.
-pub type SyncScheduler = SchedulerDeps<DynamoTasks, SqsQueue>;
+pub type SyncScheduler = SchedulerDeps<PgAccounts, DynamoTasks, SqsQueue>;
 /// `sync-worker`'s dependencies in production.
 pub type SyncWorker = SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>;
 
@@ -91,7 +94,7 @@ impl Function {
     /// The AWS actions the function's dependencies call: what its IAM policy must grant.
     pub fn actions(self) -> BTreeSet<&'static str> {
         match self {
-            Function::Accounts => AccountsDeps::actions(),
+            Function::Accounts => Accounts::actions(),
             Function::LinkAccount => LinkAccount::actions(),
             Function::SyncTrigger => SyncTrigger::actions(),
             Function::SyncStatus => SyncStatus::actions(),
@@ -107,6 +110,10 @@ impl Function {
             Function::Migrate => db::POOL_ACTIONS.iter().copied().collect(),
         }
     }
+}
+
+async fn accounts_from_env(env: &Env, sdk: &SdkConfig) -> Result<PgAccounts, StartupError> {
+    Ok(PgAccounts::new(db::pool_from_env(env, sdk).await?))
 }
 
 fn tasks_from_env(env: &Env, sdk: &SdkConfig) -> Result<DynamoTasks, ConfigError> {
@@ -130,11 +137,11 @@ fn cipher_from_env(env: &Env, sdk: &SdkConfig) -> Result<KmsEnvelope, ConfigErro
     ))
 }
 
-impl AccountsDeps {
+impl Accounts {
     /// The database settings ([`crate::config::DatabaseConfig`]) and `UNLINK_SYNCED_DATA`.
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            pool: db::pool_from_env(env, sdk).await?,
+            accounts: accounts_from_env(env, sdk).await?,
             unlink_data: unlink_policy(env)?,
         })
     }
@@ -147,7 +154,7 @@ impl LinkAccount {
         let secrets =
             DeploymentSecrets::load(&aws_sdk_secretsmanager::Client::new(sdk), env).await?;
         Ok(Self {
-            pool: db::pool_from_env(env, sdk).await?,
+            accounts: accounts_from_env(env, sdk).await?,
             broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
             cipher: cipher_from_env(env, sdk)?,
             tasks: tasks_from_env(env, sdk)?,
@@ -163,7 +170,7 @@ impl SyncTrigger {
     /// The database settings, `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`TaskSettings`].
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            pool: db::pool_from_env(env, sdk).await?,
+            accounts: accounts_from_env(env, sdk).await?,
             tasks: tasks_from_env(env, sdk)?,
             queue: queue_from_env(env, sdk)?,
             settings: TaskSettings::from_env(env)?,
@@ -175,7 +182,7 @@ impl SyncStatus {
     /// The database settings and `TASKS_TABLE`.
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            pool: db::pool_from_env(env, sdk).await?,
+            accounts: accounts_from_env(env, sdk).await?,
             tasks: tasks_from_env(env, sdk)?,
         })
     }
@@ -185,7 +192,7 @@ impl SyncScheduler {
     /// The database settings, `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`ScheduleSettings`].
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            pool: db::pool_from_env(env, sdk).await?,
+            accounts: accounts_from_env(env, sdk).await?,
             tasks: tasks_from_env(env, sdk)?,
             queue: queue_from_env(env, sdk)?,
             settings: ScheduleSettings::from_env(env)?,

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use lambda_http::{Body, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+use tastysync_shared::adapters::postgres::PgAccounts;
 use tastysync_shared::config::Env;
 use tastysync_shared::db::accounts::SyncedData;
 use tastysync_shared::ports::TokenOpener;
 use tastysync_shared::routes::accounts::AccountsDeps;
 use tastysync_shared::secrets::{KmsEnvelope, Purpose, Sealed, SecretContext};
-use tastysync_shared::wiring::{Function, LinkAccount};
+use tastysync_shared::wiring::{Accounts, Function, LinkAccount};
 use tastysync_tests::{TestAws, TestDb, event, request};
 use tastytrade_sim::Simulator;
 use tastytrade_sim::data::Sizes;
@@ -26,7 +27,7 @@ pub(crate) struct World {
     pub(crate) db: TestDb,
     pub(crate) aws: TestAws,
     pub(crate) link: LinkAccount,
-    pub(crate) accounts: AccountsDeps,
+    pub(crate) accounts: Accounts,
     /// The functions' environment, as the deployment would set it for this stack.
     pub(crate) env: Env,
 }
@@ -85,7 +86,7 @@ pub(crate) async fn world_on(sizes: Sizes, db: TestDb) -> World {
         .await
         .unwrap();
     let accounts = AccountsDeps {
-        pool: db.pool.clone(),
+        accounts: PgAccounts::new(db.pool.clone()),
         unlink_data: SyncedData::Keep,
     };
     World {

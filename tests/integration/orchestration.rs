@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use tastysync_shared::adapters::postgres::PgAccounts;
 use tastysync_shared::routes::sync_tasks::{StatusDeps, TaskSettings, TriggerDeps};
 use tastysync_shared::schedule::{ScheduleSettings, SchedulerDeps, TickReport};
 use tastysync_shared::wiring::{Function, SyncScheduler, SyncStatus, SyncTrigger};
@@ -27,7 +28,7 @@ async fn world() -> World {
 
 fn trigger_deps(w: &World) -> SyncTrigger {
     TriggerDeps {
-        pool: w.db.pool.clone(),
+        accounts: PgAccounts::new(w.db.pool.clone()),
         tasks: w.aws.tasks_of(Function::SyncTrigger),
         queue: w.aws.queue_of(Function::SyncTrigger),
         settings: TaskSettings {
@@ -39,7 +40,7 @@ fn trigger_deps(w: &World) -> SyncTrigger {
 
 fn status_deps(w: &World) -> SyncStatus {
     StatusDeps {
-        pool: w.db.pool.clone(),
+        accounts: PgAccounts::new(w.db.pool.clone()),
         tasks: w.aws.tasks_of(Function::SyncStatus),
     }
 }
@@ -246,7 +247,7 @@ const ACCOUNTS: i32 = 10_000;
 
 fn scheduler(w: &World) -> SyncScheduler {
     SchedulerDeps {
-        pool: w.db.pool.clone(),
+        accounts: PgAccounts::new(w.db.pool.clone()),
         tasks: w.aws.tasks_of(Function::SyncScheduler),
         queue: w.aws.queue_of(Function::SyncScheduler),
         settings: ScheduleSettings::default(),

@@ -2,7 +2,7 @@
 
 use lambda_http::{Error, Request, service_fn};
 use tastysync_shared::config::Env;
-use tastysync_shared::routes::accounts::AccountsDeps;
+use tastysync_shared::wiring::Accounts;
 use tastysync_shared::wiring::Function;
 use tastysync_shared::{aws, telemetry};
 
@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     telemetry::init();
     let env = Env::process();
     let deps =
-        AccountsDeps::from_env(&env, &aws::sdk_config_for(&env, Function::Accounts).await).await?;
+        Accounts::from_env(&env, &aws::sdk_config_for(&env, Function::Accounts).await).await?;
     let deps = &deps;
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, Error>(accounts::handle(deps, request).await)

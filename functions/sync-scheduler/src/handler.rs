@@ -7,10 +7,12 @@
 use lambda_runtime::Error;
 use tastysync_shared::Retry;
 use tastysync_shared::ports::SyncQueue;
-use tastysync_shared::schedule::{self, SchedulerDeps, SchedulerTasks, Tick, TickReport};
+use tastysync_shared::schedule::{
+    self, SchedulerAccounts, SchedulerDeps, SchedulerTasks, Tick, TickReport,
+};
 
-pub async fn handle<T: SchedulerTasks, Q: SyncQueue>(
-    deps: &SchedulerDeps<T, Q>,
+pub async fn handle<A: SchedulerAccounts, T: SchedulerTasks, Q: SyncQueue>(
+    deps: &SchedulerDeps<A, T, Q>,
     event: serde_json::Value,
 ) -> Result<Option<TickReport>, Error> {
     let tick: Tick = match serde_json::from_value(event) {

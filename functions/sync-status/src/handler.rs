@@ -3,12 +3,12 @@
 use lambda_http::{Body, Request, Response};
 use tastysync_shared::api::Endpoint;
 use tastysync_shared::http::{self, ApiError};
-use tastysync_shared::ports::{TaskHistory, TaskReader};
+use tastysync_shared::ports::{AccountRepo, TaskHistory, TaskReader};
 use tastysync_shared::routes::sync_tasks::{self, StatusDeps};
 use tastysync_shared::wiring::Function;
 
-pub async fn handle<T: TaskReader + TaskHistory>(
-    deps: &StatusDeps<T>,
+pub async fn handle<A: AccountRepo, T: TaskReader + TaskHistory>(
+    deps: &StatusDeps<A, T>,
     request: Request,
 ) -> Response<Body> {
     let result = match http::endpoint(&request, Function::SyncStatus) {

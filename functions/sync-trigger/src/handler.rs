@@ -3,12 +3,12 @@
 use lambda_http::{Body, Request, Response};
 use tastysync_shared::api::Endpoint;
 use tastysync_shared::http::{self, ApiError};
-use tastysync_shared::ports::SyncQueue;
+use tastysync_shared::ports::{AccountRepo, SyncQueue};
 use tastysync_shared::routes::sync_tasks::{self, TriggerDeps, TriggerTasks};
 use tastysync_shared::wiring::Function;
 
-pub async fn handle<T: TriggerTasks, Q: SyncQueue>(
-    deps: &TriggerDeps<T, Q>,
+pub async fn handle<A: AccountRepo, T: TriggerTasks, Q: SyncQueue>(
+    deps: &TriggerDeps<A, T, Q>,
     request: Request,
 ) -> Response<Body> {
     let result = match http::endpoint(&request, Function::SyncTrigger) {

@@ -28,9 +28,8 @@ use tastysync_shared::api::{BASE_PATH, ROUTES};
 use tastysync_shared::aws::SdkConfig;
 use tastysync_shared::aws::as_identity;
 use tastysync_shared::config::Env;
-use tastysync_shared::routes::accounts::AccountsDeps;
 use tastysync_shared::wiring::{
-    Function, LinkAccount, SyncScheduler, SyncStatus, SyncTrigger, SyncWorker,
+    Accounts, Function, LinkAccount, SyncScheduler, SyncStatus, SyncTrigger, SyncWorker,
 };
 
 /// API Gateway's payload limit.
@@ -71,7 +70,7 @@ pub fn dev_token(env: &Env, sub: &str, ttl: Duration) -> String {
 /// Every function of the deployment, wired once.
 struct Functions {
     link: LinkAccount,
-    accounts: AccountsDeps,
+    accounts: Accounts,
     trigger: SyncTrigger,
     status: SyncStatus,
     decoding: DecodingKey,
@@ -105,7 +104,7 @@ pub async fn start(env: &Env, sdk: &SdkConfig, addr: SocketAddr) -> Result<Runni
     validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
     let functions = Arc::new(Functions {
         link: LinkAccount::from_env(env, &sdk_of(Function::LinkAccount)).await?,
-        accounts: AccountsDeps::from_env(env, &sdk_of(Function::Accounts)).await?,
+        accounts: Accounts::from_env(env, &sdk_of(Function::Accounts)).await?,
         trigger: SyncTrigger::from_env(env, &sdk_of(Function::SyncTrigger)).await?,
         status: SyncStatus::from_env(env, &sdk_of(Function::SyncStatus)).await?,
         decoding: DecodingKey::from_secret(&jwt_key(env)),

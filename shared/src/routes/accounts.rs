@@ -1,25 +1,24 @@
 //! `accounts`: list and unlink the caller's accounts.
 
-use deadpool_postgres::Pool;
 use lambda_http::{Body, Request, Response};
 
 use crate::api::TastyTradeAccountRead;
 use crate::config::{ConfigError, Env};
-use crate::db::accounts::{self, SyncedData};
+use crate::db::accounts::SyncedData;
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
-use crate::ports::Actions;
+use crate::ports::{AccountRepo, Actions};
 
 #[derive(Debug)]
-pub struct AccountsDeps {
-    pub pool: Pool,
+pub struct AccountsDeps<A: AccountRepo> {
+    pub accounts: A,
     /// What unlinking does with synced rows (`UNLINK_SYNCED_DATA=keep|purge`, default keep).
     pub unlink_data: SyncedData,
 }
 
-impl Permissions for AccountsDeps {
+impl<A: AccountRepo> Permissions for AccountsDeps<A> {
     fn held() -> Vec<Actions> {
-        vec![crate::db::POOL_ACTIONS]
+        vec![A::ACTIONS]
     }
 }
 
@@ -43,9 +42,12 @@ pub fn unlink_policy(env: &Env) -> Result<SyncedData, ConfigError> {
         (status = 401, body = crate::api::Unauthorized),
     ),
 )]
-pub async fn list(deps: &AccountsDeps, request: &Request) -> Result<Response<Body>, ApiError> {
+pub async fn list<A: AccountRepo>(
+    deps: &AccountsDeps<A>,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
     let user = http::user_id(request)?;
-    let rows = accounts::list(&deps.pool, &user).await?;
+    let rows = deps.accounts.list(&user).await?;
     let body: Vec<TastyTradeAccountRead> = rows.into_iter().map(Into::into).collect();
     Ok(http::json(200, &body))
 }
@@ -62,14 +64,14 @@ pub async fn list(deps: &AccountsDeps, request: &Request) -> Result<Response<Bod
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn unlink(
-    deps: &AccountsDeps,
+pub async fn unlink<A: AccountRepo>(
+    deps: &AccountsDeps<A>,
     request: &Request,
     account_db_id: &str,
 ) -> Result<Response<Body>, ApiError> {
     let user = http::user_id(request)?;
     let id = http::path_id(account_db_id)?;
-    if accounts::unlink(&deps.pool, &user, id, deps.unlink_data).await? {
+    if deps.accounts.unlink(&user, id, deps.unlink_data).await? {
         tracing::info!(user_id = %user, account_id = %id, "account unlinked");
         Ok(http::no_content())
     } else {

@@ -1,7 +1,6 @@
 //! `link-account`: start the authorization-code flow, and link a grant (either flow).
 
 use chrono::Utc;
-use deadpool_postgres::Pool;
 use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
@@ -9,13 +8,12 @@ use uuid::Uuid;
 
 use crate::api::{LinkRequest, LinkStartRequest, LinkStartResponse, TastyTradeAccountRead};
 use crate::config::{ConfigError, Env};
-use crate::db;
-use crate::db::accounts::{self, BrokerAccount, GrantKind, NewCredential};
+use crate::db::accounts::{BrokerAccount, GrantKind, NewCredential};
 use crate::domain::tasks::{NewTask, TaskKind};
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
 use crate::oauth_state::{StateError, StateSigner};
-use crate::ports::{Actions, SyncQueue, TaskCreator, TokenSealer};
+use crate::ports::{AccountRepo, Actions, SyncQueue, TaskCreator, TokenSealer};
 use crate::secrets::{OAuthClient, Purpose, SecretContext};
 use crate::tastytrade::{AccessToken, BrokerError, Environment, Grant, TastytradeClient};
 
@@ -82,8 +80,8 @@ impl OAuthSettings {
 
 /// Everything the link routes use, built once per cold start.
 #[derive(Debug)]
-pub struct LinkDeps<C: TokenSealer, T: TaskCreator, Q: SyncQueue> {
-    pub pool: Pool,
+pub struct LinkDeps<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue> {
+    pub accounts: A,
     pub broker: TastytradeClient,
     pub cipher: C,
     pub tasks: T,
@@ -93,10 +91,12 @@ pub struct LinkDeps<C: TokenSealer, T: TaskCreator, Q: SyncQueue> {
     pub settings: OAuthSettings,
 }
 
-impl<C: TokenSealer, T: TaskCreator, Q: SyncQueue> Permissions for LinkDeps<C, T, Q> {
+impl<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue> Permissions
+    for LinkDeps<A, C, T, Q>
+{
     fn held() -> Vec<Actions> {
         vec![
-            db::POOL_ACTIONS,
+            A::ACTIONS,
             // The OAuth client and the state-signing key.
             crate::secrets::SECRET_ACTIONS,
             C::ACTIONS,
@@ -118,8 +118,8 @@ impl<C: TokenSealer, T: TaskCreator, Q: SyncQueue> Permissions for LinkDeps<C, T
         (status = 413, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn start<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
-    deps: &LinkDeps<C, T, Q>,
+pub async fn start<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
+    deps: &LinkDeps<A, C, T, Q>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let user = http::user_id(request)?;
@@ -158,8 +158,8 @@ pub async fn start<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
         (status = 503, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn link<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
-    deps: &LinkDeps<C, T, Q>,
+pub async fn link<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
+    deps: &LinkDeps<A, C, T, Q>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let user = http::user_id(request)?;
@@ -214,7 +214,7 @@ pub async fn link<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
             }
         })
         .collect();
-    let linked = accounts::link(&deps.pool, &credential, &broker_accounts).await?;
+    let linked = deps.accounts.link(&credential, &broker_accounts).await?;
 
     let mut queued = Vec::with_capacity(linked.len());
     for account in &linked {
@@ -229,13 +229,13 @@ pub async fn link<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
             }
         }
     }
-    if let Err(e) = accounts::mark_queued(&deps.pool, &queued).await {
+    if let Err(e) = deps.accounts.mark_queued(&queued).await {
         tracing::warn!(user_id = %user, error = %e, "queued markers not set");
     }
     tracing::info!(user_id = %user, accounts = linked.len(), new = linked.iter().filter(|a| a.is_new).count(), "grant linked");
 
     let ids: Vec<Uuid> = linked.iter().map(|a| a.id).collect();
-    let rows = accounts::list(&deps.pool, &user).await?;
+    let rows = deps.accounts.list(&user).await?;
     let body: Vec<TastyTradeAccountRead> = rows
         .into_iter()
         .filter(|r| ids.contains(&r.id))
@@ -244,8 +244,8 @@ pub async fn link<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
     Ok(http::json(201, &body))
 }
 
-async fn enqueue<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
-    deps: &LinkDeps<C, T, Q>,
+async fn enqueue<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
+    deps: &LinkDeps<A, C, T, Q>,
     task: &NewTask,
 ) -> Result<(), crate::ports::TaskError> {
     deps.tasks.create(task).await?;
@@ -254,8 +254,8 @@ async fn enqueue<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
 
 /// Checks the request's shape for its flow and turns it into a grant. The authorization code
 /// is exchanged here, which also yields the first access token.
-async fn grant_from<C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
-    deps: &LinkDeps<C, T, Q>,
+async fn grant_from<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
+    deps: &LinkDeps<A, C, T, Q>,
     user: &str,
     body: LinkRequest,
 ) -> Result<(Grant, Option<AccessToken>, GrantKind), ApiError> {

@@ -5,19 +5,19 @@
 //! cooldown in one atomic write, so that of many concurrent triggers exactly one queues a sync.
 
 use chrono::{TimeDelta, Utc};
-use deadpool_postgres::Pool;
 use lambda_http::{Body, Request, Response};
 use uuid::Uuid;
 
 use crate::api::SyncTaskStatus;
 use crate::config::{ConfigError, Env};
-use crate::db::{self, accounts};
 use crate::domain::tasks::{
     Counts, ManualClaim, NewTask, TaskKind, TaskRecord, TaskStatus, TaskUpdate,
 };
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
-use crate::ports::{Actions, CooldownStore, SyncQueue, TaskHistory, TaskReader, TaskUpdater};
+use crate::ports::{
+    AccountRepo, Actions, CooldownStore, SyncQueue, TaskHistory, TaskReader, TaskUpdater,
+};
 
 /// How many of an account's tasks the list shows, newest first.
 const RECENT_TASKS: i32 = 20;
@@ -45,8 +45,8 @@ impl TaskSettings {
 
 /// What the trigger route uses, built once per cold start.
 #[derive(Debug)]
-pub struct TriggerDeps<T: TriggerTasks, Q: SyncQueue> {
-    pub pool: Pool,
+pub struct TriggerDeps<A: AccountRepo, T: TriggerTasks, Q: SyncQueue> {
+    pub accounts: A,
     pub tasks: T,
     pub queue: Q,
     pub settings: TaskSettings,
@@ -57,10 +57,10 @@ pub struct TriggerDeps<T: TriggerTasks, Q: SyncQueue> {
 pub trait TriggerTasks: TaskHistory + TaskReader + CooldownStore + TaskUpdater {}
 impl<T: TaskHistory + TaskReader + CooldownStore + TaskUpdater> TriggerTasks for T {}
 
-impl<T: TriggerTasks, Q: SyncQueue> Permissions for TriggerDeps<T, Q> {
+impl<A: AccountRepo, T: TriggerTasks, Q: SyncQueue> Permissions for TriggerDeps<A, T, Q> {
     fn held() -> Vec<Actions> {
         vec![
-            db::POOL_ACTIONS,
+            A::ACTIONS,
             <T as TaskHistory>::ACTIONS,
             <T as TaskReader>::ACTIONS,
             <T as CooldownStore>::ACTIONS,
@@ -72,15 +72,15 @@ impl<T: TriggerTasks, Q: SyncQueue> Permissions for TriggerDeps<T, Q> {
 
 /// What the status routes use, built once per cold start.
 #[derive(Debug)]
-pub struct StatusDeps<T: TaskReader + TaskHistory> {
-    pub pool: Pool,
+pub struct StatusDeps<A: AccountRepo, T: TaskReader + TaskHistory> {
+    pub accounts: A,
     pub tasks: T,
 }
 
-impl<T: TaskReader + TaskHistory> Permissions for StatusDeps<T> {
+impl<A: AccountRepo, T: TaskReader + TaskHistory> Permissions for StatusDeps<A, T> {
     fn held() -> Vec<Actions> {
         vec![
-            db::POOL_ACTIONS,
+            A::ACTIONS,
             <T as TaskReader>::ACTIONS,
             <T as TaskHistory>::ACTIONS,
         ]
@@ -102,14 +102,16 @@ impl<T: TaskReader + TaskHistory> Permissions for StatusDeps<T> {
         (status = 503, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn trigger<T: TriggerTasks, Q: SyncQueue>(
-    deps: &TriggerDeps<T, Q>,
+pub async fn trigger<A: AccountRepo, T: TriggerTasks, Q: SyncQueue>(
+    deps: &TriggerDeps<A, T, Q>,
     request: &Request,
     account_db_id: &str,
 ) -> Result<Response<Body>, ApiError> {
     let user = http::user_id(request)?;
     let id = http::path_id(account_db_id)?;
-    let account = accounts::find(&deps.pool, &user, id)
+    let account = deps
+        .accounts
+        .find(&user, id)
         .await?
         .ok_or(ApiError::NotFound)?;
     if account.last_sync_status == "NEEDS_REAUTH" {
@@ -133,7 +135,7 @@ pub async fn trigger<T: TriggerTasks, Q: SyncQueue>(
                 return Err(e.into());
             }
             // The marker only spares the scheduler a duplicate; the sync is queued either way.
-            if let Err(e) = accounts::mark_queued(&deps.pool, &[id]).await {
+            if let Err(e) = deps.accounts.mark_queued(&[id]).await {
                 tracing::warn!(account_id = %id, error = %e, "queued marker not set");
             }
             tracing::info!(user_id = %user, account_id = %id, task_id = %task.task_id, "manual sync queued");
@@ -158,7 +160,10 @@ pub async fn trigger<T: TriggerTasks, Q: SyncQueue>(
 
 /// The task could not be queued: it is marked failed and the cooldown lifted, so the caller
 /// may try again at once.
-async fn abandon<T: TriggerTasks, Q: SyncQueue>(deps: &TriggerDeps<T, Q>, task: &NewTask) {
+async fn abandon<A: AccountRepo, T: TriggerTasks, Q: SyncQueue>(
+    deps: &TriggerDeps<A, T, Q>,
+    task: &NewTask,
+) {
     let nothing = Counts::default();
     let failed = TaskUpdate::finished(
         TaskStatus::Failed,
@@ -206,8 +211,8 @@ fn accepted(task: TaskRecord) -> Response<Body> {
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn status<T: TaskReader + TaskHistory>(
-    deps: &StatusDeps<T>,
+pub async fn status<A: AccountRepo, T: TaskReader + TaskHistory>(
+    deps: &StatusDeps<A, T>,
     request: &Request,
     task_id: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -233,14 +238,15 @@ pub async fn status<T: TaskReader + TaskHistory>(
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn account_tasks<T: TaskReader + TaskHistory>(
-    deps: &StatusDeps<T>,
+pub async fn account_tasks<A: AccountRepo, T: TaskReader + TaskHistory>(
+    deps: &StatusDeps<A, T>,
     request: &Request,
     account_db_id: &str,
 ) -> Result<Response<Body>, ApiError> {
     let user = http::user_id(request)?;
     let id = http::path_id(account_db_id)?;
-    accounts::find(&deps.pool, &user, id)
+    deps.accounts
+        .find(&user, id)
         .await?
         .ok_or(ApiError::NotFound)?;
     let tasks: Vec<SyncTaskStatus> = deps
@@ -254,4 +260,188 @@ pub async fn account_tasks<T: TaskReader + TaskHistory>(
         .map(Into::into)
         .collect();
     Ok(http::json(200, &tasks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::{InMemoryAccounts, InMemoryQueue, InMemoryTasks, request};
+
+    type Fakes = TriggerDeps<InMemoryAccounts, InMemoryTasks, InMemoryQueue>;
+
+    fn deps() -> Fakes {
+        TriggerDeps {
+            accounts: InMemoryAccounts::default(),
+            tasks: InMemoryTasks::default(),
+            queue: InMemoryQueue::default(),
+            settings: TaskSettings {
+                cooldown: TimeDelta::seconds(60),
+                stale_after: TimeDelta::minutes(30),
+            },
+        }
+    }
+
+    fn path(account_id: impl std::fmt::Display) -> String {
+        format!("/api/v1/sync/tastytrade/{account_id}/trigger")
+    }
+
+    /// The status, the `Retry-After` header and the JSON body of a trigger by `user`.
+    async fn trigger_as(
+        deps: &Fakes,
+        user: Option<&str>,
+        account_id: impl std::fmt::Display,
+    ) -> (u16, Option<String>, serde_json::Value) {
+        let id = account_id.to_string();
+        let response = http::respond(trigger(deps, &request("POST", &path(&id), user), &id).await);
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let body = match response.body() {
+            Body::Text(text) => serde_json::from_str(text).unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
+        (response.status().as_u16(), retry_after, body)
+    }
+
+    #[tokio::test]
+    async fn a_trigger_queues_one_manual_task_and_marks_the_account_queued() {
+        let deps = deps();
+        let account = deps.accounts.add("user-a", "SUCCESS");
+
+        let (status, _, body) = trigger_as(&deps, Some("user-a"), account).await;
+
+        assert_eq!(status, 202);
+        assert_eq!(body["kind"], "manual");
+        assert_eq!(body["status"], "pending");
+        let sent = deps.queue.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].account_id, account);
+        assert_eq!(body["task_id"], sent[0].task_id.to_string());
+        assert!(deps.accounts.is_queued(account));
+    }
+
+    #[tokio::test]
+    async fn a_second_trigger_joins_the_task_on_its_way_instead_of_queueing_another() {
+        let deps = deps();
+        let account = deps.accounts.add("user-a", "SUCCESS");
+
+        let (_, _, first) = trigger_as(&deps, Some("user-a"), account).await;
+        let (status, _, second) = trigger_as(&deps, Some("user-a"), account).await;
+
+        assert_eq!(status, 202);
+        assert_eq!(first["task_id"], second["task_id"]);
+        assert_eq!(deps.queue.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_trigger_after_the_task_ended_inside_the_cooldown_is_429_with_retry_after() {
+        let deps = deps();
+        let account = deps.accounts.add("user-a", "SUCCESS");
+        let (_, _, first) = trigger_as(&deps, Some("user-a"), account).await;
+        let task_id: Uuid = first["task_id"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .unwrap();
+        let done = Counts::default();
+        deps.tasks
+            .update(
+                task_id,
+                TaskUpdate::finished(TaskStatus::Completed, &done, None),
+            )
+            .await
+            .unwrap();
+
+        let (status, retry_after, body) = trigger_as(&deps, Some("user-a"), account).await;
+
+        assert_eq!(status, 429);
+        let seconds: u64 = retry_after.unwrap_or_default().parse().unwrap_or(0);
+        assert!((1..=60).contains(&seconds), "{seconds}");
+        assert_eq!(body["error"]["code"], "rate_limited");
+        deps.tasks.expire_cooldown(account);
+        let (status, _, _) = trigger_as(&deps, Some("user-a"), account).await;
+        assert_eq!(status, 202, "the cooldown over, a trigger queues again");
+        assert_eq!(deps.queue.sent().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unqueued_task_is_failed_and_its_cooldown_lifted_so_the_user_can_retry_at_once() {
+        let deps = deps();
+        let account = deps.accounts.add("user-a", "SUCCESS");
+        deps.queue.refuse_sends(true);
+
+        let (status, _, body) = trigger_as(&deps, Some("user-a"), account).await;
+
+        assert_eq!(status, 503);
+        assert!(body["error"]["message"].is_string());
+        let tasks = deps.tasks.all();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].status, TaskStatus::Failed);
+        deps.queue.refuse_sends(false);
+        let (status, _, _) = trigger_as(&deps, Some("user-a"), account).await;
+        assert_eq!(status, 202);
+    }
+
+    #[tokio::test]
+    async fn an_account_that_needs_a_new_link_is_409() {
+        let deps = deps();
+        let account = deps.accounts.add("user-a", "NEEDS_REAUTH");
+
+        let (status, _, body) = trigger_as(&deps, Some("user-a"), account).await;
+
+        assert_eq!(status, 409);
+        assert_eq!(body["error"]["code"], "conflict");
+        assert!(deps.queue.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn another_users_missing_or_malformed_account_is_404_and_no_claim_is_401() {
+        let deps = deps();
+        let account = deps.accounts.add("user-a", "SUCCESS");
+
+        assert_eq!(trigger_as(&deps, Some("user-b"), account).await.0, 404);
+        assert_eq!(
+            trigger_as(&deps, Some("user-a"), Uuid::new_v4()).await.0,
+            404
+        );
+        assert_eq!(trigger_as(&deps, Some("user-a"), "not-a-uuid").await.0, 404);
+        assert_eq!(trigger_as(&deps, None, account).await.0, 401);
+        assert!(deps.queue.sent().is_empty());
+        assert!(deps.tasks.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_task_is_shown_to_its_owner_only() {
+        let triggers = deps();
+        let account = triggers.accounts.add("user-a", "SUCCESS");
+        let (_, _, queued) = trigger_as(&triggers, Some("user-a"), account).await;
+        let task_id = queued["task_id"].as_str().unwrap_or_default().to_owned();
+        let status_deps = StatusDeps {
+            accounts: triggers.accounts,
+            tasks: triggers.tasks,
+        };
+        let read = |user: &'static str| {
+            let path = format!("/api/v1/sync/status/{task_id}");
+            let task_id = task_id.clone();
+            let deps = &status_deps;
+            async move {
+                http::respond(status(deps, &request("GET", &path, Some(user)), &task_id).await)
+                    .status()
+                    .as_u16()
+            }
+        };
+
+        assert_eq!(read("user-a").await, 200);
+        assert_eq!(read("user-b").await, 404);
+        let listed = http::respond(
+            account_tasks(
+                &status_deps,
+                &request("GET", "/", Some("user-b")),
+                &account.to_string(),
+            )
+            .await,
+        );
+        assert_eq!(listed.status().as_u16(), 404);
+    }
 }

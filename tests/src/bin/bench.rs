@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use chrono::DurationRound;
 use serde_json::json;
+use tastysync_shared::adapters::postgres::PgAccounts;
 use tastysync_shared::config::Env;
 use tastysync_shared::domain::tasks::{NewTask, TaskKind};
 use tastysync_shared::ports::TaskCreator;
@@ -199,7 +200,7 @@ async fn main() {
         .await;
     let fan_aws = TestAws::provisioned().await;
     let scheduler = SchedulerDeps {
-        pool: fan_db.pool.clone(),
+        accounts: PgAccounts::new(fan_db.pool.clone()),
         tasks: fan_aws.tasks_of(Function::SyncScheduler),
         queue: fan_aws.queue_of(Function::SyncScheduler),
         settings: ScheduleSettings {

@@ -1,0 +1,494 @@
+//! In-memory fakes of the ports, for the fast tier: unit tests of the use cases' logic
+//! (`cargo test --lib`), with no emulator or database. They keep the contract of the adapters
+//! (conditional writes, leases, cooldowns, the queue's deduplication) but none of their
+//! storage; the integration suite proves the adapters against the real services.
+//!
+//! Compiled for this crate's own tests and behind the `test-util` feature for others.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use crate::db::DbError;
+use crate::db::accounts::{
+    AccountRow, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential, SyncedData,
+};
+use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
+use crate::ports::{
+    AccountRepo, Actions, CooldownStore, DueAccounts, LeaseStore, Redelivery, SyncQueue,
+    TaskCreator, TaskError, TaskHistory, TaskReader, TaskUpdater, TokenOpener, TokenSealer,
+};
+use crate::secrets::{CipherError, Sealed, SecretContext};
+
+/// No AWS call behind any fake.
+const NONE: Actions = &[];
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A test that panicked while holding the lock has failed already; its state is still fine
+    // to read for the rest of it.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Debug, Default)]
+struct TaskState {
+    tasks: HashMap<Uuid, TaskRecord>,
+    leases: HashMap<Uuid, (Uuid, DateTime<Utc>)>,
+    cooldowns: HashMap<Uuid, (Uuid, DateTime<Utc>)>,
+}
+
+/// Every task port, in memory.
+#[derive(Debug, Default)]
+pub struct InMemoryTasks {
+    state: Mutex<TaskState>,
+}
+
+impl InMemoryTasks {
+    /// Every task, in no particular order.
+    pub fn all(&self) -> Vec<TaskRecord> {
+        locked(&self.state).tasks.values().cloned().collect()
+    }
+
+    /// Ends the account's cooldown as if its time had run out.
+    pub fn expire_cooldown(&self, account_id: Uuid) {
+        locked(&self.state).cooldowns.remove(&account_id);
+    }
+
+    /// Who holds the account's lease, if anyone does.
+    pub fn lease_holder(&self, account_id: Uuid) -> Option<Uuid> {
+        locked(&self.state)
+            .leases
+            .get(&account_id)
+            .filter(|(_, until)| *until > Utc::now())
+            .map(|(holder, _)| *holder)
+    }
+}
+
+impl TaskReader for InMemoryTasks {
+    const ACTIONS: Actions = NONE;
+
+    async fn get(&self, task_id: Uuid) -> Result<Option<TaskRecord>, TaskError> {
+        Ok(locked(&self.state).tasks.get(&task_id).cloned())
+    }
+}
+
+impl TaskHistory for InMemoryTasks {
+    const ACTIONS: Actions = NONE;
+
+    async fn recent(&self, account_id: Uuid, limit: i32) -> Result<Vec<TaskRecord>, TaskError> {
+        let mut tasks: Vec<TaskRecord> = locked(&self.state)
+            .tasks
+            .values()
+            .filter(|t| t.account_id == account_id)
+            .cloned()
+            .collect();
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.created_at));
+        tasks.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(tasks)
+    }
+}
+
+impl TaskCreator for InMemoryTasks {
+    const ACTIONS: Actions = NONE;
+
+    async fn create(&self, task: &NewTask) -> Result<(), TaskError> {
+        let mut state = locked(&self.state);
+        if state.tasks.contains_key(&task.task_id) {
+            return Err(TaskError::Exists(task.task_id));
+        }
+        state.tasks.insert(task.task_id, task.pending_record());
+        Ok(())
+    }
+}
+
+impl TaskUpdater for InMemoryTasks {
+    const ACTIONS: Actions = NONE;
+
+    async fn update(&self, task_id: Uuid, update: TaskUpdate<'_>) -> Result<(), TaskError> {
+        let mut state = locked(&self.state);
+        // As the table's condition: an update never creates a task.
+        let task = state
+            .tasks
+            .get_mut(&task_id)
+            .ok_or_else(|| TaskError::Unavailable(format!("no task {task_id}").into()))?;
+        if update.status == TaskStatus::InProgress && update.progress_percentage == 0 {
+            task.attempts += 1;
+        }
+        task.status = update.status;
+        task.stage = Some(update.stage.to_owned());
+        task.progress_percentage = update.progress_percentage;
+        task.counts = update.counts.clone();
+        task.error_message = update.error_message.map(str::to_owned);
+        if let Some(cursor) = update.cursor {
+            task.resume_cursor = Some(cursor.clone());
+        }
+        task.last_updated = Utc::now();
+        Ok(())
+    }
+}
+
+impl LeaseStore for InMemoryTasks {
+    const ACTIONS: Actions = NONE;
+
+    async fn acquire_lease(
+        &self,
+        account_id: Uuid,
+        holder: Uuid,
+        ttl: TimeDelta,
+    ) -> Result<bool, TaskError> {
+        let now = Utc::now();
+        let mut state = locked(&self.state);
+        match state.leases.get(&account_id) {
+            Some((other, until)) if *other != holder && *until >= now => Ok(false),
+            _ => {
+                state.leases.insert(account_id, (holder, now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_lease(&self, account_id: Uuid, holder: Uuid) -> Result<(), TaskError> {
+        let mut state = locked(&self.state);
+        if state
+            .leases
+            .get(&account_id)
+            .is_some_and(|(h, _)| *h == holder)
+        {
+            state.leases.remove(&account_id);
+        }
+        Ok(())
+    }
+}
+
+impl CooldownStore for InMemoryTasks {
+    const ACTIONS: Actions = NONE;
+
+    async fn create_manual(
+        &self,
+        task: &NewTask,
+        cooldown: TimeDelta,
+    ) -> Result<ManualClaim, TaskError> {
+        let now = Utc::now();
+        let mut state = locked(&self.state);
+        if let Some((task_id, until)) = state.cooldowns.get(&task.account_id)
+            && *until > now
+        {
+            return Ok(ManualClaim::CoolingDown {
+                task_id: Some(*task_id),
+                until: *until,
+            });
+        }
+        if state.tasks.contains_key(&task.task_id) {
+            return Err(TaskError::Exists(task.task_id));
+        }
+        state
+            .cooldowns
+            .insert(task.account_id, (task.task_id, now + cooldown));
+        state.tasks.insert(task.task_id, task.pending_record());
+        Ok(ManualClaim::Created)
+    }
+
+    async fn release_cooldown(&self, account_id: Uuid, task_id: Uuid) -> Result<(), TaskError> {
+        let mut state = locked(&self.state);
+        if state
+            .cooldowns
+            .get(&account_id)
+            .is_some_and(|(t, _)| *t == task_id)
+        {
+            state.cooldowns.remove(&account_id);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    sent: Vec<TaskMessage>,
+    refuse: bool,
+    delays: Vec<(String, std::time::Duration)>,
+}
+
+/// The sync queue in memory: what was sent, in order. A message identical to one already
+/// sent is dropped, as SQS FIFO drops a duplicate within its deduplication window.
+#[derive(Debug, Default)]
+pub struct InMemoryQueue {
+    state: Mutex<QueueState>,
+}
+
+impl InMemoryQueue {
+    pub fn sent(&self) -> Vec<TaskMessage> {
+        locked(&self.state).sent.clone()
+    }
+
+    /// From now on every send fails as an unavailable queue would (`true`), or succeeds.
+    pub fn refuse_sends(&self, refuse: bool) {
+        locked(&self.state).refuse = refuse;
+    }
+
+    /// The redelivery delays asked for, by receipt handle.
+    pub fn delays(&self) -> Vec<(String, std::time::Duration)> {
+        locked(&self.state).delays.clone()
+    }
+
+    fn send(state: &mut QueueState, message: &TaskMessage) -> Result<(), TaskError> {
+        if state.refuse {
+            return Err(TaskError::Unavailable("the queue refuses sends".into()));
+        }
+        if !state.sent.contains(message) {
+            state.sent.push(message.clone());
+        }
+        Ok(())
+    }
+}
+
+impl SyncQueue for InMemoryQueue {
+    const ACTIONS: Actions = NONE;
+
+    async fn enqueue(&self, message: &TaskMessage) -> Result<(), TaskError> {
+        Self::send(&mut locked(&self.state), message)
+    }
+
+    async fn enqueue_batch(&self, messages: &[TaskMessage]) -> Result<Vec<Uuid>, TaskError> {
+        let mut state = locked(&self.state);
+        for message in messages {
+            Self::send(&mut state, message)?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+impl Redelivery for InMemoryQueue {
+    const ACTIONS: Actions = NONE;
+
+    async fn delay_redelivery(
+        &self,
+        receipt_handle: &str,
+        delay: std::time::Duration,
+    ) -> Result<(), TaskError> {
+        locked(&self.state)
+            .delays
+            .push((receipt_handle.to_owned(), delay));
+        Ok(())
+    }
+}
+
+/// One account of [`InMemoryAccounts`].
+#[derive(Debug, Clone)]
+struct StoredAccount {
+    user_id: String,
+    row: AccountRow,
+    queued: bool,
+}
+
+/// The account ports in memory. Every unqueued account is due on every tick (slot arithmetic
+/// is the SQL's, proven against Postgres).
+#[derive(Debug, Default)]
+pub struct InMemoryAccounts {
+    accounts: Mutex<BTreeMap<Uuid, StoredAccount>>,
+}
+
+impl InMemoryAccounts {
+    /// Adds a linked account of `user_id` with `status` as its last sync status; its id.
+    pub fn add(&self, user_id: &str, status: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        let row = AccountRow {
+            id,
+            account_number: format!("5WT{}", &id.simple().to_string()[..5]),
+            nickname: None,
+            account_type_name: None,
+            environment: "sandbox".into(),
+            last_sync_status: status.into(),
+            last_successful_sync_at: None,
+            last_error: None,
+            created_at: Utc::now(),
+        };
+        locked(&self.accounts).insert(
+            id,
+            StoredAccount {
+                user_id: user_id.into(),
+                row,
+                queued: false,
+            },
+        );
+        id
+    }
+
+    pub fn is_queued(&self, account_id: Uuid) -> bool {
+        locked(&self.accounts)
+            .get(&account_id)
+            .is_some_and(|a| a.queued)
+    }
+
+    /// Clears every queued marker, as finished syncs do.
+    pub fn clear_queued(&self) {
+        for account in locked(&self.accounts).values_mut() {
+            account.queued = false;
+        }
+    }
+}
+
+impl AccountRepo for InMemoryAccounts {
+    const ACTIONS: Actions = NONE;
+
+    async fn list(&self, user_id: &str) -> Result<Vec<AccountRow>, DbError> {
+        Ok(locked(&self.accounts)
+            .values()
+            .filter(|a| a.user_id == user_id)
+            .map(|a| a.row.clone())
+            .collect())
+    }
+
+    async fn find(&self, user_id: &str, account_id: Uuid) -> Result<Option<AccountRow>, DbError> {
+        Ok(locked(&self.accounts)
+            .get(&account_id)
+            .filter(|a| a.user_id == user_id)
+            .map(|a| a.row.clone()))
+    }
+
+    async fn link(
+        &self,
+        credential: &NewCredential,
+        broker_accounts: &[BrokerAccount],
+    ) -> Result<Vec<LinkedAccount>, DbError> {
+        Ok(broker_accounts
+            .iter()
+            .map(|account| LinkedAccount {
+                id: self.add(&credential.user_id, "PENDING"),
+                account_number: account.account_number.clone(),
+                is_closed: account.is_closed,
+                is_new: true,
+            })
+            .collect())
+    }
+
+    async fn unlink(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+        _data: SyncedData,
+    ) -> Result<bool, DbError> {
+        let mut accounts = locked(&self.accounts);
+        if accounts
+            .get(&account_id)
+            .is_some_and(|a| a.user_id == user_id)
+        {
+            accounts.remove(&account_id);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn mark_queued(&self, account_ids: &[Uuid]) -> Result<(), DbError> {
+        let mut accounts = locked(&self.accounts);
+        for id in account_ids {
+            if let Some(account) = accounts.get_mut(id) {
+                account.queued = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DueAccounts for InMemoryAccounts {
+    const ACTIONS: Actions = NONE;
+
+    async fn due_page(
+        &self,
+        _query: &DueQuery,
+        after: Uuid,
+        limit: i64,
+    ) -> Result<Vec<DueAccount>, DbError> {
+        Ok(locked(&self.accounts)
+            .range(after..)
+            .filter(|(id, a)| {
+                **id != after && !a.queued && a.row.last_sync_status != "NEEDS_REAUTH"
+            })
+            .take(usize::try_from(limit).unwrap_or(0))
+            .map(|(id, a)| DueAccount {
+                id: *id,
+                user_id: a.user_id.clone(),
+            })
+            .collect())
+    }
+}
+
+/// A cipher that "seals" by keeping the secret beside its context and opens only with the
+/// same context: the contract of the KMS envelope, with no cryptography (unit tests only).
+#[derive(Debug, Default)]
+pub struct PlainCipher;
+
+fn context_tag(context: &SecretContext<'_>) -> String {
+    serde_json::to_string(&context.pairs()).unwrap_or_default()
+}
+
+impl TokenSealer for PlainCipher {
+    const ACTIONS: Actions = NONE;
+
+    async fn seal(
+        &self,
+        context: SecretContext<'_>,
+        secret: &SecretString,
+    ) -> Result<Sealed, CipherError> {
+        Ok(Sealed {
+            scheme_version: crate::secrets::SCHEME_VERSION,
+            kms_key_id: "plain".into(),
+            wrapped_key: context_tag(&context).into_bytes(),
+            nonce: vec![0; 12],
+            ciphertext: secret.expose_secret().as_bytes().to_vec(),
+        })
+    }
+}
+
+impl TokenOpener for PlainCipher {
+    const ACTIONS: Actions = NONE;
+
+    async fn open(
+        &self,
+        context: SecretContext<'_>,
+        sealed: &Sealed,
+    ) -> Result<SecretString, CipherError> {
+        if sealed.wrapped_key != context_tag(&context).into_bytes() {
+            return Err(CipherError::Refused);
+        }
+        let text =
+            String::from_utf8(sealed.ciphertext.clone()).map_err(|_| CipherError::Refused)?;
+        Ok(SecretString::from(text))
+    }
+}
+
+/// An API Gateway (HTTP API, payload 2.0) request as the JWT authorizer hands it over, from
+/// `user` (`None`: no `sub` claim).
+pub fn request(method: &str, path: &str, user: Option<&str>) -> lambda_http::Request {
+    let claims = match user {
+        Some(sub) => serde_json::json!({ "sub": sub }),
+        None => serde_json::json!({}),
+    };
+    let event = serde_json::json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {path}"),
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "tastysync",
+            "domainName": "api.tastysync.example",
+            "domainPrefix": "api",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                     "sourceIp": "203.0.113.7", "userAgent": "unit"},
+            "requestId": "unit",
+            "routeKey": format!("{method} {path}"),
+            "stage": "$default",
+            "time": "01/Dec/2026:09:00:00 +0000",
+            "timeEpoch": 1_795_770_000_000_i64,
+            "authorizer": {"jwt": {"claims": claims, "scopes": null}},
+        },
+        "isBase64Encoded": false,
+    });
+    lambda_http::request::from_str(&event.to_string())
+        .unwrap_or_else(|e| panic!("a well-formed API Gateway event: {e}"))
+}
