@@ -12,6 +12,7 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, NaiveDate, TimeDelta, Utc};
 use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -26,9 +27,10 @@ use crate::ports::{
     TokenOpener, TokenSealer,
 };
 use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext};
+use crate::tastytrade::model::{Balance, BrokerId, Order, Record, Transaction};
 use crate::tastytrade::{
-    AccessToken, BrokerError, Grant, OrderQuery, SnapshotQuery, TastytradeClient, TimeOfDay,
-    TransactionQuery,
+    AccessToken, BrokerError, Grant, OrderQuery, Pages, Session, SnapshotQuery, TastytradeClient,
+    TimeOfDay, TransactionQuery,
 };
 
 /// Tunables of the sync, from the worker's configuration.
@@ -533,270 +535,446 @@ async fn stages<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
         .as_ref()
         .map(|c| c.counts.clone())
         .unwrap_or_default();
-    match stages_inner(deps, message, account, &mut counts, resume, deadline).await {
+    let now = resume.as_ref().map_or_else(Utc::now, |c| c.now);
+    let run = Run {
+        deps,
+        message,
+        account,
+        now,
+        opened: account.opened_at.unwrap_or(now - deps.settings.max_history),
+        resume,
+        deadline,
+    };
+    match run.all_stages(&mut counts).await {
         Ok(()) => Ok(counts),
         Err(e) => Err((e, counts)),
     }
 }
 
-async fn stages_inner<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<C, T, Q>,
-    message: &TaskMessage,
-    account: &SyncAccount,
-    counts: &mut Counts,
+/// One invocation's run of a task's stages: what every stage reads.
+struct Run<'r, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> {
+    deps: &'r SyncDeps<C, T, Q>,
+    message: &'r TaskMessage,
+    account: &'r SyncAccount,
+    /// The fixed end of the whole sync, kept across continuations.
+    now: DateTime<Utc>,
+    /// Where a full read starts.
+    opened: DateTime<Utc>,
     resume: Option<Cursor>,
     deadline: Deadline,
-) -> Result<(), StageError> {
-    let task = message.task_id;
-    let number = account.account_number.as_str();
-    let pool = &deps.pool;
-    let resume_stage = resume.as_ref().map(|c| c.stage);
-    let resume_from = |stage: Stage| resume.as_ref().filter(|c| c.stage == stage).map(|c| c.from);
-    let now = resume.as_ref().map_or_else(Utc::now, |c| c.now);
-    let opened = account.opened_at.unwrap_or(now - deps.settings.max_history);
-    let checkpoint = |stage: Stage, from: DateTime<Utc>, counts: &Counts| {
+}
+
+impl<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, C, T, Q> {
+    /// accounts → balances → positions → the paged stages → the account's watermarks. The
+    /// cheap stages run again on every continuation: they are a handful of rows.
+    async fn all_stages(&self, counts: &mut Counts) -> Result<(), StageError> {
+        self.progress("accounts", 0, counts).await?;
+        store::mark_running(&self.deps.pool, self.account.id).await?;
+        let cached = cached_access_token(self.deps, self.account).await;
+        let session = self
+            .deps
+            .broker
+            .session(open_grant(self.deps, self.account).await?, cached.clone());
+        self.accounts(&session, cached.as_ref()).await?;
+        let currencies = self.balances(&session, counts).await?;
+        self.positions(&session, counts).await?;
+        if self.runs(Stage::Transactions) {
+            self.paged::<Transaction>(&session, &currencies, counts)
+                .await?;
+        }
+        if self.runs(Stage::Orders) {
+            self.paged::<Order>(&session, &currencies, counts).await?;
+            self.live_orders(&session, counts).await?;
+        }
+        self.paged::<Balance>(&session, &currencies, counts).await?;
+        let today = self.now.date_naive();
+        store::mark_success(&self.deps.pool, self.account.id, self.now, self.now, today).await?;
+        Ok(())
+    }
+
+    async fn progress(
+        &self,
+        stage: &str,
+        percentage: u8,
+        counts: &Counts,
+    ) -> Result<(), StageError> {
+        progress(self.deps, self.message.task_id, stage, percentage, counts).await
+    }
+
+    /// Whether `stage` runs in this invocation: not when a continuation resumes after it.
+    fn runs(&self, stage: Stage) -> bool {
+        self.resume.as_ref().is_none_or(|c| c.stage <= stage)
+    }
+
+    /// The grant still reaches the account; a token minted just now is kept, sealed, for the
+    /// syncs that follow within its lifetime.
+    async fn accounts(
+        &self,
+        session: &Session<'_>,
+        cached: Option<&AccessToken>,
+    ) -> Result<(), StageError> {
+        let listed = session.accounts().await?;
+        let current = session.access_token().await?;
+        let cached_secret = cached.map(|t| t.token.expose_secret());
+        if cached_secret != Some(current.token.expose_secret()) {
+            let context = SecretContext {
+                purpose: Purpose::AccessToken,
+                user_id: &self.account.user_id,
+                credential_id: self.account.credential_id,
+            };
+            let sealed = self.deps.cipher.seal(context, &current.token).await?;
+            store::store_access_token(
+                &self.deps.pool,
+                self.account.credential_id,
+                &sealed,
+                current.expires_at,
+            )
+            .await?;
+        }
+        let number = &self.account.account_number;
+        if listed
+            .iter()
+            .any(|a| &a.item.account.account_number == number)
+        {
+            Ok(())
+        } else {
+            Err(StageError::Gone("the grant no longer reaches this account"))
+        }
+    }
+
+    /// The current balances, also recorded as today's intraday snapshot; their currencies.
+    async fn balances(
+        &self,
+        session: &Session<'_>,
+        counts: &mut Counts,
+    ) -> Result<Vec<String>, StageError> {
+        self.progress("balances", 10, counts).await?;
+        let number = &self.account.account_number;
+        let balances = session.balances(number).await?;
+        let client = self.deps.pool.get().await.map_err(DbError::from)?;
+        let mut written = 0;
+        for target in [BalanceTarget::Current, BalanceTarget::Capture(self.now)] {
+            written +=
+                store::upsert_balances(&client, self.account.id, number, &balances, target).await?;
+        }
+        if self.resume.is_none() {
+            counts.add("balances", balances.len(), written);
+        }
+        Ok(balances
+            .iter()
+            .filter_map(|b| b.item.currency.clone())
+            .collect())
+    }
+
+    /// The account's positions, replacing the set in one transaction.
+    async fn positions(
+        &self,
+        session: &Session<'_>,
+        counts: &mut Counts,
+    ) -> Result<(), StageError> {
+        self.progress("positions", 20, counts).await?;
+        let number = &self.account.account_number;
+        let positions = session.positions(number, true).await?;
+        let written =
+            store::replace_positions(&self.deps.pool, self.account.id, number, &positions).await?;
+        if self.resume.is_none() {
+            counts.add("positions", positions.len(), written);
+        }
+        Ok(())
+    }
+
+    /// One paged stage: `E` read in windows from its start to the sync's end, each page one
+    /// upsert. Past the deadline it checkpoints: inside a window at the last row read (when
+    /// `E` can resume there), else at the next window.
+    async fn paged<E: PagedEntity>(
+        &self,
+        session: &Session<'_>,
+        currencies: &[String],
+        counts: &mut Counts,
+    ) -> Result<(), StageError> {
+        self.progress(E::STAGE_NAME, E::PROGRESS, counts).await?;
+        let settings = &self.deps.settings;
+        let from = self
+            .resume
+            .as_ref()
+            .filter(|c| c.stage == E::STAGE)
+            .map(|c| c.from)
+            .unwrap_or_else(|| {
+                let start = start_of(
+                    self.message.kind,
+                    E::watermark(self.account),
+                    self.opened,
+                    settings,
+                );
+                E::align(start)
+            });
+        let all = windows(from, self.now, E::window(settings));
+        let last = all.len() - 1;
+        for (index, (start, end)) in all.into_iter().enumerate() {
+            let window = Window {
+                start,
+                end,
+                last: index == last,
+            };
+            for mut pages in E::reads(session, &self.account.account_number, &window, currencies) {
+                while let Some(page) = pages.next().await {
+                    let page = page?;
+                    self.write::<E>(&page.items, counts).await?;
+                    if E::RESUMES_WITHIN_A_WINDOW && self.deadline.passed() && !pages.is_finished()
+                    {
+                        let reached = E::reached(&page.items).unwrap_or(start).max(start);
+                        return Err(self.checkpoint(E::STAGE, reached, counts));
+                    }
+                }
+            }
+            if self.deadline.passed() && !window.last {
+                return Err(self.checkpoint(E::STAGE, end, counts));
+            }
+        }
+        Ok(())
+    }
+
+    async fn write<E: PagedEntity>(
+        &self,
+        items: &[Record<E>],
+        counts: &mut Counts,
+    ) -> Result<(), StageError> {
+        let client = self.deps.pool.get().await.map_err(DbError::from)?;
+        let written = E::write(&client, self.account, items).await?;
+        counts.add(E::STAGE_NAME, items.len(), written);
+        Ok(())
+    }
+
+    /// The live orders (today's, and any still working), which the windows may not reach.
+    async fn live_orders(
+        &self,
+        session: &Session<'_>,
+        counts: &mut Counts,
+    ) -> Result<(), StageError> {
+        let mut live = session.live_orders(&self.account.account_number);
+        while let Some(page) = live.next().await {
+            self.write::<Order>(&page?.items, counts).await?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&self, stage: Stage, from: DateTime<Utc>, counts: &Counts) -> StageError {
         StageError::Deadline(Cursor {
             stage,
             from,
-            now,
+            now: self.now,
             counts: counts.clone(),
         })
-    };
-
-    progress(deps, task, "accounts", 0, counts).await?;
-    store::mark_running(pool, account.id).await?;
-    let cached = cached_access_token(deps, account).await;
-    let cached_secret = cached.as_ref().map(|t| t.token.expose_secret().to_owned());
-    let session = deps
-        .broker
-        .session(open_grant(deps, account).await?, cached);
-    let listed = session.accounts().await?;
-    // A token minted just now is kept, sealed, for the syncs that follow within its lifetime.
-    let current = session.access_token().await?;
-    if cached_secret.as_deref() != Some(current.token.expose_secret()) {
-        let context = SecretContext {
-            purpose: Purpose::AccessToken,
-            user_id: &account.user_id,
-            credential_id: account.credential_id,
-        };
-        let sealed = deps.cipher.seal(context, &current.token).await?;
-        store::store_access_token(pool, account.credential_id, &sealed, current.expires_at).await?;
     }
-    if !listed
-        .iter()
-        .any(|a| a.item.account.account_number == number)
-    {
-        return Err(StageError::Gone("the grant no longer reaches this account"));
-    }
-
-    // The cheap stages run again on every continuation: they are a handful of rows.
-    progress(deps, task, "balances", 10, counts).await?;
-    let balances = session.balances(number).await?;
-    let client = pool.get().await.map_err(DbError::from)?;
-    let written = store::upsert_balances(
-        &client,
-        account.id,
-        number,
-        &balances,
-        BalanceTarget::Current,
-    )
-    .await?
-        + store::upsert_balances(
-            &client,
-            account.id,
-            number,
-            &balances,
-            BalanceTarget::Capture(now),
-        )
-        .await?;
-    drop(client);
-    if resume.is_none() {
-        counts.add("balances", balances.len(), written);
-    }
-    let currencies: Vec<String> = balances
-        .iter()
-        .filter_map(|b| b.item.currency.clone())
-        .collect();
-
-    progress(deps, task, "positions", 20, counts).await?;
-    let positions = session.positions(number, true).await?;
-    let written = store::replace_positions(pool, account.id, number, &positions).await?;
-    if resume.is_none() {
-        counts.add("positions", positions.len(), written);
-    }
-
-    if resume_stage.is_none_or(|s| s <= Stage::Transactions) {
-        progress(deps, task, "transactions", 30, counts).await?;
-        let from = resume_from(Stage::Transactions).unwrap_or_else(|| {
-            start_of(
-                message.kind,
-                account.transactions_synced_to,
-                opened,
-                &deps.settings,
-            )
-        });
-        let all = windows(from, now, deps.settings.window);
-        let last_window = all.len() - 1;
-        for (index, (start, end)) in all.into_iter().enumerate() {
-            let query = TransactionQuery {
-                start_at: Some(start),
-                end_at: Some(end),
-                ..TransactionQuery::default()
-            };
-            let mut pages = session.transactions(number, &query);
-            while let Some(page) = pages.next().await {
-                let page = page?;
-                let client = pool.get().await.map_err(DbError::from)?;
-                let written =
-                    store::upsert_transactions(&client, account.id, number, &page.items).await?;
-                counts.add("transactions", page.items.len(), written);
-                // Rows come oldest first: restarting at the last one's time re-reads a few
-                // rows at most, and the upsert absorbs them.
-                let last = page.items.iter().filter_map(|r| r.item.executed_at).max();
-                if deadline.passed()
-                    && let Some(from) = resume_point(
-                        pages.is_finished(),
-                        index == last_window,
-                        end,
-                        last.unwrap_or(start).max(start),
-                    )
-                {
-                    return Err(checkpoint(Stage::Transactions, from, counts));
-                }
-            }
-        }
-    }
-
-    if resume_stage.is_none_or(|s| s <= Stage::Orders) {
-        progress(deps, task, "orders", 60, counts).await?;
-        let from = resume_from(Stage::Orders).unwrap_or_else(|| {
-            start_of(
-                message.kind,
-                account.orders_synced_to,
-                opened,
-                &deps.settings,
-            )
-        });
-        let all = windows(from, now, deps.settings.window / 2);
-        let last_window = all.len() - 1;
-        for (index, (start, end)) in all.into_iter().enumerate() {
-            let query = OrderQuery {
-                start_at: Some(start),
-                end_at: Some(end),
-                ..OrderQuery::default()
-            };
-            let mut pages = session.orders(number, &query);
-            while let Some(page) = pages.next().await {
-                let page = page?;
-                let client = pool.get().await.map_err(DbError::from)?;
-                let written =
-                    store::upsert_orders(&client, account.id, number, &page.items).await?;
-                counts.add("orders", page.items.len(), written);
-                let last = page.items.iter().filter_map(|r| r.item.received_at).max();
-                if deadline.passed()
-                    && let Some(from) = resume_point(
-                        pages.is_finished(),
-                        index == last_window,
-                        end,
-                        last.unwrap_or(start).max(start),
-                    )
-                {
-                    return Err(checkpoint(Stage::Orders, from, counts));
-                }
-            }
-        }
-        let mut live = session.live_orders(number);
-        while let Some(page) = live.next().await {
-            let page = page?;
-            let client = pool.get().await.map_err(DbError::from)?;
-            let written = store::upsert_orders(&client, account.id, number, &page.items).await?;
-            counts.add("orders", page.items.len(), written);
-        }
-    }
-
-    progress(deps, task, "balance_snapshots", 85, counts).await?;
-    let snapshots_from = match (
-        resume_from(Stage::BalanceSnapshots),
-        message.kind,
-        account.snapshots_synced_to,
-    ) {
-        (Some(from), _, _) => from.date_naive(),
-        (None, TaskKind::Full, _) | (None, _, None) => opened.date_naive(),
-        (None, kind, Some(mark)) => {
-            let trailing = if kind == TaskKind::Deep {
-                deps.settings.deep_trailing
-            } else {
-                deps.settings.trailing
-            };
-            (mark - Duration::days(trailing.num_days())).max(opened.date_naive())
-        }
-    };
-    let today = now.date_naive();
-    for (start, end) in date_windows(snapshots_from, today, deps.settings.window.num_days()) {
-        for currency in &currencies {
-            let query = SnapshotQuery {
-                time_of_day: TimeOfDay::Eod,
-                snapshot_date: None,
-                start_date: Some(start),
-                end_date: Some(end),
-                currency: Some(currency.clone()),
-                per_page: None,
-            };
-            let mut pages = session.balance_snapshots(number, &query);
-            while let Some(page) = pages.next().await {
-                let page = page?;
-                let client = pool.get().await.map_err(DbError::from)?;
-                let written = store::upsert_balances(
-                    &client,
-                    account.id,
-                    number,
-                    &page.items,
-                    BalanceTarget::BrokerSnapshot,
-                )
-                .await?;
-                counts.add("balance_snapshots", page.items.len(), written);
-            }
-        }
-        // Snapshot windows resume whole: every currency of the window again.
-        if deadline.passed() && end < today {
-            let next = crate::sync::day_start(end + Duration::days(1));
-            return Err(checkpoint(Stage::BalanceSnapshots, next, counts));
-        }
-    }
-    store::mark_success(pool, account.id, now, now, today).await?;
-    Ok(())
 }
 
-/// Where a stage interrupted after a page resumes: at the last row read (re-reading the few
-/// rows of that instant), at the next window when this one is done, and nowhere (`None`) when
-/// the stage is done; resuming at the last row of a finished stage would never end.
-fn resume_point(
-    page_finished_window: bool,
-    last_window: bool,
-    window_end: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    match (page_finished_window, last_window) {
-        (true, true) => None,
-        (true, false) => Some(window_end),
-        (false, _) => Some(last_seen),
+/// One window of a paged stage: `[start, end)`, the last one ending at the sync's end.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    last: bool,
+}
+
+impl Window {
+    /// The window as whole days, both ends included: one that ends at midnight ends the day
+    /// before; the last one ends on the sync's last day.
+    fn days(&self) -> (NaiveDate, NaiveDate) {
+        let end = if self.last {
+            self.end.date_naive()
+        } else {
+            self.end.date_naive() - Duration::days(1)
+        };
+        (self.start.date_naive(), end)
+    }
+}
+
+/// What a paged stage needs to know of the entity it reads: where it starts, how it is read
+/// and written, and where a read interrupted inside a window resumes.
+trait PagedEntity: BrokerId + DeserializeOwned + Send + Sync + Sized {
+    const STAGE: Stage;
+    /// The task's stage label, and the key of its counts.
+    const STAGE_NAME: &'static str;
+    const PROGRESS: u8;
+    /// Rows come oldest first, so a read can resume at the last row's time; otherwise only
+    /// whole windows resume.
+    const RESUMES_WITHIN_A_WINDOW: bool;
+
+    fn watermark(account: &SyncAccount) -> Option<DateTime<Utc>>;
+    fn window(settings: &SyncSettings) -> TimeDelta;
+
+    /// The stage's first instant as the broker's queries take it.
+    fn align(start: DateTime<Utc>) -> DateTime<Utc> {
+        start
+    }
+
+    /// The reads that cover `window`, each a run of pages.
+    fn reads<'s>(
+        session: &'s Session<'_>,
+        number: &str,
+        window: &Window,
+        currencies: &[String],
+    ) -> Vec<Pages<'s, 's, Self>>;
+
+    /// The latest time the rows of a page reach.
+    fn reached(items: &[Record<Self>]) -> Option<DateTime<Utc>>;
+
+    /// One page as one upsert; the rows inserted or changed.
+    fn write(
+        client: &deadpool_postgres::Object,
+        account: &SyncAccount,
+        items: &[Record<Self>],
+    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+}
+
+impl PagedEntity for Transaction {
+    const STAGE: Stage = Stage::Transactions;
+    const STAGE_NAME: &'static str = "transactions";
+    const PROGRESS: u8 = 30;
+    const RESUMES_WITHIN_A_WINDOW: bool = true;
+
+    fn watermark(account: &SyncAccount) -> Option<DateTime<Utc>> {
+        account.transactions_synced_to
+    }
+
+    fn window(settings: &SyncSettings) -> TimeDelta {
+        settings.window
+    }
+
+    fn reads<'s>(
+        session: &'s Session<'_>,
+        number: &str,
+        window: &Window,
+        _currencies: &[String],
+    ) -> Vec<Pages<'s, 's, Self>> {
+        let query = TransactionQuery {
+            start_at: Some(window.start),
+            end_at: Some(window.end),
+            ..TransactionQuery::default()
+        };
+        vec![session.transactions(number, &query)]
+    }
+
+    fn reached(items: &[Record<Self>]) -> Option<DateTime<Utc>> {
+        items.iter().filter_map(|r| r.item.executed_at).max()
+    }
+
+    async fn write(
+        client: &deadpool_postgres::Object,
+        account: &SyncAccount,
+        items: &[Record<Self>],
+    ) -> Result<u64, DbError> {
+        store::upsert_transactions(client, account.id, &account.account_number, items).await
+    }
+}
+
+impl PagedEntity for Order {
+    const STAGE: Stage = Stage::Orders;
+    const STAGE_NAME: &'static str = "orders";
+    const PROGRESS: u8 = 60;
+    const RESUMES_WITHIN_A_WINDOW: bool = true;
+
+    fn watermark(account: &SyncAccount) -> Option<DateTime<Utc>> {
+        account.orders_synced_to
+    }
+
+    /// The broker answers order queries over long ranges slowly: half the usual window.
+    fn window(settings: &SyncSettings) -> TimeDelta {
+        settings.window / 2
+    }
+
+    fn reads<'s>(
+        session: &'s Session<'_>,
+        number: &str,
+        window: &Window,
+        _currencies: &[String],
+    ) -> Vec<Pages<'s, 's, Self>> {
+        let query = OrderQuery {
+            start_at: Some(window.start),
+            end_at: Some(window.end),
+            ..OrderQuery::default()
+        };
+        vec![session.orders(number, &query)]
+    }
+
+    fn reached(items: &[Record<Self>]) -> Option<DateTime<Utc>> {
+        items.iter().filter_map(|r| r.item.received_at).max()
+    }
+
+    async fn write(
+        client: &deadpool_postgres::Object,
+        account: &SyncAccount,
+        items: &[Record<Self>],
+    ) -> Result<u64, DbError> {
+        store::upsert_orders(client, account.id, &account.account_number, items).await
+    }
+}
+
+/// End-of-day balance snapshots: whole days, one read per currency per window, resumed by
+/// whole windows (every currency of the window again).
+impl PagedEntity for Balance {
+    const STAGE: Stage = Stage::BalanceSnapshots;
+    const STAGE_NAME: &'static str = "balance_snapshots";
+    const PROGRESS: u8 = 85;
+    const RESUMES_WITHIN_A_WINDOW: bool = false;
+
+    fn watermark(account: &SyncAccount) -> Option<DateTime<Utc>> {
+        account.snapshots_synced_to.map(day_start)
+    }
+
+    fn window(settings: &SyncSettings) -> TimeDelta {
+        settings.window
+    }
+
+    fn align(start: DateTime<Utc>) -> DateTime<Utc> {
+        day_start(start.date_naive())
+    }
+
+    fn reads<'s>(
+        session: &'s Session<'_>,
+        number: &str,
+        window: &Window,
+        currencies: &[String],
+    ) -> Vec<Pages<'s, 's, Self>> {
+        let (start_date, end_date) = window.days();
+        currencies
+            .iter()
+            .map(|currency| {
+                let query = SnapshotQuery {
+                    time_of_day: TimeOfDay::Eod,
+                    snapshot_date: None,
+                    start_date: Some(start_date),
+                    end_date: Some(end_date),
+                    currency: Some(currency.clone()),
+                    per_page: None,
+                };
+                session.balance_snapshots(number, &query)
+            })
+            .collect()
+    }
+
+    fn reached(_items: &[Record<Self>]) -> Option<DateTime<Utc>> {
+        None
+    }
+
+    async fn write(
+        client: &deadpool_postgres::Object,
+        account: &SyncAccount,
+        items: &[Record<Self>],
+    ) -> Result<u64, DbError> {
+        store::upsert_balances(
+            client,
+            account.id,
+            &account.account_number,
+            items,
+            BalanceTarget::BrokerSnapshot,
+        )
+        .await
     }
 }
 
 fn day_start(day: NaiveDate) -> DateTime<Utc> {
     day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
-}
-
-/// Consecutive date windows `[start, end]` of at most `days` days (inclusive, not overlapping).
-fn date_windows(start: NaiveDate, end: NaiveDate, days: i64) -> Vec<(NaiveDate, NaiveDate)> {
-    let mut out = Vec::new();
-    let mut from = start;
-    while from <= end {
-        let to = (from + Duration::days(days - 1)).min(end);
-        out.push((from, to));
-        from = to + Duration::days(1);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -829,9 +1007,32 @@ mod tests {
         assert_eq!(w.first().unwrap().0, start);
         assert_eq!(w.last().unwrap().1, end);
         assert!(w.windows(2).all(|p| p[0].1 == p[1].0));
-        let d = date_windows(start.date_naive(), end.date_naive(), 366);
-        assert!(d.windows(2).all(|p| p[0].1 + Duration::days(1) == p[1].0));
-        assert_eq!(d.last().unwrap().1, end.date_naive());
+    }
+
+    #[test]
+    fn snapshot_windows_cover_every_day_once_up_to_the_last() {
+        let end = Utc::now();
+        let start = day_start((end - TimeDelta::days(1000)).date_naive());
+        let all = windows(start, end, TimeDelta::days(366));
+        let last = all.len() - 1;
+        let days: Vec<(NaiveDate, NaiveDate)> = all
+            .into_iter()
+            .enumerate()
+            .map(|(i, (start, end))| {
+                Window {
+                    start,
+                    end,
+                    last: i == last,
+                }
+                .days()
+            })
+            .collect();
+        assert_eq!(days[0].0, start.date_naive());
+        assert!(
+            days.windows(2)
+                .all(|p| p[0].1 + Duration::days(1) == p[1].0)
+        );
+        assert_eq!(days[last].1, end.date_naive());
     }
 
     #[test]
