@@ -8,7 +8,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::db::accounts::AccountRow;
+use crate::domain::accounts::AccountRow;
+use crate::domain::accounts::AccountStatus;
 use crate::domain::tasks::{Counts, TaskKind, TaskRecord, TaskStatus};
 use crate::tastytrade::Environment;
 use crate::wiring::Function;
@@ -116,8 +117,7 @@ pub struct TastyTradeAccountRead {
     pub nickname: Option<String>,
     pub account_type: Option<String>,
     pub environment: Environment,
-    /// PENDING, RUNNING, SUCCESS, FAILED or NEEDS_REAUTH.
-    pub last_sync_status: String,
+    pub last_sync_status: AccountStatus,
     pub last_successful_sync_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -130,11 +130,7 @@ impl From<AccountRow> for TastyTradeAccountRead {
             account_number: row.account_number,
             nickname: row.nickname,
             account_type: row.account_type_name,
-            environment: if row.environment == "production" {
-                Environment::Production
-            } else {
-                Environment::Sandbox
-            },
+            environment: row.environment,
             last_sync_status: row.last_sync_status,
             last_successful_sync_at: row.last_successful_sync_at,
             last_error: row.last_error,
@@ -293,7 +289,7 @@ impl Modify for BearerAuth {
         crate::routes::sync_tasks::status,
         crate::routes::sync_tasks::account_tasks,
     ),
-    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment)),
+    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus)),
     modifiers(&BearerAuth),
     security(("jwt" = [])),
 )]

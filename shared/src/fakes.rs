@@ -13,8 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::db::DbError;
-use crate::db::accounts::{
-    AccountRow, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential, SyncedData,
+use crate::domain::accounts::{
+    AccountRow, AccountStatus, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential,
+    SyncedData,
 };
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::ports::{
@@ -22,6 +23,7 @@ use crate::ports::{
     TaskCreator, TaskError, TaskHistory, TaskReader, TaskUpdater, TokenOpener, TokenSealer,
 };
 use crate::secrets::{CipherError, Sealed, SecretContext};
+use crate::tastytrade::Environment;
 
 /// No AWS call behind any fake.
 const NONE: Actions = &[];
@@ -293,15 +295,15 @@ pub struct InMemoryAccounts {
 
 impl InMemoryAccounts {
     /// Adds a linked account of `user_id` with `status` as its last sync status; its id.
-    pub fn add(&self, user_id: &str, status: &str) -> Uuid {
+    pub fn add(&self, user_id: &str, status: AccountStatus) -> Uuid {
         let id = Uuid::new_v4();
         let row = AccountRow {
             id,
             account_number: format!("5WT{}", &id.simple().to_string()[..5]),
             nickname: None,
             account_type_name: None,
-            environment: "sandbox".into(),
-            last_sync_status: status.into(),
+            environment: Environment::Sandbox,
+            last_sync_status: status,
             last_successful_sync_at: None,
             last_error: None,
             created_at: Utc::now(),
@@ -357,7 +359,7 @@ impl AccountRepo for InMemoryAccounts {
         Ok(broker_accounts
             .iter()
             .map(|account| LinkedAccount {
-                id: self.add(&credential.user_id, "PENDING"),
+                id: self.add(&credential.user_id, AccountStatus::Pending),
                 account_number: account.account_number.clone(),
                 is_closed: account.is_closed,
                 is_new: true,
@@ -405,7 +407,7 @@ impl DueAccounts for InMemoryAccounts {
         Ok(locked(&self.accounts)
             .range(after..)
             .filter(|(id, a)| {
-                **id != after && !a.queued && a.row.last_sync_status != "NEEDS_REAUTH"
+                **id != after && !a.queued && a.row.last_sync_status != AccountStatus::NeedsReauth
             })
             .take(usize::try_from(limit).unwrap_or(0))
             .map(|(id, a)| DueAccount {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::Retry;
 use crate::db::DbError;
-use crate::db::accounts::{
+use crate::domain::accounts::{
     AccountRow, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential, SyncedData,
 };
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};

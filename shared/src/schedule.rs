@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::Retry;
 use crate::config::{ConfigError, Env};
 use crate::db::DbError;
-use crate::db::accounts::{DueAccount, DueQuery};
+use crate::domain::accounts::{DueAccount, DueQuery};
 use crate::domain::tasks::{Counts, NewTask, TaskKind, TaskStatus, TaskUpdate};
 use crate::iam::Permissions;
 use crate::ports::{
@@ -315,6 +315,7 @@ async fn queue_page<A: SchedulerAccounts, T: SchedulerTasks, Q: SyncQueue>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::accounts::AccountStatus;
     use crate::fakes::{InMemoryAccounts, InMemoryQueue, InMemoryTasks};
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -360,9 +361,9 @@ mod tests {
     async fn a_redelivered_tick_queues_nothing_twice_and_leaves_started_tasks_alone() {
         let deps = fake_scheduler();
         for _ in 0..5 {
-            deps.accounts.add("user-a", "SUCCESS");
+            deps.accounts.add("user-a", AccountStatus::Success);
         }
-        deps.accounts.add("user-b", "NEEDS_REAUTH");
+        deps.accounts.add("user-b", AccountStatus::NeedsReauth);
         let tick = Tick {
             kind: TickKind::Incremental,
             scheduled_time: Some(at("2026-11-25T14:05:00Z")),

@@ -20,7 +20,8 @@ use uuid::Uuid;
 use crate::Retry;
 use crate::db::DbError;
 use crate::db::sync::{self as store, BalanceTarget, SyncAccount};
-use crate::domain::tasks::{Counts, TaskKind, TaskMessage, TaskStatus, TaskUpdate};
+use crate::domain::accounts::AccountStatus;
+use crate::domain::tasks::{Counts, TaskKind, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::iam::Permissions;
 use crate::ports::{
     Actions, LeaseStore, Redelivery, SyncQueue, TaskError, TaskReader, TaskUpdater, TokenCipher,
@@ -110,8 +111,11 @@ pub enum Outcome {
     Completed(Counts),
     /// The grant is dead: the account waits for the user to link again.
     NeedsReauth,
-    /// Will fail the same way again; the message is done with.
-    Failed(String),
+    /// Will fail the same way again; the message is done with. The category of the
+    /// `SyncFailures` metric says why.
+    Failed {
+        category: &'static str,
+    },
     /// The account was unlinked or deleted after the task was queued.
     Skipped,
     /// The deadline came near: a continuation message resumes at the cursor.
@@ -121,11 +125,17 @@ pub enum Outcome {
 /// The task should run again later: the message must stay on the queue.
 #[derive(Debug, thiserror::Error)]
 #[error("sync interrupted, to be retried: {0}")]
-pub struct Retryable(pub String);
+pub struct Retryable(#[source] pub SyncError);
 
-/// Why a stage stopped.
+impl<E: Into<SyncError>> From<E> for Retryable {
+    fn from(e: E) -> Self {
+        Retryable(e.into())
+    }
+}
+
+/// Why a sync stopped.
 #[derive(Debug, thiserror::Error)]
-enum StageError {
+pub enum SyncError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error(transparent)]
@@ -136,11 +146,18 @@ enum StageError {
     Tasks(#[from] TaskError),
     #[error("{0}")]
     Gone(&'static str),
+    #[error("another sync of this account is running")]
+    Busy,
+    #[error("the continuation's cursor could not be written")]
+    Cursor(#[from] serde_json::Error),
     #[error("the invocation's deadline is near")]
     Deadline(Cursor),
 }
 
-impl StageError {
+/// The stages' errors are the sync's.
+type StageError = SyncError;
+
+impl SyncError {
     /// The failure category of the `SyncFailures` metric.
     fn category(&self) -> &'static str {
         match self {
@@ -149,6 +166,21 @@ impl StageError {
             StageError::Cipher(_) => "encryption",
             StageError::Tasks(_) => "task_store",
             StageError::Gone(_) | StageError::Deadline(_) => "gone",
+            StageError::Busy => "busy",
+            StageError::Cursor(_) => "cursor",
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        match self {
+            StageError::Broker(e) => e.retry(),
+            StageError::Db(e) => e.retry(),
+            StageError::Cipher(e) => e.retry(),
+            StageError::Tasks(e) => e.retry(),
+            StageError::Busy => Retry::Retryable,
+            StageError::Gone(_) | StageError::Deadline(_) | StageError::Cursor(_) => {
+                Retry::NonRetryable
+            }
         }
     }
 }
@@ -187,34 +219,16 @@ async fn run_in_span<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
             .await;
             return Ok(Outcome::Skipped);
         }
-        Err(e) => {
-            let detail = e.to_string();
-            return retry_or_fail(deps, task, account_id, e.retry(), "database", &detail).await;
-        }
+        Err(e) => return retry_or_fail(deps, task, account_id, e.into()).await,
     };
-    // A worker that dies after its work but before the queue hears of it leaves its message to
-    // be delivered again: a copy of a task that has ended, or of a continuation that has
-    // already handed over to the next, must not run (and fork the task into two chains).
-    match deps.tasks.get(task).await {
-        Ok(Some(record)) if !record.status.is_active() => {
-            tracing::info!(status = record.status.as_str(), "the task already ended");
-            return Ok(Outcome::Skipped);
-        }
-        Ok(Some(record)) if record.resume_cursor != message.cursor => {
-            tracing::info!("a later continuation of this task is queued");
-            return Ok(Outcome::Skipped);
-        }
-        Ok(_) => {}
-        Err(e) => return Err(Retryable(e.to_string())),
+    let record = deps.tasks.get(task).await?;
+    if let Some(reason) = stale_delivery(record.as_ref(), message) {
+        tracing::info!(reason, "stale delivery skipped");
+        return Ok(Outcome::Skipped);
     }
-    match deps
-        .tasks
-        .acquire_lease(account_id, task, lease_ttl(deps.settings.lease, deadline))
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return Err(Retryable("another sync of this account is running".into())),
-        Err(e) => return Err(Retryable(e.to_string())),
+    let ttl = lease_ttl(deps.settings.lease, deadline);
+    if !deps.tasks.acquire_lease(account_id, task, ttl).await? {
+        return Err(SyncError::Busy.into());
     }
     let checkpoint_at = deadline.map(|d| d.checked_sub(deps.settings.deadline_margin).unwrap_or(d));
     let result = stages(deps, message, &account, Deadline(checkpoint_at)).await;
@@ -231,6 +245,20 @@ async fn run_in_span<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     finish(deps, task, TaskStatus::Completed, &counts, None).await;
     tracing::info!(written = counts.total_written(), "sync completed");
     Ok(Outcome::Completed(counts))
+}
+
+/// Why a delivery must not run, if it must not. A worker that dies after its work but before
+/// the queue hears of it leaves its message to be delivered again: a copy of a task that has
+/// ended, or of a continuation that has already handed over to the next, must not run (and
+/// fork the task into two chains).
+fn stale_delivery(record: Option<&TaskRecord>, message: &TaskMessage) -> Option<&'static str> {
+    match record {
+        Some(record) if !record.status.is_active() => Some("the task already ended"),
+        Some(record) if record.resume_cursor != message.cursor => {
+            Some("a later continuation of this task is queued")
+        }
+        _ => None,
+    }
 }
 
 /// How long to hold the account: `lease`, but never past the invocation's deadline (plus a
@@ -251,7 +279,7 @@ async fn continue_later<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     message: &TaskMessage,
     cursor: Cursor,
 ) -> Result<Outcome, Retryable> {
-    let json = serde_json::to_value(&cursor).map_err(|e| Retryable(e.to_string()))?;
+    let json = serde_json::to_value(&cursor).map_err(SyncError::from)?;
     let next = TaskMessage {
         cursor: Some(json.clone()),
         ..message.clone()
@@ -260,10 +288,7 @@ async fn continue_later<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     // between the two leaves this message live (it runs again; SQS drops the identical
     // continuation, or the first one sent finds itself stale), never none. If either step
     // fails, this message is retried and resumes from its own cursor.
-    deps.queue
-        .enqueue(&next)
-        .await
-        .map_err(|e| Retryable(e.to_string()))?;
+    deps.queue.enqueue(&next).await?;
     let update = TaskUpdate {
         status: TaskStatus::InProgress,
         stage: "continuing",
@@ -272,10 +297,7 @@ async fn continue_later<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
         error_message: None,
         cursor: Some(&json),
     };
-    deps.tasks
-        .update(message.task_id, update)
-        .await
-        .map_err(|e| Retryable(e.to_string()))?;
+    deps.tasks.update(message.task_id, update).await?;
     tracing::info!(stage = ?cursor.stage, from = %cursor.from, "deadline near; continuing in a new invocation");
     Ok(Outcome::Continued(cursor))
 }
@@ -297,28 +319,11 @@ async fn classify<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
         crate::metrics::sync_failed("grant_revoked");
         crate::metrics::reauth_required();
         let message = "tastytrade no longer accepts this account's authorization; link it again";
-        if let Err(e) = store::mark_failed(&deps.pool, account_id, "NEEDS_REAUTH", message).await {
-            return Err(Retryable(e.to_string()));
-        }
+        store::mark_failed(&deps.pool, account_id, AccountStatus::NeedsReauth, message).await?;
         finish(deps, task, TaskStatus::NeedsReauth, counts, Some(message)).await;
         return Ok(Outcome::NeedsReauth);
     }
-    let retry = match &error {
-        StageError::Broker(e) => e.retry(),
-        StageError::Db(e) => e.retry(),
-        StageError::Cipher(e) => e.retry(),
-        StageError::Tasks(e) => e.retry(),
-        StageError::Gone(_) | StageError::Deadline(_) => Retry::NonRetryable,
-    };
-    retry_or_fail(
-        deps,
-        task,
-        account_id,
-        retry,
-        error.category(),
-        &error.to_string(),
-    )
-    .await
+    retry_or_fail(deps, task, account_id, error).await
 }
 
 /// A retryable error marks the task `retrying` and returns the [`Retryable`] to hand back to
@@ -327,14 +332,13 @@ async fn retry_or_fail<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     deps: &SyncDeps<C, T, Q>,
     task: Uuid,
     account_id: Uuid,
-    retry: Retry,
-    category: &'static str,
-    detail: &str,
+    error: SyncError,
 ) -> Result<Outcome, Retryable> {
+    let category = error.category();
     crate::metrics::sync_failed(category);
-    match retry {
+    match error.retry() {
         Retry::Retryable => {
-            tracing::warn!(error = detail, "sync interrupted; it will be retried");
+            tracing::warn!(error = %error, category, "sync interrupted; it will be retried");
             finish(
                 deps,
                 task,
@@ -343,12 +347,14 @@ async fn retry_or_fail<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
                 Some("temporarily interrupted; retrying"),
             )
             .await;
-            Err(Retryable(detail.to_owned()))
+            Err(Retryable(error))
         }
         Retry::NonRetryable => {
-            tracing::error!(error = detail, "sync failed");
+            tracing::error!(error = %error, category, "sync failed");
             let message = "the sync failed; it will run again on schedule";
-            if let Err(e) = store::mark_failed(&deps.pool, account_id, "FAILED", message).await {
+            if let Err(e) =
+                store::mark_failed(&deps.pool, account_id, AccountStatus::Failed, message).await
+            {
                 tracing::warn!(error = %e, "the account's failed status was not recorded");
             }
             finish(
@@ -359,7 +365,7 @@ async fn retry_or_fail<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
                 Some(message),
             )
             .await;
-            Ok(Outcome::Failed(detail.to_owned()))
+            Ok(Outcome::Failed { category })
         }
     }
 }
@@ -997,6 +1003,52 @@ mod tests {
         assert!(lease_ttl(lease, Some(Instant::now())) <= TimeDelta::seconds(5));
         let in_an_hour = Instant::now() + std::time::Duration::from_secs(3600);
         assert_eq!(lease_ttl(lease, Some(in_an_hour)), lease, "never longer");
+    }
+
+    fn message(cursor: Option<serde_json::Value>) -> TaskMessage {
+        TaskMessage {
+            task_id: Uuid::from_u128(1),
+            account_id: Uuid::from_u128(2),
+            kind: TaskKind::Full,
+            cursor,
+        }
+    }
+
+    fn task(status: TaskStatus, resume_cursor: Option<serde_json::Value>) -> TaskRecord {
+        let mut record =
+            crate::domain::tasks::NewTask::new("user-a", Uuid::from_u128(2), TaskKind::Full)
+                .pending_record();
+        record.status = status;
+        record.resume_cursor = resume_cursor;
+        record
+    }
+
+    #[test]
+    fn a_delivery_of_an_ended_task_or_of_a_superseded_continuation_is_stale() {
+        let later = Some(serde_json::json!({"stage": "orders"}));
+        let first = message(None);
+        let continuation = message(later.clone());
+
+        assert_eq!(stale_delivery(None, &first), None, "no record: run it");
+        assert_eq!(
+            stale_delivery(Some(&task(TaskStatus::Pending, None)), &first),
+            None
+        );
+        assert_eq!(
+            stale_delivery(
+                Some(&task(TaskStatus::Retrying, later.clone())),
+                &continuation
+            ),
+            None,
+            "the live continuation runs"
+        );
+        assert!(
+            stale_delivery(Some(&task(TaskStatus::InProgress, later.clone())), &first).is_some()
+        );
+        assert!(stale_delivery(Some(&task(TaskStatus::Completed, None)), &first).is_some());
+        assert!(
+            stale_delivery(Some(&task(TaskStatus::NeedsReauth, later)), &continuation).is_some()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tastysync_shared::adapters::postgres::PgAccounts;
 use tastysync_shared::config::Env;
-use tastysync_shared::db::accounts::SyncedData;
+use tastysync_shared::domain::accounts::SyncedData;
 use tastysync_shared::ports::TokenOpener;
 use tastysync_shared::routes::accounts::AccountsDeps;
 use tastysync_shared::secrets::{KmsEnvelope, Purpose, Sealed, SecretContext};

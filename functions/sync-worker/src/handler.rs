@@ -85,7 +85,7 @@ async fn handle_record<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
         Ok(Outcome::Completed(counts)) => ("completed", Some(counts)),
         Ok(Outcome::Continued(_)) => ("continued", None),
         Ok(Outcome::NeedsReauth) => ("needs_reauth", None),
-        Ok(Outcome::Failed(_)) => ("failed", None),
+        Ok(Outcome::Failed { .. }) => ("failed", None),
         Ok(Outcome::Skipped) => ("skipped", None),
         Err(_) => ("retrying", None),
     };

@@ -35,9 +35,22 @@ pub struct Polled {
     pub failed: Vec<String>,
 }
 
+/// Why polling stopped: SQS refused a call, or answered with what is not an SQS event.
 #[derive(Debug, thiserror::Error)]
-#[error("SQS: {0}")]
-pub struct PollError(String);
+pub enum PollError {
+    #[error("SQS refused {call}")]
+    Sqs {
+        call: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the received messages do not make an SQS event")]
+    Event(#[from] serde_json::Error),
+}
+
+fn sqs(call: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> PollError {
+    move |source| PollError::Sqs { call, source }
+}
 
 impl Poller {
     /// The poller of a worker outside Lambda: `SYNC_QUEUE_URL`, `SYNC_QUEUE_ARN`;
@@ -90,7 +103,7 @@ impl Poller {
         let messages = receive
             .send()
             .await
-            .map_err(|e| PollError(e.to_string()))?
+            .map_err(|e| sqs("ReceiveMessage")(e.into()))?
             .messages
             .unwrap_or_default();
         if messages.is_empty() {
@@ -117,8 +130,7 @@ impl Poller {
                 })
             })
             .collect();
-        let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))
-            .map_err(|e| PollError(e.to_string()))?;
+        let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
         let response =
             crate::handle(deps, event, Some(Instant::now() + self.invocation_timeout)).await;
         let failed: Vec<String> = response
@@ -135,7 +147,7 @@ impl Poller {
                     .receipt_handle(receipt)
                     .send()
                     .await
-                    .map_err(|e| PollError(e.to_string()))?;
+                    .map_err(|e| sqs("DeleteMessage")(e.into()))?;
             }
         }
         Ok(Some(Polled {

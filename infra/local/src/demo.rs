@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tastysync_shared::aws::SdkConfig;
 use tastysync_shared::config::Env;
+use tastysync_shared::tastytrade::Environment;
 use tastytrade_sim::Simulator;
 use tastytrade_sim::data::Sizes;
 use tastytrade_sim::server::Config;
@@ -139,10 +140,14 @@ pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
         .with("LOCAL_SCHEDULE_SECONDS", "0")
         .with("OAUTH_REDIRECT_URIS", "http://localhost:5173/callback");
     if let Some(url) = &base_url {
-        let name = if environment == "production" {
-            "TASTYTRADE_PRODUCTION_URL"
-        } else {
-            "TASTYTRADE_SANDBOX_URL"
+        let name = match Environment::parse(&environment) {
+            Some(Environment::Production) => "TASTYTRADE_PRODUCTION_URL",
+            Some(Environment::Sandbox) => "TASTYTRADE_SANDBOX_URL",
+            None => {
+                return Err(DemoError::Api(format!(
+                    "TASTYTRADE_ENV must be production or sandbox, not {environment}"
+                )));
+            }
         };
         env = env.with(name, url.clone());
     }

@@ -3,10 +3,11 @@
 
 use uuid::Uuid;
 
-use crate::db::accounts::{
-    self, AccountRow, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential, SyncedData,
-};
+use crate::db::accounts;
 use crate::db::{DbError, POOL_ACTIONS, PgPool};
+use crate::domain::accounts::{
+    AccountRow, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential, SyncedData,
+};
 use crate::ports::{AccountRepo, Actions, DueAccounts};
 
 /// [`AccountRepo`] and [`DueAccounts`] over the pool.

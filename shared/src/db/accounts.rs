@@ -1,74 +1,13 @@
 //! Linked accounts and their credentials. Every statement takes the user id: a row of another
 //! user is indistinguishable from a missing one.
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use super::DbError;
-use crate::secrets::{Purpose, Sealed};
-use crate::tastytrade::Environment;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantKind {
-    AuthorizationCode,
-    Personal,
-}
-
-impl GrantKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            GrantKind::AuthorizationCode => "authorization_code",
-            GrantKind::Personal => "personal",
-        }
-    }
-}
-
-/// A grant about to be stored, its secrets already sealed for `id`.
-#[derive(Debug)]
-pub struct NewCredential {
-    pub id: Uuid,
-    pub user_id: String,
-    pub environment: Environment,
-    pub kind: GrantKind,
-    pub secrets: Vec<(Purpose, Sealed)>,
-}
-
-/// An account as the broker lists it.
-#[derive(Debug, Clone)]
-pub struct BrokerAccount {
-    pub account_number: String,
-    pub nickname: Option<String>,
-    pub account_type_name: Option<String>,
-    pub margin_or_cash: Option<String>,
-    pub is_closed: bool,
-    pub opened_at: Option<DateTime<Utc>>,
-    pub closed_at: Option<DateTime<Utc>>,
-    pub raw: serde_json::Value,
-}
-
-#[derive(Debug, Clone)]
-pub struct LinkedAccount {
-    pub id: Uuid,
-    pub account_number: String,
-    pub is_closed: bool,
-    /// False when the account was linked before: it kept its id and its data.
-    pub is_new: bool,
-}
-
-/// An account as the API shows it.
-#[derive(Debug, Clone)]
-pub struct AccountRow {
-    pub id: Uuid,
-    pub account_number: String,
-    pub nickname: Option<String>,
-    pub account_type_name: Option<String>,
-    pub environment: String,
-    pub last_sync_status: String,
-    pub last_successful_sync_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
+use crate::domain::accounts::{
+    AccountRow, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential, SyncedData,
+};
 
 const INSERT_CREDENTIAL: &str = "
     INSERT INTO tastytrade_credentials (id, user_id, environment, grant_kind)
@@ -219,24 +158,24 @@ pub async fn link(
     Ok(linked)
 }
 
-fn account_row(r: &tokio_postgres::Row) -> AccountRow {
-    AccountRow {
+fn account_row(r: &tokio_postgres::Row) -> Result<AccountRow, DbError> {
+    Ok(AccountRow {
         id: r.get(0),
         account_number: r.get(1),
         nickname: r.get(2),
         account_type_name: r.get(3),
-        environment: r.get(4),
-        last_sync_status: r.get(5),
+        environment: super::environment(r.try_get(4)?)?,
+        last_sync_status: super::account_status(r.try_get(5)?)?,
         last_successful_sync_at: r.get(6),
         last_error: r.get(7),
         created_at: r.get(8),
-    }
+    })
 }
 
 pub async fn list(pool: &Pool, user_id: &str) -> Result<Vec<AccountRow>, DbError> {
     let client = pool.get().await?;
     let rows = client.query(LIST_ACCOUNTS, &[&user_id]).await?;
-    Ok(rows.iter().map(account_row).collect())
+    rows.iter().map(account_row).collect()
 }
 
 /// The user's linked account `account_id`; `None` for a missing, unlinked or foreign one.
@@ -249,26 +188,7 @@ pub async fn find(
     let row = client
         .query_opt(FIND_ACCOUNT, &[&account_id, &user_id])
         .await?;
-    Ok(row.as_ref().map(account_row))
-}
-
-/// Which accounts a scheduler tick looks at.
-#[derive(Debug, Clone, Copy)]
-pub struct DueQuery {
-    /// Slots per hour, and this tick's slot.
-    pub slots: i32,
-    pub slot: i32,
-    /// A queued marker older than this is a lost message and no longer blocks the account.
-    pub queued_before: DateTime<Utc>,
-    /// Skip accounts whose last sync started after this (`None`: take them all).
-    pub synced_before: Option<DateTime<Utc>>,
-}
-
-/// An account a tick should sync.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueAccount {
-    pub id: Uuid,
-    pub user_id: String,
+    row.as_ref().map(account_row).transpose()
 }
 
 /// The next page of due accounts after `after` (keyset pagination: constant cost per page
@@ -312,15 +232,6 @@ pub async fn mark_queued(pool: &Pool, account_ids: &[Uuid]) -> Result<(), DbErro
         .execute(MARK_QUEUED, &[&account_ids])
         .await?;
     Ok(())
-}
-
-/// What unlinking does with the synced rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncedData {
-    /// Keep the history; a later re-link finds it under the same account id.
-    Keep,
-    /// Delete the account and, by cascade, everything synced for it.
-    Purge,
 }
 
 /// Unlinks the user's account: its grant's secrets go when no other account uses the grant.

@@ -2,7 +2,12 @@
 //! natural key. A row whose values equal the stored ones is not rewritten (and keeps its
 //! `updated_at`), so re-reading a window costs reads, not writes.
 
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
+
+use super::DbError;
+use crate::tastytrade::model::Effect;
 
 /// The columns of one batched upsert, each with its SQL type and its values.
 #[derive(Default)]
@@ -77,6 +82,133 @@ impl Batch {
             current = current.join(", "),
             incoming = incoming.join(", "),
         )
+    }
+}
+
+/// The columns of one upsert over `rows`, each written once as the value it takes from a row.
+pub(crate) struct Columns<'r, R> {
+    table: &'static str,
+    rows: Vec<&'r R>,
+    batch: Batch,
+}
+
+impl<'r, R> Columns<'r, R> {
+    pub(crate) fn new(table: &'static str, rows: impl IntoIterator<Item = &'r R>) -> Self {
+        Self {
+            table,
+            rows: rows.into_iter().collect(),
+            batch: Batch::default(),
+        }
+    }
+
+    pub(crate) fn table(&self) -> &'static str {
+        self.table
+    }
+
+    pub(crate) fn col<V: ToSql + Sync + Send + 'static>(
+        &mut self,
+        name: &'static str,
+        sql_type: &'static str,
+        value: impl Fn(&R) -> V,
+    ) -> &mut Self {
+        let values: Vec<V> = self.rows.iter().map(|r| value(r)).collect();
+        self.batch.col(name, sql_type, values);
+        self
+    }
+
+    /// Values gathered elsewhere, one per row.
+    pub(crate) fn values<V: ToSql + Sync + Send + 'static>(
+        &mut self,
+        name: &'static str,
+        sql_type: &'static str,
+        values: Vec<V>,
+    ) -> &mut Self {
+        debug_assert_eq!(values.len(), self.rows.len(), "{name}: one value per row");
+        self.batch.col(name, sql_type, values);
+        self
+    }
+
+    /// The same value on every row.
+    pub(crate) fn constant<V: ToSql + Clone + Sync + Send + 'static>(
+        &mut self,
+        name: &'static str,
+        sql_type: &'static str,
+        value: V,
+    ) -> &mut Self {
+        self.batch.col(name, sql_type, vec![value; self.rows.len()]);
+        self
+    }
+
+    /// A column the table requires: a row without it is an error, never a made-up value.
+    pub(crate) fn required<V: ToSql + Sync + Send + 'static>(
+        &mut self,
+        name: &'static str,
+        sql_type: &'static str,
+        value: impl Fn(&R) -> Option<V>,
+    ) -> Result<&mut Self, DbError> {
+        let values = self
+            .rows
+            .iter()
+            .map(|r| value(r))
+            .collect::<Option<Vec<V>>>()
+            .ok_or(DbError::MissingField {
+                table: self.table,
+                column: name,
+            })?;
+        self.batch.col(name, sql_type, values);
+        Ok(self)
+    }
+
+    pub(crate) fn text(
+        &mut self,
+        name: &'static str,
+        value: impl Fn(&R) -> Option<String>,
+    ) -> &mut Self {
+        self.col(name, "text", value)
+    }
+
+    pub(crate) fn numeric(
+        &mut self,
+        name: &'static str,
+        value: impl Fn(&R) -> Option<Decimal>,
+    ) -> &mut Self {
+        self.col(name, "numeric", value)
+    }
+
+    pub(crate) fn timestamptz(
+        &mut self,
+        name: &'static str,
+        value: impl Fn(&R) -> Option<DateTime<Utc>>,
+    ) -> &mut Self {
+        self.col(name, "timestamptz", value)
+    }
+
+    pub(crate) fn date(
+        &mut self,
+        name: &'static str,
+        value: impl Fn(&R) -> Option<NaiveDate>,
+    ) -> &mut Self {
+        self.col(name, "date", value)
+    }
+
+    /// A signed amount's `*-effect` (Debit, Credit, None) as the broker names it.
+    pub(crate) fn effect(
+        &mut self,
+        name: &'static str,
+        value: impl Fn(&R) -> Option<Effect>,
+    ) -> &mut Self {
+        self.col(name, "text", move |r| {
+            value(r).map(|e| e.as_str().to_owned())
+        })
+    }
+
+    pub(crate) fn insert_only(&mut self, name: &'static str) -> &mut Self {
+        self.batch.insert_only(name);
+        self
+    }
+
+    pub(crate) fn batch(&self) -> &Batch {
+        &self.batch
     }
 }
 

@@ -35,6 +35,15 @@ pub enum DbError {
     Migration(#[from] refinery::Error),
     #[error("could not read the database credentials secret")]
     Credentials(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored value the code has no meaning for: the schema and the code disagree.
+    #[error("{column} holds a value this code does not know")]
+    Unknown { column: &'static str },
+    /// The broker sent a row without a value the table requires; no value is invented for it.
+    #[error("a {table} row from the broker lacks {column}")]
+    MissingField {
+        table: &'static str,
+        column: &'static str,
+    },
 }
 
 impl DbError {
@@ -45,7 +54,9 @@ impl DbError {
             DbError::InvalidUrl
             | DbError::Build(_)
             | DbError::Migration(_)
-            | DbError::Credentials(_) => Retry::NonRetryable,
+            | DbError::Credentials(_)
+            | DbError::Unknown { .. }
+            | DbError::MissingField { .. } => Retry::NonRetryable,
             DbError::Pool(_) => Retry::Retryable,
             DbError::Query(e) => match e.code() {
                 // No SQLSTATE: the socket failed or the server went away mid-query.
@@ -122,6 +133,22 @@ pub async fn pool(config: &DatabaseConfig, sdk: &SdkConfig) -> Result<Pool, DbEr
     Ok(Pool::builder(manager)
         .max_size(config.max_connections)
         .build()?)
+}
+
+/// A stored environment name.
+pub(crate) fn environment(text: &str) -> Result<crate::tastytrade::Environment, DbError> {
+    crate::tastytrade::Environment::parse(text).ok_or(DbError::Unknown {
+        column: "environment",
+    })
+}
+
+/// A stored account sync status.
+pub(crate) fn account_status(
+    text: &str,
+) -> Result<crate::domain::accounts::AccountStatus, DbError> {
+    crate::domain::accounts::AccountStatus::parse(text).ok_or(DbError::Unknown {
+        column: "last_sync_status",
+    })
 }
 
 /// What holding a pool costs in IAM: its credentials are the RDS-managed secret, read at cold

@@ -3,14 +3,14 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{GenericClient, Pool};
-use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::DbError;
-use super::batch::Batch;
+use super::batch::Columns;
+use crate::domain::accounts::AccountStatus;
 use crate::secrets::{Purpose, Sealed};
 use crate::tastytrade::Environment;
-use crate::tastytrade::model::{Balance, Order, Position, Record, Transaction};
+use crate::tastytrade::model::{Balance, Fill, Leg, Order, Position, Record, Transaction};
 use crate::tastytrade::occ::{self, OptionSymbol};
 
 /// An account with what the worker needs to act for its owner.
@@ -110,16 +110,12 @@ pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAc
     let Some(refresh_token) = refresh_token else {
         return Ok(None);
     };
-    let environment: &str = row.get(3);
+    let environment = super::environment(row.try_get(3)?)?;
     Ok(Some(SyncAccount {
         id: row.get(0),
         user_id: row.get(1),
         account_number: row.get(2),
-        environment: if environment == "production" {
-            Environment::Production
-        } else {
-            Environment::Sandbox
-        },
+        environment,
         credential_id,
         personal_grant: row.get(5),
         opened_at: row.get(6),
@@ -174,18 +170,14 @@ pub async fn mark_success(
 pub async fn mark_failed(
     pool: &Pool,
     account_id: Uuid,
-    status: &str,
+    status: AccountStatus,
     error: &str,
 ) -> Result<(), DbError> {
     pool.get()
         .await?
-        .execute(MARK_FAILED, &[&account_id, &status, &error])
+        .execute(MARK_FAILED, &[&account_id, &status.as_str(), &error])
         .await?;
     Ok(())
-}
-
-fn effect(e: Option<crate::tastytrade::model::Effect>) -> Option<String> {
-    e.map(|e| e.as_str().to_owned())
 }
 
 /// Upserts one page of transactions; returns the rows inserted or changed.
@@ -198,237 +190,107 @@ pub async fn upsert_transactions(
     if rows.is_empty() {
         return Ok(0);
     }
-    let t =
-        |f: fn(&Transaction) -> Option<String>| rows.iter().map(|r| f(&r.item)).collect::<Vec<_>>();
-    let d = |f: fn(&Transaction) -> Option<Decimal>| {
-        rows.iter().map(|r| f(&r.item)).collect::<Vec<_>>()
-    };
-    let mut b = Batch::default();
-    b.col("account_id", "uuid", vec![account_id; rows.len()])
-        .col(
-            "tastytrade_transaction_id",
-            "bigint",
-            rows.iter().map(|r| r.item.id).collect(),
-        )
-        .col(
-            "account_number",
-            "text",
-            rows.iter()
-                .map(|r| {
-                    r.item
-                        .account_number
-                        .clone()
-                        .unwrap_or_else(|| account_number.to_owned())
-                })
-                .collect(),
-        )
-        .col(
-            "transaction_type",
-            "text",
-            rows.iter()
-                .map(|r| {
-                    r.item
-                        .transaction_type
-                        .clone()
-                        .unwrap_or_else(|| "Unknown".into())
-                })
-                .collect(),
-        )
-        .col(
-            "transaction_sub_type",
-            "text",
-            t(|x| x.transaction_sub_type.clone()),
-        )
-        .col("description", "text", t(|x| x.description.clone()))
-        .col(
-            "executed_at",
-            "timestamptz",
-            rows.iter().map(|r| executed_at(&r.item)).collect(),
-        )
-        .col(
-            "transaction_date",
-            "date",
-            rows.iter()
-                .map(|r| {
-                    r.item
-                        .transaction_date
-                        .unwrap_or_else(|| executed_at(&r.item).date_naive())
-                })
-                .collect(),
-        )
-        .col("value", "numeric", d(Transaction::signed_value))
-        .col("value_effect", "text", t(|x| effect(x.value_effect)))
-        .col("net_value", "numeric", d(Transaction::signed_net_value))
-        .col(
-            "net_value_effect",
-            "text",
-            t(|x| effect(x.net_value_effect)),
-        )
-        .col(
-            "is_estimated_fee",
-            "boolean",
-            rows.iter()
-                .map(|r| r.item.is_estimated_fee.unwrap_or(false))
-                .collect(),
-        )
-        .col("symbol", "text", t(|x| x.symbol.clone()))
-        .col(
-            "underlying_symbol",
-            "text",
-            t(|x| x.underlying_symbol.clone()),
-        )
-        .col("instrument_type", "text", t(|x| x.instrument_type.clone()))
-        .col("action", "text", t(|x| x.action.clone()))
-        .col("quantity", "numeric", d(|x| x.quantity))
-        .col("price", "numeric", d(|x| x.price))
-        .col("commission", "numeric", d(Transaction::signed_commission))
-        .col(
-            "commission_effect",
-            "text",
-            t(|x| effect(x.commission_effect)),
-        )
-        .col(
-            "clearing_fees",
-            "numeric",
-            d(Transaction::signed_clearing_fees),
-        )
-        .col(
-            "clearing_fees_effect",
-            "text",
-            t(|x| effect(x.clearing_fees_effect)),
-        )
-        .col(
-            "regulatory_fees",
-            "numeric",
-            d(Transaction::signed_regulatory_fees),
-        )
-        .col(
-            "regulatory_fees_effect",
-            "text",
-            t(|x| effect(x.regulatory_fees_effect)),
-        )
-        .col(
-            "proprietary_index_option_fees",
-            "numeric",
-            d(Transaction::signed_proprietary_index_option_fees),
-        )
-        .col(
-            "proprietary_index_option_fees_effect",
-            "text",
-            t(|x| effect(x.proprietary_index_option_fees_effect)),
-        )
-        .col(
-            "currency_conversion_fees",
-            "numeric",
-            d(Transaction::signed_currency_conversion_fees),
-        )
-        .col(
-            "currency_conversion_fees_effect",
-            "text",
-            t(|x| effect(x.currency_conversion_fees_effect)),
-        )
-        .col(
-            "other_charge",
-            "numeric",
-            d(Transaction::signed_other_charge),
-        )
-        .col(
-            "other_charge_effect",
-            "text",
-            t(|x| effect(x.other_charge_effect)),
-        )
-        .col(
-            "other_charge_description",
-            "text",
-            t(|x| x.other_charge_description.clone()),
-        )
-        .col("currency", "text", t(|x| x.currency.clone()))
-        .col(
-            "order_id",
-            "bigint",
-            rows.iter().map(|r| r.item.order_id).collect(),
-        )
-        .col(
-            "leg_count",
-            "integer",
-            rows.iter()
-                .map(|r| r.item.leg_count.and_then(|n| i32::try_from(n).ok()))
-                .collect(),
-        )
-        .col(
-            "reverses_id",
-            "bigint",
-            rows.iter().map(|r| r.item.reverses_id).collect(),
-        )
-        .col("exec_id", "text", t(|x| x.exec_id.clone()))
-        .col("ext_exec_id", "text", t(|x| x.ext_exec_id.clone()))
-        .col("ext_group_id", "text", t(|x| x.ext_group_id.clone()))
-        .col(
-            "ext_group_fill_id",
-            "text",
-            t(|x| x.ext_group_fill_id.clone()),
-        )
-        .col(
-            "ext_exchange_order_number",
-            "text",
-            t(|x| x.ext_exchange_order_number.clone()),
-        )
-        .col(
-            "ext_global_order_number",
-            "bigint",
-            rows.iter()
-                .map(|r| r.item.ext_global_order_number)
-                .collect(),
-        )
-        .col("exchange", "text", t(|x| x.exchange.clone()))
-        .col(
-            "destination_venue",
-            "text",
-            t(|x| x.destination_venue.clone()),
-        )
-        .col("agency_price", "numeric", d(|x| x.agency_price))
-        .col("principal_price", "numeric", d(|x| x.principal_price))
-        .col(
-            "cost_basis_reconciliation_date",
-            "date",
-            rows.iter()
-                .map(|r| r.item.cost_basis_reconciliation_date)
-                .collect(),
-        )
-        .col(
-            "broker_created_at",
-            "timestamptz",
-            rows.iter().map(|r| r.item.created_at).collect(),
-        )
-        .col("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
-    execute(
-        client,
-        &b,
-        "transactions",
-        &["account_id", "tastytrade_transaction_id"],
-    )
-    .await
-}
-
-/// A transaction without an execution time is dated by its trade date, then by its creation.
-fn executed_at(t: &Transaction) -> DateTime<Utc> {
-    t.executed_at
-        .or(t.created_at)
-        .or_else(|| {
-            t.transaction_date
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|d| d.and_utc())
+    let mut c = Columns::new("transactions", rows.iter().map(|r| &r.item));
+    c.constant("account_id", "uuid", account_id)
+        .col("tastytrade_transaction_id", "bigint", |x| x.id)
+        .col("account_number", "text", |x| {
+            x.account_number
+                .clone()
+                .unwrap_or_else(|| account_number.to_owned())
         })
-        .unwrap_or(DateTime::UNIX_EPOCH)
+        .required("transaction_type", "text", |x| x.transaction_type.clone())?
+        .text("transaction_sub_type", |x| x.transaction_sub_type.clone())
+        .text("description", |x| x.description.clone())
+        .required("executed_at", "timestamptz", executed_at)?
+        .required("transaction_date", "date", |x| {
+            x.transaction_date
+                .or_else(|| executed_at(x).map(|t| t.date_naive()))
+        })?
+        .numeric("value", Transaction::signed_value)
+        .effect("value_effect", |x| x.value_effect)
+        .numeric("net_value", Transaction::signed_net_value)
+        .effect("net_value_effect", |x| x.net_value_effect)
+        .col("is_estimated_fee", "boolean", |x| {
+            x.is_estimated_fee.unwrap_or(false)
+        })
+        .text("symbol", |x| x.symbol.clone())
+        .text("underlying_symbol", |x| x.underlying_symbol.clone())
+        .text("instrument_type", |x| x.instrument_type.clone())
+        .text("action", |x| x.action.clone())
+        .numeric("quantity", |x| x.quantity)
+        .numeric("price", |x| x.price)
+        .numeric("commission", Transaction::signed_commission)
+        .effect("commission_effect", |x| x.commission_effect)
+        .numeric("clearing_fees", Transaction::signed_clearing_fees)
+        .effect("clearing_fees_effect", |x| x.clearing_fees_effect)
+        .numeric("regulatory_fees", Transaction::signed_regulatory_fees)
+        .effect("regulatory_fees_effect", |x| x.regulatory_fees_effect)
+        .numeric(
+            "proprietary_index_option_fees",
+            Transaction::signed_proprietary_index_option_fees,
+        )
+        .effect("proprietary_index_option_fees_effect", |x| {
+            x.proprietary_index_option_fees_effect
+        })
+        .numeric(
+            "currency_conversion_fees",
+            Transaction::signed_currency_conversion_fees,
+        )
+        .effect("currency_conversion_fees_effect", |x| {
+            x.currency_conversion_fees_effect
+        })
+        .numeric("other_charge", Transaction::signed_other_charge)
+        .effect("other_charge_effect", |x| x.other_charge_effect)
+        .text("other_charge_description", |x| {
+            x.other_charge_description.clone()
+        })
+        .text("currency", |x| x.currency.clone())
+        .col("order_id", "bigint", |x| x.order_id)
+        .col("leg_count", "integer", |x| {
+            x.leg_count.and_then(|n| i32::try_from(n).ok())
+        })
+        .col("reverses_id", "bigint", |x| x.reverses_id)
+        .text("exec_id", |x| x.exec_id.clone())
+        .text("ext_exec_id", |x| x.ext_exec_id.clone())
+        .text("ext_group_id", |x| x.ext_group_id.clone())
+        .text("ext_group_fill_id", |x| x.ext_group_fill_id.clone())
+        .text("ext_exchange_order_number", |x| {
+            x.ext_exchange_order_number.clone()
+        })
+        .col("ext_global_order_number", "bigint", |x| {
+            x.ext_global_order_number
+        })
+        .text("exchange", |x| x.exchange.clone())
+        .text("destination_venue", |x| x.destination_venue.clone())
+        .numeric("agency_price", |x| x.agency_price)
+        .numeric("principal_price", |x| x.principal_price)
+        .col("cost_basis_reconciliation_date", "date", |x| {
+            x.cost_basis_reconciliation_date
+        })
+        .col("broker_created_at", "timestamptz", |x| x.created_at)
+        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+    execute(client, &c, &["account_id", "tastytrade_transaction_id"]).await
 }
 
-async fn execute(
+/// A transaction without an execution time is dated by its trade date, then by its creation;
+/// with none of the three it has no time at all.
+fn executed_at(t: &Transaction) -> Option<DateTime<Utc>> {
+    t.executed_at.or(t.created_at).or_else(|| {
+        t.transaction_date
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc())
+    })
+}
+
+async fn execute<R>(
     client: &impl GenericClient,
-    batch: &Batch,
-    table: &str,
+    columns: &Columns<'_, R>,
     key: &[&str],
 ) -> Result<u64, DbError> {
-    let statement = client.prepare_cached(&batch.upsert_sql(table, key)).await?;
+    let batch = columns.batch();
+    let statement = client
+        .prepare_cached(&batch.upsert_sql(columns.table(), key))
+        .await?;
     Ok(client.execute(&statement, &batch.params()).await?)
 }
 
@@ -442,122 +304,49 @@ pub async fn upsert_orders(
     if rows.is_empty() {
         return Ok(0);
     }
-    let t = |f: fn(&Order) -> Option<String>| rows.iter().map(|r| f(&r.item)).collect::<Vec<_>>();
-    let d = |f: fn(&Order) -> Option<Decimal>| rows.iter().map(|r| f(&r.item)).collect::<Vec<_>>();
-    let ts = |f: fn(&Order) -> Option<DateTime<Utc>>| {
-        rows.iter().map(|r| f(&r.item)).collect::<Vec<_>>()
-    };
-    let mut b = Batch::default();
-    b.col("account_id", "uuid", vec![account_id; rows.len()])
-        .col(
-            "tastytrade_order_id",
-            "bigint",
-            rows.iter().map(|r| r.item.id).collect(),
-        )
-        .col(
-            "account_number",
-            "text",
-            rows.iter()
-                .map(|r| {
-                    r.item
-                        .account_number
-                        .clone()
-                        .unwrap_or_else(|| account_number.to_owned())
-                })
-                .collect(),
-        )
-        .col(
-            "status",
-            "text",
-            rows.iter()
-                .map(|r| r.item.status.clone().unwrap_or_else(|| "Unknown".into()))
-                .collect(),
-        )
-        .col("order_type", "text", t(|o| o.order_type.clone()))
-        .col("time_in_force", "text", t(|o| o.time_in_force.clone()))
-        .col("size", "numeric", d(|o| o.size))
-        .col(
-            "underlying_symbol",
-            "text",
-            t(|o| o.underlying_symbol.clone()),
-        )
-        .col(
-            "underlying_instrument_type",
-            "text",
-            t(|o| o.underlying_instrument_type.clone()),
-        )
-        .col("price", "numeric", d(Order::signed_price))
-        .col("price_effect", "text", t(|o| effect(o.price_effect)))
-        .col("value", "numeric", d(Order::signed_value))
-        .col("value_effect", "text", t(|o| effect(o.value_effect)))
-        .col("stop_trigger", "numeric", d(|o| o.stop_trigger))
-        .col(
-            "gtc_date",
-            "date",
-            rows.iter().map(|r| r.item.gtc_date).collect(),
-        )
-        .col(
-            "cancellable",
-            "boolean",
-            rows.iter().map(|r| r.item.cancellable).collect(),
-        )
-        .col(
-            "editable",
-            "boolean",
-            rows.iter().map(|r| r.item.editable).collect(),
-        )
-        .col(
-            "edited",
-            "boolean",
-            rows.iter().map(|r| r.item.edited).collect(),
-        )
-        .col(
-            "contingent_status",
-            "text",
-            t(|o| o.contingent_status.clone()),
-        )
-        .col(
-            "confirmation_status",
-            "text",
-            t(|o| o.confirmation_status.clone()),
-        )
-        .col("reject_reason", "text", t(|o| o.reject_reason.clone()))
-        .col("received_at", "timestamptz", ts(|o| o.received_at))
-        .col("in_flight_at", "timestamptz", ts(|o| o.in_flight_at))
-        .col("live_at", "timestamptz", ts(|o| o.live_at))
-        .col("cancelled_at", "timestamptz", ts(|o| o.cancelled_at))
-        .col("terminal_at", "timestamptz", ts(|o| o.terminal_at))
-        .col("broker_updated_at", "timestamptz", ts(|o| o.updated_at))
-        .col(
-            "replaces_order_id",
-            "bigint",
-            rows.iter().map(|r| r.item.replaces_order_id).collect(),
-        )
-        .col(
-            "replacing_order_id",
-            "bigint",
-            rows.iter().map(|r| r.item.replacing_order_id).collect(),
-        )
-        .col(
-            "complex_order_id",
-            "bigint",
-            rows.iter().map(|r| r.item.complex_order_id).collect(),
-        )
-        .col(
-            "complex_order_tag",
-            "text",
-            t(|o| o.complex_order_tag.clone()),
-        )
-        .col("source", "text", t(|o| o.source.clone()))
-        .col(
-            "external_identifier",
-            "text",
-            t(|o| o.external_identifier.clone()),
-        )
-        .col("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
-    let mut changed = execute(client, &b, "orders", &["account_id", "tastytrade_order_id"]).await?;
-
-    let legs: Vec<(i64, i16, &crate::tastytrade::model::Leg)> = rows
+    let mut c = Columns::new("orders", rows.iter().map(|r| &r.item));
+    c.constant("account_id", "uuid", account_id)
+        .col("tastytrade_order_id", "bigint", |x| x.id)
+        .col("account_number", "text", |x| {
+            x.account_number
+                .clone()
+                .unwrap_or_else(|| account_number.to_owned())
+        })
+        .required("status", "text", |x| x.status.clone())?
+        .text("order_type", |o| o.order_type.clone())
+        .text("time_in_force", |o| o.time_in_force.clone())
+        .numeric("size", |o| o.size)
+        .text("underlying_symbol", |o| o.underlying_symbol.clone())
+        .text("underlying_instrument_type", |o| {
+            o.underlying_instrument_type.clone()
+        })
+        .numeric("price", Order::signed_price)
+        .effect("price_effect", |o| o.price_effect)
+        .numeric("value", Order::signed_value)
+        .effect("value_effect", |o| o.value_effect)
+        .numeric("stop_trigger", |o| o.stop_trigger)
+        .col("gtc_date", "date", |x| x.gtc_date)
+        .col("cancellable", "boolean", |x| x.cancellable)
+        .col("editable", "boolean", |x| x.editable)
+        .col("edited", "boolean", |x| x.edited)
+        .text("contingent_status", |o| o.contingent_status.clone())
+        .text("confirmation_status", |o| o.confirmation_status.clone())
+        .text("reject_reason", |o| o.reject_reason.clone())
+        .timestamptz("received_at", |o| o.received_at)
+        .timestamptz("in_flight_at", |o| o.in_flight_at)
+        .timestamptz("live_at", |o| o.live_at)
+        .timestamptz("cancelled_at", |o| o.cancelled_at)
+        .timestamptz("terminal_at", |o| o.terminal_at)
+        .timestamptz("broker_updated_at", |o| o.updated_at)
+        .col("replaces_order_id", "bigint", |x| x.replaces_order_id)
+        .col("replacing_order_id", "bigint", |x| x.replacing_order_id)
+        .col("complex_order_id", "bigint", |x| x.complex_order_id)
+        .text("complex_order_tag", |o| o.complex_order_tag.clone())
+        .text("source", |o| o.source.clone())
+        .text("external_identifier", |o| o.external_identifier.clone())
+        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+    let changed = execute(client, &c, &["account_id", "tastytrade_order_id"]).await?;
+    let legs: Vec<OrderLeg<'_>> = rows
         .iter()
         .flat_map(|r| {
             r.item
@@ -567,119 +356,60 @@ pub async fn upsert_orders(
                 .map(move |(i, leg)| (r.item.id, i16::try_from(i).unwrap_or(i16::MAX), leg))
         })
         .collect();
-    if !legs.is_empty() {
-        let mut b = Batch::default();
-        b.col("account_id", "uuid", vec![account_id; legs.len()])
-            .col(
-                "tastytrade_order_id",
-                "bigint",
-                legs.iter().map(|l| l.0).collect(),
-            )
-            .col("leg_index", "smallint", legs.iter().map(|l| l.1).collect())
-            .col(
-                "symbol",
-                "text",
-                legs.iter()
-                    .map(|l| l.2.symbol.clone().unwrap_or_default())
-                    .collect(),
-            )
-            .col(
-                "instrument_type",
-                "text",
-                legs.iter().map(|l| l.2.instrument_type.clone()).collect(),
-            )
-            .col(
-                "action",
-                "text",
-                legs.iter().map(|l| l.2.action.clone()).collect(),
-            )
-            .col(
-                "quantity",
-                "numeric",
-                legs.iter().map(|l| l.2.quantity).collect(),
-            )
-            .col(
-                "remaining_quantity",
-                "numeric",
-                legs.iter().map(|l| l.2.remaining_quantity).collect(),
-            );
-        changed += execute(
-            client,
-            &b,
-            "order_legs",
-            &["account_id", "tastytrade_order_id", "leg_index"],
-        )
-        .await?;
+    Ok(changed + upsert_legs(client, account_id, &legs).await?)
+}
+
+/// An order's leg: the order's id, the leg's index in it, the leg.
+type OrderLeg<'a> = (i64, i16, &'a Leg);
+
+/// Upserts the legs of a page of orders, then their fills; the rows inserted or changed.
+async fn upsert_legs(
+    client: &impl GenericClient,
+    account_id: Uuid,
+    legs: &[OrderLeg<'_>],
+) -> Result<u64, DbError> {
+    if legs.is_empty() {
+        return Ok(0);
     }
-    let fills: Vec<(i64, i16, &crate::tastytrade::model::Fill)> = legs
+    let mut c = Columns::new("order_legs", legs);
+    c.constant("account_id", "uuid", account_id)
+        .col("tastytrade_order_id", "bigint", |l| l.0)
+        .col("leg_index", "smallint", |l| l.1)
+        .required("symbol", "text", |l| l.2.symbol.clone())?
+        .text("instrument_type", |l| l.2.instrument_type.clone())
+        .text("action", |l| l.2.action.clone())
+        .numeric("quantity", |l| l.2.quantity)
+        .numeric("remaining_quantity", |l| l.2.remaining_quantity);
+    let key = ["account_id", "tastytrade_order_id", "leg_index"];
+    let changed = execute(client, &c, &key).await?;
+    let fills: Vec<(i64, i16, &Fill)> = legs
         .iter()
         .flat_map(|(order, index, leg)| leg.fills.iter().map(move |f| (*order, *index, f)))
         .collect();
-    if !fills.is_empty() {
-        let mut b = Batch::default();
-        b.col("account_id", "uuid", vec![account_id; fills.len()])
-            .col(
-                "tastytrade_order_id",
-                "bigint",
-                fills.iter().map(|f| f.0).collect(),
-            )
-            .col("leg_index", "smallint", fills.iter().map(|f| f.1).collect())
-            .col(
-                "fill_id",
-                "text",
-                fills.iter().map(|f| f.2.fill_id.clone()).collect(),
-            )
-            .col(
-                "quantity",
-                "numeric",
-                fills
-                    .iter()
-                    .map(|f| f.2.quantity.unwrap_or_default())
-                    .collect(),
-            )
-            .col(
-                "fill_price",
-                "numeric",
-                fills.iter().map(|f| f.2.fill_price).collect(),
-            )
-            .col(
-                "filled_at",
-                "timestamptz",
-                fills
-                    .iter()
-                    .map(|f| f.2.filled_at.unwrap_or(DateTime::UNIX_EPOCH))
-                    .collect(),
-            )
-            .col(
-                "destination_venue",
-                "text",
-                fills
-                    .iter()
-                    .map(|f| f.2.destination_venue.clone())
-                    .collect(),
-            )
-            .col(
-                "ext_group_fill_id",
-                "text",
-                fills
-                    .iter()
-                    .map(|f| f.2.ext_group_fill_id.clone())
-                    .collect(),
-            )
-            .col(
-                "ext_exec_id",
-                "text",
-                fills.iter().map(|f| f.2.ext_exec_id.clone()).collect(),
-            );
-        changed += execute(
-            client,
-            &b,
-            "order_fills",
-            &["account_id", "tastytrade_order_id", "leg_index", "fill_id"],
-        )
-        .await?;
+    if fills.is_empty() {
+        return Ok(changed);
     }
-    Ok(changed)
+    let mut c = Columns::new("order_fills", &fills);
+    c.constant("account_id", "uuid", account_id)
+        .col("tastytrade_order_id", "bigint", |f| f.0)
+        .col("leg_index", "smallint", |f| f.1)
+        .col("fill_id", "text", |f| f.2.fill_id.clone())
+        .required("quantity", "numeric", |f| f.2.quantity)?
+        .numeric("fill_price", |f| f.2.fill_price)
+        .required("filled_at", "timestamptz", |f| f.2.filled_at)?
+        .text("destination_venue", |f| f.2.destination_venue.clone())
+        .text("ext_group_fill_id", |f| f.2.ext_group_fill_id.clone())
+        .text("ext_exec_id", |f| f.2.ext_exec_id.clone());
+    let key = ["account_id", "tastytrade_order_id", "leg_index", "fill_id"];
+    Ok(changed + execute(client, &c, &key).await?)
+}
+
+/// The option a position's symbol names, when it is an OCC option symbol.
+fn occ_option(position: &Position) -> Option<occ::OccOption> {
+    match occ::parse(&position.symbol) {
+        Some(OptionSymbol::Occ(option)) => Some(option),
+        _ => None,
+    }
 }
 
 const DELETE_CLOSED_POSITIONS: &str =
@@ -698,162 +428,52 @@ pub async fn replace_positions(
     let symbols: Vec<String> = rows.iter().map(|r| r.item.symbol.clone()).collect();
     let mut changed = 0;
     if !rows.is_empty() {
-        let options: Vec<Option<occ::OccOption>> = rows
-            .iter()
-            .map(|r| match occ::parse(&r.item.symbol) {
-                Some(OptionSymbol::Occ(o)) => Some(o),
-                _ => None,
+        let mut c = Columns::new("positions", rows.iter().map(|r| &r.item));
+        c.constant("account_id", "uuid", account_id)
+            .col("symbol", "text", |x| x.symbol.clone())
+            .col("account_number", "text", |x| {
+                x.account_number
+                    .clone()
+                    .unwrap_or_else(|| account_number.to_owned())
             })
-            .collect();
-        let d = |f: fn(&Position) -> Option<Decimal>| {
-            rows.iter().map(|r| f(&r.item)).collect::<Vec<_>>()
-        };
-        let t = |f: fn(&Position) -> Option<String>| {
-            rows.iter().map(|r| f(&r.item)).collect::<Vec<_>>()
-        };
-        let mut b = Batch::default();
-        b.col("account_id", "uuid", vec![account_id; rows.len()])
-            .col("symbol", "text", symbols.clone())
-            .col(
-                "account_number",
-                "text",
-                rows.iter()
-                    .map(|r| {
-                        r.item
-                            .account_number
-                            .clone()
-                            .unwrap_or_else(|| account_number.to_owned())
-                    })
-                    .collect(),
-            )
-            .col(
-                "underlying_symbol",
-                "text",
-                t(|p| p.underlying_symbol.clone()),
-            )
-            .col("instrument_type", "text", t(|p| p.instrument_type.clone()))
-            .col(
-                "quantity",
-                "numeric",
-                rows.iter()
-                    .map(|r| r.item.signed_quantity().unwrap_or_default())
-                    .collect(),
-            )
-            .col(
-                "quantity_direction",
-                "text",
-                t(|p| p.quantity_direction.clone()),
-            )
-            .col("multiplier", "numeric", d(|p| p.multiplier))
-            .col("average_open_price", "numeric", d(|p| p.average_open_price))
-            .col(
-                "average_daily_market_close_price",
-                "numeric",
-                d(|p| p.average_daily_market_close_price),
-            )
-            .col(
-                "average_yearly_market_close_price",
-                "numeric",
-                d(|p| p.average_yearly_market_close_price),
-            )
-            .col("close_price", "numeric", d(|p| p.close_price))
-            .col("mark", "numeric", d(|p| p.mark))
-            .col("mark_price", "numeric", d(|p| p.mark_price))
-            .col("cost_effect", "text", t(|p| effect(p.cost_effect)))
-            .col(
-                "realized_day_gain",
-                "numeric",
-                d(Position::signed_realized_day_gain),
-            )
-            .col(
-                "realized_day_gain_effect",
-                "text",
-                t(|p| effect(p.realized_day_gain_effect)),
-            )
-            .col(
-                "realized_day_gain_date",
-                "date",
-                rows.iter().map(|r| r.item.realized_day_gain_date).collect(),
-            )
-            .col(
-                "realized_today",
-                "numeric",
-                d(Position::signed_realized_today),
-            )
-            .col(
-                "realized_today_effect",
-                "text",
-                t(|p| effect(p.realized_today_effect)),
-            )
-            .col(
-                "realized_today_date",
-                "date",
-                rows.iter().map(|r| r.item.realized_today_date).collect(),
-            )
-            .col(
-                "restricted_quantity",
-                "numeric",
-                d(|p| p.restricted_quantity),
-            )
-            .col(
-                "is_suppressed",
-                "boolean",
-                rows.iter().map(|r| r.item.is_suppressed).collect(),
-            )
-            .col(
-                "is_frozen",
-                "boolean",
-                rows.iter().map(|r| r.item.is_frozen).collect(),
-            )
-            .col(
-                "expires_at",
-                "timestamptz",
-                rows.iter().map(|r| r.item.expires_at).collect(),
-            )
-            .col(
-                "option_root",
-                "text",
-                options
-                    .iter()
-                    .map(|o| o.as_ref().map(|o| o.root.clone()))
-                    .collect(),
-            )
-            .col(
-                "option_expiration",
-                "date",
-                options
-                    .iter()
-                    .map(|o| o.as_ref().map(|o| o.expiration))
-                    .collect(),
-            )
-            .col(
-                "option_type",
-                "text",
-                options
-                    .iter()
-                    .map(|o| o.as_ref().map(|o| o.kind.as_char().to_owned()))
-                    .collect(),
-            )
-            .col(
-                "strike_price",
-                "numeric",
-                options
-                    .iter()
-                    .map(|o| o.as_ref().map(|o| o.strike))
-                    .collect(),
-            )
-            .col(
-                "broker_created_at",
-                "timestamptz",
-                rows.iter().map(|r| r.item.created_at).collect(),
-            )
-            .col(
-                "broker_updated_at",
-                "timestamptz",
-                rows.iter().map(|r| r.item.updated_at).collect(),
-            )
-            .col("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
-        changed += execute(&tx, &b, "positions", &["account_id", "symbol"]).await?;
+            .text("underlying_symbol", |p| p.underlying_symbol.clone())
+            .text("instrument_type", |p| p.instrument_type.clone())
+            .required("quantity", "numeric", Position::signed_quantity)?
+            .text("quantity_direction", |p| p.quantity_direction.clone())
+            .numeric("multiplier", |p| p.multiplier)
+            .numeric("average_open_price", |p| p.average_open_price)
+            .numeric("average_daily_market_close_price", |p| {
+                p.average_daily_market_close_price
+            })
+            .numeric("average_yearly_market_close_price", |p| {
+                p.average_yearly_market_close_price
+            })
+            .numeric("close_price", |p| p.close_price)
+            .numeric("mark", |p| p.mark)
+            .numeric("mark_price", |p| p.mark_price)
+            .effect("cost_effect", |p| p.cost_effect)
+            .numeric("realized_day_gain", Position::signed_realized_day_gain)
+            .effect("realized_day_gain_effect", |p| p.realized_day_gain_effect)
+            .col("realized_day_gain_date", "date", |x| {
+                x.realized_day_gain_date
+            })
+            .numeric("realized_today", Position::signed_realized_today)
+            .effect("realized_today_effect", |p| p.realized_today_effect)
+            .col("realized_today_date", "date", |x| x.realized_today_date)
+            .numeric("restricted_quantity", |p| p.restricted_quantity)
+            .col("is_suppressed", "boolean", |x| x.is_suppressed)
+            .col("is_frozen", "boolean", |x| x.is_frozen)
+            .col("expires_at", "timestamptz", |x| x.expires_at)
+            .text("option_root", |p| occ_option(p).map(|o| o.root))
+            .date("option_expiration", |p| occ_option(p).map(|o| o.expiration))
+            .text("option_type", |p| {
+                occ_option(p).map(|o| o.kind.as_char().to_owned())
+            })
+            .numeric("strike_price", |p| occ_option(p).map(|o| o.strike))
+            .col("broker_created_at", "timestamptz", |x| x.created_at)
+            .col("broker_updated_at", "timestamptz", |x| x.updated_at)
+            .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+        changed += execute(&tx, &c, &["account_id", "symbol"]).await?;
     }
     changed += tx
         .execute(DELETE_CLOSED_POSITIONS, &[&account_id, &symbols])
@@ -882,140 +502,61 @@ pub async fn upsert_balances(
     if rows.is_empty() {
         return Ok(0);
     }
-    let d =
-        |f: fn(&Balance) -> Option<Decimal>| rows.iter().map(|r| f(&r.item)).collect::<Vec<_>>();
-    let mut b = Batch::default();
-    b.col("account_id", "uuid", vec![account_id; rows.len()])
-        .col(
-            "currency",
-            "text",
-            rows.iter()
-                .map(|r| r.item.currency.clone().unwrap_or_else(|| "USD".into()))
-                .collect(),
-        )
-        .col(
-            "account_number",
-            "text",
-            rows.iter()
-                .map(|r| {
-                    r.item
-                        .account_number
-                        .clone()
-                        .unwrap_or_else(|| account_number.to_owned())
-                })
-                .collect(),
-        )
-        .col("cash_balance", "numeric", d(|x| x.cash_balance))
-        .col(
-            "net_liquidating_value",
-            "numeric",
-            d(|x| x.net_liquidating_value),
-        )
-        .col("long_equity_value", "numeric", d(|x| x.long_equity_value))
-        .col("short_equity_value", "numeric", d(|x| x.short_equity_value))
-        .col(
-            "long_derivative_value",
-            "numeric",
-            d(|x| x.long_derivative_value),
-        )
-        .col(
-            "short_derivative_value",
-            "numeric",
-            d(|x| x.short_derivative_value),
-        )
-        .col("margin_equity", "numeric", d(|x| x.margin_equity))
-        .col(
-            "equity_buying_power",
-            "numeric",
-            d(|x| x.equity_buying_power),
-        )
-        .col(
-            "derivative_buying_power",
-            "numeric",
-            d(|x| x.derivative_buying_power),
-        )
-        .col(
-            "day_trading_buying_power",
-            "numeric",
-            d(|x| x.day_trading_buying_power),
-        )
-        .col(
-            "maintenance_requirement",
-            "numeric",
-            d(|x| x.maintenance_requirement),
-        )
-        .col("pending_cash", "numeric", d(Balance::signed_pending_cash))
-        .col(
-            "pending_cash_effect",
-            "text",
-            rows.iter()
-                .map(|r| effect(r.item.pending_cash_effect))
-                .collect(),
-        )
-        .col("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+    let table = match target {
+        BalanceTarget::Current => "account_balances",
+        BalanceTarget::BrokerSnapshot | BalanceTarget::Capture(_) => "account_balance_snapshots",
+    };
+    let mut c = Columns::new(table, rows.iter().map(|r| &r.item));
+    c.constant("account_id", "uuid", account_id)
+        .required("currency", "text", |x| x.currency.clone())?
+        .col("account_number", "text", |x| {
+            x.account_number
+                .clone()
+                .unwrap_or_else(|| account_number.to_owned())
+        })
+        .numeric("cash_balance", |x| x.cash_balance)
+        .numeric("net_liquidating_value", |x| x.net_liquidating_value)
+        .numeric("long_equity_value", |x| x.long_equity_value)
+        .numeric("short_equity_value", |x| x.short_equity_value)
+        .numeric("long_derivative_value", |x| x.long_derivative_value)
+        .numeric("short_derivative_value", |x| x.short_derivative_value)
+        .numeric("margin_equity", |x| x.margin_equity)
+        .numeric("equity_buying_power", |x| x.equity_buying_power)
+        .numeric("derivative_buying_power", |x| x.derivative_buying_power)
+        .numeric("day_trading_buying_power", |x| x.day_trading_buying_power)
+        .numeric("maintenance_requirement", |x| x.maintenance_requirement)
+        .numeric("pending_cash", Balance::signed_pending_cash)
+        .effect("pending_cash_effect", |x| x.pending_cash_effect)
+        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
     match target {
         BalanceTarget::Current => {
-            b.col(
-                "available_trading_funds",
-                "numeric",
-                d(|x| x.available_trading_funds),
-            )
-            .col(
-                "cash_available_to_withdraw",
-                "numeric",
-                d(|x| x.cash_available_to_withdraw),
-            )
-            .col("maintenance_excess", "numeric", d(|x| x.maintenance_excess))
-            .col(
-                "snapshot_date",
-                "date",
-                rows.iter().map(|r| r.item.snapshot_date).collect(),
-            )
-            .col(
-                "broker_updated_at",
-                "timestamptz",
-                rows.iter().map(|r| r.item.updated_at).collect(),
-            );
-            execute(client, &b, "account_balances", &["account_id", "currency"]).await
+            c.numeric("available_trading_funds", |x| x.available_trading_funds)
+                .numeric("cash_available_to_withdraw", |x| {
+                    x.cash_available_to_withdraw
+                })
+                .numeric("maintenance_excess", |x| x.maintenance_excess)
+                .col("snapshot_date", "date", |x| x.snapshot_date)
+                .col("broker_updated_at", "timestamptz", |x| x.updated_at);
+            execute(client, &c, &["account_id", "currency"]).await
         }
         BalanceTarget::BrokerSnapshot | BalanceTarget::Capture(_) => {
-            let (source, captured_at, time_of_day, date): (
-                &str,
-                Option<DateTime<Utc>>,
-                Vec<String>,
-                Vec<NaiveDate>,
-            ) = match target {
-                BalanceTarget::Capture(at) => (
-                    "capture",
-                    Some(at),
-                    vec!["Intraday".into(); rows.len()],
-                    vec![at.date_naive(); rows.len()],
-                ),
-                _ => (
-                    "broker",
-                    None,
-                    rows.iter()
-                        .map(|r| r.item.time_of_day.clone().unwrap_or_else(|| "EOD".into()))
-                        .collect(),
-                    rows.iter()
-                        .map(|r| r.item.snapshot_date.unwrap_or(NaiveDate::MIN))
-                        .collect(),
-                ),
-            };
-            b.col("snapshot_date", "date", date)
-                .col("time_of_day", "text", time_of_day)
-                .col("source", "text", vec![source.to_owned(); rows.len()])
-                .col("captured_at", "timestamptz", vec![captured_at; rows.len()])
-                // The first capture of the day keeps its time; `updated_at` tells the last change,
-                // and an unchanged balance is not rewritten.
-                .insert_only("captured_at");
-            execute(
-                client,
-                &b,
-                "account_balance_snapshots",
-                &["account_id", "snapshot_date", "time_of_day", "currency"],
-            )
-            .await
+            match target {
+                BalanceTarget::Capture(at) => c
+                    .constant("snapshot_date", "date", at.date_naive())
+                    .constant("time_of_day", "text", "Intraday".to_owned())
+                    .constant("source", "text", "capture".to_owned())
+                    .constant("captured_at", "timestamptz", Some(at)),
+                _ => c
+                    .required("snapshot_date", "date", |x| x.snapshot_date)?
+                    .required("time_of_day", "text", |x| x.time_of_day.clone())?
+                    .constant("source", "text", "broker".to_owned())
+                    .constant("captured_at", "timestamptz", None::<DateTime<Utc>>),
+            }
+            // The first capture of the day keeps its time; `updated_at` tells the last change,
+            // and an unchanged balance is not rewritten.
+            .insert_only("captured_at");
+            let key = ["account_id", "snapshot_date", "time_of_day", "currency"];
+            execute(client, &c, &key).await
         }
     }
 }

@@ -1,3 +1,4 @@
 //! The domain: what tastysync is about, with no storage or transport in it.
 
+pub mod accounts;
 pub mod tasks;

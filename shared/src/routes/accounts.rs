@@ -4,7 +4,7 @@ use lambda_http::{Body, Request, Response};
 
 use crate::api::TastyTradeAccountRead;
 use crate::config::{ConfigError, Env};
-use crate::db::accounts::SyncedData;
+use crate::domain::accounts::SyncedData;
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
 use crate::ports::{AccountRepo, Actions};

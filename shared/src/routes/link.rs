@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::api::{LinkRequest, LinkStartRequest, LinkStartResponse, TastyTradeAccountRead};
 use crate::config::{ConfigError, Env};
-use crate::db::accounts::{BrokerAccount, GrantKind, NewCredential};
+use crate::domain::accounts::{BrokerAccount, GrantKind, NewCredential};
 use crate::domain::tasks::{NewTask, TaskKind};
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;

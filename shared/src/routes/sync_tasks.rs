@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::api::SyncTaskStatus;
 use crate::config::{ConfigError, Env};
+use crate::domain::accounts::AccountStatus;
 use crate::domain::tasks::{
     Counts, ManualClaim, NewTask, TaskKind, TaskRecord, TaskStatus, TaskUpdate,
 };
@@ -114,7 +115,7 @@ pub async fn trigger<A: AccountRepo, T: TriggerTasks, Q: SyncQueue>(
         .find(&user, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    if account.last_sync_status == "NEEDS_REAUTH" {
+    if account.last_sync_status == AccountStatus::NeedsReauth {
         return Err(ApiError::Conflict(
             "tastytrade no longer accepts this account's authorization; link it again, then sync"
                 .into(),
@@ -307,7 +308,7 @@ mod tests {
     #[tokio::test]
     async fn a_trigger_queues_one_manual_task_and_marks_the_account_queued() {
         let deps = deps();
-        let account = deps.accounts.add("user-a", "SUCCESS");
+        let account = deps.accounts.add("user-a", AccountStatus::Success);
 
         let (status, _, body) = trigger_as(&deps, Some("user-a"), account).await;
 
@@ -324,7 +325,7 @@ mod tests {
     #[tokio::test]
     async fn a_second_trigger_joins_the_task_on_its_way_instead_of_queueing_another() {
         let deps = deps();
-        let account = deps.accounts.add("user-a", "SUCCESS");
+        let account = deps.accounts.add("user-a", AccountStatus::Success);
 
         let (_, _, first) = trigger_as(&deps, Some("user-a"), account).await;
         let (status, _, second) = trigger_as(&deps, Some("user-a"), account).await;
@@ -337,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn a_trigger_after_the_task_ended_inside_the_cooldown_is_429_with_retry_after() {
         let deps = deps();
-        let account = deps.accounts.add("user-a", "SUCCESS");
+        let account = deps.accounts.add("user-a", AccountStatus::Success);
         let (_, _, first) = trigger_as(&deps, Some("user-a"), account).await;
         let task_id: Uuid = first["task_id"]
             .as_str()
@@ -368,7 +369,7 @@ mod tests {
     #[tokio::test]
     async fn an_unqueued_task_is_failed_and_its_cooldown_lifted_so_the_user_can_retry_at_once() {
         let deps = deps();
-        let account = deps.accounts.add("user-a", "SUCCESS");
+        let account = deps.accounts.add("user-a", AccountStatus::Success);
         deps.queue.refuse_sends(true);
 
         let (status, _, body) = trigger_as(&deps, Some("user-a"), account).await;
@@ -386,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn an_account_that_needs_a_new_link_is_409() {
         let deps = deps();
-        let account = deps.accounts.add("user-a", "NEEDS_REAUTH");
+        let account = deps.accounts.add("user-a", AccountStatus::NeedsReauth);
 
         let (status, _, body) = trigger_as(&deps, Some("user-a"), account).await;
 
@@ -398,7 +399,7 @@ mod tests {
     #[tokio::test]
     async fn another_users_missing_or_malformed_account_is_404_and_no_claim_is_401() {
         let deps = deps();
-        let account = deps.accounts.add("user-a", "SUCCESS");
+        let account = deps.accounts.add("user-a", AccountStatus::Success);
 
         assert_eq!(trigger_as(&deps, Some("user-b"), account).await.0, 404);
         assert_eq!(
@@ -414,7 +415,7 @@ mod tests {
     #[tokio::test]
     async fn a_task_is_shown_to_its_owner_only() {
         let triggers = deps();
-        let account = triggers.accounts.add("user-a", "SUCCESS");
+        let account = triggers.accounts.add("user-a", AccountStatus::Success);
         let (_, _, queued) = trigger_as(&triggers, Some("user-a"), account).await;
         let task_id = queued["task_id"].as_str().unwrap_or_default().to_owned();
         let status_deps = StatusDeps {

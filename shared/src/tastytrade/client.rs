@@ -37,6 +37,13 @@ impl Environment {
             Environment::Sandbox => "sandbox",
         }
     }
+
+    /// The environment `text` names, as stored and as configured (`production`, `sandbox`).
+    pub fn parse(text: &str) -> Option<Self> {
+        [Environment::Production, Environment::Sandbox]
+            .into_iter()
+            .find(|e| e.as_str() == text)
+    }
 }
 
 /// Bounds on retrying one call: attempts, the delay between them, and total time.

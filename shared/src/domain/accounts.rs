@@ -1,0 +1,154 @@
+//! Linked accounts: a grant about to be stored, the accounts the broker lists, an account as
+//! the API shows it and its sync status, and what the scheduler asks of them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::secrets::{Purpose, Sealed};
+use crate::tastytrade::Environment;
+
+/// Where an account's syncing stands. Stored as the upper-case name (`NEEDS_REAUTH`); the
+/// schema's check constraint holds the same set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccountStatus {
+    /// Linked, its first sync not yet run.
+    Pending,
+    Running,
+    Success,
+    /// The last sync failed; the schedule tries again.
+    Failed,
+    /// The grant no longer works: nothing syncs until the user links the account again.
+    NeedsReauth,
+}
+
+impl AccountStatus {
+    const ALL: [AccountStatus; 5] = [
+        AccountStatus::Pending,
+        AccountStatus::Running,
+        AccountStatus::Success,
+        AccountStatus::Failed,
+        AccountStatus::NeedsReauth,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Pending => "PENDING",
+            AccountStatus::Running => "RUNNING",
+            AccountStatus::Success => "SUCCESS",
+            AccountStatus::Failed => "FAILED",
+            AccountStatus::NeedsReauth => "NEEDS_REAUTH",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    AuthorizationCode,
+    Personal,
+}
+
+impl GrantKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::AuthorizationCode => "authorization_code",
+            GrantKind::Personal => "personal",
+        }
+    }
+}
+
+/// A grant about to be stored, its secrets already sealed for `id`.
+#[derive(Debug)]
+pub struct NewCredential {
+    pub id: Uuid,
+    pub user_id: String,
+    pub environment: Environment,
+    pub kind: GrantKind,
+    pub secrets: Vec<(Purpose, Sealed)>,
+}
+
+/// An account as the broker lists it.
+#[derive(Debug, Clone)]
+pub struct BrokerAccount {
+    pub account_number: String,
+    pub nickname: Option<String>,
+    pub account_type_name: Option<String>,
+    pub margin_or_cash: Option<String>,
+    pub is_closed: bool,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub raw: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkedAccount {
+    pub id: Uuid,
+    pub account_number: String,
+    pub is_closed: bool,
+    /// False when the account was linked before: it kept its id and its data.
+    pub is_new: bool,
+}
+
+/// An account as the API shows it.
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub id: Uuid,
+    pub account_number: String,
+    pub nickname: Option<String>,
+    pub account_type_name: Option<String>,
+    pub environment: Environment,
+    pub last_sync_status: AccountStatus,
+    pub last_successful_sync_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which accounts a scheduler tick looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct DueQuery {
+    /// Slots per hour, and this tick's slot.
+    pub slots: i32,
+    pub slot: i32,
+    /// A queued marker older than this is a lost message and no longer blocks the account.
+    pub queued_before: DateTime<Utc>,
+    /// Skip accounts whose last sync started after this (`None`: take them all).
+    pub synced_before: Option<DateTime<Utc>>,
+}
+
+/// An account a tick should sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueAccount {
+    pub id: Uuid,
+    pub user_id: String,
+}
+
+/// What unlinking does with the synced rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncedData {
+    /// Keep the history; a later re-link finds it under the same account id.
+    Keep,
+    /// Delete the account and, by cascade, everything synced for it.
+    Purge,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_status_reads_back_as_itself_and_serialises_as_stored() {
+        for status in AccountStatus::ALL {
+            assert_eq!(AccountStatus::parse(status.as_str()), Some(status));
+            assert_eq!(
+                serde_json::to_value(status).ok(),
+                Some(serde_json::Value::from(status.as_str()))
+            );
+        }
+        assert_eq!(AccountStatus::parse("needs_reauth"), None);
+    }
+}
