@@ -986,6 +986,8 @@ fn day_start(day: NaiveDate) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fakes::{InMemoryQueue, InMemoryTasks, PlainCipher};
+    use crate::ports::TaskCreator;
 
     #[test]
     fn a_lease_ends_soon_after_the_invocation_that_holds_it() {
@@ -1049,6 +1051,85 @@ mod tests {
         assert!(
             stale_delivery(Some(&task(TaskStatus::NeedsReauth, later)), &continuation).is_some()
         );
+    }
+
+    /// A worker over the fakes: the pool and the broker are built but never reached.
+    fn fake_worker() -> SyncDeps<PlainCipher, InMemoryTasks, InMemoryQueue> {
+        let manager =
+            deadpool_postgres::Manager::new(tokio_postgres::Config::new(), tokio_postgres::NoTls);
+        let unreachable = "http://127.0.0.1:9".parse().expect("a URL");
+        SyncDeps {
+            pool: Pool::builder(manager).build().expect("a lazy pool"),
+            broker: TastytradeClient::new(crate::tastytrade::BrokerConfig::for_base_url(
+                unreachable,
+            ))
+            .expect("a client"),
+            cipher: PlainCipher,
+            tasks: InMemoryTasks::default(),
+            queue: InMemoryQueue::default(),
+            oauth_client: None,
+            settings: SyncSettings::default(),
+        }
+    }
+
+    fn cursor(stage: Stage) -> Cursor {
+        let mut counts = Counts::default();
+        counts.add("transactions", 250, 250);
+        Cursor {
+            stage,
+            from: Utc::now() - TimeDelta::days(30),
+            now: Utc::now(),
+            counts,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_continuation_is_queued_then_recorded_and_makes_its_predecessor_stale() {
+        let deps = fake_worker();
+        let task = crate::domain::tasks::NewTask::new("user-a", Uuid::from_u128(2), TaskKind::Full);
+        deps.tasks.create(&task).await.unwrap();
+        let first = task.message();
+        let at = cursor(Stage::Orders);
+
+        let outcome = continue_later(&deps, &first, at.clone()).await.unwrap();
+
+        assert_eq!(outcome, Outcome::Continued(at.clone()));
+        let sent = deps.queue.sent();
+        assert_eq!(sent.len(), 1);
+        let next = &sent[0];
+        assert_eq!((next.task_id, next.kind), (first.task_id, first.kind));
+        let record = deps.tasks.get(first.task_id).await.unwrap().unwrap();
+        assert_eq!(
+            record.resume_cursor, next.cursor,
+            "the task names its live continuation"
+        );
+        assert_eq!(record.counts, at.counts, "the counts so far travel with it");
+        assert!(
+            stale_delivery(Some(&record), &first).is_some(),
+            "the first message is done"
+        );
+        assert_eq!(stale_delivery(Some(&record), next), None);
+    }
+
+    #[tokio::test]
+    async fn a_continuation_the_queue_refuses_leaves_the_task_to_resume_from_its_own_cursor() {
+        let deps = fake_worker();
+        let task = crate::domain::tasks::NewTask::new("user-a", Uuid::from_u128(2), TaskKind::Full);
+        deps.tasks.create(&task).await.unwrap();
+        deps.queue.refuse_sends(true);
+
+        let refused = continue_later(&deps, &task.message(), cursor(Stage::Transactions)).await;
+
+        assert!(
+            matches!(refused, Err(Retryable(SyncError::Tasks(_)))),
+            "{refused:?}"
+        );
+        let record = deps.tasks.get(task.task_id).await.unwrap().unwrap();
+        assert_eq!(
+            record.resume_cursor, None,
+            "nothing recorded: this message stays live"
+        );
+        assert_eq!(stale_delivery(Some(&record), &task.message()), None);
     }
 
     #[test]

@@ -56,7 +56,6 @@ macro_rules! signed_accessors {
 #[serde(rename_all = "kebab-case")]
 pub struct AccountAuthority {
     pub account: Account,
-    #[serde(default)]
     pub authority_level: Option<String>,
 }
 
@@ -64,11 +63,8 @@ pub struct AccountAuthority {
 #[serde(rename_all = "kebab-case")]
 pub struct Account {
     pub account_number: String,
-    #[serde(default)]
     pub nickname: Option<String>,
-    #[serde(default)]
     pub account_type_name: Option<String>,
-    #[serde(default)]
     pub margin_or_cash: Option<String>,
     #[serde(default, deserialize_with = "wire::lenient_bool")]
     pub is_closed: Option<bool>,
@@ -87,13 +83,9 @@ pub struct Account {
 pub struct Transaction {
     #[serde(deserialize_with = "wire::id")]
     pub id: i64,
-    #[serde(default)]
     pub account_number: Option<String>,
-    #[serde(default)]
     pub transaction_type: Option<String>,
-    #[serde(default)]
     pub transaction_sub_type: Option<String>,
-    #[serde(default)]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "wire::timestamp")]
     pub executed_at: Option<DateTime<Utc>>,
@@ -101,21 +93,15 @@ pub struct Transaction {
     pub transaction_date: Option<NaiveDate>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub value: Option<Decimal>,
-    #[serde(default)]
     pub value_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub net_value: Option<Decimal>,
-    #[serde(default)]
     pub net_value_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::lenient_bool")]
     pub is_estimated_fee: Option<bool>,
-    #[serde(default)]
     pub symbol: Option<String>,
-    #[serde(default)]
     pub underlying_symbol: Option<String>,
-    #[serde(default)]
     pub instrument_type: Option<String>,
-    #[serde(default)]
     pub action: Option<String>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub quantity: Option<Decimal>,
@@ -123,31 +109,23 @@ pub struct Transaction {
     pub price: Option<Decimal>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub commission: Option<Decimal>,
-    #[serde(default)]
     pub commission_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub clearing_fees: Option<Decimal>,
-    #[serde(default)]
     pub clearing_fees_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub regulatory_fees: Option<Decimal>,
-    #[serde(default)]
     pub regulatory_fees_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub proprietary_index_option_fees: Option<Decimal>,
-    #[serde(default)]
     pub proprietary_index_option_fees_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub currency_conversion_fees: Option<Decimal>,
-    #[serde(default)]
     pub currency_conversion_fees_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub other_charge: Option<Decimal>,
-    #[serde(default)]
     pub other_charge_effect: Option<Effect>,
-    #[serde(default)]
     pub other_charge_description: Option<String>,
-    #[serde(default)]
     pub currency: Option<String>,
     #[serde(default, deserialize_with = "wire::optional_id")]
     pub order_id: Option<i64>,
@@ -155,21 +133,14 @@ pub struct Transaction {
     pub leg_count: Option<i64>,
     #[serde(default, deserialize_with = "wire::optional_id")]
     pub reverses_id: Option<i64>,
-    #[serde(default)]
     pub exec_id: Option<String>,
-    #[serde(default)]
     pub ext_exec_id: Option<String>,
-    #[serde(default)]
     pub ext_group_id: Option<String>,
-    #[serde(default)]
     pub ext_group_fill_id: Option<String>,
-    #[serde(default)]
     pub ext_exchange_order_number: Option<String>,
     #[serde(default, deserialize_with = "wire::optional_id")]
     pub ext_global_order_number: Option<i64>,
-    #[serde(default)]
     pub exchange: Option<String>,
-    #[serde(default)]
     pub destination_venue: Option<String>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub agency_price: Option<Decimal>,
@@ -198,15 +169,11 @@ impl Transaction {
 #[serde(rename_all = "kebab-case")]
 pub struct Position {
     pub symbol: String,
-    #[serde(default)]
     pub account_number: Option<String>,
-    #[serde(default)]
     pub underlying_symbol: Option<String>,
-    #[serde(default)]
     pub instrument_type: Option<String>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub quantity: Option<Decimal>,
-    #[serde(default)]
     pub quantity_direction: Option<String>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub multiplier: Option<Decimal>,
@@ -224,17 +191,14 @@ pub struct Position {
     pub mark_price: Option<Decimal>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub fixing_price: Option<Decimal>,
-    #[serde(default)]
     pub cost_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub realized_day_gain: Option<Decimal>,
-    #[serde(default)]
     pub realized_day_gain_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::lenient_date")]
     pub realized_day_gain_date: Option<NaiveDate>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub realized_today: Option<Decimal>,
-    #[serde(default)]
     pub realized_today_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::lenient_date")]
     pub realized_today_date: Option<NaiveDate>,
@@ -275,9 +239,7 @@ impl Position {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Balance {
-    #[serde(default)]
     pub account_number: Option<String>,
-    #[serde(default)]
     pub currency: Option<String>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub cash_balance: Option<Decimal>,
@@ -309,11 +271,9 @@ pub struct Balance {
     pub maintenance_excess: Option<Decimal>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub pending_cash: Option<Decimal>,
-    #[serde(default)]
     pub pending_cash_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::lenient_date")]
     pub snapshot_date: Option<NaiveDate>,
-    #[serde(default)]
     pub time_of_day: Option<String>,
     #[serde(default, deserialize_with = "wire::timestamp")]
     pub updated_at: Option<DateTime<Utc>>,
@@ -328,27 +288,19 @@ impl Balance {
 pub struct Order {
     #[serde(deserialize_with = "wire::id")]
     pub id: i64,
-    #[serde(default)]
     pub account_number: Option<String>,
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default)]
     pub order_type: Option<String>,
-    #[serde(default)]
     pub time_in_force: Option<String>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub size: Option<Decimal>,
-    #[serde(default)]
     pub underlying_symbol: Option<String>,
-    #[serde(default)]
     pub underlying_instrument_type: Option<String>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub price: Option<Decimal>,
-    #[serde(default)]
     pub price_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub value: Option<Decimal>,
-    #[serde(default)]
     pub value_effect: Option<Effect>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub stop_trigger: Option<Decimal>,
@@ -360,11 +312,8 @@ pub struct Order {
     pub editable: Option<bool>,
     #[serde(default, deserialize_with = "wire::lenient_bool")]
     pub edited: Option<bool>,
-    #[serde(default)]
     pub contingent_status: Option<String>,
-    #[serde(default)]
     pub confirmation_status: Option<String>,
-    #[serde(default)]
     pub reject_reason: Option<String>,
     #[serde(default, deserialize_with = "wire::timestamp")]
     pub received_at: Option<DateTime<Utc>>,
@@ -385,11 +334,8 @@ pub struct Order {
     pub replacing_order_id: Option<i64>,
     #[serde(default, deserialize_with = "wire::optional_id")]
     pub complex_order_id: Option<i64>,
-    #[serde(default)]
     pub complex_order_tag: Option<String>,
-    #[serde(default)]
     pub source: Option<String>,
-    #[serde(default)]
     pub external_identifier: Option<String>,
     #[serde(default)]
     pub legs: Vec<Leg>,
@@ -405,11 +351,8 @@ impl Order {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Leg {
-    #[serde(default)]
     pub symbol: Option<String>,
-    #[serde(default)]
     pub instrument_type: Option<String>,
-    #[serde(default)]
     pub action: Option<String>,
     #[serde(default, deserialize_with = "wire::decimal")]
     pub quantity: Option<Decimal>,
@@ -429,11 +372,8 @@ pub struct Fill {
     pub fill_price: Option<Decimal>,
     #[serde(default, deserialize_with = "wire::timestamp")]
     pub filled_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub destination_venue: Option<String>,
-    #[serde(default)]
     pub ext_group_fill_id: Option<String>,
-    #[serde(default)]
     pub ext_exec_id: Option<String>,
 }
 
@@ -442,9 +382,7 @@ pub struct Fill {
 #[serde(rename_all = "kebab-case")]
 pub struct QuoteToken {
     pub token: secrecy::SecretString,
-    #[serde(default)]
     pub dxlink_url: Option<String>,
-    #[serde(default)]
     pub level: Option<String>,
     #[serde(default, deserialize_with = "wire::timestamp")]
     pub expires_at: Option<DateTime<Utc>>,
