@@ -11,16 +11,19 @@
 //! Adapters live in [`crate::adapters`]; in-memory fakes behind the `test-util` feature in
 //! [`crate::fakes`].
 
+use chrono::{DateTime, NaiveDate, Utc};
 use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::Retry;
 use crate::db::DbError;
 use crate::domain::accounts::{
-    AccountRow, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential, SyncedData,
+    AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
+    NewCredential, SyncAccount, SyncedData,
 };
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
 use crate::secrets::{CipherError, Sealed, SecretContext};
+use crate::tastytrade::model::{Balance, Order, Position, Record, Transaction};
 
 /// The IAM actions a port's adapter calls.
 pub type Actions = &'static [&'static str];
@@ -238,4 +241,69 @@ pub trait DueAccounts: Send + Sync {
         after: Uuid,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<DueAccount>, DbError>> + Send;
+}
+
+/// Where a sync writes what it read: one account's rows and its sync state. Every write is an
+/// idempotent upsert that skips unchanged rows; each returns the rows inserted or changed.
+pub trait SyncStore: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// The linked account with its sealed secrets; `None` once it is unlinked or deleted.
+    fn load_account(
+        &self,
+        account_id: Uuid,
+    ) -> impl Future<Output = Result<Option<SyncAccount>, DbError>> + Send;
+
+    fn mark_running(&self, account_id: Uuid) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// The sync ended well: the watermarks move to where it read up to.
+    fn mark_success(
+        &self,
+        account_id: Uuid,
+        transactions_to: DateTime<Utc>,
+        orders_to: DateTime<Utc>,
+        snapshots_to: NaiveDate,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    fn mark_failed(
+        &self,
+        account_id: Uuid,
+        status: AccountStatus,
+        error: &str,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Caches the grant's current access token, sealed, with its expiry.
+    fn store_access_token(
+        &self,
+        credential_id: Uuid,
+        sealed: &Sealed,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    fn upsert_balances(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Balance>],
+        target: BalanceTarget,
+    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+
+    /// The account's positions become `rows`: held ones upserted, the others deleted.
+    fn replace_positions(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Position>],
+    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+
+    fn upsert_transactions(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Transaction>],
+    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+
+    /// Orders with their legs and fills.
+    fn upsert_orders(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Order>],
+    ) -> impl Future<Output = Result<u64, DbError>> + Send;
 }

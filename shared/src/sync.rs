@@ -10,7 +10,6 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeDelta, Utc};
-use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -19,13 +18,13 @@ use uuid::Uuid;
 
 use crate::Retry;
 use crate::db::DbError;
-use crate::db::sync::{self as store, BalanceTarget, SyncAccount};
 use crate::domain::accounts::AccountStatus;
+use crate::domain::accounts::{BalanceTarget, SyncAccount};
 use crate::domain::tasks::{Counts, TaskKind, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::iam::Permissions;
 use crate::ports::{
-    Actions, LeaseStore, Redelivery, SyncQueue, TaskError, TaskReader, TaskUpdater, TokenCipher,
-    TokenOpener, TokenSealer,
+    Actions, LeaseStore, Redelivery, SyncQueue, SyncStore, TaskError, TaskReader, TaskUpdater,
+    TokenCipher, TokenOpener, TokenSealer,
 };
 use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext};
 use crate::tastytrade::model::{Balance, BrokerId, Order, Record, Transaction};
@@ -67,8 +66,8 @@ impl Default for SyncSettings {
 
 /// What the sync needs, built once per cold start.
 #[derive(Debug)]
-pub struct SyncDeps<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> {
-    pub pool: Pool,
+pub struct SyncDeps<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> {
+    pub store: S,
     pub broker: TastytradeClient,
     pub cipher: C,
     pub tasks: T,
@@ -88,10 +87,12 @@ impl<T: TaskReader + TaskUpdater + LeaseStore> WorkerTasks for T {}
 pub trait WorkerQueue: SyncQueue + Redelivery {}
 impl<Q: SyncQueue + Redelivery> WorkerQueue for Q {}
 
-impl<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Permissions for SyncDeps<C, T, Q> {
+impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Permissions
+    for SyncDeps<S, C, T, Q>
+{
     fn held() -> Vec<Actions> {
         vec![
-            crate::db::POOL_ACTIONS,
+            S::ACTIONS,
             // The OAuth client, for grants of the authorization-code flow.
             crate::secrets::SECRET_ACTIONS,
             <C as TokenSealer>::ACTIONS,
@@ -187,8 +188,8 @@ impl SyncError {
 
 /// Runs one task message to an outcome, or asks for a retry. `deadline` is the invocation's
 /// (Lambda's) deadline: the sync hands over to a continuation before it.
-pub async fn run<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<C, T, Q>,
+pub async fn run<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<S, C, T, Q>,
     message: &TaskMessage,
     deadline: Option<Instant>,
 ) -> Result<Outcome, Retryable> {
@@ -198,14 +199,14 @@ pub async fn run<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     run_in_span(deps, message, deadline).instrument(span).await
 }
 
-async fn run_in_span<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<C, T, Q>,
+async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<S, C, T, Q>,
     message: &TaskMessage,
     deadline: Option<Instant>,
 ) -> Result<Outcome, Retryable> {
     let task = message.task_id;
     let account_id = message.account_id;
-    let account = match store::load_account(&deps.pool, account_id).await {
+    let account = match deps.store.load_account(account_id).await {
         Ok(Some(account)) => account,
         Ok(None) => {
             crate::metrics::sync_failed("gone");
@@ -274,8 +275,8 @@ fn lease_ttl(lease: TimeDelta, deadline: Option<Instant>) -> TimeDelta {
 }
 
 /// Queues the continuation that resumes at `cursor`, then records the cursor in the task.
-async fn continue_later<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<C, T, Q>,
+async fn continue_later<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<S, C, T, Q>,
     message: &TaskMessage,
     cursor: Cursor,
 ) -> Result<Outcome, Retryable> {
@@ -302,8 +303,8 @@ async fn continue_later<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     Ok(Outcome::Continued(cursor))
 }
 
-async fn classify<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<C, T, Q>,
+async fn classify<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<S, C, T, Q>,
     task: Uuid,
     account_id: Uuid,
     error: StageError,
@@ -319,7 +320,9 @@ async fn classify<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
         crate::metrics::sync_failed("grant_revoked");
         crate::metrics::reauth_required();
         let message = "tastytrade no longer accepts this account's authorization; link it again";
-        store::mark_failed(&deps.pool, account_id, AccountStatus::NeedsReauth, message).await?;
+        deps.store
+            .mark_failed(account_id, AccountStatus::NeedsReauth, message)
+            .await?;
         finish(deps, task, TaskStatus::NeedsReauth, counts, Some(message)).await;
         return Ok(Outcome::NeedsReauth);
     }
@@ -328,8 +331,8 @@ async fn classify<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
 
 /// A retryable error marks the task `retrying` and returns the [`Retryable`] to hand back to
 /// SQS; anything else fails the task and the account for good (`Ok(Outcome::Failed)`).
-async fn retry_or_fail<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<C, T, Q>,
+async fn retry_or_fail<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<S, C, T, Q>,
     task: Uuid,
     account_id: Uuid,
     error: SyncError,
@@ -352,8 +355,10 @@ async fn retry_or_fail<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
         Retry::NonRetryable => {
             tracing::error!(error = %error, category, "sync failed");
             let message = "the sync failed; it will run again on schedule";
-            if let Err(e) =
-                store::mark_failed(&deps.pool, account_id, AccountStatus::Failed, message).await
+            if let Err(e) = deps
+                .store
+                .mark_failed(account_id, AccountStatus::Failed, message)
+                .await
             {
                 tracing::warn!(error = %e, "the account's failed status was not recorded");
             }
@@ -370,8 +375,8 @@ async fn retry_or_fail<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     }
 }
 
-async fn finish<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<C, T, Q>,
+async fn finish<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<S, C, T, Q>,
     task: Uuid,
     status: TaskStatus,
     counts: &Counts,
@@ -383,8 +388,8 @@ async fn finish<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     }
 }
 
-async fn progress<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<C, T, Q>,
+async fn progress<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<S, C, T, Q>,
     task: Uuid,
     stage: &str,
     percentage: u8,
@@ -402,8 +407,8 @@ async fn progress<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
 }
 
 /// The access token an earlier sync cached, if it is still good for a while.
-async fn cached_access_token<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<C, T, Q>,
+async fn cached_access_token<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<S, C, T, Q>,
     account: &SyncAccount,
 ) -> Option<AccessToken> {
     let (sealed, expires_at) = account.access_token.as_ref()?;
@@ -423,8 +428,8 @@ async fn cached_access_token<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     })
 }
 
-async fn open_grant<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<C, T, Q>,
+async fn open_grant<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<S, C, T, Q>,
     account: &SyncAccount,
 ) -> Result<Grant, StageError> {
     let context = |purpose| SecretContext {
@@ -527,8 +532,8 @@ impl Deadline {
     }
 }
 
-async fn stages<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<C, T, Q>,
+async fn stages<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    deps: &SyncDeps<S, C, T, Q>,
     message: &TaskMessage,
     account: &SyncAccount,
     deadline: Deadline,
@@ -558,8 +563,8 @@ async fn stages<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
 }
 
 /// One invocation's run of a task's stages: what every stage reads.
-struct Run<'r, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> {
-    deps: &'r SyncDeps<C, T, Q>,
+struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> {
+    deps: &'r SyncDeps<S, C, T, Q>,
     message: &'r TaskMessage,
     account: &'r SyncAccount,
     /// The fixed end of the whole sync, kept across continuations.
@@ -570,12 +575,12 @@ struct Run<'r, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> {
     deadline: Deadline,
 }
 
-impl<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, C, T, Q> {
+impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C, T, Q> {
     /// accounts → balances → positions → the paged stages → the account's watermarks. The
     /// cheap stages run again on every continuation: they are a handful of rows.
     async fn all_stages(&self, counts: &mut Counts) -> Result<(), StageError> {
         self.progress("accounts", 0, counts).await?;
-        store::mark_running(&self.deps.pool, self.account.id).await?;
+        self.deps.store.mark_running(self.account.id).await?;
         let cached = cached_access_token(self.deps, self.account).await;
         let session = self
             .deps
@@ -594,7 +599,10 @@ impl<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, C, T, Q> {
         }
         self.paged::<Balance>(&session, &currencies, counts).await?;
         let today = self.now.date_naive();
-        store::mark_success(&self.deps.pool, self.account.id, self.now, self.now, today).await?;
+        self.deps
+            .store
+            .mark_success(self.account.id, self.now, self.now, today)
+            .await?;
         Ok(())
     }
 
@@ -629,13 +637,11 @@ impl<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, C, T, Q> {
                 credential_id: self.account.credential_id,
             };
             let sealed = self.deps.cipher.seal(context, &current.token).await?;
-            store::store_access_token(
-                &self.deps.pool,
-                self.account.credential_id,
-                &sealed,
-                current.expires_at,
-            )
-            .await?;
+            let credential = self.account.credential_id;
+            self.deps
+                .store
+                .store_access_token(credential, &sealed, current.expires_at)
+                .await?;
         }
         let number = &self.account.account_number;
         if listed
@@ -657,11 +663,12 @@ impl<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, C, T, Q> {
         self.progress("balances", 10, counts).await?;
         let number = &self.account.account_number;
         let balances = session.balances(number).await?;
-        let client = self.deps.pool.get().await.map_err(DbError::from)?;
         let mut written = 0;
         for target in [BalanceTarget::Current, BalanceTarget::Capture(self.now)] {
-            written +=
-                store::upsert_balances(&client, self.account.id, number, &balances, target).await?;
+            let store = &self.deps.store;
+            written += store
+                .upsert_balances(self.account, &balances, target)
+                .await?;
         }
         if self.resume.is_none() {
             counts.add("balances", balances.len(), written);
@@ -681,8 +688,11 @@ impl<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, C, T, Q> {
         self.progress("positions", 20, counts).await?;
         let number = &self.account.account_number;
         let positions = session.positions(number, true).await?;
-        let written =
-            store::replace_positions(&self.deps.pool, self.account.id, number, &positions).await?;
+        let written = self
+            .deps
+            .store
+            .replace_positions(self.account, &positions)
+            .await?;
         if self.resume.is_none() {
             counts.add("positions", positions.len(), written);
         }
@@ -745,8 +755,7 @@ impl<C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, C, T, Q> {
         items: &[Record<E>],
         counts: &mut Counts,
     ) -> Result<(), StageError> {
-        let client = self.deps.pool.get().await.map_err(DbError::from)?;
-        let written = E::write(&client, self.account, items).await?;
+        let written = E::write(&self.deps.store, self.account, items).await?;
         counts.add(E::STAGE_NAME, items.len(), written);
         Ok(())
     }
@@ -826,8 +835,8 @@ trait PagedEntity: BrokerId + DeserializeOwned + Send + Sync + Sized {
     fn reached(items: &[Record<Self>]) -> Option<DateTime<Utc>>;
 
     /// One page as one upsert; the rows inserted or changed.
-    fn write(
-        client: &deadpool_postgres::Object,
+    fn write<S: SyncStore>(
+        store: &S,
         account: &SyncAccount,
         items: &[Record<Self>],
     ) -> impl Future<Output = Result<u64, DbError>> + Send;
@@ -865,12 +874,12 @@ impl PagedEntity for Transaction {
         items.iter().filter_map(|r| r.item.executed_at).max()
     }
 
-    async fn write(
-        client: &deadpool_postgres::Object,
+    async fn write<S: SyncStore>(
+        store: &S,
         account: &SyncAccount,
         items: &[Record<Self>],
     ) -> Result<u64, DbError> {
-        store::upsert_transactions(client, account.id, &account.account_number, items).await
+        store.upsert_transactions(account, items).await
     }
 }
 
@@ -907,12 +916,12 @@ impl PagedEntity for Order {
         items.iter().filter_map(|r| r.item.received_at).max()
     }
 
-    async fn write(
-        client: &deadpool_postgres::Object,
+    async fn write<S: SyncStore>(
+        store: &S,
         account: &SyncAccount,
         items: &[Record<Self>],
     ) -> Result<u64, DbError> {
-        store::upsert_orders(client, account.id, &account.account_number, items).await
+        store.upsert_orders(account, items).await
     }
 }
 
@@ -963,19 +972,14 @@ impl PagedEntity for Balance {
         None
     }
 
-    async fn write(
-        client: &deadpool_postgres::Object,
+    async fn write<S: SyncStore>(
+        store: &S,
         account: &SyncAccount,
         items: &[Record<Self>],
     ) -> Result<u64, DbError> {
-        store::upsert_balances(
-            client,
-            account.id,
-            &account.account_number,
-            items,
-            BalanceTarget::BrokerSnapshot,
-        )
-        .await
+        store
+            .upsert_balances(account, items, BalanceTarget::BrokerSnapshot)
+            .await
     }
 }
 
@@ -986,6 +990,7 @@ fn day_start(day: NaiveDate) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::postgres::PgSyncStore;
     use crate::fakes::{InMemoryQueue, InMemoryTasks, PlainCipher};
     use crate::ports::TaskCreator;
 
@@ -1054,12 +1059,16 @@ mod tests {
     }
 
     /// A worker over the fakes: the pool and the broker are built but never reached.
-    fn fake_worker() -> SyncDeps<PlainCipher, InMemoryTasks, InMemoryQueue> {
+    fn fake_worker() -> SyncDeps<PgSyncStore, PlainCipher, InMemoryTasks, InMemoryQueue> {
         let manager =
             deadpool_postgres::Manager::new(tokio_postgres::Config::new(), tokio_postgres::NoTls);
         let unreachable = "http://127.0.0.1:9".parse().expect("a URL");
         SyncDeps {
-            pool: Pool::builder(manager).build().expect("a lazy pool"),
+            store: PgSyncStore::new(
+                deadpool_postgres::Pool::builder(manager)
+                    .build()
+                    .expect("a lazy pool"),
+            ),
             broker: TastytradeClient::new(crate::tastytrade::BrokerConfig::for_base_url(
                 unreachable,
             ))

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::StartupError;
 use crate::adapters::dynamo::DynamoTasks;
-use crate::adapters::postgres::PgAccounts;
+use crate::adapters::postgres::{PgAccounts, PgSyncStore};
 use crate::adapters::sqs::{self, SqsQueue};
 use crate::aws::SdkConfig;
 use crate::config::{ConfigError, Env};
@@ -35,7 +35,7 @@ pub type SyncStatus = StatusDeps<PgAccounts, DynamoTasks>;
 /// `sync-scheduler`'s dependencies in production.
 pub type SyncScheduler = SchedulerDeps<PgAccounts, DynamoTasks, SqsQueue>;
 /// `sync-worker`'s dependencies in production.
-pub type SyncWorker = SyncDeps<KmsEnvelope, DynamoTasks, SqsQueue>;
+pub type SyncWorker = SyncDeps<PgSyncStore, KmsEnvelope, DynamoTasks, SqsQueue>;
 
 /// Every function of the deployment (its crate under `functions/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -212,7 +212,7 @@ impl SyncWorker {
             None => None,
         };
         Ok(Self {
-            pool: db::pool_from_env(env, sdk).await?,
+            store: PgSyncStore::new(db::pool_from_env(env, sdk).await?),
             broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
             cipher: cipher_from_env(env, sdk)?,
             tasks: tasks_from_env(env, sdk)?,

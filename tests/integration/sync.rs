@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use sync_worker::local::Poller;
 use tastysync_shared::adapters::dynamo::DynamoTasks;
+use tastysync_shared::adapters::postgres::PgSyncStore;
 use tastysync_shared::domain::tasks::{
     Counts, NewTask, TaskKind, TaskMessage, TaskRecord, TaskStatus,
 };
@@ -33,7 +34,7 @@ pub(crate) fn worker(w: &World) -> SyncWorker {
         max_elapsed: Duration::from_secs(20),
     };
     SyncDeps {
-        pool: w.db.pool.clone(),
+        store: PgSyncStore::new(w.db.pool.clone()),
         broker: TastytradeClient::new(config).unwrap(),
         cipher: w.aws.cipher_of(Function::SyncWorker),
         tasks: w.aws.tasks_of(Function::SyncWorker),

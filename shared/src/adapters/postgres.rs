@@ -1,14 +1,18 @@
-//! The account ports on Postgres: [`PgAccounts`] calls the statements of
-//! [`crate::db::accounts`], where the SQL lives.
+//! The Postgres ports: [`PgAccounts`] calls the statements of [`crate::db::accounts`],
+//! [`PgSyncStore`] those of [`crate::db::sync`], where the SQL lives.
 
+use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use crate::db::accounts;
 use crate::db::{DbError, POOL_ACTIONS, PgPool};
+use crate::db::{accounts, sync};
 use crate::domain::accounts::{
-    AccountRow, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential, SyncedData,
+    AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
+    NewCredential, SyncAccount, SyncedData,
 };
-use crate::ports::{AccountRepo, Actions, DueAccounts};
+use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore};
+use crate::secrets::Sealed;
+use crate::tastytrade::model::{Balance, Order, Position, Record, Transaction};
 
 /// [`AccountRepo`] and [`DueAccounts`] over the pool.
 #[derive(Debug, Clone)]
@@ -69,5 +73,101 @@ impl DueAccounts for PgAccounts {
         limit: i64,
     ) -> Result<Vec<DueAccount>, DbError> {
         accounts::due_page(&self.pool, query, after, limit).await
+    }
+}
+
+/// [`SyncStore`] over the pool: a connection per write, so a page holds one only while its
+/// upsert runs.
+#[derive(Debug, Clone)]
+pub struct PgSyncStore {
+    pool: PgPool,
+}
+
+impl PgSyncStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+impl SyncStore for PgSyncStore {
+    const ACTIONS: Actions = POOL_ACTIONS;
+
+    async fn load_account(&self, account_id: Uuid) -> Result<Option<SyncAccount>, DbError> {
+        sync::load_account(&self.pool, account_id).await
+    }
+
+    async fn mark_running(&self, account_id: Uuid) -> Result<(), DbError> {
+        sync::mark_running(&self.pool, account_id).await
+    }
+
+    async fn mark_success(
+        &self,
+        account_id: Uuid,
+        transactions_to: DateTime<Utc>,
+        orders_to: DateTime<Utc>,
+        snapshots_to: NaiveDate,
+    ) -> Result<(), DbError> {
+        sync::mark_success(
+            &self.pool,
+            account_id,
+            transactions_to,
+            orders_to,
+            snapshots_to,
+        )
+        .await
+    }
+
+    async fn mark_failed(
+        &self,
+        account_id: Uuid,
+        status: AccountStatus,
+        error: &str,
+    ) -> Result<(), DbError> {
+        sync::mark_failed(&self.pool, account_id, status, error).await
+    }
+
+    async fn store_access_token(
+        &self,
+        credential_id: Uuid,
+        sealed: &Sealed,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        sync::store_access_token(&self.pool, credential_id, sealed, expires_at).await
+    }
+
+    async fn upsert_balances(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Balance>],
+        target: BalanceTarget,
+    ) -> Result<u64, DbError> {
+        let client = self.pool.get().await?;
+        sync::upsert_balances(&client, account.id, &account.account_number, rows, target).await
+    }
+
+    async fn replace_positions(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Position>],
+    ) -> Result<u64, DbError> {
+        sync::replace_positions(&self.pool, account.id, &account.account_number, rows).await
+    }
+
+    async fn upsert_transactions(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Transaction>],
+    ) -> Result<u64, DbError> {
+        let client = self.pool.get().await?;
+        sync::upsert_transactions(&client, account.id, &account.account_number, rows).await
+    }
+
+    async fn upsert_orders(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Order>],
+    ) -> Result<u64, DbError> {
+        let client = self.pool.get().await?;
+        sync::upsert_orders(&client, account.id, &account.account_number, rows).await
     }
 }

@@ -8,29 +8,10 @@ use uuid::Uuid;
 use super::DbError;
 use super::batch::Columns;
 use crate::domain::accounts::AccountStatus;
+use crate::domain::accounts::{BalanceTarget, SyncAccount};
 use crate::secrets::{Purpose, Sealed};
-use crate::tastytrade::Environment;
 use crate::tastytrade::model::{Balance, Fill, Leg, Order, Position, Record, Transaction};
 use crate::tastytrade::occ::{self, OptionSymbol};
-
-/// An account with what the worker needs to act for its owner.
-#[derive(Debug)]
-pub struct SyncAccount {
-    pub id: Uuid,
-    pub user_id: String,
-    pub account_number: String,
-    pub environment: Environment,
-    pub credential_id: Uuid,
-    pub personal_grant: bool,
-    pub opened_at: Option<DateTime<Utc>>,
-    pub transactions_synced_to: Option<DateTime<Utc>>,
-    pub orders_synced_to: Option<DateTime<Utc>>,
-    pub snapshots_synced_to: Option<NaiveDate>,
-    pub refresh_token: Sealed,
-    pub client_secret: Option<Sealed>,
-    /// The access token cached by an earlier sync, sealed, with its expiry.
-    pub access_token: Option<(Sealed, DateTime<Utc>)>,
-}
 
 const LOAD_ACCOUNT: &str = "
     SELECT a.id, a.user_id, a.account_number, a.environment, a.credential_id,
@@ -480,15 +461,6 @@ pub async fn replace_positions(
         .await?;
     tx.commit().await?;
     Ok(changed)
-}
-
-/// Where a balance row goes: the current balance, a broker snapshot, or our own capture.
-#[derive(Debug, Clone, Copy)]
-pub enum BalanceTarget {
-    Current,
-    BrokerSnapshot,
-    /// The current balance recorded as today's `Intraday` snapshot.
-    Capture(DateTime<Utc>),
 }
 
 /// Upserts balances (current, or one page of snapshots); returns the rows inserted or changed.

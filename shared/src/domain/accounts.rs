@@ -1,7 +1,7 @@
 //! Linked accounts: a grant about to be stored, the accounts the broker lists, an account as
 //! the API shows it and its sync status, and what the scheduler asks of them.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -134,6 +134,34 @@ pub enum SyncedData {
     Keep,
     /// Delete the account and, by cascade, everything synced for it.
     Purge,
+}
+
+/// An account with what the worker needs to act for its owner.
+#[derive(Debug)]
+pub struct SyncAccount {
+    pub id: Uuid,
+    pub user_id: String,
+    pub account_number: String,
+    pub environment: Environment,
+    pub credential_id: Uuid,
+    pub personal_grant: bool,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub transactions_synced_to: Option<DateTime<Utc>>,
+    pub orders_synced_to: Option<DateTime<Utc>>,
+    pub snapshots_synced_to: Option<NaiveDate>,
+    pub refresh_token: Sealed,
+    pub client_secret: Option<Sealed>,
+    /// The access token cached by an earlier sync, sealed, with its expiry.
+    pub access_token: Option<(Sealed, DateTime<Utc>)>,
+}
+
+/// Where a balance row goes: the current balance, a broker snapshot, or our own capture.
+#[derive(Debug, Clone, Copy)]
+pub enum BalanceTarget {
+    Current,
+    BrokerSnapshot,
+    /// The current balance recorded as today's `Intraday` snapshot.
+    Capture(DateTime<Utc>),
 }
 
 #[cfg(test)]

@@ -8,13 +8,14 @@ use uuid::Uuid;
 
 use crate::api::{LinkRequest, LinkStartRequest, LinkStartResponse, TastyTradeAccountRead};
 use crate::config::{ConfigError, Env};
-use crate::domain::accounts::{BrokerAccount, GrantKind, NewCredential};
+use crate::domain::accounts::{BrokerAccount, GrantKind, LinkedAccount, NewCredential};
 use crate::domain::tasks::{NewTask, TaskKind};
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
 use crate::oauth_state::{StateError, StateSigner};
 use crate::ports::{AccountRepo, Actions, SyncQueue, TaskCreator, TokenSealer};
-use crate::secrets::{OAuthClient, Purpose, SecretContext};
+use crate::secrets::{OAuthClient, Purpose, Sealed, SecretContext};
+use crate::tastytrade::model::{AccountAuthority, Record};
 use crate::tastytrade::{AccessToken, BrokerError, Environment, Grant, TastytradeClient};
 
 /// Secrets longer than this are not tastytrade's: refuse them before any call.
@@ -177,7 +178,37 @@ pub async fn link<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
         });
     }
     let credential_id = Uuid::new_v4();
-    let grant = session.grant();
+    let credential = NewCredential {
+        id: credential_id,
+        user_id: user.clone(),
+        environment,
+        kind,
+        secrets: seal_grant(&deps.cipher, &user, credential_id, session.grant(), kind).await?,
+    };
+    let broker_accounts: Vec<BrokerAccount> = listed.into_iter().map(broker_account).collect();
+    let linked = deps.accounts.link(&credential, &broker_accounts).await?;
+    queue_first_syncs(deps, &user, &linked).await;
+    tracing::info!(user_id = %user, accounts = linked.len(), new = linked.iter().filter(|a| a.is_new).count(), "grant linked");
+
+    let ids: Vec<Uuid> = linked.iter().map(|a| a.id).collect();
+    let rows = deps.accounts.list(&user).await?;
+    let body: Vec<TastyTradeAccountRead> = rows
+        .into_iter()
+        .filter(|r| ids.contains(&r.id))
+        .map(Into::into)
+        .collect();
+    Ok(http::json(201, &body))
+}
+
+/// The grant's secrets sealed for `credential_id`: the refresh token, and a personal grant's
+/// client secret (the deployment's own client secret is never stored with a grant).
+async fn seal_grant(
+    cipher: &impl TokenSealer,
+    user: &str,
+    credential_id: Uuid,
+    grant: &Grant,
+    kind: GrantKind,
+) -> Result<Vec<(Purpose, Sealed)>, ApiError> {
     let mut secrets = vec![(Purpose::RefreshToken, &grant.refresh_token)];
     if kind == GrantKind::Personal {
         secrets.push((Purpose::ClientSecret, &grant.client_secret));
@@ -186,39 +217,37 @@ pub async fn link<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
     for (purpose, secret) in secrets {
         let context = SecretContext {
             purpose,
-            user_id: &user,
+            user_id: user,
             credential_id,
         };
-        sealed.push((purpose, deps.cipher.seal(context, secret).await?));
+        sealed.push((purpose, cipher.seal(context, secret).await?));
     }
-    let credential = NewCredential {
-        id: credential_id,
-        user_id: user.clone(),
-        environment,
-        kind,
-        secrets: sealed,
-    };
-    let broker_accounts: Vec<BrokerAccount> = listed
-        .into_iter()
-        .map(|record| {
-            let account = record.item.account;
-            BrokerAccount {
-                account_number: account.account_number,
-                nickname: account.nickname,
-                account_type_name: account.account_type_name,
-                margin_or_cash: account.margin_or_cash,
-                is_closed: account.is_closed.unwrap_or(false),
-                opened_at: account.opened_at,
-                closed_at: account.closed_at,
-                raw: record.raw,
-            }
-        })
-        .collect();
-    let linked = deps.accounts.link(&credential, &broker_accounts).await?;
+    Ok(sealed)
+}
 
+fn broker_account(record: Record<AccountAuthority>) -> BrokerAccount {
+    let account = record.item.account;
+    BrokerAccount {
+        account_number: account.account_number,
+        nickname: account.nickname,
+        account_type_name: account.account_type_name,
+        margin_or_cash: account.margin_or_cash,
+        is_closed: account.is_closed.unwrap_or(false),
+        opened_at: account.opened_at,
+        closed_at: account.closed_at,
+        raw: record.raw,
+    }
+}
+
+/// Queues each linked account's full sync and marks the ones queued.
+async fn queue_first_syncs<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
+    deps: &LinkDeps<A, C, T, Q>,
+    user: &str,
+    linked: &[LinkedAccount],
+) {
     let mut queued = Vec::with_capacity(linked.len());
-    for account in &linked {
-        let task = NewTask::new(&user, account.id, TaskKind::Full);
+    for account in linked {
+        let task = NewTask::new(user, account.id, TaskKind::Full);
         // The link itself has succeeded; a task that cannot be queued now is picked up by the
         // scheduler's next tick of the account's slot (the account stays PENDING and unmarked),
         // so it is logged, not returned.
@@ -232,16 +261,6 @@ pub async fn link<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
     if let Err(e) = deps.accounts.mark_queued(&queued).await {
         tracing::warn!(user_id = %user, error = %e, "queued markers not set");
     }
-    tracing::info!(user_id = %user, accounts = linked.len(), new = linked.iter().filter(|a| a.is_new).count(), "grant linked");
-
-    let ids: Vec<Uuid> = linked.iter().map(|a| a.id).collect();
-    let rows = deps.accounts.list(&user).await?;
-    let body: Vec<TastyTradeAccountRead> = rows
-        .into_iter()
-        .filter(|r| ids.contains(&r.id))
-        .map(Into::into)
-        .collect();
-    Ok(http::json(201, &body))
 }
 
 async fn enqueue<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use chrono::DurationRound;
 use serde_json::json;
-use tastysync_shared::adapters::postgres::PgAccounts;
+use tastysync_shared::adapters::postgres::{PgAccounts, PgSyncStore};
 use tastysync_shared::config::Env;
 use tastysync_shared::domain::tasks::{NewTask, TaskKind};
 use tastysync_shared::ports::TaskCreator;
@@ -550,7 +550,7 @@ fn in_process_worker(db: &TestDb, aws: &TestAws, base: &str) -> SyncWorker {
     let mut broker = BrokerConfig::for_base_url(base.parse().expect("URL"));
     broker.production_accept_version = None;
     SyncDeps {
-        pool: db.pool.clone(),
+        store: PgSyncStore::new(db.pool.clone()),
         broker: TastytradeClient::new(broker).expect("client"),
         cipher: aws.cipher_of(Function::SyncWorker),
         tasks: aws.tasks_of(Function::SyncWorker),
