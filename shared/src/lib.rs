@@ -2,30 +2,32 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: typed configuration, read once per cold start from the environment; secrets
-//!   arrive wrapped so they cannot be printed.
-//! - [`telemetry`]: `tracing` set-up (JSON in Lambda, readable locally) and the span fields every
-//!   function uses (`task_id`, `account_id`, `user_id`).
-//! - [`aws`]: the one AWS `SdkConfig` of a cold start; it honours `AWS_ENDPOINT_URL`, so the same
-//!   code talks to the local emulator.
-//! - [`db`]: the Postgres pool (TLS when the URL asks for it), its error type, and the embedded
-//!   migrations.
-//! - [`api`]: the HTTP API's types and its OpenAPI document; [`http`]: identity, bodies and
-//!   error responses; [`routes`]: the routes of each HTTP function.
-//! - [`secrets`]: envelope encryption of tokens (KMS + AES-GCM) and the deployment's secrets;
-//!   [`oauth_state`]: the signed `state` of the authorization-code flow.
-//! - [`domain`]: what the product is about, free of storage: sync tasks, their kinds,
-//!   statuses, messages and counts.
+//! From the inside out: `domain` ← `ports` ← `adapters`, use cases over the ports, and one
+//! composition root.
+//!
+//! - [`domain`]: what the product is about, free of storage: sync tasks (kinds, statuses,
+//!   messages, counts) and linked accounts (their sync status, what a sync needs of them).
 //! - [`ports`]: one small trait per capability the use cases need (task reads and writes,
-//!   leases, cooldowns, the queue, the token cipher), each declaring the IAM actions of its
-//!   adapter; [`adapters`]: those ports on DynamoDB and SQS (KMS in [`secrets`]).
+//!   leases, cooldowns, the queue, the token cipher, the accounts, the sync's store), each
+//!   declaring the IAM actions of its adapter; [`adapters`]: those ports on DynamoDB, SQS and
+//!   Postgres (KMS in [`secrets`], the SQL in [`db`]).
+//! - Use cases: [`routes`] (link, unlink, list, trigger, status), [`sync`] (the sync of one
+//!   account, run by the worker), [`schedule`] (the scheduler's ticks).
 //! - [`iam`]: a function's AWS actions, derived from the ports its dependencies hold;
 //!   [`wiring`]: the composition root, every `from_env` and each function's actions.
 //! - `fakes` (tests and the `test-util` feature): every port in memory, for the fast tier of
 //!   unit tests (`cargo test --lib`).
-//! - [`sync`]: the sync of one account, run by the worker; [`schedule`]: the scheduler's
-//!   ticks, which queue the hourly and daily syncs in slots.
-//! - [`metrics`]: CloudWatch EMF metrics, every name and label in one place.
+//! - [`api`]: the HTTP API's types, its route table and its OpenAPI document; [`http`]:
+//!   identity, bodies, dispatch and error responses.
+//! - [`config`]: typed configuration, read once per cold start from the environment; secrets
+//!   arrive wrapped so they cannot be printed. [`telemetry`]: `tracing` set-up (JSON in
+//!   Lambda). [`metrics`]: CloudWatch EMF metrics, every name and label in one place.
+//! - [`aws`]: the one AWS `SdkConfig` of a cold start; it honours `AWS_ENDPOINT_URL`, and
+//!   locally signs as the function's own identity.
+//! - [`db`]: the Postgres pool (TLS when the URL asks for it), its error type, the SQL and the
+//!   embedded migrations.
+//! - [`secrets`]: envelope encryption of tokens (KMS + AES-GCM) and the deployment's secrets;
+//!   [`oauth_state`]: the signed `state` of the authorization-code flow.
 //! - [`tastytrade`]: the broker client (OAuth, endpoints, pagination, retries) and its models.
 //!
 //! Functions wire these in `main.rs` once and hand them to their handler by reference.

@@ -9,7 +9,7 @@
 //! needs `dynamodb:PutItem`), so they are declared under the item's action.
 //!
 //! Adapters live in [`crate::adapters`]; in-memory fakes behind the `test-util` feature in
-//! [`crate::fakes`].
+//! `fakes`.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use secrecy::SecretString;

@@ -40,11 +40,19 @@ pub fn emulator_actions<'a>(granted: impl IntoIterator<Item = &'a str>) -> BTree
 }
 
 /// An access key: `key_id:secret`, as `TASTYSYNC_IDENTITY_<FUNCTION>` carries it. Fake keys of
-/// the local emulator, worth nothing anywhere else.
-#[derive(Debug, Clone)]
+/// the local emulator, worth nothing anywhere else; still, `Debug` shows only the key id.
+#[derive(Clone)]
 pub struct AccessKey {
     pub key_id: String,
     pub secret: String,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AccessKey {
