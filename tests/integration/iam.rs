@@ -8,8 +8,8 @@ use tastysync_local::identity;
 use tastysync_local::template::{self, TEMPLATE};
 use tastysync_shared::adapters::dynamo::DynamoTasks;
 use tastysync_shared::adapters::sqs::SqsQueue;
-use tastysync_shared::domain::tasks::TaskStatus;
-use tastysync_shared::ports::TaskHistory;
+use tastysync_shared::domain::tasks::{NewTask, TaskKind, TaskStatus};
+use tastysync_shared::ports::{TaskCreator, TaskError, TaskHistory, TaskReader};
 use tastysync_shared::secrets::KmsEnvelope;
 use tastysync_shared::sync::{self, Outcome};
 use tastysync_shared::wiring::{Function, SyncWorker};
@@ -92,14 +92,25 @@ async fn a_worker_whose_policy_lacks_get_item_fails_with_access_denied_and_the_t
 }
 
 #[tokio::test]
-async fn every_function_signs_with_an_identity_of_its_own() {
-    let env = tastysync_shared::config::Env::process();
-    let mut keys = BTreeSet::new();
-    for function in Function::ALL {
-        let keys_of = env
-            .optional(function.identity_variable())
-            .unwrap_or_else(|| panic!("the stack names {}'s identity", function.name()));
-        keys.insert(keys_of.split_once(':').unwrap().0.to_owned());
-    }
-    assert_eq!(keys.len(), Function::ALL.len());
+async fn the_status_function_reads_tasks_and_may_not_write_them() {
+    let aws = tastysync_tests::TestAws::provisioned().await;
+    let task = NewTask::new("user-a", Uuid::new_v4(), TaskKind::Manual);
+    aws.tasks().create(&task).await.unwrap();
+    let status = aws.tasks_of(Function::SyncStatus);
+
+    let read = status.get(task.task_id).await.unwrap();
+    let write = status
+        .create(&NewTask::new("user-a", Uuid::new_v4(), TaskKind::Manual))
+        .await;
+
+    assert_eq!(read.map(|t| t.task_id), Some(task.task_id));
+    assert!(
+        matches!(
+            write,
+            Err(TaskError::Denied {
+                action: "dynamodb:PutItem"
+            })
+        ),
+        "{write:?}"
+    );
 }
