@@ -276,10 +276,10 @@ async fn enqueue<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
 async fn grant_from<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
     deps: &LinkDeps<A, C, T, Q>,
     user: &str,
-    body: LinkRequest,
+    mut body: LinkRequest,
 ) -> Result<(Grant, Option<AccessToken>, GrantKind), ApiError> {
     let environment = body.environment;
-    match (body.code, body.refresh_token) {
+    match (body.code.take(), body.refresh_token.take()) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(
             "code",
             "give either code (with state) or refresh_token, not both",
@@ -288,76 +288,93 @@ async fn grant_from<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue
             "refresh_token",
             "give code (with state) or refresh_token",
         )),
-        (Some(code), None) => {
-            let state = body
-                .state
-                .ok_or_else(|| ApiError::bad_request("state", "is required with code"))?;
-            let redirect_uri = body
-                .redirect_uri
-                .ok_or_else(|| ApiError::bad_request("redirect_uri", "is required with code"))?;
-            if body.client_secret.is_some() {
-                return Err(ApiError::bad_request(
-                    "client_secret",
-                    "is not taken with code: the deployment's client exchanges it",
-                ));
-            }
-            bounded("code", &code)?;
-            deps.settings.check_redirect(&redirect_uri)?;
-            deps.state
-                .verify(&state, user, environment, &redirect_uri, Utc::now())
-                .map_err(|e| {
-                    let message = match e {
-                        StateError::Expired => "has expired; start the link again",
-                        StateError::Forged | StateError::Mismatch => {
-                            "is not valid for this user and request"
-                        }
-                    };
-                    ApiError::bad_request("state", message)
-                })?;
-            let client = &deps.oauth_client;
-            let exchanged = deps
-                .broker
-                .exchange_code(
-                    environment,
-                    &client.client_id,
-                    &client.client_secret,
-                    &code,
-                    &redirect_uri,
-                )
-                .await
-                .map_err(broker_error)?;
-            let grant = Grant {
-                environment,
-                client_id: Some(client.client_id.clone()),
-                client_secret: SecretString::from(client.client_secret.expose_secret().to_owned()),
-                refresh_token: exchanged.refresh_token,
-            };
-            Ok((grant, Some(exchanged.access), GrantKind::AuthorizationCode))
-        }
-        (None, Some(refresh_token)) => {
-            let client_secret = body.client_secret.ok_or_else(|| {
-                ApiError::bad_request("client_secret", "is required with refresh_token")
-            })?;
-            if body.state.is_some() || body.redirect_uri.is_some() {
-                return Err(ApiError::bad_request(
-                    "state",
-                    "belongs to the code flow, not to a personal grant",
-                ));
-            }
-            bounded("refresh_token", &refresh_token)?;
-            bounded("client_secret", &client_secret)?;
-            Ok((
-                Grant {
-                    environment,
-                    client_id: None,
-                    client_secret,
-                    refresh_token,
-                },
-                None,
-                GrantKind::Personal,
-            ))
-        }
+        (Some(code), None) => code_grant(deps, user, environment, code, body).await,
+        (None, Some(refresh_token)) => personal_grant(environment, refresh_token, body),
     }
+}
+
+/// The authorization-code flow: the `state` checked against the caller and the request, then
+/// the code exchanged with the deployment's client.
+async fn code_grant<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
+    deps: &LinkDeps<A, C, T, Q>,
+    user: &str,
+    environment: Environment,
+    code: SecretString,
+    body: LinkRequest,
+) -> Result<(Grant, Option<AccessToken>, GrantKind), ApiError> {
+    let state = body
+        .state
+        .ok_or_else(|| ApiError::bad_request("state", "is required with code"))?;
+    let redirect_uri = body
+        .redirect_uri
+        .ok_or_else(|| ApiError::bad_request("redirect_uri", "is required with code"))?;
+    if body.client_secret.is_some() {
+        return Err(ApiError::bad_request(
+            "client_secret",
+            "is not taken with code: the deployment's client exchanges it",
+        ));
+    }
+    bounded("code", &code)?;
+    deps.settings.check_redirect(&redirect_uri)?;
+    deps.state
+        .verify(&state, user, environment, &redirect_uri, Utc::now())
+        .map_err(|e| {
+            let message = match e {
+                StateError::Expired => "has expired; start the link again",
+                StateError::Forged | StateError::Mismatch => {
+                    "is not valid for this user and request"
+                }
+            };
+            ApiError::bad_request("state", message)
+        })?;
+    let client = &deps.oauth_client;
+    let exchanged = deps
+        .broker
+        .exchange_code(
+            environment,
+            &client.client_id,
+            &client.client_secret,
+            &code,
+            &redirect_uri,
+        )
+        .await
+        .map_err(broker_error)?;
+    let grant = Grant {
+        environment,
+        client_id: Some(client.client_id.clone()),
+        client_secret: SecretString::from(client.client_secret.expose_secret().to_owned()),
+        refresh_token: exchanged.refresh_token,
+    };
+    Ok((grant, Some(exchanged.access), GrantKind::AuthorizationCode))
+}
+
+/// A personal grant: the user's own refresh token and client secret.
+fn personal_grant(
+    environment: Environment,
+    refresh_token: SecretString,
+    body: LinkRequest,
+) -> Result<(Grant, Option<AccessToken>, GrantKind), ApiError> {
+    let client_secret = body
+        .client_secret
+        .ok_or_else(|| ApiError::bad_request("client_secret", "is required with refresh_token"))?;
+    if body.state.is_some() || body.redirect_uri.is_some() {
+        return Err(ApiError::bad_request(
+            "state",
+            "belongs to the code flow, not to a personal grant",
+        ));
+    }
+    bounded("refresh_token", &refresh_token)?;
+    bounded("client_secret", &client_secret)?;
+    Ok((
+        Grant {
+            environment,
+            client_id: None,
+            client_secret,
+            refresh_token,
+        },
+        None,
+        GrantKind::Personal,
+    ))
 }
 
 fn bounded(field: &str, secret: &SecretString) -> Result<(), ApiError> {
