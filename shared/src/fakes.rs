@@ -19,8 +19,9 @@ use crate::domain::accounts::{
 };
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::ports::{
-    AccountRepo, Actions, CooldownStore, DueAccounts, LeaseStore, Redelivery, SyncQueue,
-    TaskCreator, TaskError, TaskHistory, TaskReader, TaskUpdater, TokenOpener, TokenSealer,
+    AccountRepo, Actions, CooldownStore, DueAccounts, LeaseStore, Redelivery, SecretSource,
+    SyncQueue, TaskCreator, TaskError, TaskHistory, TaskReader, TaskUpdater, TokenOpener,
+    TokenSealer,
 };
 use crate::secrets::{CipherError, Sealed, SecretContext};
 use crate::tastytrade::Environment;
@@ -493,4 +494,35 @@ pub fn request(method: &str, path: &str, user: Option<&str>) -> lambda_http::Req
     });
     lambda_http::request::from_str(&event.to_string())
         .unwrap_or_else(|e| panic!("a well-formed API Gateway event: {e}"))
+}
+
+/// The deployment's secrets in memory, by ARN.
+#[derive(Debug, Default)]
+pub struct InMemorySecrets {
+    secrets: HashMap<String, String>,
+}
+
+impl InMemorySecrets {
+    pub fn with<const N: usize>(secrets: [(&str, &str); N]) -> Self {
+        Self {
+            secrets: secrets
+                .into_iter()
+                .map(|(arn, value)| (arn.to_owned(), value.to_owned()))
+                .collect(),
+        }
+    }
+}
+
+impl SecretSource for InMemorySecrets {
+    const ACTIONS: Actions = NONE;
+
+    async fn read(
+        &self,
+        arn: &str,
+    ) -> Result<Option<SecretString>, Box<dyn std::error::Error + Send + Sync>> {
+        match self.secrets.get(arn) {
+            Some(value) => Ok(Some(SecretString::from(value.clone()))),
+            None => Err(format!("no secret {arn}").into()),
+        }
+    }
 }

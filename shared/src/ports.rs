@@ -307,3 +307,15 @@ pub trait SyncStore: Send + Sync {
         rows: &[Record<Order>],
     ) -> impl Future<Output = Result<u64, DbError>> + Send;
 }
+
+/// The deployment's secrets, read by name at cold start.
+pub trait SecretSource: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// The secret's text; `None` when it holds none (a binary secret).
+    fn read(
+        &self,
+        arn: &str,
+    ) -> impl Future<Output = Result<Option<SecretString>, Box<dyn std::error::Error + Send + Sync>>>
+    + Send;
+}

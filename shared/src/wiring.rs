@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use crate::StartupError;
 use crate::adapters::dynamo::DynamoTasks;
 use crate::adapters::postgres::{PgAccounts, PgSyncStore};
+use crate::adapters::secrets_manager::SecretsManager;
 use crate::adapters::sqs::{self, SqsQueue};
 use crate::aws::SdkConfig;
 use crate::config::{ConfigError, Env};
@@ -116,6 +117,10 @@ async fn accounts_from_env(env: &Env, sdk: &SdkConfig) -> Result<PgAccounts, Sta
     Ok(PgAccounts::new(db::pool_from_env(env, sdk).await?))
 }
 
+fn secrets_from(sdk: &SdkConfig) -> SecretsManager {
+    SecretsManager::new(aws_sdk_secretsmanager::Client::new(sdk))
+}
+
 fn tasks_from_env(env: &Env, sdk: &SdkConfig) -> Result<DynamoTasks, ConfigError> {
     Ok(DynamoTasks::new(
         aws_sdk_dynamodb::Client::new(sdk),
@@ -151,8 +156,7 @@ impl LinkAccount {
     /// The database settings, the broker's URLs, `TOKEN_KMS_KEY_ID`, `TASKS_TABLE`,
     /// `SYNC_QUEUE_URL`, the deployment's secrets and the [`OAuthSettings`].
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
-        let secrets =
-            DeploymentSecrets::load(&aws_sdk_secretsmanager::Client::new(sdk), env).await?;
+        let secrets = DeploymentSecrets::load(&secrets_from(sdk), env).await?;
         Ok(Self {
             accounts: accounts_from_env(env, sdk).await?,
             broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
@@ -206,9 +210,7 @@ impl SyncWorker {
     /// linked.
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         let oauth_client = match env.optional("OAUTH_CLIENT_SECRET_ARN") {
-            Some(arn) => {
-                Some(OAuthClient::load(&aws_sdk_secretsmanager::Client::new(sdk), arn).await?)
-            }
+            Some(arn) => Some(OAuthClient::load(&secrets_from(sdk), arn).await?),
             None => None,
         };
         Ok(Self {

@@ -1,10 +1,13 @@
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::adapters::secrets_manager::SecretsManager;
 use crate::config::{ConfigError, Env};
+use crate::ports::SecretSource;
 
-/// What holding a deployment secret costs in IAM: it is read from Secrets Manager at cold start.
-pub const SECRET_ACTIONS: crate::ports::Actions = &["secretsmanager:GetSecretValue"];
+/// What holding a deployment secret costs in IAM: it was read from Secrets Manager at cold
+/// start.
+pub const SECRET_ACTIONS: crate::ports::Actions = <SecretsManager as SecretSource>::ACTIONS;
 
 /// The deployment's registered tastytrade OAuth client.
 #[derive(Debug, Deserialize)]
@@ -14,17 +17,16 @@ pub struct OAuthClient {
 }
 
 impl OAuthClient {
-    /// Reads the client from its Secrets Manager secret (JSON `{client_id, client_secret}`).
+    /// Reads the client from its secret (JSON `{client_id, client_secret}`) at `arn`, named by
+    /// the variable `name` in errors.
     pub async fn load(
-        client: &aws_sdk_secretsmanager::Client,
+        source: &impl SecretSource,
         arn: &str,
     ) -> Result<Self, DeploymentSecretsError> {
-        let raw = read(client, "OAUTH_CLIENT_SECRET_ARN", arn).await?;
-        serde_json::from_str(secrecy::ExposeSecret::expose_secret(&raw)).map_err(|_| {
-            DeploymentSecretsError::Shape {
-                name: "OAUTH_CLIENT_SECRET_ARN",
-            }
-        })
+        const NAME: &str = "OAUTH_CLIENT_SECRET_ARN";
+        let raw = read(source, NAME, arn).await?;
+        serde_json::from_str(raw.expose_secret())
+            .map_err(|_| DeploymentSecretsError::Shape { name: NAME })
     }
 }
 
@@ -52,31 +54,16 @@ pub enum DeploymentSecretsError {
 
 impl DeploymentSecrets {
     pub async fn load(
-        client: &aws_sdk_secretsmanager::Client,
+        source: &impl SecretSource,
         env: &Env,
     ) -> Result<Self, DeploymentSecretsError> {
-        let oauth = read(
-            client,
-            "OAUTH_CLIENT_SECRET_ARN",
-            env.required("OAUTH_CLIENT_SECRET_ARN")?,
-        )
-        .await?;
-        let oauth_client: OAuthClient =
-            serde_json::from_str(secrecy::ExposeSecret::expose_secret(&oauth)).map_err(|_| {
-                DeploymentSecretsError::Shape {
-                    name: "OAUTH_CLIENT_SECRET_ARN",
-                }
-            })?;
-        let state_signing_key = read(
-            client,
-            "STATE_SIGNING_SECRET_ARN",
-            env.required("STATE_SIGNING_SECRET_ARN")?,
-        )
-        .await?;
-        if secrecy::ExposeSecret::expose_secret(&state_signing_key).len() < 32 {
-            return Err(DeploymentSecretsError::Shape {
-                name: "STATE_SIGNING_SECRET_ARN",
-            });
+        let oauth_client =
+            OAuthClient::load(source, env.required("OAUTH_CLIENT_SECRET_ARN")?).await?;
+        let name = "STATE_SIGNING_SECRET_ARN";
+        let state_signing_key = read(source, name, env.required(name)?).await?;
+        // 32 characters at least: an HMAC key shorter than that is guessable.
+        if state_signing_key.expose_secret().len() < 32 {
+            return Err(DeploymentSecretsError::Shape { name });
         }
         Ok(Self {
             oauth_client,
@@ -86,21 +73,91 @@ impl DeploymentSecrets {
 }
 
 async fn read(
-    client: &aws_sdk_secretsmanager::Client,
+    source: &impl SecretSource,
     name: &'static str,
     arn: &str,
 ) -> Result<SecretString, DeploymentSecretsError> {
-    let value = client
-        .get_secret_value()
-        .secret_id(arn)
-        .send()
+    source
+        .read(arn)
         .await
-        .map_err(|e| DeploymentSecretsError::Read {
-            name,
-            source: Box::new(e),
-        })?;
-    value
-        .secret_string
-        .map(SecretString::from)
+        .map_err(|source| DeploymentSecretsError::Read { name, source })?
         .ok_or(DeploymentSecretsError::Shape { name })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::InMemorySecrets;
+
+    fn env() -> Env {
+        Env::from_pairs([
+            ("OAUTH_CLIENT_SECRET_ARN", "arn:oauth"),
+            ("STATE_SIGNING_SECRET_ARN", "arn:state"),
+        ])
+    }
+
+    #[tokio::test]
+    async fn the_deployments_secrets_load_when_each_has_its_shape() {
+        let source = InMemorySecrets::with([
+            (
+                "arn:oauth",
+                r#"{"client_id": "id", "client_secret": "secret"}"#,
+            ),
+            ("arn:state", "0123456789abcdef0123456789abcdef"),
+        ]);
+
+        let loaded = DeploymentSecrets::load(&source, &env()).await.unwrap();
+
+        assert_eq!(loaded.oauth_client.client_id, "id");
+    }
+
+    #[tokio::test]
+    async fn a_secret_of_the_wrong_shape_is_named_and_never_quoted() {
+        let malformed = InMemorySecrets::with([
+            ("arn:oauth", r#"{"client_id": "id", "secret": "hunter2"}"#),
+            ("arn:state", "0123456789abcdef0123456789abcdef"),
+        ]);
+        let short_key = InMemorySecrets::with([
+            (
+                "arn:oauth",
+                r#"{"client_id": "id", "client_secret": "secret"}"#,
+            ),
+            ("arn:state", "short"),
+        ]);
+
+        let malformed = DeploymentSecrets::load(&malformed, &env())
+            .await
+            .unwrap_err();
+        let short_key = DeploymentSecrets::load(&short_key, &env())
+            .await
+            .unwrap_err();
+
+        assert_eq!(
+            malformed.to_string(),
+            "secret OAUTH_CLIENT_SECRET_ARN is not of the expected shape"
+        );
+        assert_eq!(
+            short_key.to_string(),
+            "secret STATE_SIGNING_SECRET_ARN is not of the expected shape"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_variable_or_secret_says_which() {
+        let none = InMemorySecrets::with([]);
+
+        let unset = DeploymentSecrets::load(&none, &Env::from_pairs([]))
+            .await
+            .unwrap_err();
+        let absent = DeploymentSecrets::load(&none, &env()).await.unwrap_err();
+
+        assert!(
+            unset.to_string().contains("OAUTH_CLIENT_SECRET_ARN"),
+            "{unset}"
+        );
+        assert!(
+            absent.to_string().contains("OAUTH_CLIENT_SECRET_ARN"),
+            "{absent}"
+        );
+    }
 }
