@@ -31,7 +31,7 @@ pub async fn sdk_config_for(env: &Env, function: Function) -> SdkConfig {
 /// `base` signed as `function`'s identity, if the environment names one; `base` otherwise.
 pub fn as_identity(base: &SdkConfig, env: &Env, function: Function) -> SdkConfig {
     match env
-        .optional(function.identity_variable())
+        .optional(&function.identity_variable())
         .and_then(|keys| keys.split_once(':'))
     {
         Some((key_id, secret)) => with_credentials(base, key_id, secret),

@@ -61,7 +61,7 @@ impl Env {
         self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    pub fn optional(&self, name: &'static str) -> Option<&str> {
+    pub fn optional(&self, name: &str) -> Option<&str> {
         self.values
             .get(name)
             .map(String::as_str)

@@ -155,31 +155,28 @@ pub enum SyncError {
     Deadline(Cursor),
 }
 
-/// The stages' errors are the sync's.
-type StageError = SyncError;
-
 impl SyncError {
     /// The failure category of the `SyncFailures` metric.
     fn category(&self) -> &'static str {
         match self {
-            StageError::Broker(_) => "broker",
-            StageError::Db(_) => "database",
-            StageError::Cipher(_) => "encryption",
-            StageError::Tasks(_) => "task_store",
-            StageError::Gone(_) | StageError::Deadline(_) => "gone",
-            StageError::Busy => "busy",
-            StageError::Cursor(_) => "cursor",
+            SyncError::Broker(_) => "broker",
+            SyncError::Db(_) => "database",
+            SyncError::Cipher(_) => "encryption",
+            SyncError::Tasks(_) => "task_store",
+            SyncError::Gone(_) | SyncError::Deadline(_) => "gone",
+            SyncError::Busy => "busy",
+            SyncError::Cursor(_) => "cursor",
         }
     }
 
     fn retry(&self) -> Retry {
         match self {
-            StageError::Broker(e) => e.retry(),
-            StageError::Db(e) => e.retry(),
-            StageError::Cipher(e) => e.retry(),
-            StageError::Tasks(e) => e.retry(),
-            StageError::Busy => Retry::Retryable,
-            StageError::Gone(_) | StageError::Deadline(_) | StageError::Cursor(_) => {
+            SyncError::Broker(e) => e.retry(),
+            SyncError::Db(e) => e.retry(),
+            SyncError::Cipher(e) => e.retry(),
+            SyncError::Tasks(e) => e.retry(),
+            SyncError::Busy => Retry::Retryable,
+            SyncError::Gone(_) | SyncError::Deadline(_) | SyncError::Cursor(_) => {
                 Retry::NonRetryable
             }
         }
@@ -238,7 +235,7 @@ async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueu
     }
     let counts = match result {
         Ok(counts) => counts,
-        Err((StageError::Deadline(cursor), _)) => {
+        Err((SyncError::Deadline(cursor), _)) => {
             return continue_later(deps, message, cursor).await;
         }
         Err((e, counts)) => return classify(deps, task, account_id, e, &counts).await,
@@ -307,13 +304,13 @@ async fn classify<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     deps: &SyncDeps<S, C, T, Q>,
     task: Uuid,
     account_id: Uuid,
-    error: StageError,
+    error: SyncError,
     counts: &Counts,
 ) -> Result<Outcome, Retryable> {
     let revoked = matches!(
         error,
-        StageError::Broker(BrokerError::GrantRevoked { .. } | BrokerError::AuthExpired { .. })
-            | StageError::Cipher(CipherError::Refused)
+        SyncError::Broker(BrokerError::GrantRevoked { .. } | BrokerError::AuthExpired { .. })
+            | SyncError::Cipher(CipherError::Refused)
     );
     if revoked {
         tracing::warn!(error = %error, "grant no longer works; account needs a re-link");
@@ -394,7 +391,7 @@ async fn progress<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     stage: &str,
     percentage: u8,
     counts: &Counts,
-) -> Result<(), StageError> {
+) -> Result<(), SyncError> {
     let update = TaskUpdate {
         status: TaskStatus::InProgress,
         stage,
@@ -431,7 +428,7 @@ async fn cached_access_token<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: Wo
 async fn open_grant<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     deps: &SyncDeps<S, C, T, Q>,
     account: &SyncAccount,
-) -> Result<Grant, StageError> {
+) -> Result<Grant, SyncError> {
     let context = |purpose| SecretContext {
         purpose,
         user_id: &account.user_id,
@@ -453,7 +450,7 @@ async fn open_grant<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue
             SecretString::from(client.client_secret.expose_secret().to_owned()),
         ),
         (None, None) => {
-            return Err(StageError::Gone(
+            return Err(SyncError::Gone(
                 "the grant's OAuth client is not configured",
             ));
         }
@@ -537,7 +534,7 @@ async fn stages<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     message: &TaskMessage,
     account: &SyncAccount,
     deadline: Deadline,
-) -> Result<Counts, (StageError, Counts)> {
+) -> Result<Counts, (SyncError, Counts)> {
     let resume: Option<Cursor> = message
         .cursor
         .as_ref()
@@ -578,7 +575,7 @@ struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> {
 impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C, T, Q> {
     /// accounts → balances → positions → the paged stages → the account's watermarks. The
     /// cheap stages run again on every continuation: they are a handful of rows.
-    async fn all_stages(&self, counts: &mut Counts) -> Result<(), StageError> {
+    async fn all_stages(&self, counts: &mut Counts) -> Result<(), SyncError> {
         self.progress("accounts", 0, counts).await?;
         self.deps.store.mark_running(self.account.id).await?;
         let cached = cached_access_token(self.deps, self.account).await;
@@ -611,7 +608,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
         stage: &str,
         percentage: u8,
         counts: &Counts,
-    ) -> Result<(), StageError> {
+    ) -> Result<(), SyncError> {
         progress(self.deps, self.message.task_id, stage, percentage, counts).await
     }
 
@@ -626,7 +623,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
         &self,
         session: &Session<'_>,
         cached: Option<&AccessToken>,
-    ) -> Result<(), StageError> {
+    ) -> Result<(), SyncError> {
         let listed = session.accounts().await?;
         let current = session.access_token().await?;
         let cached_secret = cached.map(|t| t.token.expose_secret());
@@ -650,7 +647,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
         {
             Ok(())
         } else {
-            Err(StageError::Gone("the grant no longer reaches this account"))
+            Err(SyncError::Gone("the grant no longer reaches this account"))
         }
     }
 
@@ -659,7 +656,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
         &self,
         session: &Session<'_>,
         counts: &mut Counts,
-    ) -> Result<Vec<String>, StageError> {
+    ) -> Result<Vec<String>, SyncError> {
         self.progress("balances", 10, counts).await?;
         let number = &self.account.account_number;
         let balances = session.balances(number).await?;
@@ -680,11 +677,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
     }
 
     /// The account's positions, replacing the set in one transaction.
-    async fn positions(
-        &self,
-        session: &Session<'_>,
-        counts: &mut Counts,
-    ) -> Result<(), StageError> {
+    async fn positions(&self, session: &Session<'_>, counts: &mut Counts) -> Result<(), SyncError> {
         self.progress("positions", 20, counts).await?;
         let number = &self.account.account_number;
         let positions = session.positions(number, true).await?;
@@ -707,7 +700,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
         session: &Session<'_>,
         currencies: &[String],
         counts: &mut Counts,
-    ) -> Result<(), StageError> {
+    ) -> Result<(), SyncError> {
         self.progress(E::STAGE_NAME, E::PROGRESS, counts).await?;
         let settings = &self.deps.settings;
         let from = self
@@ -754,7 +747,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
         &self,
         items: &[Record<E>],
         counts: &mut Counts,
-    ) -> Result<(), StageError> {
+    ) -> Result<(), SyncError> {
         let written = E::write(&self.deps.store, self.account, items).await?;
         counts.add(E::STAGE_NAME, items.len(), written);
         Ok(())
@@ -765,7 +758,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
         &self,
         session: &Session<'_>,
         counts: &mut Counts,
-    ) -> Result<(), StageError> {
+    ) -> Result<(), SyncError> {
         let mut live = session.live_orders(&self.account.account_number);
         while let Some(page) = live.next().await {
             self.write::<Order>(&page?.items, counts).await?;
@@ -773,8 +766,8 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
         Ok(())
     }
 
-    fn checkpoint(&self, stage: Stage, from: DateTime<Utc>, counts: &Counts) -> StageError {
-        StageError::Deadline(Cursor {
+    fn checkpoint(&self, stage: Stage, from: DateTime<Utc>, counts: &Counts) -> SyncError {
+        SyncError::Deadline(Cursor {
             stage,
             from,
             now: self.now,

@@ -75,17 +75,12 @@ impl Function {
     }
 
     /// Where the local stack names the function's own AWS identity (see
-    /// [`crate::aws::sdk_config_for`]).
-    pub fn identity_variable(self) -> &'static str {
-        match self {
-            Function::Accounts => "TASTYSYNC_IDENTITY_ACCOUNTS",
-            Function::LinkAccount => "TASTYSYNC_IDENTITY_LINK_ACCOUNT",
-            Function::SyncTrigger => "TASTYSYNC_IDENTITY_SYNC_TRIGGER",
-            Function::SyncStatus => "TASTYSYNC_IDENTITY_SYNC_STATUS",
-            Function::SyncScheduler => "TASTYSYNC_IDENTITY_SYNC_SCHEDULER",
-            Function::SyncWorker => "TASTYSYNC_IDENTITY_SYNC_WORKER",
-            Function::Migrate => "TASTYSYNC_IDENTITY_MIGRATE",
-        }
+    /// [`crate::aws::sdk_config_for`]): `TASTYSYNC_IDENTITY_SYNC_WORKER` for `sync-worker`.
+    pub fn identity_variable(self) -> String {
+        format!(
+            "TASTYSYNC_IDENTITY_{}",
+            self.name().to_uppercase().replace('-', "_")
+        )
     }
 
     pub fn from_name(name: &str) -> Option<Self> {

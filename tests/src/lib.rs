@@ -36,8 +36,8 @@ pub fn with_identities(env: Env) -> Env {
     let process = Env::process();
     Function::ALL.into_iter().fold(env, |env, function| {
         let name = function.identity_variable();
-        match process.optional(name) {
-            Some(keys) => env.with(name, keys),
+        match process.optional(&name) {
+            Some(keys) => env.with(&name, keys),
             None => env,
         }
     })

@@ -15,8 +15,10 @@ use secrecy::ExposeSecret;
 use tokio_postgres::error::SqlState;
 
 use crate::Retry;
+use crate::adapters::secrets_manager::SecretsManager;
 use crate::aws::SdkConfig;
 use crate::config::{DatabaseConfig, DatabaseSource};
+use crate::ports::SecretSource;
 
 pub use deadpool_postgres::Pool as PgPool;
 
@@ -111,8 +113,11 @@ pub async fn pool(config: &DatabaseConfig, sdk: &SdkConfig) -> Result<Pool, DbEr
             port,
             name,
         } => {
-            let credentials =
-                Credentials::read(&aws_sdk_secretsmanager::Client::new(sdk), arn).await?;
+            let credentials = Credentials::read(
+                &SecretsManager::new(aws_sdk_secretsmanager::Client::new(sdk)),
+                arn,
+            )
+            .await?;
             let mut pg = tokio_postgres::Config::new();
             pg.host(host)
                 .port(*port)
@@ -153,7 +158,7 @@ pub(crate) fn account_status(
 
 /// What holding a pool costs in IAM: its credentials are the RDS-managed secret, read at cold
 /// start (a `DATABASE_URL` never calls AWS, but the deployment always reads the secret).
-pub const POOL_ACTIONS: crate::ports::Actions = &["secretsmanager:GetSecretValue"];
+pub const POOL_ACTIONS: crate::ports::Actions = <SecretsManager as SecretSource>::ACTIONS;
 
 /// [`pool`] with the [`DatabaseConfig`] of the environment: what every function's wiring calls.
 pub async fn pool_from_env(
@@ -171,16 +176,11 @@ struct Credentials {
 }
 
 impl Credentials {
-    async fn read(client: &aws_sdk_secretsmanager::Client, arn: &str) -> Result<Self, DbError> {
-        let value = client
-            .get_secret_value()
-            .secret_id(arn)
-            .send()
+    async fn read(source: &impl SecretSource, arn: &str) -> Result<Self, DbError> {
+        let text = source
+            .read(arn)
             .await
-            .map_err(|e| DbError::Credentials(Box::new(e)))?;
-        let text = value
-            .secret_string
-            .map(secrecy::SecretString::from)
+            .map_err(DbError::Credentials)?
             .ok_or_else(|| DbError::Credentials("the secret has no string value".into()))?;
         // serde's message could quote the password, so it is replaced.
         serde_json::from_str(text.expose_secret())
