@@ -5,26 +5,27 @@
 //!
 //! Compiled for this crate's own tests and behind the `test-util` feature for others.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::db::DbError;
 use crate::domain::accounts::{
-    AccountRow, AccountStatus, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential,
-    SyncedData,
+    AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
+    NewCredential, SyncAccount, SyncedData,
 };
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::ports::{
-    AccountRepo, Actions, CooldownStore, DueAccounts, LeaseStore, Redelivery, SecretSource,
-    SyncQueue, TaskCreator, TaskError, TaskHistory, TaskReader, TaskUpdater, TokenOpener,
-    TokenSealer,
+    AccountRepo, Actions, Broker, CooldownStore, DueAccounts, LeaseStore, Redelivery, SecretSource,
+    SyncQueue, SyncStore, TaskCreator, TaskError, TaskHistory, TaskReader, TaskUpdater,
+    TokenOpener, TokenSealer,
 };
 use crate::secrets::{CipherError, Sealed, SecretContext};
-use crate::tastytrade::Environment;
+use crate::tastytrade::model::{Balance, BrokerId, Order, Position, Record, Transaction};
+use crate::tastytrade::{AccessToken, BrokerError, CodeExchange, Environment, Grant};
 
 /// No AWS call behind any fake.
 const NONE: Actions = &[];
@@ -523,6 +524,398 @@ impl SecretSource for InMemorySecrets {
         match self.secrets.get(arn) {
             Some(value) => Ok(Some(SecretString::from(value.clone()))),
             None => Err(format!("no secret {arn}").into()),
+        }
+    }
+}
+
+/// What [`InMemorySyncStore`] holds of one account: its row and the synced data by broker id.
+#[derive(Debug, Clone)]
+pub struct StoredSync {
+    pub account: SyncAccount,
+    pub status: AccountStatus,
+    pub last_error: Option<String>,
+    pub transactions: BTreeMap<i64, serde_json::Value>,
+    pub orders: BTreeMap<i64, serde_json::Value>,
+    /// Rows written per balance target: current balances, broker snapshots, captures.
+    pub balance_writes: BTreeMap<&'static str, usize>,
+    pub positions: Vec<serde_json::Value>,
+}
+
+/// The sync's store in memory: rows keyed by broker id, so a re-read page is an upsert that
+/// changes nothing, as in Postgres. The column mapping is the SQL's, proven against Postgres.
+#[derive(Debug, Default)]
+pub struct InMemorySyncStore {
+    accounts: Mutex<HashMap<Uuid, StoredSync>>,
+}
+
+impl InMemorySyncStore {
+    pub fn add(&self, account: SyncAccount) {
+        let stored = StoredSync {
+            account: account.clone(),
+            status: AccountStatus::Pending,
+            last_error: None,
+            transactions: BTreeMap::new(),
+            orders: BTreeMap::new(),
+            balance_writes: BTreeMap::new(),
+            positions: Vec::new(),
+        };
+        locked(&self.accounts).insert(account.id, stored);
+    }
+
+    pub fn remove(&self, account_id: Uuid) {
+        locked(&self.accounts).remove(&account_id);
+    }
+
+    /// A copy of what is stored for `account_id`.
+    pub fn stored(&self, account_id: Uuid) -> Option<StoredSync> {
+        locked(&self.accounts).get(&account_id).cloned()
+    }
+
+    /// Applies `f` to the account; like an SQL write, nothing happens once it is gone.
+    fn with<R: Default>(
+        &self,
+        account_id: Uuid,
+        f: impl FnOnce(&mut StoredSync) -> R,
+    ) -> Result<R, DbError> {
+        Ok(locked(&self.accounts)
+            .get_mut(&account_id)
+            .map(f)
+            .unwrap_or_default())
+    }
+}
+
+/// Upserts `rows` by broker id; how many were new or changed.
+fn upsert_by_id<T: BrokerId>(
+    table: &mut BTreeMap<i64, serde_json::Value>,
+    rows: &[Record<T>],
+) -> u64 {
+    let mut written = 0;
+    for row in rows {
+        let Some(id) = row.item.broker_id() else {
+            continue;
+        };
+        if table.get(&id) != Some(&row.raw) {
+            table.insert(id, row.raw.clone());
+            written += 1;
+        }
+    }
+    written
+}
+
+impl SyncStore for InMemorySyncStore {
+    const ACTIONS: Actions = NONE;
+
+    async fn load_account(&self, account_id: Uuid) -> Result<Option<SyncAccount>, DbError> {
+        Ok(self.stored(account_id).map(|s| s.account))
+    }
+
+    async fn mark_running(&self, account_id: Uuid) -> Result<(), DbError> {
+        self.with(account_id, |s| s.status = AccountStatus::Running)
+    }
+
+    async fn mark_success(
+        &self,
+        account_id: Uuid,
+        transactions_to: DateTime<Utc>,
+        orders_to: DateTime<Utc>,
+        snapshots_to: NaiveDate,
+    ) -> Result<(), DbError> {
+        self.with(account_id, |s| {
+            s.status = AccountStatus::Success;
+            s.last_error = None;
+            s.account.transactions_synced_to = Some(transactions_to);
+            s.account.orders_synced_to = Some(orders_to);
+            s.account.snapshots_synced_to = Some(snapshots_to);
+        })
+    }
+
+    async fn mark_failed(
+        &self,
+        account_id: Uuid,
+        status: AccountStatus,
+        error: &str,
+    ) -> Result<(), DbError> {
+        self.with(account_id, |s| {
+            s.status = status;
+            s.last_error = Some(error.to_owned());
+        })
+    }
+
+    async fn store_access_token(
+        &self,
+        credential_id: Uuid,
+        sealed: &Sealed,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        for stored in locked(&self.accounts).values_mut() {
+            if stored.account.credential_id == credential_id {
+                stored.account.access_token = Some((sealed.clone(), expires_at));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upsert_balances(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Balance>],
+        target: BalanceTarget,
+    ) -> Result<u64, DbError> {
+        let label = match target {
+            BalanceTarget::Current => "current",
+            BalanceTarget::BrokerSnapshot => "snapshot",
+            BalanceTarget::Capture(_) => "capture",
+        };
+        self.with(account.id, |s| {
+            *s.balance_writes.entry(label).or_default() += rows.len();
+            rows.len() as u64
+        })
+    }
+
+    async fn replace_positions(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Position>],
+    ) -> Result<u64, DbError> {
+        self.with(account.id, |s| {
+            s.positions = rows.iter().map(|r| r.raw.clone()).collect();
+            rows.len() as u64
+        })
+    }
+
+    async fn upsert_transactions(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Transaction>],
+    ) -> Result<u64, DbError> {
+        self.with(account.id, |s| upsert_by_id(&mut s.transactions, rows))
+    }
+
+    async fn upsert_orders(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<Order>],
+    ) -> Result<u64, DbError> {
+        self.with(account.id, |s| upsert_by_id(&mut s.orders, rows))
+    }
+}
+
+/// How a paged endpoint of [`FakeBroker`] narrows its rows to a query, as the broker does.
+#[derive(Debug, Clone, Copy)]
+pub enum RowFilter {
+    Unfiltered,
+    /// `start-at` ≤ the row's instant field < `end-at`.
+    Instant(&'static str),
+    /// `start-date` ≤ the row's date field ≤ `end-date`, and the row's `currency` when asked.
+    Date(&'static str),
+}
+
+#[derive(Debug, Clone)]
+enum Route {
+    Body(serde_json::Value),
+    Rows {
+        rows: Vec<serde_json::Value>,
+        filter: RowFilter,
+    },
+}
+
+/// One GET the fake broker answered (or refused).
+#[derive(Debug, Clone)]
+pub struct BrokerCall {
+    pub path: String,
+    pub query: Vec<(String, String)>,
+}
+
+impl BrokerCall {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Default)]
+struct BrokerState {
+    routes: HashMap<String, Route>,
+    failures: HashMap<String, VecDeque<BrokerError>>,
+    calls: Vec<BrokerCall>,
+    issued: HashSet<String>,
+    refreshes: u32,
+}
+
+/// The broker's HTTP API in memory: bodies and row sets by path, paginated with `per-page` and
+/// `page-offset` and filtered by window as the broker does, access tokens it issued and
+/// honours, injected failures, and a record of every read. The wire format, retries and
+/// status mapping are the HTTP client's, proven against the simulator.
+#[derive(Debug, Default)]
+pub struct FakeBroker {
+    state: Mutex<BrokerState>,
+}
+
+impl FakeBroker {
+    /// `path` answers `body` as it is.
+    pub fn serve(&self, path: &str, body: serde_json::Value) {
+        locked(&self.state)
+            .routes
+            .insert(path.to_owned(), Route::Body(body));
+    }
+
+    /// `path` answers pages of `rows` (in the order given) narrowed by `filter`.
+    pub fn serve_rows(&self, path: &str, rows: Vec<serde_json::Value>, filter: RowFilter) {
+        locked(&self.state)
+            .routes
+            .insert(path.to_owned(), Route::Rows { rows, filter });
+    }
+
+    /// The next read of `path` fails with `error` (queued: several calls queue several).
+    pub fn fail_next(&self, path: &str, error: BrokerError) {
+        locked(&self.state)
+            .failures
+            .entry(path.to_owned())
+            .or_default()
+            .push_back(error);
+    }
+
+    /// Every access token issued so far stops working, as after the broker rotates them.
+    pub fn expire_tokens(&self) {
+        locked(&self.state).issued.clear();
+    }
+
+    pub fn calls(&self) -> Vec<BrokerCall> {
+        locked(&self.state).calls.clone()
+    }
+
+    pub fn calls_to(&self, path: &str) -> Vec<BrokerCall> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.path == path)
+            .collect()
+    }
+
+    pub fn refreshes(&self) -> u32 {
+        locked(&self.state).refreshes
+    }
+
+    fn issue(&self) -> AccessToken {
+        let mut state = locked(&self.state);
+        state.refreshes += 1;
+        let token = format!("fake-access-{}", state.refreshes);
+        state.issued.insert(token.clone());
+        AccessToken {
+            token: SecretString::from(token),
+            expires_at: Utc::now() + TimeDelta::minutes(15),
+        }
+    }
+}
+
+fn query_param<'q>(query: &'q [(String, String)], key: &str) -> Option<&'q str> {
+    query
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether `row` falls inside the query's window.
+fn row_matches(row: &serde_json::Value, filter: RowFilter, query: &[(String, String)]) -> bool {
+    let field = |name: &str| row.get(name).and_then(serde_json::Value::as_str);
+    match filter {
+        RowFilter::Unfiltered => true,
+        RowFilter::Instant(name) => {
+            let at = |key| query_param(query, key).and_then(|v| v.parse::<DateTime<Utc>>().ok());
+            let Some(value) = field(name).and_then(|v| v.parse::<DateTime<Utc>>().ok()) else {
+                return true;
+            };
+            at("start-at").is_none_or(|start| start <= value)
+                && at("end-at").is_none_or(|end| value < end)
+        }
+        RowFilter::Date(name) => {
+            let on = |key| query_param(query, key).and_then(|v| v.parse::<NaiveDate>().ok());
+            let Some(value) = field(name).and_then(|v| v.parse::<NaiveDate>().ok()) else {
+                return true;
+            };
+            on("start-date").is_none_or(|start| start <= value)
+                && on("end-date").is_none_or(|end| value <= end)
+                && query_param(query, "currency").is_none_or(|c| field("currency") == Some(c))
+        }
+    }
+}
+
+/// One page of `rows` as the broker sends it: `data.items` and `pagination`.
+fn page_of(rows: Vec<&serde_json::Value>, query: &[(String, String)]) -> serde_json::Value {
+    let number = |key, default| {
+        query_param(query, key)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let per_page = number("per-page", 250).max(1);
+    let offset = number("page-offset", 0);
+    let total = rows.len();
+    let items: Vec<_> = rows
+        .into_iter()
+        .skip(offset * per_page)
+        .take(per_page)
+        .collect();
+    serde_json::json!({
+        "data": { "items": items },
+        "pagination": {
+            "per-page": per_page,
+            "page-offset": offset,
+            "item-offset": offset * per_page,
+            "total-items": total,
+            "total-pages": total.div_ceil(per_page),
+            "current-item-count": items.len(),
+        },
+    })
+}
+
+impl Broker for FakeBroker {
+    async fn refresh(&self, _grant: &Grant) -> Result<AccessToken, BrokerError> {
+        Ok(self.issue())
+    }
+
+    async fn exchange_code(
+        &self,
+        _environment: Environment,
+        _client_id: &str,
+        _client_secret: &SecretString,
+        code: &SecretString,
+        _redirect_uri: &str,
+    ) -> Result<CodeExchange, BrokerError> {
+        Ok(CodeExchange {
+            refresh_token: SecretString::from(format!("refresh-for-{}", code.expose_secret())),
+            access: self.issue(),
+        })
+    }
+
+    async fn get(
+        &self,
+        _environment: Environment,
+        path: &str,
+        query: &[(String, String)],
+        token: &AccessToken,
+    ) -> Result<serde_json::Value, BrokerError> {
+        let mut state = locked(&self.state);
+        state.calls.push(BrokerCall {
+            path: path.to_owned(),
+            query: query.to_vec(),
+        });
+        if !state.issued.contains(token.token.expose_secret()) {
+            return Err(BrokerError::AuthExpired { code: None });
+        }
+        if let Some(error) = state.failures.get_mut(path).and_then(VecDeque::pop_front) {
+            return Err(error);
+        }
+        match state.routes.get(path) {
+            Some(Route::Body(body)) => Ok(body.clone()),
+            Some(Route::Rows { rows, filter }) => {
+                let matching = rows
+                    .iter()
+                    .filter(|r| row_matches(r, *filter, query))
+                    .collect();
+                Ok(page_of(matching, query))
+            }
+            None => Err(BrokerError::NotFound { code: None }),
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::domain::accounts::{
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
 use crate::secrets::{CipherError, Sealed, SecretContext};
 use crate::tastytrade::model::{Balance, Order, Position, Record, Transaction};
+use crate::tastytrade::{AccessToken, BrokerError, CodeExchange, Environment, Grant, Session};
 
 /// The IAM actions a port's adapter calls.
 pub type Actions = &'static [&'static str];
@@ -318,4 +319,39 @@ pub trait SecretSource: Send + Sync {
         arn: &str,
     ) -> impl Future<Output = Result<Option<SecretString>, Box<dyn std::error::Error + Send + Sync>>>
     + Send;
+}
+
+/// The broker's HTTP API: its token endpoint and authenticated reads, each retried as the
+/// adapter's policy allows. The typed endpoints, the scans of paginated ones and the
+/// per-grant token cache are built on it ([`Session`]), so a fake broker serves them all.
+pub trait Broker: Send + Sync + Sized {
+    /// A fresh access token for `grant`.
+    fn refresh(
+        &self,
+        grant: &Grant,
+    ) -> impl Future<Output = Result<AccessToken, BrokerError>> + Send;
+
+    /// The authorization-code exchange (`grant_type=authorization_code`).
+    fn exchange_code(
+        &self,
+        environment: Environment,
+        client_id: &str,
+        client_secret: &SecretString,
+        code: &SecretString,
+        redirect_uri: &str,
+    ) -> impl Future<Output = Result<CodeExchange, BrokerError>> + Send;
+
+    /// GET `path` with `token`; the parsed body of a success, else the broker's error.
+    fn get(
+        &self,
+        environment: Environment,
+        path: &str,
+        query: &[(String, String)],
+        token: &AccessToken,
+    ) -> impl Future<Output = Result<serde_json::Value, BrokerError>> + Send;
+
+    /// A session for one grant; `cached` is an access token persisted earlier, if any.
+    fn session(&self, grant: Grant, cached: Option<AccessToken>) -> Session<'_, Self> {
+        Session::new(self, grant, cached)
+    }
 }

@@ -23,14 +23,14 @@ use crate::domain::accounts::{BalanceTarget, SyncAccount};
 use crate::domain::tasks::{Counts, TaskKind, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::iam::Permissions;
 use crate::ports::{
-    Actions, LeaseStore, Redelivery, SyncQueue, SyncStore, TaskError, TaskReader, TaskUpdater,
-    TokenCipher, TokenOpener, TokenSealer,
+    Actions, Broker, LeaseStore, Redelivery, SyncQueue, SyncStore, TaskError, TaskReader,
+    TaskUpdater, TokenCipher, TokenOpener, TokenSealer,
 };
 use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext};
 use crate::tastytrade::model::{Balance, BrokerId, Order, Record, Transaction};
 use crate::tastytrade::{
-    AccessToken, BrokerError, Grant, OrderQuery, Pages, Session, SnapshotQuery, TastytradeClient,
-    TimeOfDay, TransactionQuery,
+    AccessToken, BrokerError, Grant, OrderQuery, Pages, Session, SnapshotQuery, TimeOfDay,
+    TransactionQuery,
 };
 
 /// Tunables of the sync, from the worker's configuration.
@@ -66,9 +66,9 @@ impl Default for SyncSettings {
 
 /// What the sync needs, built once per cold start.
 #[derive(Debug)]
-pub struct SyncDeps<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> {
+pub struct SyncDeps<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker> {
     pub store: S,
-    pub broker: TastytradeClient,
+    pub broker: B,
     pub cipher: C,
     pub tasks: T,
     /// Where continuations go.
@@ -87,8 +87,8 @@ impl<T: TaskReader + TaskUpdater + LeaseStore> WorkerTasks for T {}
 pub trait WorkerQueue: SyncQueue + Redelivery {}
 impl<Q: SyncQueue + Redelivery> WorkerQueue for Q {}
 
-impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Permissions
-    for SyncDeps<S, C, T, Q>
+impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker> Permissions
+    for SyncDeps<S, C, T, Q, B>
 {
     fn held() -> Vec<Actions> {
         vec![
@@ -185,8 +185,8 @@ impl SyncError {
 
 /// Runs one task message to an outcome, or asks for a retry. `deadline` is the invocation's
 /// (Lambda's) deadline: the sync hands over to a continuation before it.
-pub async fn run<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+pub async fn run<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     message: &TaskMessage,
     deadline: Option<Instant>,
 ) -> Result<Outcome, Retryable> {
@@ -196,8 +196,8 @@ pub async fn run<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     run_in_span(deps, message, deadline).instrument(span).await
 }
 
-async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     message: &TaskMessage,
     deadline: Option<Instant>,
 ) -> Result<Outcome, Retryable> {
@@ -272,8 +272,8 @@ fn lease_ttl(lease: TimeDelta, deadline: Option<Instant>) -> TimeDelta {
 }
 
 /// Queues the continuation that resumes at `cursor`, then records the cursor in the task.
-async fn continue_later<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+async fn continue_later<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     message: &TaskMessage,
     cursor: Cursor,
 ) -> Result<Outcome, Retryable> {
@@ -300,8 +300,8 @@ async fn continue_later<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQ
     Ok(Outcome::Continued(cursor))
 }
 
-async fn classify<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+async fn classify<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     task: Uuid,
     account_id: Uuid,
     error: SyncError,
@@ -328,8 +328,8 @@ async fn classify<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
 
 /// A retryable error marks the task `retrying` and returns the [`Retryable`] to hand back to
 /// SQS; anything else fails the task and the account for good (`Ok(Outcome::Failed)`).
-async fn retry_or_fail<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+async fn retry_or_fail<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     task: Uuid,
     account_id: Uuid,
     error: SyncError,
@@ -372,8 +372,8 @@ async fn retry_or_fail<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQu
     }
 }
 
-async fn finish<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+async fn finish<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     task: Uuid,
     status: TaskStatus,
     counts: &Counts,
@@ -385,8 +385,8 @@ async fn finish<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
     }
 }
 
-async fn progress<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+async fn progress<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     task: Uuid,
     stage: &str,
     percentage: u8,
@@ -404,8 +404,14 @@ async fn progress<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
 }
 
 /// The access token an earlier sync cached, if it is still good for a while.
-async fn cached_access_token<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+async fn cached_access_token<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     account: &SyncAccount,
 ) -> Option<AccessToken> {
     let (sealed, expires_at) = account.access_token.as_ref()?;
@@ -425,8 +431,8 @@ async fn cached_access_token<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: Wo
     })
 }
 
-async fn open_grant<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+async fn open_grant<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     account: &SyncAccount,
 ) -> Result<Grant, SyncError> {
     let context = |purpose| SecretContext {
@@ -529,8 +535,8 @@ impl Deadline {
     }
 }
 
-async fn stages<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+async fn stages<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     message: &TaskMessage,
     account: &SyncAccount,
     deadline: Deadline,
@@ -560,8 +566,8 @@ async fn stages<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
 }
 
 /// One invocation's run of a task's stages: what every stage reads.
-struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> {
-    deps: &'r SyncDeps<S, C, T, Q>,
+struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker> {
+    deps: &'r SyncDeps<S, C, T, Q, B>,
     message: &'r TaskMessage,
     account: &'r SyncAccount,
     /// The fixed end of the whole sync, kept across continuations.
@@ -572,7 +578,9 @@ struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> {
     deadline: Deadline,
 }
 
-impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C, T, Q> {
+impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
+    Run<'_, S, C, T, Q, B>
+{
     /// accounts → balances → positions → the paged stages → the account's watermarks. The
     /// cheap stages run again on every continuation: they are a handful of rows.
     async fn all_stages(&self, counts: &mut Counts) -> Result<(), SyncError> {
@@ -621,7 +629,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
     /// syncs that follow within its lifetime.
     async fn accounts(
         &self,
-        session: &Session<'_>,
+        session: &Session<'_, B>,
         cached: Option<&AccessToken>,
     ) -> Result<(), SyncError> {
         let listed = session.accounts().await?;
@@ -654,7 +662,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
     /// The current balances, also recorded as today's intraday snapshot; their currencies.
     async fn balances(
         &self,
-        session: &Session<'_>,
+        session: &Session<'_, B>,
         counts: &mut Counts,
     ) -> Result<Vec<String>, SyncError> {
         self.progress("balances", 10, counts).await?;
@@ -677,7 +685,11 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
     }
 
     /// The account's positions, replacing the set in one transaction.
-    async fn positions(&self, session: &Session<'_>, counts: &mut Counts) -> Result<(), SyncError> {
+    async fn positions(
+        &self,
+        session: &Session<'_, B>,
+        counts: &mut Counts,
+    ) -> Result<(), SyncError> {
         self.progress("positions", 20, counts).await?;
         let number = &self.account.account_number;
         let positions = session.positions(number, true).await?;
@@ -697,7 +709,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
     /// `E` can resume there), else at the next window.
     async fn paged<E: PagedEntity>(
         &self,
-        session: &Session<'_>,
+        session: &Session<'_, B>,
         currencies: &[String],
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
@@ -756,7 +768,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue> Run<'_, S, C,
     /// The live orders (today's, and any still working), which the windows may not reach.
     async fn live_orders(
         &self,
-        session: &Session<'_>,
+        session: &Session<'_, B>,
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
         let mut live = session.live_orders(&self.account.account_number);
@@ -817,12 +829,12 @@ trait PagedEntity: BrokerId + DeserializeOwned + Send + Sync + Sized {
     }
 
     /// The reads that cover `window`, each a run of pages.
-    fn reads<'s>(
-        session: &'s Session<'_>,
+    fn reads<'s, B: Broker>(
+        session: &'s Session<'_, B>,
         number: &str,
         window: &Window,
         currencies: &[String],
-    ) -> Vec<Pages<'s, 's, Self>>;
+    ) -> Vec<Pages<'s, 's, Self, B>>;
 
     /// The latest time the rows of a page reach.
     fn reached(items: &[Record<Self>]) -> Option<DateTime<Utc>>;
@@ -849,12 +861,12 @@ impl PagedEntity for Transaction {
         settings.window
     }
 
-    fn reads<'s>(
-        session: &'s Session<'_>,
+    fn reads<'s, B: Broker>(
+        session: &'s Session<'_, B>,
         number: &str,
         window: &Window,
         _currencies: &[String],
-    ) -> Vec<Pages<'s, 's, Self>> {
+    ) -> Vec<Pages<'s, 's, Self, B>> {
         let query = TransactionQuery {
             start_at: Some(window.start),
             end_at: Some(window.end),
@@ -891,12 +903,12 @@ impl PagedEntity for Order {
         settings.window / 2
     }
 
-    fn reads<'s>(
-        session: &'s Session<'_>,
+    fn reads<'s, B: Broker>(
+        session: &'s Session<'_, B>,
         number: &str,
         window: &Window,
         _currencies: &[String],
-    ) -> Vec<Pages<'s, 's, Self>> {
+    ) -> Vec<Pages<'s, 's, Self, B>> {
         let query = OrderQuery {
             start_at: Some(window.start),
             end_at: Some(window.end),
@@ -938,12 +950,12 @@ impl PagedEntity for Balance {
         day_start(start.date_naive())
     }
 
-    fn reads<'s>(
-        session: &'s Session<'_>,
+    fn reads<'s, B: Broker>(
+        session: &'s Session<'_, B>,
         number: &str,
         window: &Window,
         currencies: &[String],
-    ) -> Vec<Pages<'s, 's, Self>> {
+    ) -> Vec<Pages<'s, 's, Self, B>> {
         let (start_date, end_date) = window.days();
         currencies
             .iter()
@@ -983,9 +995,11 @@ fn day_start(day: NaiveDate) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::postgres::PgSyncStore;
-    use crate::fakes::{InMemoryQueue, InMemoryTasks, PlainCipher};
+    use crate::fakes::{
+        FakeBroker, InMemoryQueue, InMemorySyncStore, InMemoryTasks, PlainCipher, RowFilter,
+    };
     use crate::ports::TaskCreator;
+    use serde_json::json;
 
     #[test]
     fn a_lease_ends_soon_after_the_invocation_that_holds_it() {
@@ -1051,27 +1065,280 @@ mod tests {
         );
     }
 
-    /// A worker over the fakes: the pool and the broker are built but never reached.
-    fn fake_worker() -> SyncDeps<PgSyncStore, PlainCipher, InMemoryTasks, InMemoryQueue> {
-        let manager =
-            deadpool_postgres::Manager::new(tokio_postgres::Config::new(), tokio_postgres::NoTls);
-        let unreachable = "http://127.0.0.1:9".parse().expect("a URL");
+    type FakeWorker =
+        SyncDeps<InMemorySyncStore, PlainCipher, InMemoryTasks, InMemoryQueue, FakeBroker>;
+
+    const NUMBER: &str = "5WT00001";
+
+    /// A worker over the fakes, with no account.
+    fn fake_worker() -> FakeWorker {
         SyncDeps {
-            store: PgSyncStore::new(
-                deadpool_postgres::Pool::builder(manager)
-                    .build()
-                    .expect("a lazy pool"),
-            ),
-            broker: TastytradeClient::new(crate::tastytrade::BrokerConfig::for_base_url(
-                unreachable,
-            ))
-            .expect("a client"),
+            store: InMemorySyncStore::default(),
+            broker: FakeBroker::default(),
             cipher: PlainCipher,
             tasks: InMemoryTasks::default(),
             queue: InMemoryQueue::default(),
             oauth_client: None,
             settings: SyncSettings::default(),
         }
+    }
+
+    /// A broker account opened three years ago with one transaction and one order a month
+    /// (oldest first, as the worker asks for them) and a USD balance; the worker has it linked
+    /// with a personal grant.
+    async fn linked_account(deps: &FakeWorker) -> Uuid {
+        let opened = Utc::now() - TimeDelta::days(3 * 365);
+        let months: Vec<DateTime<Utc>> = (0..36)
+            .map(|m| opened + TimeDelta::days(30 * m + 1))
+            .collect();
+        let broker = &deps.broker;
+        broker.serve(
+            "/customers/me/accounts",
+            json!({"data": {"items": [{"account": {"account-number": NUMBER, "opened-at": opened}, "authority-level": "owner"}]}}),
+        );
+        let balance = json!({"account-number": NUMBER, "currency": "USD", "cash-balance": "100.0", "net-liquidating-value": "100.0"});
+        broker.serve(
+            &format!("/accounts/{NUMBER}/balances"),
+            json!({"data": {"items": [balance]}}),
+        );
+        broker.serve(
+            &format!("/accounts/{NUMBER}/positions"),
+            json!({"data": {"items": []}}),
+        );
+        broker.serve(
+            &format!("/accounts/{NUMBER}/orders/live"),
+            json!({"data": {"items": []}}),
+        );
+        let transactions = months
+            .iter()
+            .enumerate()
+            .map(|(i, at)| json!({"id": 1000 + i, "account-number": NUMBER, "transaction-type": "Money Movement", "executed-at": at, "transaction-date": at.date_naive(), "value": "1.0", "value-effect": "Credit"}))
+            .collect();
+        broker.serve_rows(
+            &format!("/accounts/{NUMBER}/transactions"),
+            transactions,
+            RowFilter::Instant("executed-at"),
+        );
+        let orders = months
+            .iter()
+            .enumerate()
+            .map(|(i, at)| json!({"id": 2000 + i, "account-number": NUMBER, "status": "Filled", "received-at": at, "legs": []}))
+            .collect();
+        broker.serve_rows(
+            &format!("/accounts/{NUMBER}/orders"),
+            orders,
+            RowFilter::Instant("received-at"),
+        );
+        let snapshots = months
+            .iter()
+            .map(|at| json!({"account-number": NUMBER, "currency": "USD", "snapshot-date": at.date_naive(), "time-of-day": "EOD", "net-liquidating-value": "100.0"}))
+            .collect();
+        broker.serve_rows(
+            &format!("/accounts/{NUMBER}/balance-snapshots"),
+            snapshots,
+            RowFilter::Date("snapshot-date"),
+        );
+
+        let (id, credential_id, user_id) = (Uuid::new_v4(), Uuid::new_v4(), "user-a");
+        let seal = |purpose, secret: &str| {
+            let context = SecretContext {
+                purpose,
+                user_id,
+                credential_id,
+            };
+            let secret = SecretString::from(secret.to_owned());
+            async move { deps.cipher.seal(context, &secret).await.expect("sealed") }
+        };
+        deps.store.add(SyncAccount {
+            id,
+            user_id: user_id.into(),
+            account_number: NUMBER.into(),
+            environment: crate::tastytrade::Environment::Sandbox,
+            credential_id,
+            personal_grant: true,
+            opened_at: Some(opened),
+            transactions_synced_to: None,
+            orders_synced_to: None,
+            snapshots_synced_to: None,
+            refresh_token: seal(Purpose::RefreshToken, "refresh").await,
+            client_secret: Some(seal(Purpose::ClientSecret, "secret").await),
+            access_token: None,
+        });
+        id
+    }
+
+    /// Queues a task of `kind` for the account and runs its message, and every continuation
+    /// it hands over to, to the end.
+    async fn sync(deps: &FakeWorker, account_id: Uuid, kind: TaskKind) -> (Outcome, usize) {
+        let task = crate::domain::tasks::NewTask::new("user-a", account_id, kind);
+        deps.tasks.create(&task).await.unwrap();
+        let mut message = task.message();
+        let mut invocations = 0;
+        loop {
+            invocations += 1;
+            assert!(invocations < 100, "the continuations never end");
+            let deadline = Instant::now() + std::time::Duration::from_secs(600);
+            match run(deps, &message, Some(deadline)).await.expect("no retry") {
+                Outcome::Continued(_) => message = deps.queue.sent().last().unwrap().clone(),
+                outcome => return (outcome, invocations),
+            }
+        }
+    }
+
+    /// The transactions reads as (start-at, page-offset): a read made twice appears twice.
+    fn transaction_reads(deps: &FakeWorker) -> Vec<(String, String)> {
+        deps.broker
+            .calls_to(&format!("/accounts/{NUMBER}/transactions"))
+            .iter()
+            .map(|c| {
+                (
+                    c.param("start-at").unwrap_or_default().to_owned(),
+                    c.param("page-offset").unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_sync_stores_every_row_once_and_moves_the_watermarks() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+
+        let (outcome, _) = sync(&deps, account, TaskKind::Full).await;
+
+        let Outcome::Completed(counts) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let stored = deps.store.stored(account).unwrap();
+        assert_eq!((stored.transactions.len(), stored.orders.len()), (36, 36));
+        assert_eq!(counts.total_written(), 36 + 36 + 36 + 2, "{counts:?}");
+        assert_eq!(stored.status, AccountStatus::Success);
+        assert!(
+            stored.account.transactions_synced_to.is_some()
+                && stored.account.orders_synced_to.is_some()
+        );
+        let reads = transaction_reads(&deps);
+        let distinct: std::collections::HashSet<_> = reads.iter().collect();
+        assert_eq!(
+            reads.len(),
+            distinct.len(),
+            "a page was read twice: {reads:?}"
+        );
+        assert_eq!(
+            deps.broker.refreshes(),
+            1,
+            "one access token serves the whole sync"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_incremental_sync_reads_one_trailing_window_per_entity() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        sync(&deps, account, TaskKind::Full).await;
+        let marked = deps
+            .store
+            .stored(account)
+            .unwrap()
+            .account
+            .transactions_synced_to
+            .unwrap();
+        let before = deps.broker.calls().len();
+
+        let (outcome, _) = sync(&deps, account, TaskKind::Incremental).await;
+
+        assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+        let calls = &deps.broker.calls()[before..];
+        // accounts, balances, positions, transactions, orders, live orders, snapshots (USD)
+        assert_eq!(calls.len(), 7, "{calls:?}");
+        let reads = transaction_reads(&deps);
+        let (start, _) = reads.last().unwrap();
+        let start: DateTime<Utc> = start.parse().unwrap();
+        let expected = marked - SyncSettings::default().trailing;
+        assert!(
+            (start - expected).abs() < TimeDelta::milliseconds(1),
+            "the window starts at {start}, a week before the watermark {marked}"
+        );
+        assert_eq!(
+            deps.store.stored(account).unwrap().transactions.len(),
+            36,
+            "nothing lost"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sync_past_its_deadline_continues_window_by_window_without_rereading() {
+        let mut deps = fake_worker();
+        // Every invocation is already within the margin: each one checkpoints after a window.
+        deps.settings.deadline_margin = std::time::Duration::from_secs(3600);
+        let account = linked_account(&deps).await;
+
+        let (outcome, invocations) = sync(&deps, account, TaskKind::Full).await;
+
+        assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+        assert!(invocations > 3, "it continued {invocations} times");
+        let stored = deps.store.stored(account).unwrap();
+        assert_eq!((stored.transactions.len(), stored.orders.len()), (36, 36));
+        let reads = transaction_reads(&deps);
+        let distinct: std::collections::HashSet<_> = reads.iter().collect();
+        assert_eq!(
+            reads.len(),
+            distinct.len(),
+            "a continuation re-read a window: {reads:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejected_access_token_is_replaced_once_and_the_read_retried() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        sync(&deps, account, TaskKind::Full).await;
+        deps.broker.expire_tokens();
+
+        let (outcome, _) = sync(&deps, account, TaskKind::Incremental).await;
+
+        assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+        assert_eq!(
+            deps.broker.refreshes(),
+            2,
+            "the cached token, refused, then one new one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broker_outage_leaves_the_message_to_be_retried_and_the_watermarks_where_they_were() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        let path = format!("/accounts/{NUMBER}/orders");
+        deps.broker.fail_next(&path, BrokerError::transient("503"));
+        let task = crate::domain::tasks::NewTask::new("user-a", account, TaskKind::Full);
+        deps.tasks.create(&task).await.unwrap();
+
+        let result = run(&deps, &task.message(), None).await;
+
+        assert!(
+            matches!(result, Err(Retryable(SyncError::Broker(_)))),
+            "{result:?}"
+        );
+        let stored = deps.store.stored(account).unwrap();
+        assert_eq!(stored.account.orders_synced_to, None);
+        assert_eq!(stored.transactions.len(), 36, "what was read is kept");
+        let retried = run(&deps, &task.message(), None)
+            .await
+            .expect("the retry runs");
+        assert!(matches!(retried, Outcome::Completed(_)), "{retried:?}");
+    }
+
+    #[tokio::test]
+    async fn a_task_for_an_account_unlinked_since_is_skipped() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        deps.store.remove(account);
+
+        let (outcome, _) = sync(&deps, account, TaskKind::Full).await;
+
+        assert_eq!(outcome, Outcome::Skipped);
+        assert!(deps.broker.calls().is_empty());
     }
 
     fn cursor(stage: Stage) -> Cursor {

@@ -28,7 +28,7 @@ use crate::tastytrade::{BrokerConfig, TastytradeClient};
 /// `accounts`' dependencies in production.
 pub type Accounts = AccountsDeps<PgAccounts>;
 /// `link-account`'s dependencies in production.
-pub type LinkAccount = LinkDeps<PgAccounts, KmsEnvelope, DynamoTasks, SqsQueue>;
+pub type LinkAccount = LinkDeps<PgAccounts, KmsEnvelope, DynamoTasks, SqsQueue, TastytradeClient>;
 /// `sync-trigger`'s dependencies in production.
 pub type SyncTrigger = TriggerDeps<PgAccounts, DynamoTasks, SqsQueue>;
 /// `sync-status`'s dependencies in production.
@@ -36,7 +36,7 @@ pub type SyncStatus = StatusDeps<PgAccounts, DynamoTasks>;
 /// `sync-scheduler`'s dependencies in production.
 pub type SyncScheduler = SchedulerDeps<PgAccounts, DynamoTasks, SqsQueue>;
 /// `sync-worker`'s dependencies in production.
-pub type SyncWorker = SyncDeps<PgSyncStore, KmsEnvelope, DynamoTasks, SqsQueue>;
+pub type SyncWorker = SyncDeps<PgSyncStore, KmsEnvelope, DynamoTasks, SqsQueue, TastytradeClient>;
 
 /// Every function of the deployment (its crate under `functions/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use secrecy::SecretString;
 use serde_json::Value;
+use tastysync_shared::ports::Broker;
 use tastysync_shared::tastytrade::client::Stats;
 use tastysync_shared::tastytrade::{
     BrokerConfig, BrokerError, Environment, Grant, OrderQuery, RetryPolicy, SnapshotQuery,

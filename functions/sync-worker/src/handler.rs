@@ -14,7 +14,7 @@ use tracing::Instrument;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use tastysync_shared::domain::tasks::TaskMessage;
 use tastysync_shared::metrics;
-use tastysync_shared::ports::{SyncStore, TokenCipher};
+use tastysync_shared::ports::{Broker, SyncStore, TokenCipher};
 use tastysync_shared::sync::{self, Outcome, SyncDeps, WorkerQueue, WorkerTasks};
 
 /// First back-off between task-level retries; it doubles with every delivery, up to the cap.
@@ -29,8 +29,8 @@ pub fn retry_delay(receive_count: u32) -> Duration {
 }
 
 /// Handles one batch; `deadline` is the invocation's, for continuations.
-pub async fn handle<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+pub async fn handle<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     event: SqsEvent,
     deadline: Option<Instant>,
 ) -> SqsBatchResponse {
@@ -60,8 +60,8 @@ pub async fn handle<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue
 }
 
 /// Handles one message; true when it failed and must come back.
-async fn handle_record<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
-    deps: &SyncDeps<S, C, T, Q>,
+async fn handle_record<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
     record: &SqsMessage,
     deadline: Option<Instant>,
 ) -> bool {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tastysync_shared::aws::SdkConfig;
 use tastysync_shared::config::{ConfigError, Env};
 use tastysync_shared::metrics::Collector;
-use tastysync_shared::ports::{SyncStore, TokenCipher};
+use tastysync_shared::ports::{Broker, SyncStore, TokenCipher};
 use tastysync_shared::sync::{SyncDeps, WorkerQueue, WorkerTasks};
 
 /// Where to poll and how.
@@ -85,9 +85,15 @@ impl Poller {
     }
 
     /// Receives one batch and hands it to the handler; `None` when the queue had nothing.
-    pub async fn poll_once<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    pub async fn poll_once<
+        S: SyncStore,
+        C: TokenCipher,
+        T: WorkerTasks,
+        Q: WorkerQueue,
+        B: Broker,
+    >(
         &self,
-        deps: &SyncDeps<S, C, T, Q>,
+        deps: &SyncDeps<S, C, T, Q, B>,
     ) -> Result<Option<Polled>, PollError> {
         let mut receive = self
             .sqs
@@ -157,9 +163,9 @@ impl Poller {
     }
 
     /// Polls until the queue has been empty for `exit_when_idle` (`None`: forever).
-    pub async fn run<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue>(
+    pub async fn run<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
         &self,
-        deps: &SyncDeps<S, C, T, Q>,
+        deps: &SyncDeps<S, C, T, Q, B>,
         exit_when_idle: Option<Duration>,
         metrics: Option<&Collector>,
     ) -> Result<(), PollError> {

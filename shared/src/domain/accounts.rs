@@ -137,7 +137,7 @@ pub enum SyncedData {
 }
 
 /// An account with what the worker needs to act for its owner.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SyncAccount {
     pub id: Uuid,
     pub user_id: String,

@@ -13,10 +13,10 @@ use crate::domain::tasks::{NewTask, TaskKind};
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
 use crate::oauth_state::{StateError, StateSigner};
-use crate::ports::{AccountRepo, Actions, SyncQueue, TaskCreator, TokenSealer};
+use crate::ports::{AccountRepo, Actions, Broker, SyncQueue, TaskCreator, TokenSealer};
 use crate::secrets::{OAuthClient, Purpose, Sealed, SecretContext};
 use crate::tastytrade::model::{AccountAuthority, Record};
-use crate::tastytrade::{AccessToken, BrokerError, Environment, Grant, TastytradeClient};
+use crate::tastytrade::{AccessToken, BrokerError, Environment, Grant};
 
 /// Secrets longer than this are not tastytrade's: refuse them before any call.
 const MAX_SECRET_LEN: usize = 4096;
@@ -81,9 +81,9 @@ impl OAuthSettings {
 
 /// Everything the link routes use, built once per cold start.
 #[derive(Debug)]
-pub struct LinkDeps<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue> {
+pub struct LinkDeps<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker> {
     pub accounts: A,
-    pub broker: TastytradeClient,
+    pub broker: B,
     pub cipher: C,
     pub tasks: T,
     pub queue: Q,
@@ -92,8 +92,8 @@ pub struct LinkDeps<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue
     pub settings: OAuthSettings,
 }
 
-impl<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue> Permissions
-    for LinkDeps<A, C, T, Q>
+impl<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker> Permissions
+    for LinkDeps<A, C, T, Q, B>
 {
     fn held() -> Vec<Actions> {
         vec![
@@ -119,8 +119,8 @@ impl<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue> Permissions
         (status = 413, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn start<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
-    deps: &LinkDeps<A, C, T, Q>,
+pub async fn start<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker>(
+    deps: &LinkDeps<A, C, T, Q, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let user = http::user_id(request)?;
@@ -159,8 +159,8 @@ pub async fn start<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>
         (status = 503, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn link<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
-    deps: &LinkDeps<A, C, T, Q>,
+pub async fn link<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker>(
+    deps: &LinkDeps<A, C, T, Q, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let user = http::user_id(request)?;
@@ -240,8 +240,14 @@ fn broker_account(record: Record<AccountAuthority>) -> BrokerAccount {
 }
 
 /// Queues each linked account's full sync and marks the ones queued.
-async fn queue_first_syncs<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
-    deps: &LinkDeps<A, C, T, Q>,
+async fn queue_first_syncs<
+    A: AccountRepo,
+    C: TokenSealer,
+    T: TaskCreator,
+    Q: SyncQueue,
+    B: Broker,
+>(
+    deps: &LinkDeps<A, C, T, Q, B>,
     user: &str,
     linked: &[LinkedAccount],
 ) {
@@ -263,8 +269,8 @@ async fn queue_first_syncs<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: Sy
     }
 }
 
-async fn enqueue<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
-    deps: &LinkDeps<A, C, T, Q>,
+async fn enqueue<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker>(
+    deps: &LinkDeps<A, C, T, Q, B>,
     task: &NewTask,
 ) -> Result<(), crate::ports::TaskError> {
     deps.tasks.create(task).await?;
@@ -273,8 +279,8 @@ async fn enqueue<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
 
 /// Checks the request's shape for its flow and turns it into a grant. The authorization code
 /// is exchanged here, which also yields the first access token.
-async fn grant_from<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
-    deps: &LinkDeps<A, C, T, Q>,
+async fn grant_from<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker>(
+    deps: &LinkDeps<A, C, T, Q, B>,
     user: &str,
     mut body: LinkRequest,
 ) -> Result<(Grant, Option<AccessToken>, GrantKind), ApiError> {
@@ -295,8 +301,8 @@ async fn grant_from<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue
 
 /// The authorization-code flow: the `state` checked against the caller and the request, then
 /// the code exchanged with the deployment's client.
-async fn code_grant<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue>(
-    deps: &LinkDeps<A, C, T, Q>,
+async fn code_grant<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker>(
+    deps: &LinkDeps<A, C, T, Q, B>,
     user: &str,
     environment: Environment,
     code: SecretString,

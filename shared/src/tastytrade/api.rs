@@ -13,6 +13,7 @@ use super::error::BrokerError;
 use super::model::{
     AccountAuthority, Balance, BrokerId, Order, Position, QuoteToken, Record, Transaction,
 };
+use crate::ports::Broker;
 
 /// Page size limits (reference §3.0): above them the broker answers `validation_error`.
 pub const MAX_TRANSACTIONS_PER_PAGE: u32 = 2000;
@@ -248,7 +249,7 @@ fn account_path(account_number: &str, rest: &str) -> String {
     format!("/accounts/{encoded}{rest}")
 }
 
-impl Session<'_> {
+impl<'c, B: Broker> Session<'c, B> {
     /// `GET /customers/me/accounts` (not paginated; closed accounts included).
     pub async fn accounts(&self) -> Result<Vec<Record<AccountAuthority>>, BrokerError> {
         let body: ItemsEnvelope = envelope(self.get("/customers/me/accounts", &[]).await?)?;
@@ -302,7 +303,7 @@ impl Session<'_> {
         &self,
         account_number: &str,
         query: &TransactionQuery,
-    ) -> Pages<'_, '_, Transaction> {
+    ) -> Pages<'_, 'c, Transaction, B> {
         let per_page = query.per_page.unwrap_or(MAX_TRANSACTIONS_PER_PAGE);
         Pages::new(
             self,
@@ -312,7 +313,7 @@ impl Session<'_> {
         )
     }
 
-    pub fn orders(&self, account_number: &str, query: &OrderQuery) -> Pages<'_, '_, Order> {
+    pub fn orders(&self, account_number: &str, query: &OrderQuery) -> Pages<'_, 'c, Order, B> {
         let per_page = query.per_page.unwrap_or(MAX_ORDERS_PER_PAGE);
         Pages::new(
             self,
@@ -323,7 +324,7 @@ impl Session<'_> {
     }
 
     /// `GET /accounts/{n}/orders/live`: today's orders in any status, plus working GTC orders.
-    pub fn live_orders(&self, account_number: &str) -> Pages<'_, '_, Order> {
+    pub fn live_orders(&self, account_number: &str) -> Pages<'_, 'c, Order, B> {
         Pages::new(
             self,
             account_path(account_number, "/orders/live"),
@@ -336,7 +337,7 @@ impl Session<'_> {
         &self,
         account_number: &str,
         query: &SnapshotQuery,
-    ) -> Pages<'_, '_, Balance> {
+    ) -> Pages<'_, 'c, Balance, B> {
         let per_page = query.per_page.unwrap_or(MAX_SNAPSHOTS_PER_PAGE);
         Pages::new(
             self,
@@ -366,8 +367,8 @@ pub struct Page<T> {
 /// a final count different from the last `total-items`. Either way it starts over from page 0
 /// (a bounded number of times), and the consumer simply upserts the pages again.
 #[derive(Debug)]
-pub struct Pages<'s, 'c, T> {
-    session: &'s Session<'c>,
+pub struct Pages<'s, 'c, T, B: Broker = super::TastytradeClient> {
+    session: &'s Session<'c, B>,
     path: String,
     query: Query,
     per_page: u32,
@@ -380,8 +381,8 @@ pub struct Pages<'s, 'c, T> {
     _item: PhantomData<T>,
 }
 
-impl<'s, 'c, T: DeserializeOwned + BrokerId> Pages<'s, 'c, T> {
-    fn new(session: &'s Session<'c>, path: String, query: Query, per_page: u32) -> Self {
+impl<'s, 'c, T: DeserializeOwned + BrokerId, B: Broker> Pages<'s, 'c, T, B> {
+    fn new(session: &'s Session<'c, B>, path: String, query: Query, per_page: u32) -> Self {
         Self {
             session,
             path,

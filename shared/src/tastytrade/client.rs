@@ -14,6 +14,7 @@ use url::Url;
 use super::error::BrokerError;
 use crate::Retry;
 use crate::config::{ConfigError, Env};
+use crate::ports::Broker;
 
 /// tastytrade answers 401 to a request without a product User-Agent (reference §2.0).
 pub const USER_AGENT: &str = concat!("tastysync/", env!("CARGO_PKG_VERSION"));
@@ -254,74 +255,26 @@ impl TastytradeClient {
         &self.config
     }
 
-    /// A session for one grant; `cached` is an access token persisted earlier, if any.
-    pub fn session(&self, grant: Grant, cached: Option<AccessToken>) -> Session<'_> {
-        Session {
-            client: self,
-            grant,
-            token: tokio::sync::Mutex::new(cached),
-        }
-    }
-
-    /// The authorization-code exchange (`grant_type=authorization_code`).
-    pub async fn exchange_code(
+    async fn get_once(
         &self,
         environment: Environment,
-        client_id: &str,
-        client_secret: &SecretString,
-        code: &SecretString,
-        redirect_uri: &str,
-    ) -> Result<CodeExchange, BrokerError> {
-        let body = serde_json::json!({
-            "grant_type": "authorization_code",
-            "code": code.expose_secret(),
-            "client_id": client_id,
-            "client_secret": client_secret.expose_secret(),
-            "redirect_uri": redirect_uri,
-        });
-        let response = self.token_request(environment, body).await?;
-        let (access, refresh_token) = response.access();
-        let refresh_token = refresh_token.ok_or_else(|| BrokerError::Permanent {
-            status: None,
-            code: None,
-            message: "the code exchange returned no refresh token".into(),
-        })?;
-        Ok(CodeExchange {
-            refresh_token,
-            access,
-        })
-    }
-
-    async fn refresh(&self, grant: &Grant) -> Result<AccessToken, BrokerError> {
-        let mut body = serde_json::json!({
-            "grant_type": "refresh_token",
-            "refresh_token": grant.refresh_token.expose_secret(),
-            "client_secret": grant.client_secret.expose_secret(),
-        });
-        if let Some(id) = &grant.client_id {
-            body["client_id"] = Value::String(id.clone());
+        path: &str,
+        query: &[(String, String)],
+        token: &AccessToken,
+    ) -> Result<Value, BrokerError> {
+        let mut request = self
+            .http
+            .get(self.url(environment, path)?)
+            .query(query)
+            .bearer_auth(token.token.expose_secret());
+        if let Some(version) = self.config.accept_version(environment) {
+            request = request.header("Accept-Version", version);
         }
-        self.stats.token_refreshes.fetch_add(1, Ordering::Relaxed);
-        // One `invalid_grant` is not yet proof: the sandbox rejects healthy grants now and
-        // then (reference §7.11). A second in a row is.
-        let revoked_once = std::sync::atomic::AtomicBool::new(false);
-        let result = self
-            .with_retries(|| async {
-                match self.token_request(grant.environment, body.clone()).await {
-                    Err(BrokerError::GrantRevoked { code })
-                        if !revoked_once.swap(true, Ordering::Relaxed) =>
-                    {
-                        Err(BrokerError::Transient {
-                            status: None,
-                            code,
-                            detail: "invalid_grant once".into(),
-                        })
-                    }
-                    other => other,
-                }
-            })
-            .await;
-        result.map(|r| r.access().0)
+        let (status, bytes) = self.send(request).await?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| decode_error(status, &e));
+        }
+        Err(api_error(status, &bytes))
     }
 
     async fn token_request(
@@ -402,17 +355,98 @@ impl TastytradeClient {
     }
 }
 
+impl Broker for TastytradeClient {
+    async fn exchange_code(
+        &self,
+        environment: Environment,
+        client_id: &str,
+        client_secret: &SecretString,
+        code: &SecretString,
+        redirect_uri: &str,
+    ) -> Result<CodeExchange, BrokerError> {
+        let body = serde_json::json!({
+            "grant_type": "authorization_code",
+            "code": code.expose_secret(),
+            "client_id": client_id,
+            "client_secret": client_secret.expose_secret(),
+            "redirect_uri": redirect_uri,
+        });
+        let response = self.token_request(environment, body).await?;
+        let (access, refresh_token) = response.access();
+        let refresh_token = refresh_token.ok_or_else(|| BrokerError::Permanent {
+            status: None,
+            code: None,
+            message: "the code exchange returned no refresh token".into(),
+        })?;
+        Ok(CodeExchange {
+            refresh_token,
+            access,
+        })
+    }
+
+    async fn refresh(&self, grant: &Grant) -> Result<AccessToken, BrokerError> {
+        let mut body = serde_json::json!({
+            "grant_type": "refresh_token",
+            "refresh_token": grant.refresh_token.expose_secret(),
+            "client_secret": grant.client_secret.expose_secret(),
+        });
+        if let Some(id) = &grant.client_id {
+            body["client_id"] = Value::String(id.clone());
+        }
+        self.stats.token_refreshes.fetch_add(1, Ordering::Relaxed);
+        // One `invalid_grant` is not yet proof: the sandbox rejects healthy grants now and
+        // then (reference §7.11). A second in a row is.
+        let revoked_once = std::sync::atomic::AtomicBool::new(false);
+        let result = self
+            .with_retries(|| async {
+                match self.token_request(grant.environment, body.clone()).await {
+                    Err(BrokerError::GrantRevoked { code })
+                        if !revoked_once.swap(true, Ordering::Relaxed) =>
+                    {
+                        Err(BrokerError::Transient {
+                            status: None,
+                            code,
+                            detail: "invalid_grant once".into(),
+                        })
+                    }
+                    other => other,
+                }
+            })
+            .await;
+        result.map(|r| r.access().0)
+    }
+
+    async fn get(
+        &self,
+        environment: Environment,
+        path: &str,
+        query: &[(String, String)],
+        token: &AccessToken,
+    ) -> Result<Value, BrokerError> {
+        self.with_retries(|| self.get_once(environment, path, query, token))
+            .await
+    }
+}
+
 /// Requests on behalf of one grant, sharing one access token.
 #[derive(Debug)]
-pub struct Session<'c> {
-    client: &'c TastytradeClient,
+pub struct Session<'c, B: Broker = TastytradeClient> {
+    broker: &'c B,
     grant: Grant,
     /// Held across a refresh, so concurrent callers wait for one refresh instead of each
     /// starting their own (single flight).
     token: tokio::sync::Mutex<Option<AccessToken>>,
 }
 
-impl Session<'_> {
+impl<'c, B: Broker> Session<'c, B> {
+    pub(crate) fn new(broker: &'c B, grant: Grant, cached: Option<AccessToken>) -> Self {
+        Self {
+            broker,
+            grant,
+            token: tokio::sync::Mutex::new(cached),
+        }
+    }
+
     pub fn environment(&self) -> Environment {
         self.grant.environment
     }
@@ -428,7 +462,7 @@ impl Session<'_> {
         if let Some(token) = slot.as_ref().filter(|t| t.is_fresh()) {
             return Ok(token.clone());
         }
-        let fresh = self.client.refresh(&self.grant).await?;
+        let fresh = self.broker.refresh(&self.grant).await?;
         *slot = Some(fresh.clone());
         Ok(fresh)
     }
@@ -453,11 +487,8 @@ impl Session<'_> {
         let mut refreshed = false;
         loop {
             let token = self.access_token().await?;
-            let result = self
-                .client
-                .with_retries(|| self.get_once(path, query, &token))
-                .await;
-            match result {
+            let environment = self.grant.environment;
+            match self.broker.get(environment, path, query, &token).await {
                 Err(BrokerError::AuthExpired { .. }) if !refreshed => {
                     self.invalidate(&token).await;
                     refreshed = true;
@@ -465,29 +496,6 @@ impl Session<'_> {
                 other => return other,
             }
         }
-    }
-
-    async fn get_once(
-        &self,
-        path: &str,
-        query: &[(String, String)],
-        token: &AccessToken,
-    ) -> Result<Value, BrokerError> {
-        let environment = self.grant.environment;
-        let mut request = self
-            .client
-            .http
-            .get(self.client.url(environment, path)?)
-            .query(query)
-            .bearer_auth(token.token.expose_secret());
-        if let Some(version) = self.client.config.accept_version(environment) {
-            request = request.header("Accept-Version", version);
-        }
-        let (status, bytes) = self.client.send(request).await?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| decode_error(status, &e));
-        }
-        Err(api_error(status, &bytes))
     }
 }
 

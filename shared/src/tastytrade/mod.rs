@@ -18,6 +18,7 @@ pub mod wire;
 
 pub use api::{OrderQuery, Page, Pages, SnapshotQuery, Sort, TimeOfDay, TransactionQuery};
 pub use client::{
-    AccessToken, BrokerConfig, Environment, Grant, RetryPolicy, Session, TastytradeClient,
+    AccessToken, BrokerConfig, CodeExchange, Environment, Grant, RetryPolicy, Session,
+    TastytradeClient,
 };
 pub use error::BrokerError;
