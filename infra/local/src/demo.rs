@@ -60,87 +60,131 @@ enum Broker {
 }
 
 pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
-    let broker = match (
-        env.optional("TASTYTRADE_REFRESH_TOKEN"),
-        env.optional("TASTYTRADE_CLIENT_SECRET"),
-    ) {
-        (Some(refresh_token), Some(client_secret)) => Broker::Real {
-            environment: env
-                .optional("TASTYTRADE_ENV")
-                .unwrap_or("sandbox")
-                .to_owned(),
-            base_url: env.optional("TASTYTRADE_API_URL").map(str::to_owned),
-            refresh_token: refresh_token.to_owned(),
-            client_secret: client_secret.to_owned(),
-        },
-        (None, None) => {
-            let config = Config {
-                seed: 2026,
-                sizes: Sizes {
-                    accounts: 1,
-                    transactions: env.parsed_or("DEMO_TRANSACTIONS", 20_000usize)?,
-                    orders: env.parsed_or("DEMO_ORDERS", 4_000usize)?,
-                    years: 3,
-                },
-                ..Config::default()
-            };
-            Broker::Simulated(
-                Simulator::spawn(config)
+    let broker = Broker::from_env(&env).await?;
+    let (environment, grant) = broker.grant();
+    let env = broker.point_at(
+        env.with("LOCAL_SCHEDULE_SECONDS", "0")
+            .with("OAUTH_REDIRECT_URIS", "http://localhost:5173/callback"),
+        &environment,
+    )?;
+    let pool = tastysync_shared::db::pool_from_env(&env, sdk).await?;
+    let gateway =
+        gateway::start(&env, sdk, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    println!(
+        "local gateway on {}/api/v1 (the worker polls the queue)\n",
+        gateway.url
+    );
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("{}/api/v1", gateway.url),
+        token: gateway::dev_token(&env, USER, Duration::from_secs(3600)),
+    };
+
+    let started = Instant::now();
+    let accounts = api.link(&grant).await?;
+    for (id, number) in &accounts {
+        api.follow_first_sync(*id, number).await?;
+    }
+    let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
+    print_rows(&row_counts(&pool, &ids).await?, started.elapsed());
+
+    let (id, number) = &accounts[0];
+    if let Broker::Simulated(sim) = &broker {
+        add_activity(sim, number).await?;
+    }
+    api.incremental(*id, number).await?;
+    println!("\ndemo complete");
+    Ok(())
+}
+
+impl Broker {
+    /// The grant in the environment if one is given, else a seeded simulator started here.
+    async fn from_env(env: &Env) -> Result<Self, DemoError> {
+        match (
+            env.optional("TASTYTRADE_REFRESH_TOKEN"),
+            env.optional("TASTYTRADE_CLIENT_SECRET"),
+        ) {
+            (Some(refresh_token), Some(client_secret)) => Ok(Broker::Real {
+                environment: env
+                    .optional("TASTYTRADE_ENV")
+                    .unwrap_or("sandbox")
+                    .to_owned(),
+                base_url: env.optional("TASTYTRADE_API_URL").map(str::to_owned),
+                refresh_token: refresh_token.to_owned(),
+                client_secret: client_secret.to_owned(),
+            }),
+            (None, None) => {
+                let config = Config {
+                    seed: 2026,
+                    sizes: Sizes {
+                        accounts: 1,
+                        transactions: env.parsed_or("DEMO_TRANSACTIONS", 20_000usize)?,
+                        orders: env.parsed_or("DEMO_ORDERS", 4_000usize)?,
+                        years: 3,
+                    },
+                    ..Config::default()
+                };
+                let sim = Simulator::spawn(config)
                     .await
-                    .map_err(DemoError::Simulator)?,
-            )
-        }
-        _ => {
-            return Err(DemoError::Usage(
+                    .map_err(DemoError::Simulator)?;
+                Ok(Broker::Simulated(sim))
+            }
+            _ => Err(DemoError::Usage(
                 "set both TASTYTRADE_REFRESH_TOKEN and TASTYTRADE_CLIENT_SECRET, or neither",
-            ));
+            )),
         }
-    };
-    let (environment, grant) = match &broker {
-        Broker::Simulated(sim) => {
-            println!(
-                "tastytrade simulator on {} (seeded; {} account)",
-                sim.credentials.base_url,
-                sim.credentials.account_numbers.len()
-            );
-            (
-                "sandbox".to_owned(),
-                json!({
-                    "environment": "sandbox",
-                    "refresh_token": sim.credentials.refresh_token,
-                    "client_secret": sim.credentials.client_secret,
-                }),
-            )
-        }
-        Broker::Real {
-            environment,
-            refresh_token,
-            client_secret,
-            base_url,
-        } => {
-            println!(
-                "tastytrade {environment} at {}",
-                base_url.as_deref().unwrap_or("its default URL")
-            );
-            (
-                environment.clone(),
-                json!({
-                    "environment": environment,
-                    "refresh_token": refresh_token,
-                    "client_secret": client_secret,
-                }),
-            )
-        }
-    };
-    let base_url = match &broker {
-        Broker::Simulated(sim) => Some(sim.credentials.base_url.clone()),
-        Broker::Real { base_url, .. } => base_url.clone(),
-    };
-    let mut env = env
-        .with("LOCAL_SCHEDULE_SECONDS", "0")
-        .with("OAUTH_REDIRECT_URIS", "http://localhost:5173/callback");
-    if let Some(url) = &base_url {
-        let name = match Environment::parse(&environment) {
+    }
+
+    /// The environment and the personal grant's `POST /link` body.
+    fn grant(&self) -> (String, Value) {
+        let (environment, refresh_token, client_secret) = match self {
+            Broker::Simulated(sim) => {
+                println!(
+                    "tastytrade simulator on {} (seeded; {} account)",
+                    sim.credentials.base_url,
+                    sim.credentials.account_numbers.len()
+                );
+                (
+                    "sandbox",
+                    sim.credentials.refresh_token.as_str(),
+                    sim.credentials.client_secret.as_str(),
+                )
+            }
+            Broker::Real {
+                environment,
+                refresh_token,
+                client_secret,
+                base_url,
+            } => {
+                println!(
+                    "tastytrade {environment} at {}",
+                    base_url.as_deref().unwrap_or("its default URL")
+                );
+                (
+                    environment.as_str(),
+                    refresh_token.as_str(),
+                    client_secret.as_str(),
+                )
+            }
+        };
+        let grant = json!({
+            "environment": environment,
+            "refresh_token": refresh_token,
+            "client_secret": client_secret,
+        });
+        (environment.to_owned(), grant)
+    }
+
+    /// Points the environment's broker URL at the simulator or the given URL, if any.
+    fn point_at(&self, env: Env, environment: &str) -> Result<Env, DemoError> {
+        let base_url = match self {
+            Broker::Simulated(sim) => Some(sim.credentials.base_url.clone()),
+            Broker::Real { base_url, .. } => base_url.clone(),
+        };
+        let Some(url) = base_url else {
+            return Ok(env);
+        };
+        let name = match Environment::parse(environment) {
             Some(Environment::Production) => "TASTYTRADE_PRODUCTION_URL",
             Some(Environment::Sandbox) => "TASTYTRADE_SANDBOX_URL",
             None => {
@@ -149,78 +193,32 @@ pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
                 )));
             }
         };
-        env = env.with(name, url.clone());
+        Ok(env.with(name, url))
     }
-    let pool = tastysync_shared::db::pool_from_env(&env, sdk).await?;
-    let gateway =
-        gateway::start(&env, sdk, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    println!(
-        "local gateway on {}/api/v1 (the worker polls the queue)\n",
-        gateway.url
-    );
+}
 
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: format!("{}/api/v1", gateway.url),
-        token: gateway::dev_token(&env, USER, Duration::from_secs(3600)),
-    };
-    let started = Instant::now();
-    let linked = api
-        .call(
-            reqwest::Method::POST,
-            "/tastytrade-accounts/link",
-            Some(&grant),
-            201,
-        )
+/// New trades, fills, reversals and a closed position at the simulated broker, for the
+/// incremental sync to find.
+async fn add_activity(
+    sim: &tastytrade_sim::server::Running,
+    number: &str,
+) -> Result<(), DemoError> {
+    let added: Value = reqwest::Client::new()
+        .post(format!("{}/__sim/accounts/{number}/activity", sim.credentials.base_url))
+        .json(&json!({"transactions": 25, "days_back": 2, "finalize_fees": true, "reversals": 2, "fills": 5, "close_positions": 1}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
         .await?;
-    let accounts: Vec<(Uuid, String)> = linked
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| {
-            Some((
-                a["id"].as_str()?.parse().ok()?,
-                a["account_number"].as_str()?.to_owned(),
-            ))
-        })
-        .collect();
-    println!(
-        "linked {} account(s) with a personal grant: {}",
-        accounts.len(),
-        accounts
-            .iter()
-            .map(|a| a.1.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("\nnew activity at tastytrade: {added}");
+    Ok(())
+}
 
-    for (id, number) in &accounts {
-        let tasks = api
-            .call(
-                reqwest::Method::GET,
-                &format!("/tastytrade-accounts/{id}/sync-tasks"),
-                None,
-                200,
-            )
-            .await?;
-        let Some(task) = tasks
-            .get(0)
-            .and_then(|t| t["task_id"].as_str())
-            .map(str::to_owned)
-        else {
-            return Err(DemoError::Api(format!(
-                "no sync task was queued for {number}"
-            )));
-        };
-        println!("\nfull sync of {number} (task {task})");
-        api.follow(&task).await?;
-    }
-    let elapsed = started.elapsed();
-    let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
-    let rows = row_counts(&pool, &ids).await?;
+fn print_rows(rows: &[(&'static str, i64)], elapsed: Duration) {
     let total: i64 = rows.iter().map(|r| r.1).sum();
     println!("\nrows in Postgres after the full sync:");
-    for (table, count) in &rows {
+    for (table, count) in rows {
         println!("  {table:<28} {count:>9}");
     }
     println!("  {:<28} {total:>9}", "total");
@@ -229,41 +227,6 @@ pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64().max(0.001)
     );
-
-    if let Broker::Simulated(sim) = &broker {
-        let number = &accounts[0].1;
-        let added: Value = reqwest::Client::new()
-            .post(format!("{}/__sim/accounts/{number}/activity", sim.credentials.base_url))
-            .json(&json!({"transactions": 25, "days_back": 2, "finalize_fees": true, "reversals": 2, "fills": 5, "close_positions": 1}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        println!("\nnew activity at tastytrade: {added}");
-    }
-    let (id, number) = &accounts[0];
-    let triggered = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/sync/tastytrade/{id}/trigger"),
-            None,
-            202,
-        )
-        .await?;
-    let task = triggered["task_id"].as_str().unwrap_or_default().to_owned();
-    println!("incremental sync of {number} triggered (task {task})");
-    let started = Instant::now();
-    let done = api.follow(&task).await?;
-    println!("rows written per entity (inserted or changed; unchanged rows are not rewritten):");
-    if let Some(written) = done["counts"]["written"].as_object() {
-        for (entity, count) in written {
-            println!("  {entity:<28} {count:>9}");
-        }
-    }
-    println!("elapsed {:.1} s", started.elapsed().as_secs_f64());
-    println!("\ndemo complete");
-    Ok(())
 }
 
 struct Api {
@@ -294,6 +257,87 @@ impl Api {
             return Err(DemoError::Api(format!("{path} answered {status}: {text}")));
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Links the grant; returns the accounts it reached, as (id, account number).
+    async fn link(&self, grant: &Value) -> Result<Vec<(Uuid, String)>, DemoError> {
+        let linked = self
+            .call(
+                reqwest::Method::POST,
+                "/tastytrade-accounts/link",
+                Some(grant),
+                201,
+            )
+            .await?;
+        let accounts: Vec<(Uuid, String)> = linked
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| {
+                Some((
+                    a["id"].as_str()?.parse().ok()?,
+                    a["account_number"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        if accounts.is_empty() {
+            return Err(DemoError::Api("the grant reached no account".into()));
+        }
+        let numbers: Vec<&str> = accounts.iter().map(|a| a.1.as_str()).collect();
+        println!(
+            "linked {} account(s) with a personal grant: {}",
+            accounts.len(),
+            numbers.join(", ")
+        );
+        Ok(accounts)
+    }
+
+    /// Follows the full sync that linking queued for the account.
+    async fn follow_first_sync(&self, id: Uuid, number: &str) -> Result<(), DemoError> {
+        let tasks = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/tastytrade-accounts/{id}/sync-tasks"),
+                None,
+                200,
+            )
+            .await?;
+        let Some(task) = tasks.get(0).and_then(|t| t["task_id"].as_str()) else {
+            return Err(DemoError::Api(format!(
+                "no sync task was queued for {number}"
+            )));
+        };
+        println!("\nfull sync of {number} (task {task})");
+        self.follow(task).await?;
+        Ok(())
+    }
+
+    /// Triggers a manual (incremental) sync, follows it and prints what it wrote.
+    async fn incremental(&self, id: Uuid, number: &str) -> Result<(), DemoError> {
+        let triggered = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/sync/tastytrade/{id}/trigger"),
+                None,
+                202,
+            )
+            .await?;
+        let Some(task) = triggered["task_id"].as_str() else {
+            return Err(DemoError::Api(format!("the trigger answered {triggered}")));
+        };
+        println!("incremental sync of {number} triggered (task {task})");
+        let started = Instant::now();
+        let done = self.follow(task).await?;
+        println!(
+            "rows written per entity (inserted or changed; unchanged rows are not rewritten):"
+        );
+        if let Some(written) = done["counts"]["written"].as_object() {
+            for (entity, count) in written {
+                println!("  {entity:<28} {count:>9}");
+            }
+        }
+        println!("elapsed {:.1} s", started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Polls the task's status, drawing a progress bar, until it ends; fails unless completed.

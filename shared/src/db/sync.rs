@@ -200,7 +200,25 @@ pub async fn upsert_transactions(
         .text("action", |x| x.action.clone())
         .numeric("quantity", |x| x.quantity)
         .numeric("price", |x| x.price)
-        .numeric("commission", Transaction::signed_commission)
+        .text("currency", |x| x.currency.clone())
+        .col("order_id", "bigint", |x| x.order_id)
+        .col("leg_count", "integer", |x| {
+            x.leg_count.and_then(|n| i32::try_from(n).ok())
+        })
+        .col("reverses_id", "bigint", |x| x.reverses_id)
+        .col("cost_basis_reconciliation_date", "date", |x| {
+            x.cost_basis_reconciliation_date
+        })
+        .col("broker_created_at", "timestamptz", |x| x.created_at)
+        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+    transaction_fees(&mut c);
+    transaction_execution(&mut c);
+    execute(client, &c, &["account_id", "tastytrade_transaction_id"]).await
+}
+
+/// The fees and charges, each signed by its own `*-effect`.
+fn transaction_fees(c: &mut Columns<'_, Transaction>) {
+    c.numeric("commission", Transaction::signed_commission)
         .effect("commission_effect", |x| x.commission_effect)
         .numeric("clearing_fees", Transaction::signed_clearing_fees)
         .effect("clearing_fees_effect", |x| x.clearing_fees_effect)
@@ -224,14 +242,12 @@ pub async fn upsert_transactions(
         .effect("other_charge_effect", |x| x.other_charge_effect)
         .text("other_charge_description", |x| {
             x.other_charge_description.clone()
-        })
-        .text("currency", |x| x.currency.clone())
-        .col("order_id", "bigint", |x| x.order_id)
-        .col("leg_count", "integer", |x| {
-            x.leg_count.and_then(|n| i32::try_from(n).ok())
-        })
-        .col("reverses_id", "bigint", |x| x.reverses_id)
-        .text("exec_id", |x| x.exec_id.clone())
+        });
+}
+
+/// Where and how the trade was executed, as the exchange reported it.
+fn transaction_execution(c: &mut Columns<'_, Transaction>) {
+    c.text("exec_id", |x| x.exec_id.clone())
         .text("ext_exec_id", |x| x.ext_exec_id.clone())
         .text("ext_group_id", |x| x.ext_group_id.clone())
         .text("ext_group_fill_id", |x| x.ext_group_fill_id.clone())
@@ -244,13 +260,7 @@ pub async fn upsert_transactions(
         .text("exchange", |x| x.exchange.clone())
         .text("destination_venue", |x| x.destination_venue.clone())
         .numeric("agency_price", |x| x.agency_price)
-        .numeric("principal_price", |x| x.principal_price)
-        .col("cost_basis_reconciliation_date", "date", |x| {
-            x.cost_basis_reconciliation_date
-        })
-        .col("broker_created_at", "timestamptz", |x| x.created_at)
-        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
-    execute(client, &c, &["account_id", "tastytrade_transaction_id"]).await
+        .numeric("principal_price", |x| x.principal_price);
 }
 
 /// A transaction without an execution time is dated by its trade date, then by its creation;
