@@ -153,13 +153,17 @@ pub enum SyncError {
     Cursor(#[from] serde_json::Error),
     #[error("the invocation's deadline is near")]
     Deadline(Cursor),
+    /// Every account has a cash balance; none at all means the broker's answer is not one we
+    /// can trust, so nothing about the account is marked synced.
+    #[error("tastytrade returned no balance for this account")]
+    NoBalance,
 }
 
 impl SyncError {
     /// The failure category of the `SyncFailures` metric.
     fn category(&self) -> &'static str {
         match self {
-            SyncError::Broker(_) => "broker",
+            SyncError::Broker(_) | SyncError::NoBalance => "broker",
             SyncError::Db(_) => "database",
             SyncError::Cipher(_) => "encryption",
             SyncError::Tasks(_) => "task_store",
@@ -176,9 +180,10 @@ impl SyncError {
             SyncError::Cipher(e) => e.retry(),
             SyncError::Tasks(e) => e.retry(),
             SyncError::Busy => Retry::Retryable,
-            SyncError::Gone(_) | SyncError::Deadline(_) | SyncError::Cursor(_) => {
-                Retry::NonRetryable
-            }
+            SyncError::Gone(_)
+            | SyncError::Deadline(_)
+            | SyncError::Cursor(_)
+            | SyncError::NoBalance => Retry::NonRetryable,
         }
     }
 }
@@ -667,7 +672,10 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
     ) -> Result<Vec<String>, SyncError> {
         self.progress("balances", 10, counts).await?;
         let number = &self.account.account_number;
-        let balances = session.balances(number).await?;
+        let balances = session.current_balances(number).await?;
+        if balances.is_empty() {
+            return Err(SyncError::NoBalance);
+        }
         let mut written = 0;
         for target in [BalanceTarget::Current, BalanceTarget::Capture(self.now)] {
             let store = &self.deps.store;
@@ -997,6 +1005,7 @@ mod tests {
     use super::*;
     use crate::fakes::{
         FakeBroker, InMemoryQueue, InMemorySyncStore, InMemoryTasks, PlainCipher, RowFilter,
+        StoredSync,
     };
     use crate::ports::TaskCreator;
     use serde_json::json;
@@ -1096,10 +1105,9 @@ mod tests {
             "/customers/me/accounts",
             json!({"data": {"items": [{"account": {"account-number": NUMBER, "opened-at": opened}, "authority-level": "owner"}]}}),
         );
-        let balance = json!({"account-number": NUMBER, "currency": "USD", "cash-balance": "100.0", "net-liquidating-value": "100.0"});
         broker.serve(
             &format!("/accounts/{NUMBER}/balances"),
-            json!({"data": {"items": [balance]}}),
+            json!({"data": {"items": [usd_balance()]}}),
         );
         broker.serve(
             &format!("/accounts/{NUMBER}/positions"),
@@ -1229,6 +1237,80 @@ mod tests {
             1,
             "one access token serves the whole sync"
         );
+    }
+
+    fn usd_balance() -> serde_json::Value {
+        json!({"account-number": NUMBER, "currency": "USD", "cash-balance": "100.0", "net-liquidating-value": "100.0"})
+    }
+
+    /// A full sync after the broker answered `/balances` with `answer` (and, if `usd` is
+    /// given, `/balances/USD` with it): what was stored, and the outcome.
+    async fn sync_with_balances(
+        answer: Option<serde_json::Value>,
+        usd: Option<serde_json::Value>,
+    ) -> (Outcome, StoredSync, FakeWorker) {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        let path = format!("/accounts/{NUMBER}/balances");
+        match answer {
+            Some(body) => deps.broker.serve(&path, body),
+            None => deps.broker.fail_next(
+                &path,
+                BrokerError::InvalidRequest {
+                    status: 406,
+                    code: None,
+                    message: "The requested version is not supported.".into(),
+                },
+            ),
+        }
+        if let Some(body) = usd {
+            deps.broker
+                .serve(&format!("{path}/USD"), json!({"data": body}));
+        }
+        let (outcome, _) = sync(&deps, account, TaskKind::Full).await;
+        (outcome, deps.store.stored(account).unwrap(), deps)
+    }
+
+    #[tokio::test]
+    async fn balances_answered_as_a_single_object_are_stored() {
+        let (outcome, stored, _) =
+            sync_with_balances(Some(json!({"data": usd_balance()})), None).await;
+
+        assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+        assert_eq!(stored.balance_writes.get("current"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn an_empty_balances_list_is_read_again_from_the_usd_endpoint() {
+        let (outcome, stored, deps) =
+            sync_with_balances(Some(json!({"data": {"items": []}})), Some(usd_balance())).await;
+
+        assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+        assert_eq!(stored.balance_writes.get("current"), Some(&1));
+        assert_eq!(
+            deps.broker
+                .calls_to(&format!("/accounts/{NUMBER}/balances/USD"))
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_balances_endpoint_is_read_again_from_the_usd_endpoint() {
+        let (outcome, stored, _) = sync_with_balances(None, Some(usd_balance())).await;
+
+        assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+        assert_eq!(stored.balance_writes.get("current"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn an_account_with_no_balance_at_all_fails_instead_of_succeeding_silently() {
+        let (outcome, stored, _) =
+            sync_with_balances(Some(json!({"data": {"items": []}})), None).await;
+
+        assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+        assert_eq!(stored.status, AccountStatus::Failed);
+        assert_eq!(stored.account.transactions_synced_to, None);
     }
 
     #[tokio::test]

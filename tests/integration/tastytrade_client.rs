@@ -16,7 +16,7 @@ use tastysync_shared::tastytrade::{
 };
 use tastytrade_sim::data::Sizes;
 use tastytrade_sim::server::{Config, Running};
-use tastytrade_sim::{Faults, Simulator};
+use tastytrade_sim::{BalancesShape, Faults, Quirks, Simulator};
 
 async fn simulator(transactions: usize, orders: usize) -> Running {
     tastysync_tests::capture_logs();
@@ -350,7 +350,7 @@ async fn accounts_positions_balances_snapshots_and_quote_tokens_read_back() {
         "the raw JSON is kept as sent"
     );
 
-    let balances = session.balances(account).await.unwrap();
+    let balances = session.current_balances(account).await.unwrap();
     let currencies: BTreeSet<_> = balances
         .iter()
         .filter_map(|b| b.item.currency.clone())
@@ -523,5 +523,74 @@ async fn a_server_clock_ahead_of_ours_costs_one_refresh_not_a_failure() {
         count(&client.stats().token_refreshes),
         2,
         "the 401 cost exactly one refresh"
+    );
+}
+
+#[tokio::test]
+async fn the_balances_are_read_in_every_shape_the_broker_has_answered_with() {
+    let sim = simulator(10, 10).await;
+    let client = client(&sim);
+    let session = client.session(grant(&sim), None);
+    let account = &sim.credentials.account_numbers[0];
+
+    for shape in [
+        BalancesShape::Items,
+        BalancesShape::Object,
+        BalancesShape::Empty,
+        BalancesShape::Refused,
+    ] {
+        sim.simulator.set_quirks(Quirks { balances: shape });
+
+        let balances = session.current_balances(account).await.unwrap();
+
+        let currencies: Vec<_> = balances
+            .iter()
+            .filter_map(|b| b.item.currency.as_deref())
+            .collect();
+        assert!(currencies.contains(&"USD"), "{shape:?}: {currencies:?}");
+        assert!(
+            balances.iter().all(|b| b.item.cash_balance.is_some()),
+            "{shape:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_code_exchange_is_a_form_post_and_the_broker_refuses_it_as_json() {
+    let sim = simulator(10, 10).await;
+    let token_url = format!("{}/oauth/token", sim.credentials.base_url);
+    let fields = [
+        ("grant_type", "authorization_code"),
+        ("code", "any"),
+        ("client_id", sim.credentials.client_id.as_str()),
+        ("client_secret", sim.credentials.client_secret.as_str()),
+        ("redirect_uri", "http://localhost:9/callback"),
+    ];
+    let as_json: std::collections::HashMap<_, _> = fields.into_iter().collect();
+
+    let refused = reqwest::Client::new()
+        .post(&token_url)
+        .header("User-Agent", "test/1.0")
+        .json(&as_json)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error_code"], "invalid_request", "{body}");
+    // The client's own exchange (a form) gets past the encoding check to the code itself.
+    let exchanged = client(&sim)
+        .exchange_code(
+            Environment::Sandbox,
+            &sim.credentials.client_id,
+            &SecretString::from(sim.credentials.client_secret.clone()),
+            &SecretString::from("not-a-code".to_owned()),
+            "http://localhost:9/callback",
+        )
+        .await;
+    assert!(
+        matches!(exchanged, Err(BrokerError::GrantRevoked { .. })),
+        "{exchanged:?}"
     );
 }

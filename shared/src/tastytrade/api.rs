@@ -270,16 +270,46 @@ impl<'c, B: Broker> Session<'c, B> {
         records(body.data.items, "position")
     }
 
-    /// `GET /accounts/{n}/balances`: one item per currency.
-    pub async fn balances(
+    /// The account's current balances, one per currency. `GET /accounts/{n}/balances` has
+    /// answered a single object and, since 2024, `data.items`; both are read. When it answers
+    /// nothing or refuses, `/balances/USD` is asked, as the newer SDKs do. Empty only when the
+    /// broker has no balance at all for the account.
+    pub async fn current_balances(
         &self,
         account_number: &str,
     ) -> Result<Vec<Record<Balance>>, BrokerError> {
-        let body: ItemsEnvelope = envelope(
+        match self.balances(account_number).await {
+            Ok(balances) if !balances.is_empty() => return Ok(balances),
+            Ok(_) => {}
+            Err(e) if !e.refused() => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "balances refused; reading /balances/USD"),
+        }
+        match self.balance(account_number, "USD").await {
+            Ok(usd) => Ok(vec![usd]),
+            Err(BrokerError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /accounts/{n}/balances`, in either of its shapes.
+    async fn balances(&self, account_number: &str) -> Result<Vec<Record<Balance>>, BrokerError> {
+        let body: ObjectEnvelope = envelope(
             self.get(&account_path(account_number, "/balances"), &[])
                 .await?,
         )?;
-        records(body.data.items, "balance")
+        match body.data {
+            Value::Object(mut data) if data.contains_key("items") => {
+                let items: Items = envelope(Value::Object(std::mem::take(&mut data)))?;
+                records(items.items, "balance")
+            }
+            Value::Object(data) if data.is_empty() => Ok(Vec::new()),
+            data @ Value::Object(_) => Ok(vec![record(data, "balance")?]),
+            _ => Err(BrokerError::Permanent {
+                status: None,
+                code: None,
+                message: "unexpected balances envelope".into(),
+            }),
+        }
     }
 
     /// `GET /accounts/{n}/balances/{currency}`: a single object.

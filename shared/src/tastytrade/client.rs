@@ -1,5 +1,6 @@
 //! The HTTP side: one `reqwest` client per cold start, OAuth access tokens per grant, retries.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -277,13 +278,19 @@ impl TastytradeClient {
         Err(api_error(status, &bytes))
     }
 
+    /// `POST /oauth/token` with `fields`, form-encoded or as JSON (see [`TokenEncoding`]).
     async fn token_request(
         &self,
         environment: Environment,
-        body: Value,
+        fields: &[(&str, &str)],
+        encoding: TokenEncoding,
     ) -> Result<TokenResponse, BrokerError> {
         let url = self.url(environment, "/oauth/token")?;
-        let request = self.http.request(Method::POST, url).json(&body);
+        let request = self.http.request(Method::POST, url);
+        let request = match encoding {
+            TokenEncoding::Form => request.form(fields),
+            TokenEncoding::Json => request.json(&fields.iter().copied().collect::<HashMap<_, _>>()),
+        };
         // The body holds secrets: it is dropped with the request and never logged.
         let (status, bytes) = self.send(request).await?;
         if status.is_success() {
@@ -355,6 +362,15 @@ impl TastytradeClient {
     }
 }
 
+/// How a grant's fields travel to `/oauth/token`. The refresh grant is documented as JSON;
+/// the authorization-code exchange is an OAuth 2.0 form post (RFC 6749 §4.1.3), as the
+/// public clients send it (reference §2b).
+#[derive(Debug, Clone, Copy)]
+enum TokenEncoding {
+    Form,
+    Json,
+}
+
 impl Broker for TastytradeClient {
     async fn exchange_code(
         &self,
@@ -364,14 +380,16 @@ impl Broker for TastytradeClient {
         code: &SecretString,
         redirect_uri: &str,
     ) -> Result<CodeExchange, BrokerError> {
-        let body = serde_json::json!({
-            "grant_type": "authorization_code",
-            "code": code.expose_secret(),
-            "client_id": client_id,
-            "client_secret": client_secret.expose_secret(),
-            "redirect_uri": redirect_uri,
-        });
-        let response = self.token_request(environment, body).await?;
+        let fields = [
+            ("grant_type", "authorization_code"),
+            ("code", code.expose_secret()),
+            ("client_id", client_id),
+            ("client_secret", client_secret.expose_secret()),
+            ("redirect_uri", redirect_uri),
+        ];
+        let response = self
+            .token_request(environment, &fields, TokenEncoding::Form)
+            .await?;
         let (access, refresh_token) = response.access();
         let refresh_token = refresh_token.ok_or_else(|| BrokerError::Permanent {
             status: None,
@@ -385,13 +403,13 @@ impl Broker for TastytradeClient {
     }
 
     async fn refresh(&self, grant: &Grant) -> Result<AccessToken, BrokerError> {
-        let mut body = serde_json::json!({
-            "grant_type": "refresh_token",
-            "refresh_token": grant.refresh_token.expose_secret(),
-            "client_secret": grant.client_secret.expose_secret(),
-        });
+        let mut fields = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", grant.refresh_token.expose_secret()),
+            ("client_secret", grant.client_secret.expose_secret()),
+        ];
         if let Some(id) = &grant.client_id {
-            body["client_id"] = Value::String(id.clone());
+            fields.push(("client_id", id));
         }
         self.stats.token_refreshes.fetch_add(1, Ordering::Relaxed);
         // One `invalid_grant` is not yet proof: the sandbox rejects healthy grants now and
@@ -399,7 +417,10 @@ impl Broker for TastytradeClient {
         let revoked_once = std::sync::atomic::AtomicBool::new(false);
         let result = self
             .with_retries(|| async {
-                match self.token_request(grant.environment, body.clone()).await {
+                match self
+                    .token_request(grant.environment, &fields, TokenEncoding::Json)
+                    .await
+                {
                     Err(BrokerError::GrantRevoked { code })
                         if !revoked_once.swap(true, Ordering::Relaxed) =>
                     {

@@ -46,6 +46,17 @@ impl BrokerError {
         }
     }
 
+    /// The broker answered and said no (as opposed to failing, throttling or refusing our
+    /// credentials): another endpoint may still answer.
+    pub fn refused(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::NotFound { .. }
+                | BrokerError::InvalidRequest { .. }
+                | BrokerError::Permanent { .. }
+        )
+    }
+
     /// The broker's `error.code` (or the token endpoint's `error_code`/`error`), if it sent one.
     pub fn code(&self) -> Option<&str> {
         match self {

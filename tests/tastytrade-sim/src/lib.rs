@@ -13,4 +13,6 @@
 pub mod data;
 pub mod server;
 
-pub use server::{Activity, ActivityOutcome, Config, Credentials, Faults, Simulator};
+pub use server::{
+    Activity, ActivityOutcome, BalancesShape, Config, Credentials, Faults, Quirks, Simulator,
+};

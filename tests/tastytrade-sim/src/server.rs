@@ -64,6 +64,30 @@ pub struct Faults {
     pub clock_skew_seconds: i64,
 }
 
+/// What a real account shows and the seeded simulator does not unless asked:
+/// `POST /__sim/quirks`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Quirks {
+    /// How `GET /accounts/{n}/balances` answers (`/balances/{currency}` is unchanged).
+    pub balances: BalancesShape,
+}
+
+/// The shapes `GET /accounts/{n}/balances` has had (reference §3.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancesShape {
+    /// `data.items`, one per currency: the API since 2024.
+    #[default]
+    Items,
+    /// `data` is the USD balance itself, as before 2024.
+    Object,
+    /// `data.items` is empty.
+    Empty,
+    /// 406, as a version that no longer serves the endpoint would.
+    Refused,
+}
+
 /// New activity for `POST /__sim/accounts/{n}/activity`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -124,6 +148,7 @@ struct Inner {
     /// Every access token ever issued, expired ones included, for leak checks.
     issued_tokens: Vec<String>,
     faults: Faults,
+    quirks: Quirks,
     fault_rng: fastrand::Rng,
     served: u64,
     counter: u64,
@@ -192,6 +217,7 @@ impl Simulator {
             tokens: HashMap::new(),
             issued_tokens: Vec::new(),
             faults: Faults::default(),
+            quirks: Quirks::default(),
             fault_rng: fastrand::Rng::with_seed(config.seed ^ 0xFA17),
             served: 0,
             counter: 0,
@@ -248,6 +274,10 @@ impl Simulator {
 
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
+    }
+
+    pub fn set_quirks(&self, quirks: Quirks) {
+        self.lock().quirks = quirks;
     }
 
     /// Every secret the simulator has handed out: the client secret, each grant's refresh
@@ -404,6 +434,7 @@ impl Simulator {
             .layer(middleware::from_fn_with_state(self.clone(), inject_faults));
         let control = Router::new()
             .route("/__sim/faults", post(set_faults))
+            .route("/__sim/quirks", post(set_quirks))
             .route("/__sim/grants/revoke", post(revoke))
             .route("/__sim/accounts/{account}/activity", post(add_activity))
             .route("/__sim/accounts/{account}/truth", get(truth))
@@ -812,7 +843,8 @@ async fn balances(State(sim): State<Simulator>, Path(number): Path<String>) -> A
     let inner = sim.lock();
     let today = inner.config.anchor;
     let account = inner.account(&number)?;
-    let rows = account
+    let context = format!("/accounts/{number}/balances");
+    let mut rows: Vec<Value> = account
         .balances
         .iter()
         .map(|b| {
@@ -823,7 +855,22 @@ async fn balances(State(sim): State<Simulator>, Path(number): Path<String>) -> A
             )
         })
         .collect();
-    Ok(items(&format!("/accounts/{number}/balances"), rows))
+    match inner.quirks.balances {
+        BalancesShape::Items => Ok(items(&context, rows)),
+        BalancesShape::Empty => Ok(items(&context, Vec::new())),
+        BalancesShape::Object => {
+            let usd = rows
+                .drain(..)
+                .find(|b| b["currency"] == "USD")
+                .unwrap_or_else(|| json!({}));
+            Ok(axum::Json(json!({"context": context, "data": usd})).into_response())
+        }
+        BalancesShape::Refused => Ok(error(
+            StatusCode::NOT_ACCEPTABLE,
+            "406",
+            "The requested version is not supported.",
+        )),
+    }
 }
 
 async fn balance(
@@ -1020,15 +1067,19 @@ fn token_error(status: StatusCode, code: &str, description: &str) -> Response {
         .into_response()
 }
 
-/// `POST /oauth/token`, with a JSON body (documented) or a form body (also accepted).
+/// `POST /oauth/token`. Each grant accepts only the encodings the reference documents or the
+/// public clients prove (reference §2b): the refresh grant JSON (documented) or a form (RS);
+/// the authorization-code exchange a form (TW-HIST, RS; RFC 6749 §4.1.3).
 async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: bytes::Bytes) -> Response {
-    let json = headers
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .unwrap_or_default();
+    let json = content_type.starts_with("application/json");
+    let form = content_type.starts_with("application/x-www-form-urlencoded");
     let parsed: Option<TokenRequest> = if json {
         serde_json::from_slice(&body).ok()
-    } else {
+    } else if form {
         serde_json::to_value(
             url::form_urlencoded::parse(&body)
                 .into_owned()
@@ -1036,6 +1087,8 @@ async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: bytes::By
         )
         .ok()
         .and_then(|v| serde_json::from_value(v).ok())
+    } else {
+        None
     };
     let Some(request) = parsed else {
         return token_error(
@@ -1044,6 +1097,13 @@ async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: bytes::By
             "Malformed request",
         );
     };
+    if json && request.grant_type.as_deref() == Some("authorization_code") {
+        return token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The authorization code grant must be form-encoded",
+        );
+    }
     let mut inner = sim.lock();
     if request.client_secret.as_deref() != Some(inner.client_secret.as_str())
         || request
@@ -1159,6 +1219,14 @@ async fn set_faults(
     axum::Json(faults): axum::Json<Faults>,
 ) -> Response {
     sim.set_faults(faults);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn set_quirks(
+    State(sim): State<Simulator>,
+    axum::Json(quirks): axum::Json<Quirks>,
+) -> Response {
+    sim.set_quirks(quirks);
     StatusCode::NO_CONTENT.into_response()
 }
 
