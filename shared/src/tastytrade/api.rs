@@ -298,8 +298,8 @@ impl<'c, B: Broker> Session<'c, B> {
                 .await?,
         )?;
         match body.data {
-            Value::Object(mut data) if data.contains_key("items") => {
-                let items: Items = envelope(Value::Object(std::mem::take(&mut data)))?;
+            Value::Object(data) if data.contains_key("items") => {
+                let items: Items = envelope(Value::Object(data))?;
                 records(items.items, "balance")
             }
             Value::Object(data) if data.is_empty() => Ok(Vec::new()),

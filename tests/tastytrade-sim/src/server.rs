@@ -844,7 +844,7 @@ async fn balances(State(sim): State<Simulator>, Path(number): Path<String>) -> A
     let today = inner.config.anchor;
     let account = inner.account(&number)?;
     let context = format!("/accounts/{number}/balances");
-    let mut rows: Vec<Value> = account
+    let rows: Vec<Value> = account
         .balances
         .iter()
         .map(|b| {
@@ -860,7 +860,7 @@ async fn balances(State(sim): State<Simulator>, Path(number): Path<String>) -> A
         BalancesShape::Empty => Ok(items(&context, Vec::new())),
         BalancesShape::Object => {
             let usd = rows
-                .drain(..)
+                .into_iter()
                 .find(|b| b["currency"] == "USD")
                 .unwrap_or_else(|| json!({}));
             Ok(axum::Json(json!({"context": context, "data": usd})).into_response())
