@@ -120,6 +120,9 @@ pub struct TastyTradeAccountRead {
     pub last_sync_status: AccountStatus,
     pub last_successful_sync_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Rows the broker sent for this account that could not be stored and wait in quarantine:
+    /// a warning that the synced data is incomplete until a later sync stores them.
+    pub quarantined_rows: u64,
     pub created_at: DateTime<Utc>,
 }
 
@@ -134,6 +137,7 @@ impl From<AccountRow> for TastyTradeAccountRead {
             last_sync_status: row.last_sync_status,
             last_successful_sync_at: row.last_successful_sync_at,
             last_error: row.last_error,
+            quarantined_rows: row.quarantined_rows,
             created_at: row.created_at,
         }
     }

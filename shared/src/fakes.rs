@@ -17,6 +17,7 @@ use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
+use crate::domain::rows::{Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::ports::{
     AccountRepo, Actions, Broker, CooldownStore, DueAccounts, LeaseStore, Redelivery, SecretSource,
@@ -307,6 +308,7 @@ impl InMemoryAccounts {
             environment: Environment::Sandbox,
             last_sync_status: status,
             last_successful_sync_at: None,
+            quarantined_rows: 0,
             last_error: None,
             created_at: Utc::now(),
         };
@@ -539,6 +541,9 @@ pub struct StoredSync {
     /// Rows written per balance target: current balances, broker snapshots, captures.
     pub balance_writes: BTreeMap<&'static str, usize>,
     pub positions: Vec<serde_json::Value>,
+    /// Rows set aside, by entity and row key (the broker id, else the JSON), with when they
+    /// were last seen.
+    pub quarantined: BTreeMap<(&'static str, String), (Quarantined, DateTime<Utc>)>,
 }
 
 /// The sync's store in memory: rows keyed by broker id, so a re-read page is an upsert that
@@ -558,6 +563,7 @@ impl InMemorySyncStore {
             orders: BTreeMap::new(),
             balance_writes: BTreeMap::new(),
             positions: Vec::new(),
+            quarantined: BTreeMap::new(),
         };
         locked(&self.accounts).insert(account.id, stored);
     }
@@ -606,7 +612,10 @@ impl SyncStore for InMemorySyncStore {
     const ACTIONS: Actions = NONE;
 
     async fn load_account(&self, account_id: Uuid) -> Result<Option<SyncAccount>, DbError> {
-        Ok(self.stored(account_id).map(|s| s.account))
+        Ok(self.stored(account_id).map(|s| SyncAccount {
+            quarantined: s.quarantined.len() as u64,
+            ..s.account
+        }))
     }
 
     async fn mark_running(&self, account_id: Uuid) -> Result<(), DbError> {
@@ -660,7 +669,7 @@ impl SyncStore for InMemorySyncStore {
         account: &SyncAccount,
         rows: &[Record<Balance>],
         target: BalanceTarget,
-    ) -> Result<u64, DbError> {
+    ) -> Result<Stored, DbError> {
         let label = match target {
             BalanceTarget::Current => "current",
             BalanceTarget::BrokerSnapshot => "snapshot",
@@ -668,7 +677,7 @@ impl SyncStore for InMemorySyncStore {
         };
         self.with(account.id, |s| {
             *s.balance_writes.entry(label).or_default() += rows.len();
-            rows.len() as u64
+            Stored::changed(rows.len() as u64)
         })
     }
 
@@ -676,10 +685,11 @@ impl SyncStore for InMemorySyncStore {
         &self,
         account: &SyncAccount,
         rows: &[Record<Position>],
-    ) -> Result<u64, DbError> {
+        _also_held: &[String],
+    ) -> Result<Stored, DbError> {
         self.with(account.id, |s| {
             s.positions = rows.iter().map(|r| r.raw.clone()).collect();
-            rows.len() as u64
+            Stored::changed(rows.len() as u64)
         })
     }
 
@@ -687,16 +697,63 @@ impl SyncStore for InMemorySyncStore {
         &self,
         account: &SyncAccount,
         rows: &[Record<Transaction>],
-    ) -> Result<u64, DbError> {
-        self.with(account.id, |s| upsert_by_id(&mut s.transactions, rows))
+    ) -> Result<Stored, DbError> {
+        self.with(account.id, |s| {
+            Stored::changed(upsert_by_id(&mut s.transactions, rows))
+        })
     }
 
     async fn upsert_orders(
         &self,
         account: &SyncAccount,
         rows: &[Record<Order>],
-    ) -> Result<u64, DbError> {
-        self.with(account.id, |s| upsert_by_id(&mut s.orders, rows))
+    ) -> Result<Stored, DbError> {
+        self.with(account.id, |s| {
+            Stored::changed(upsert_by_id(&mut s.orders, rows))
+        })
+    }
+
+    async fn quarantine(
+        &self,
+        account_id: Uuid,
+        entity: &'static str,
+        rows: &[Quarantined],
+    ) -> Result<(), DbError> {
+        self.with(account_id, |s| {
+            for row in rows {
+                let key = row
+                    .broker_id
+                    .map_or_else(|| row.raw_text(), |id| id.to_string());
+                s.quarantined
+                    .insert((entity, key), (row.clone(), Utc::now()));
+            }
+        })
+    }
+
+    async fn release(
+        &self,
+        account_id: Uuid,
+        entity: &'static str,
+        broker_ids: &[i64],
+    ) -> Result<(), DbError> {
+        self.with(account_id, |s| {
+            s.quarantined.retain(|(e, _), (row, _)| {
+                *e != entity || row.broker_id.is_none_or(|id| !broker_ids.contains(&id))
+            });
+        })
+    }
+
+    async fn forget_unseen(
+        &self,
+        account_id: Uuid,
+        seen_since: DateTime<Utc>,
+        full: bool,
+    ) -> Result<(), DbError> {
+        self.with(account_id, |s| {
+            s.quarantined.retain(|(entity, _), (_, seen)| {
+                *seen >= seen_since || !(full || ["positions", "balances"].contains(entity))
+            });
+        })
     }
 }
 

@@ -22,6 +22,9 @@ pub use metrics_cloudwatch_embedded::lambda::handler::run as run_lambda;
 pub const SYNC_DURATION: &str = "SyncDuration";
 /// Rows a sync inserted or changed, by `entity` (the table).
 pub const ROWS_WRITTEN: &str = "RowsWritten";
+/// Rows a sync read but set aside in quarantine, by `entity`: the broker sent something the
+/// code or the schema cannot hold, and someone should look.
+pub const ROWS_REJECTED: &str = "RowsRejected";
 /// Requests sent to tastytrade, retries included.
 pub const BROKER_CALLS: &str = "BrokerCalls";
 /// Requests the client repeated after a transient failure.
@@ -54,6 +57,7 @@ pub fn init(function: &'static str, env: &Env) -> Result<&'static Collector, Met
         .map_err(|e| MetricsError(e.to_string()))?;
     metrics::describe_histogram!(SYNC_DURATION, Unit::Milliseconds, "sync wall time");
     metrics::describe_counter!(ROWS_WRITTEN, Unit::Count, "rows written");
+    metrics::describe_counter!(ROWS_REJECTED, Unit::Count, "rows quarantined");
     metrics::describe_counter!(BROKER_CALLS, Unit::Count, "tastytrade requests");
     metrics::describe_counter!(BROKER_RETRIES, Unit::Count, "tastytrade retries");
     metrics::describe_counter!(BROKER_THROTTLED, Unit::Count, "tastytrade 429s");
@@ -64,7 +68,8 @@ pub fn init(function: &'static str, env: &Env) -> Result<&'static Collector, Met
     Ok(collector)
 }
 
-/// A sync message was handled: its duration, and the rows it wrote when it completed.
+/// A sync message was handled: its duration, and the rows it wrote and set aside when it
+/// completed.
 pub fn sync_finished(
     kind: &'static str,
     outcome: &'static str,
@@ -75,6 +80,9 @@ pub fn sync_finished(
         .record(elapsed.as_secs_f64() * 1000.0);
     for (entity, written) in counts.map(|c| &c.written).into_iter().flatten() {
         metrics::counter!(ROWS_WRITTEN, "entity" => entity.clone()).increment(*written);
+    }
+    for (entity, rejected) in counts.map(|c| &c.rejected).into_iter().flatten() {
+        metrics::counter!(ROWS_REJECTED, "entity" => entity.clone()).increment(*rejected);
     }
 }
 

@@ -21,6 +21,7 @@ use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
+use crate::domain::rows::{Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
 use crate::secrets::{CipherError, Sealed, SecretContext};
 use crate::tastytrade::model::{Balance, Order, Position, Record, Transaction};
@@ -286,27 +287,54 @@ pub trait SyncStore: Send + Sync {
         account: &SyncAccount,
         rows: &[Record<Balance>],
         target: BalanceTarget,
-    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+    ) -> impl Future<Output = Result<Stored, DbError>> + Send;
 
-    /// The account's positions become `rows`: held ones upserted, the others deleted.
+    /// The account's positions become `rows`: held ones upserted, the others deleted except
+    /// `also_held` (positions whose row was not stored, which must not be taken as closed).
     fn replace_positions(
         &self,
         account: &SyncAccount,
         rows: &[Record<Position>],
-    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+        also_held: &[String],
+    ) -> impl Future<Output = Result<Stored, DbError>> + Send;
 
     fn upsert_transactions(
         &self,
         account: &SyncAccount,
         rows: &[Record<Transaction>],
-    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+    ) -> impl Future<Output = Result<Stored, DbError>> + Send;
 
     /// Orders with their legs and fills.
     fn upsert_orders(
         &self,
         account: &SyncAccount,
         rows: &[Record<Order>],
-    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+    ) -> impl Future<Output = Result<Stored, DbError>> + Send;
+
+    /// Sets rows of `entity` aside, or notes that they were seen again.
+    fn quarantine(
+        &self,
+        account_id: Uuid,
+        entity: &'static str,
+        rows: &[Quarantined],
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Rows of `entity` stored at last leave the quarantine.
+    fn release(
+        &self,
+        account_id: Uuid,
+        entity: &'static str,
+        broker_ids: &[i64],
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// A completed sync forgets the entries it did not see since `seen_since`: every entity's
+    /// after a full sync, else those of the entities read whole (positions, balances).
+    fn forget_unseen(
+        &self,
+        account_id: Uuid,
+        seen_since: DateTime<Utc>,
+        full: bool,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
 }
 
 /// The deployment's secrets, read by name at cold start.

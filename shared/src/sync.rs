@@ -20,6 +20,7 @@ use crate::Retry;
 use crate::db::DbError;
 use crate::domain::accounts::AccountStatus;
 use crate::domain::accounts::{BalanceTarget, SyncAccount};
+use crate::domain::rows::{Quarantined, Stored};
 use crate::domain::tasks::{Counts, TaskKind, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::iam::Permissions;
 use crate::ports::{
@@ -27,9 +28,9 @@ use crate::ports::{
     TaskUpdater, TokenCipher, TokenOpener, TokenSealer,
 };
 use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext};
-use crate::tastytrade::model::{Balance, BrokerId, Order, Record, Transaction};
+use crate::tastytrade::model::{Balance, BrokerId, Order, Record, Transaction, net_positions};
 use crate::tastytrade::{
-    AccessToken, BrokerError, Grant, OrderQuery, Pages, Session, SnapshotQuery, TimeOfDay,
+    AccessToken, BrokerError, Grant, OrderQuery, Pages, Parsed, Session, SnapshotQuery, TimeOfDay,
     TransactionQuery,
 };
 
@@ -608,6 +609,11 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
             self.live_orders(&session, counts).await?;
         }
         self.paged::<Balance>(&session, &currencies, counts).await?;
+        if self.account.quarantined > 0 || counts.total_rejected() > 0 {
+            let full = self.message.kind == TaskKind::Full;
+            let store = &self.deps.store;
+            store.forget_unseen(self.account.id, self.now, full).await?;
+        }
         let today = self.now.date_naive();
         self.deps
             .store
@@ -672,27 +678,41 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
     ) -> Result<Vec<String>, SyncError> {
         self.progress("balances", 10, counts).await?;
         let number = &self.account.account_number;
-        let balances = session.current_balances(number).await?;
-        if balances.is_empty() {
+        let Parsed { items, rejected } = session.current_balances(number).await?;
+        if items.is_empty() && rejected.is_empty() {
             return Err(SyncError::NoBalance);
         }
-        let mut written = 0;
-        for target in [BalanceTarget::Current, BalanceTarget::Capture(self.now)] {
-            let store = &self.deps.store;
-            written += store
-                .upsert_balances(self.account, &balances, target)
-                .await?;
+        let store = &self.deps.store;
+        let mut stored = store
+            .upsert_balances(self.account, &items, BalanceTarget::Current)
+            .await?;
+        let capture = BalanceTarget::Capture(self.now);
+        let captured = store.upsert_balances(self.account, &items, capture).await?;
+        stored.changed += captured.changed;
+        for rejection in captured.rejected {
+            if stored.kept(rejection.index) {
+                stored.rejected.push(rejection);
+            }
         }
+        let currencies = (items.iter().filter_map(|b| b.item.currency.clone()))
+            .chain(
+                rejected
+                    .iter()
+                    .filter_map(|r| text_field(&r.raw, "currency")),
+            )
+            .collect();
+        let read = items.len() + rejected.len();
+        let aside = self.settle("balances", &items, rejected, &stored).await?;
+        // A continuation does not count the cheap stages again.
         if self.resume.is_none() {
-            counts.add("balances", balances.len(), written);
+            counts.add("balances", read, stored.changed);
+            counts.reject("balances", aside);
         }
-        Ok(balances
-            .iter()
-            .filter_map(|b| b.item.currency.clone())
-            .collect())
+        Ok(currencies)
     }
 
-    /// The account's positions, replacing the set in one transaction.
+    /// The account's positions, replacing the set in one transaction. The lots of a symbol
+    /// become one position; a position that cannot be stored keeps its stored row.
     async fn positions(
         &self,
         session: &Session<'_, B>,
@@ -700,16 +720,63 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
     ) -> Result<(), SyncError> {
         self.progress("positions", 20, counts).await?;
         let number = &self.account.account_number;
-        let positions = session.positions(number, true).await?;
-        let written = self
+        let Parsed { items, rejected } = session.positions(number, true).await?;
+        let read = items.len() + rejected.len();
+        let positions = net_positions(items);
+        let unreadable: Vec<String> = (rejected.iter())
+            .filter_map(|r| text_field(&r.raw, "symbol"))
+            .collect();
+        let stored = self
             .deps
             .store
-            .replace_positions(self.account, &positions)
+            .replace_positions(self.account, &positions, &unreadable)
+            .await?;
+        let aside = self
+            .settle("positions", &positions, rejected, &stored)
             .await?;
         if self.resume.is_none() {
-            counts.add("positions", positions.len(), written);
+            counts.add("positions", read, stored.changed);
+            counts.reject("positions", aside);
         }
         Ok(())
+    }
+
+    /// After a page is stored: the rows that did not parse or could not be stored go to
+    /// quarantine; stored rows that were in quarantine leave it. Returns the rows set aside.
+    async fn settle<R: BrokerId>(
+        &self,
+        entity: &'static str,
+        items: &[Record<R>],
+        unparsed: Vec<Quarantined>,
+        stored: &Stored,
+    ) -> Result<usize, SyncError> {
+        let mut aside = unparsed;
+        aside.extend(
+            (stored.rejected.iter())
+                .map(|r| Quarantined::new(items[r.index].raw.clone(), r.reason.clone())),
+        );
+        if !aside.is_empty() {
+            tracing::warn!(
+                entity,
+                rows = aside.len(),
+                "rows the broker sent were set aside"
+            );
+            let store = &self.deps.store;
+            store.quarantine(self.account.id, entity, &aside).await?;
+        }
+        if self.account.quarantined > 0 {
+            let ids: Vec<i64> = (items.iter().enumerate())
+                .filter(|(i, _)| stored.kept(*i))
+                .filter_map(|(_, r)| r.item.broker_id())
+                .collect();
+            if !ids.is_empty() {
+                self.deps
+                    .store
+                    .release(self.account.id, entity, &ids)
+                    .await?;
+            }
+        }
+        Ok(aside.len())
     }
 
     /// One paged stage: `E` read in windows from its start to the sync's end, each page one
@@ -748,10 +815,11 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
             for mut pages in E::reads(session, &self.account.account_number, &window, currencies) {
                 while let Some(page) = pages.next().await {
                     let page = page?;
-                    self.write::<E>(&page.items, counts).await?;
+                    let reached = E::reached(&page.items);
+                    self.write::<E>(page.items, page.rejected, counts).await?;
                     if E::RESUMES_WITHIN_A_WINDOW && self.deadline.passed() && !pages.is_finished()
                     {
-                        let reached = E::reached(&page.items).unwrap_or(start).max(start);
+                        let reached = reached.unwrap_or(start).max(start);
                         return Err(self.checkpoint(E::STAGE, reached, counts));
                     }
                 }
@@ -765,11 +833,17 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
 
     async fn write<E: PagedEntity>(
         &self,
-        items: &[Record<E>],
+        items: Vec<Record<E>>,
+        unparsed: Vec<Quarantined>,
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
-        let written = E::write(&self.deps.store, self.account, items).await?;
-        counts.add(E::STAGE_NAME, items.len(), written);
+        let read = items.len() + unparsed.len();
+        let stored = E::write(&self.deps.store, self.account, &items).await?;
+        let aside = self
+            .settle(E::STAGE_NAME, &items, unparsed, &stored)
+            .await?;
+        counts.add(E::STAGE_NAME, read, stored.changed);
+        counts.reject(E::STAGE_NAME, aside);
         Ok(())
     }
 
@@ -781,7 +855,9 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
     ) -> Result<(), SyncError> {
         let mut live = session.live_orders(&self.account.account_number);
         while let Some(page) = live.next().await {
-            self.write::<Order>(&page?.items, counts).await?;
+            let page = page?;
+            self.write::<Order>(page.items, page.rejected, counts)
+                .await?;
         }
         Ok(())
     }
@@ -847,12 +923,12 @@ trait PagedEntity: BrokerId + DeserializeOwned + Send + Sync + Sized {
     /// The latest time the rows of a page reach.
     fn reached(items: &[Record<Self>]) -> Option<DateTime<Utc>>;
 
-    /// One page as one upsert; the rows inserted or changed.
+    /// One page as one upsert.
     fn write<S: SyncStore>(
         store: &S,
         account: &SyncAccount,
         items: &[Record<Self>],
-    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+    ) -> impl Future<Output = Result<Stored, DbError>> + Send;
 }
 
 impl PagedEntity for Transaction {
@@ -891,7 +967,7 @@ impl PagedEntity for Transaction {
         store: &S,
         account: &SyncAccount,
         items: &[Record<Self>],
-    ) -> Result<u64, DbError> {
+    ) -> Result<Stored, DbError> {
         store.upsert_transactions(account, items).await
     }
 }
@@ -933,7 +1009,7 @@ impl PagedEntity for Order {
         store: &S,
         account: &SyncAccount,
         items: &[Record<Self>],
-    ) -> Result<u64, DbError> {
+    ) -> Result<Stored, DbError> {
         store.upsert_orders(account, items).await
     }
 }
@@ -989,11 +1065,16 @@ impl PagedEntity for Balance {
         store: &S,
         account: &SyncAccount,
         items: &[Record<Self>],
-    ) -> Result<u64, DbError> {
+    ) -> Result<Stored, DbError> {
         store
             .upsert_balances(account, items, BalanceTarget::BrokerSnapshot)
             .await
     }
+}
+
+/// A text field of a row that did not parse, when it has one.
+fn text_field(raw: &serde_json::Value, key: &str) -> Option<String> {
+    raw.get(key)?.as_str().map(str::to_owned)
 }
 
 fn day_start(day: NaiveDate) -> DateTime<Utc> {
@@ -1168,6 +1249,7 @@ mod tests {
             transactions_synced_to: None,
             orders_synced_to: None,
             snapshots_synced_to: None,
+            quarantined: 0,
             refresh_token: seal(Purpose::RefreshToken, "refresh").await,
             client_secret: Some(seal(Purpose::ClientSecret, "secret").await),
             access_token: None,
@@ -1236,6 +1318,79 @@ mod tests {
             deps.broker.refreshes(),
             1,
             "one access token serves the whole sync"
+        );
+    }
+
+    /// The account's transactions, the one with `poisoned` id sent with a value no decimal
+    /// parser can read.
+    fn serve_transactions(deps: &FakeWorker, poisoned: Option<i64>) {
+        let path = format!("/accounts/{NUMBER}/transactions");
+        let opened = Utc::now() - TimeDelta::days(3 * 365);
+        let rows = (0..36)
+            .map(|i: i64| {
+                let at = opened + TimeDelta::days(30 * i + 1);
+                let value = if Some(1000 + i) == poisoned { "1.2.3" } else { "1.0" };
+                json!({"id": 1000 + i, "transaction-type": "Money Movement", "executed-at": at, "value": value, "value-effect": "Credit"})
+            })
+            .collect();
+        deps.broker
+            .serve_rows(&path, rows, RowFilter::Instant("executed-at"));
+    }
+
+    #[tokio::test]
+    async fn a_row_that_does_not_parse_waits_in_quarantine_and_the_rest_of_its_page_is_stored() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        serve_transactions(&deps, Some(1005));
+
+        let (outcome, _) = sync(&deps, account, TaskKind::Full).await;
+
+        let Outcome::Completed(counts) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(counts.rejected.get("transactions"), Some(&1));
+        let stored = deps.store.stored(account).unwrap();
+        assert_eq!(stored.transactions.len(), 35);
+        assert_eq!(stored.status, AccountStatus::Success);
+        let (row, _) = &stored.quarantined[&("transactions", "1005".to_owned())];
+        assert!(row.reason.contains("1.2.3"), "{}", row.reason);
+        assert_eq!(row.raw["value"], "1.2.3");
+    }
+
+    #[tokio::test]
+    async fn a_quarantined_row_leaves_when_a_later_sync_stores_it() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        serve_transactions(&deps, Some(1005));
+        sync(&deps, account, TaskKind::Full).await;
+        serve_transactions(&deps, None);
+
+        let (outcome, _) = sync(&deps, account, TaskKind::Full).await;
+
+        assert!(matches!(outcome, Outcome::Completed(c) if c.rejected.is_empty()));
+        let stored = deps.store.stored(account).unwrap();
+        assert_eq!(stored.transactions.len(), 36);
+        assert!(stored.quarantined.is_empty(), "{:?}", stored.quarantined);
+    }
+
+    #[tokio::test]
+    async fn a_position_that_does_not_parse_leaves_quarantine_once_the_broker_stops_sending_it() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        let path = format!("/accounts/{NUMBER}/positions");
+        deps.broker.serve(
+            &path,
+            json!({"data": {"items": [{"symbol": "SPY", "quantity": "lots"}]}}),
+        );
+        sync(&deps, account, TaskKind::Full).await;
+        assert_eq!(deps.store.stored(account).unwrap().quarantined.len(), 1);
+        deps.broker.serve(&path, json!({"data": {"items": []}}));
+
+        sync(&deps, account, TaskKind::Incremental).await;
+
+        assert!(
+            deps.store.stored(account).unwrap().quarantined.is_empty(),
+            "positions are read whole by every sync"
         );
     }
 

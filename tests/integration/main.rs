@@ -13,6 +13,7 @@ mod migrations;
 mod openapi;
 mod orchestration;
 mod poison;
+mod quarantine;
 mod schema;
 mod secrets_scan;
 mod sync;

@@ -85,7 +85,7 @@ async fn drain_with_timeout(
     (Vec::new(), invocations)
 }
 
-async fn run_task(deps: &SyncWorker, account_id: Uuid, kind: TaskKind) -> Counts {
+pub(crate) async fn run_task(deps: &SyncWorker, account_id: Uuid, kind: TaskKind) -> Counts {
     let task = NewTask::new("user-a", account_id, kind);
     deps.tasks.create(&task).await.unwrap();
     match sync::run(deps, &task.message(), None).await.unwrap() {
@@ -94,7 +94,11 @@ async fn run_task(deps: &SyncWorker, account_id: Uuid, kind: TaskKind) -> Counts
     }
 }
 
-async fn stored_ids(client: &tokio_postgres::Client, sql: &str, account_id: Uuid) -> BTreeSet<i64> {
+pub(crate) async fn stored_ids(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    account_id: Uuid,
+) -> BTreeSet<i64> {
     client
         .query(sql, &[&account_id])
         .await
@@ -104,7 +108,7 @@ async fn stored_ids(client: &tokio_postgres::Client, sql: &str, account_id: Uuid
         .collect()
 }
 
-fn id_set(ids: &Value) -> BTreeSet<i64> {
+pub(crate) fn id_set(ids: &Value) -> BTreeSet<i64> {
     ids.as_array()
         .unwrap()
         .iter()
@@ -113,7 +117,7 @@ fn id_set(ids: &Value) -> BTreeSet<i64> {
 }
 
 /// Asserts the database holds exactly the simulator's truth for `account_number`.
-async fn assert_database_equals_truth(w: &World, account_number: &str) {
+pub(crate) async fn assert_database_equals_truth(w: &World, account_number: &str) {
     let truth = w.sim.simulator.truth(account_number).unwrap();
     let client = w.db.client().await;
     let id: Uuid = client

@@ -334,6 +334,8 @@ async fn accounts_positions_balances_snapshots_and_quote_tokens_read_back() {
     let account = &accounts[0].item.account.account_number;
 
     let positions = session.positions(account, true).await.unwrap();
+    assert!(positions.rejected.is_empty(), "{:?}", positions.rejected);
+    let positions = positions.items;
     assert!(
         positions
             .iter()
@@ -350,7 +352,7 @@ async fn accounts_positions_balances_snapshots_and_quote_tokens_read_back() {
         "the raw JSON is kept as sent"
     );
 
-    let balances = session.current_balances(account).await.unwrap();
+    let balances = session.current_balances(account).await.unwrap().items;
     let currencies: BTreeSet<_> = balances
         .iter()
         .filter_map(|b| b.item.currency.clone())
@@ -539,9 +541,12 @@ async fn the_balances_are_read_in_every_shape_the_broker_has_answered_with() {
         BalancesShape::Empty,
         BalancesShape::Refused,
     ] {
-        sim.simulator.set_quirks(Quirks { balances: shape });
+        sim.simulator.set_quirks(Quirks {
+            balances: shape,
+            ..Quirks::default()
+        });
 
-        let balances = session.current_balances(account).await.unwrap();
+        let balances = session.current_balances(account).await.unwrap().items;
 
         let currencies: Vec<_> = balances
             .iter()

@@ -4,12 +4,14 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use crate::db::sync::Then;
 use crate::db::{DbError, POOL_ACTIONS, PgPool};
 use crate::db::{accounts, sync};
 use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
+use crate::domain::rows::{Quarantined, Stored};
 use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore};
 use crate::secrets::Sealed;
 use crate::tastytrade::model::{Balance, Order, Position, Record, Transaction};
@@ -140,34 +142,73 @@ impl SyncStore for PgSyncStore {
         account: &SyncAccount,
         rows: &[Record<Balance>],
         target: BalanceTarget,
-    ) -> Result<u64, DbError> {
-        let client = self.pool.get().await?;
-        sync::upsert_balances(&client, account.id, &account.account_number, rows, target).await
+    ) -> Result<Stored, DbError> {
+        let owner = owner(account);
+        sync::store_page(&self.pool, owner, rows, target, Then::Commit).await
     }
 
     async fn replace_positions(
         &self,
         account: &SyncAccount,
         rows: &[Record<Position>],
-    ) -> Result<u64, DbError> {
-        sync::replace_positions(&self.pool, account.id, &account.account_number, rows).await
+        also_held: &[String],
+    ) -> Result<Stored, DbError> {
+        let held: Vec<String> = (rows.iter().map(|r| r.item.symbol.clone()))
+            .chain(also_held.iter().cloned())
+            .collect();
+        let then = Then::DeletePositionsExcept(&held);
+        sync::store_page(&self.pool, owner(account), rows, (), then).await
     }
 
     async fn upsert_transactions(
         &self,
         account: &SyncAccount,
         rows: &[Record<Transaction>],
-    ) -> Result<u64, DbError> {
-        let client = self.pool.get().await?;
-        sync::upsert_transactions(&client, account.id, &account.account_number, rows).await
+    ) -> Result<Stored, DbError> {
+        sync::store_page(&self.pool, owner(account), rows, (), Then::Commit).await
     }
 
     async fn upsert_orders(
         &self,
         account: &SyncAccount,
         rows: &[Record<Order>],
-    ) -> Result<u64, DbError> {
-        let client = self.pool.get().await?;
-        sync::upsert_orders(&client, account.id, &account.account_number, rows).await
+    ) -> Result<Stored, DbError> {
+        sync::store_page(&self.pool, owner(account), rows, (), Then::Commit).await
+    }
+
+    async fn quarantine(
+        &self,
+        account_id: Uuid,
+        entity: &'static str,
+        rows: &[Quarantined],
+    ) -> Result<(), DbError> {
+        sync::quarantine(&self.pool, account_id, entity, rows).await
+    }
+
+    async fn release(
+        &self,
+        account_id: Uuid,
+        entity: &'static str,
+        broker_ids: &[i64],
+    ) -> Result<(), DbError> {
+        sync::release(&self.pool, account_id, entity, broker_ids).await?;
+        Ok(())
+    }
+
+    async fn forget_unseen(
+        &self,
+        account_id: Uuid,
+        seen_since: DateTime<Utc>,
+        full: bool,
+    ) -> Result<(), DbError> {
+        sync::forget_unseen(&self.pool, account_id, seen_since, full).await?;
+        Ok(())
+    }
+}
+
+fn owner(account: &SyncAccount) -> sync::Owner<'_> {
+    sync::Owner {
+        account_id: account.id,
+        account_number: &account.account_number,
     }
 }

@@ -49,15 +49,17 @@ const DELETE_ORPHAN_CREDENTIALS: &str = "
 
 const LIST_ACCOUNTS: &str = "
     SELECT id, account_number, nickname, account_type_name, environment, last_sync_status,
-           last_successful_sync_at, last_error, created_at
-    FROM tastytrade_accounts
+           last_successful_sync_at, last_error, created_at,
+           (SELECT count(*) FROM quarantined_rows q WHERE q.account_id = a.id)
+    FROM tastytrade_accounts a
     WHERE user_id = $1 AND unlinked_at IS NULL
     ORDER BY created_at, account_number";
 
 const FIND_ACCOUNT: &str = "
     SELECT id, account_number, nickname, account_type_name, environment, last_sync_status,
-           last_successful_sync_at, last_error, created_at
-    FROM tastytrade_accounts
+           last_successful_sync_at, last_error, created_at,
+           (SELECT count(*) FROM quarantined_rows q WHERE q.account_id = a.id)
+    FROM tastytrade_accounts a
     WHERE id = $1 AND user_id = $2 AND unlinked_at IS NULL";
 
 /// One keyset page of the accounts a scheduler tick should sync: linked, open, not waiting for
@@ -169,6 +171,7 @@ fn account_row(r: &tokio_postgres::Row) -> Result<AccountRow, DbError> {
         last_successful_sync_at: r.get(6),
         last_error: r.get(7),
         created_at: r.get(8),
+        quarantined_rows: u64::try_from(r.get::<_, i64>(9)).unwrap_or_default(),
     })
 }
 

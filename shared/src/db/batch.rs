@@ -1,19 +1,42 @@
 //! One statement per page: columns gathered as arrays, unnested, and upserted on the table's
 //! natural key. A row whose values equal the stored ones is not rewritten (and keeps its
-//! `updated_at`), so re-reading a window costs reads, not writes.
+//! `updated_at`), so re-reading a window costs reads, not writes. A row that lacks a value the
+//! table requires is left out of the statement and reported, never stored with a made-up one.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 
-use super::DbError;
+use crate::domain::rows::Rejection;
 use crate::tastytrade::model::Effect;
+
+/// One column's values, which can drop the rows left out of the statement.
+trait Column: Sync + Send {
+    fn sql(&self) -> &(dyn ToSql + Sync);
+    fn keep(&mut self, kept: &[bool]);
+}
+
+impl<V: ToSql + Sync + Send + 'static> Column for Vec<V> {
+    fn sql(&self) -> &(dyn ToSql + Sync) {
+        self
+    }
+
+    fn keep(&mut self, kept: &[bool]) {
+        keep_flagged(self, kept);
+    }
+}
+
+/// Keeps the values whose flag is true; `retain` visits them in order.
+fn keep_flagged<T>(values: &mut Vec<T>, kept: &[bool]) {
+    let mut flags = kept.iter();
+    values.retain(|_| flags.next().copied().unwrap_or(false));
+}
 
 /// The columns of one batched upsert, each with its SQL type and its values.
 #[derive(Default)]
 pub(crate) struct Batch {
     columns: Vec<(&'static str, &'static str)>,
-    values: Vec<Box<dyn ToSql + Sync + Send>>,
+    values: Vec<Box<dyn Column>>,
     /// Written when the row is inserted, never compared or updated afterwards.
     insert_only: Vec<&'static str>,
 }
@@ -44,10 +67,14 @@ impl Batch {
     }
 
     pub(crate) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.values
-            .iter()
-            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
-            .collect()
+        self.values.iter().map(|v| v.sql()).collect()
+    }
+
+    /// Leaves out the rows whose `kept` is false, in every column.
+    fn keep(&mut self, kept: &[bool]) {
+        for column in &mut self.values {
+            column.keep(kept);
+        }
     }
 
     /// `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT (key) DO UPDATE ... WHERE changed`.
@@ -90,13 +117,17 @@ pub(crate) struct Columns<'r, R> {
     table: &'static str,
     rows: Vec<&'r R>,
     batch: Batch,
+    /// Per row, the first required column it lacks.
+    missing: Vec<Option<&'static str>>,
 }
 
 impl<'r, R> Columns<'r, R> {
     pub(crate) fn new(table: &'static str, rows: impl IntoIterator<Item = &'r R>) -> Self {
+        let rows: Vec<&R> = rows.into_iter().collect();
         Self {
             table,
-            rows: rows.into_iter().collect(),
+            missing: vec![None; rows.len()],
+            rows,
             batch: Batch::default(),
         }
     }
@@ -139,24 +170,59 @@ impl<'r, R> Columns<'r, R> {
         self
     }
 
-    /// A column the table requires: a row without it is an error, never a made-up value.
+    /// A column the table requires: a row without it is rejected (see [`Columns::rejected`]),
+    /// never given a made-up value.
     pub(crate) fn required<V: ToSql + Sync + Send + 'static>(
         &mut self,
         name: &'static str,
         sql_type: &'static str,
         value: impl Fn(&R) -> Option<V>,
-    ) -> Result<&mut Self, DbError> {
-        let values = self
-            .rows
-            .iter()
-            .map(|r| value(r))
-            .collect::<Option<Vec<V>>>()
-            .ok_or(DbError::MissingField {
-                table: self.table,
-                column: name,
-            })?;
+    ) -> &mut Self {
+        let values: Vec<Option<V>> = self.rows.iter().map(|r| value(r)).collect();
+        for (missing, v) in self.missing.iter_mut().zip(&values) {
+            if v.is_none() {
+                missing.get_or_insert(name);
+            }
+        }
         self.batch.col(name, sql_type, values);
-        Ok(self)
+        self
+    }
+
+    /// The rows that lack a required column, by index, with the column they lack.
+    pub(crate) fn rejected(&self) -> Vec<Rejection> {
+        self.missing
+            .iter()
+            .enumerate()
+            .filter_map(|(index, m)| {
+                m.map(|column| Rejection {
+                    index,
+                    reason: format!("lacks {column}, which {} requires", self.table),
+                })
+            })
+            .collect()
+    }
+
+    /// Leaves out of the statement the rows that lack a required column; returns them.
+    pub(crate) fn drop_rejected(&mut self) -> Vec<Rejection> {
+        let rejected = self.rejected();
+        if !rejected.is_empty() {
+            let kept: Vec<bool> = self.missing.iter().map(Option::is_none).collect();
+            self.keep(&kept);
+        }
+        rejected
+    }
+
+    /// Leaves out of the statement the rows whose `kept` is false.
+    pub(crate) fn keep(&mut self, kept: &[bool]) {
+        debug_assert_eq!(kept.len(), self.rows.len(), "one flag per row");
+        self.batch.keep(kept);
+        keep_flagged(&mut self.rows, kept);
+        keep_flagged(&mut self.missing, kept);
+    }
+
+    /// How many rows the statement writes.
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
     }
 
     pub(crate) fn text(

@@ -40,12 +40,6 @@ pub enum DbError {
     /// A stored value the code has no meaning for: the schema and the code disagree.
     #[error("{column} holds a value this code does not know")]
     Unknown { column: &'static str },
-    /// The broker sent a row without a value the table requires; no value is invented for it.
-    #[error("a {table} row from the broker lacks {column}")]
-    MissingField {
-        table: &'static str,
-        column: &'static str,
-    },
 }
 
 impl DbError {
@@ -57,8 +51,7 @@ impl DbError {
             | DbError::Build(_)
             | DbError::Migration(_)
             | DbError::Credentials(_)
-            | DbError::Unknown { .. }
-            | DbError::MissingField { .. } => Retry::NonRetryable,
+            | DbError::Unknown { .. } => Retry::NonRetryable,
             DbError::Pool(_) => Retry::Retryable,
             DbError::Query(e) => match e.code() {
                 // No SQLSTATE: the socket failed or the server went away mid-query.
@@ -66,6 +59,28 @@ impl DbError {
                 Some(code) if is_transient_state(code) => Retry::Retryable,
                 Some(_) => Retry::NonRetryable,
             },
+        }
+    }
+
+    /// A value of a row broke the statement: data exceptions (class 22: a NUL character, a
+    /// number out of range), integrity violations (class 23) other than a missing parent (the
+    /// account went away), and two rows of one page on the same key.
+    pub fn is_bad_row(&self) -> bool {
+        self.sql_state().is_some_and(|code| {
+            let class = &code.code()[..2];
+            (class == "22" || class == "23" || *code == SqlState::CARDINALITY_VIOLATION)
+                && *code != SqlState::FOREIGN_KEY_VIOLATION
+        })
+    }
+
+    /// What Postgres said of a bad row, for its quarantine entry.
+    pub fn row_reason(&self) -> String {
+        match self {
+            DbError::Query(e) => e.as_db_error().map_or_else(
+                || e.to_string(),
+                |db| format!("{} ({})", db.message(), db.code().code()),
+            ),
+            other => other.to_string(),
         }
     }
 

@@ -9,6 +9,7 @@ use super::DbError;
 use super::batch::Columns;
 use crate::domain::accounts::AccountStatus;
 use crate::domain::accounts::{BalanceTarget, SyncAccount};
+use crate::domain::rows::{Quarantined, Rejection, Stored};
 use crate::secrets::{Purpose, Sealed};
 use crate::tastytrade::model::{Balance, Fill, Leg, Order, Position, Record, Transaction};
 use crate::tastytrade::occ::{self, OptionSymbol};
@@ -16,7 +17,8 @@ use crate::tastytrade::occ::{self, OptionSymbol};
 const LOAD_ACCOUNT: &str = "
     SELECT a.id, a.user_id, a.account_number, a.environment, a.credential_id,
            c.grant_kind = 'personal', a.opened_at, a.transactions_synced_to, a.orders_synced_to,
-           a.balance_snapshots_synced_to
+           a.balance_snapshots_synced_to,
+           (SELECT count(*) FROM quarantined_rows q WHERE q.account_id = a.id)
     FROM tastytrade_accounts a JOIN tastytrade_credentials c ON c.id = a.credential_id
     WHERE a.id = $1 AND a.unlinked_at IS NULL";
 
@@ -103,6 +105,7 @@ pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAc
         transactions_synced_to: row.get(7),
         orders_synced_to: row.get(8),
         snapshots_synced_to: row.get(9),
+        quarantined: u64::try_from(row.get::<_, i64>(10)).unwrap_or_default(),
         refresh_token,
         client_secret,
         access_token,
@@ -161,32 +164,227 @@ pub async fn mark_failed(
     Ok(())
 }
 
-/// Upserts one page of transactions; returns the rows inserted or changed.
-pub async fn upsert_transactions(
-    client: &impl GenericClient,
-    account_id: Uuid,
-    account_number: &str,
-    rows: &[Record<Transaction>],
-) -> Result<u64, DbError> {
-    if rows.is_empty() {
-        return Ok(0);
+/// What a page of rows needs to be stored: the account it belongs to, and for balances the
+/// table it goes to.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub account_id: Uuid,
+    pub account_number: &'a str,
+}
+
+impl Owner<'_> {
+    /// The row's own account number, or the account's when the broker left it out.
+    fn number(&self, own: &Option<String>) -> String {
+        own.clone()
+            .unwrap_or_else(|| self.account_number.to_owned())
     }
+}
+
+/// One page's batched upsert, which [`store_page`] runs in a transaction.
+pub trait PageUpsert: Sized + Sync {
+    /// What else the statement needs to know (for balances, their table).
+    type Target: Copy + Send + Sync;
+
+    fn upsert(
+        client: &impl GenericClient,
+        owner: Owner<'_>,
+        rows: &[Record<Self>],
+        target: Self::Target,
+    ) -> impl Future<Output = Result<Stored, DbError>> + Send;
+}
+
+/// What runs after the page, in its transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum Then<'a> {
+    Commit,
+    /// The page was the account's whole set of positions: the others are closed.
+    DeletePositionsExcept(&'a [String]),
+}
+
+/// Stores a page in one transaction. When a row breaks the batched statement (a value Postgres
+/// refuses, a constraint), the page is stored again row by row, each under a savepoint, and
+/// the rows that still fail are reported instead of failing the page.
+pub async fn store_page<R: PageUpsert>(
+    pool: &Pool,
+    owner: Owner<'_>,
+    rows: &[Record<R>],
+    target: R::Target,
+    then: Then<'_>,
+) -> Result<Stored, DbError> {
+    let mut client = pool.get().await?;
+    {
+        let tx = client.transaction().await?;
+        match R::upsert(&tx, owner, rows, target).await {
+            Ok(stored) => {
+                then.run(&tx, owner).await?;
+                tx.commit().await?;
+                return Ok(stored);
+            }
+            Err(e) if e.is_bad_row() => {
+                tracing::info!(error = %e, "a row broke its page; storing the page row by row");
+                tx.rollback().await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut tx = client.transaction().await?;
+    let mut stored = Stored::default();
+    for (index, row) in rows.iter().enumerate() {
+        let one = tx.savepoint("row").await?;
+        match R::upsert(&one, owner, std::slice::from_ref(row), target).await {
+            Ok(alone) => {
+                one.commit().await?;
+                stored.changed += alone.changed;
+                stored
+                    .rejected
+                    .extend(alone.rejected.into_iter().map(|r| Rejection { index, ..r }));
+            }
+            Err(e) if e.is_bad_row() => {
+                one.rollback().await?;
+                stored.rejected.push(Rejection {
+                    index,
+                    reason: e.row_reason(),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    then.run(&tx, owner).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+impl Then<'_> {
+    async fn run(self, tx: &impl GenericClient, owner: Owner<'_>) -> Result<(), DbError> {
+        if let Then::DeletePositionsExcept(held) = self {
+            tx.execute(DELETE_CLOSED_POSITIONS, &[&owner.account_id, &held])
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The entities stored without a target, each by its function below.
+macro_rules! page_upsert {
+    ($($entity:ty => $upsert:ident),* $(,)?) => {$(
+        impl PageUpsert for $entity {
+            type Target = ();
+
+            async fn upsert(
+                client: &impl GenericClient,
+                owner: Owner<'_>,
+                rows: &[Record<Self>],
+                (): (),
+            ) -> Result<Stored, DbError> {
+                $upsert(client, owner, rows).await
+            }
+        }
+    )*};
+}
+
+page_upsert!(
+    Transaction => upsert_transactions,
+    Order => upsert_orders,
+    Position => upsert_positions,
+);
+
+impl PageUpsert for Balance {
+    type Target = BalanceTarget;
+
+    async fn upsert(
+        client: &impl GenericClient,
+        owner: Owner<'_>,
+        rows: &[Record<Self>],
+        target: BalanceTarget,
+    ) -> Result<Stored, DbError> {
+        upsert_balances(client, owner, rows, target).await
+    }
+}
+
+// One entry per row key: a page can carry the same bad row twice.
+const QUARANTINE: &str = "
+    INSERT INTO quarantined_rows (account_id, entity, row_key, broker_id, reason, raw)
+    SELECT DISTINCT ON (row_key) $1, $2, row_key, broker_id, reason, raw
+    FROM (SELECT COALESCE(b::text, md5(r)) AS row_key, b AS broker_id, why AS reason, r AS raw
+          FROM UNNEST($3::bigint[], $4::text[], $5::text[]) AS q(b, why, r)) AS rows
+    ON CONFLICT (account_id, entity, row_key) DO UPDATE SET
+        broker_id = EXCLUDED.broker_id, reason = EXCLUDED.reason, raw = EXCLUDED.raw,
+        last_seen_at = now()";
+
+const RELEASE: &str =
+    "DELETE FROM quarantined_rows WHERE account_id = $1 AND entity = $2 AND broker_id = ANY($3)";
+
+// Positions and balances are read whole on every sync; the other entities only by a full one.
+const FORGET_UNSEEN: &str = "
+    DELETE FROM quarantined_rows WHERE account_id = $1 AND last_seen_at < $2
+      AND ($3 OR entity IN ('positions', 'balances'))";
+
+/// Sets `rows` of `entity` aside, or notes that they were seen again.
+pub async fn quarantine(
+    pool: &Pool,
+    account_id: Uuid,
+    entity: &str,
+    rows: &[Quarantined],
+) -> Result<(), DbError> {
+    let ids: Vec<Option<i64>> = rows.iter().map(|r| r.broker_id).collect();
+    let reasons: Vec<&str> = rows.iter().map(|r| r.reason.as_str()).collect();
+    let raws: Vec<String> = rows.iter().map(Quarantined::raw_text).collect();
+    pool.get()
+        .await?
+        .execute(QUARANTINE, &[&account_id, &entity, &ids, &reasons, &raws])
+        .await?;
+    Ok(())
+}
+
+/// Rows of `entity` stored at last: their quarantine entries go.
+pub async fn release(
+    pool: &Pool,
+    account_id: Uuid,
+    entity: &str,
+    broker_ids: &[i64],
+) -> Result<u64, DbError> {
+    Ok(pool
+        .get()
+        .await?
+        .execute(RELEASE, &[&account_id, &entity, &broker_ids])
+        .await?)
+}
+
+/// A completed sync forgets the entries it did not see again since `seen_since`: of every
+/// entity after a full sync, else of the entities it reads whole.
+pub async fn forget_unseen(
+    pool: &Pool,
+    account_id: Uuid,
+    seen_since: DateTime<Utc>,
+    full: bool,
+) -> Result<u64, DbError> {
+    Ok(pool
+        .get()
+        .await?
+        .execute(FORGET_UNSEEN, &[&account_id, &seen_since, &full])
+        .await?)
+}
+
+/// Upserts one page of transactions.
+async fn upsert_transactions(
+    client: &impl GenericClient,
+    owner: Owner<'_>,
+    rows: &[Record<Transaction>],
+) -> Result<Stored, DbError> {
     let mut c = Columns::new("transactions", rows.iter().map(|r| &r.item));
-    c.constant("account_id", "uuid", account_id)
+    c.constant("account_id", "uuid", owner.account_id)
         .col("tastytrade_transaction_id", "bigint", |x| x.id)
         .col("account_number", "text", |x| {
-            x.account_number
-                .clone()
-                .unwrap_or_else(|| account_number.to_owned())
+            owner.number(&x.account_number)
         })
-        .required("transaction_type", "text", |x| x.transaction_type.clone())?
+        .required("transaction_type", "text", |x| x.transaction_type.clone())
         .text("transaction_sub_type", |x| x.transaction_sub_type.clone())
         .text("description", |x| x.description.clone())
-        .required("executed_at", "timestamptz", executed_at)?
+        .required("executed_at", "timestamptz", executed_at)
         .required("transaction_date", "date", |x| {
             x.transaction_date
                 .or_else(|| executed_at(x).map(|t| t.date_naive()))
-        })?
+        })
         .numeric("value", Transaction::signed_value)
         .effect("value_effect", |x| x.value_effect)
         .numeric("net_value", Transaction::signed_net_value)
@@ -213,7 +411,9 @@ pub async fn upsert_transactions(
         .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
     transaction_fees(&mut c);
     transaction_execution(&mut c);
-    execute(client, &c, &["account_id", "tastytrade_transaction_id"]).await
+    let rejected = c.drop_rejected();
+    let changed = execute(client, &c, &["account_id", "tastytrade_transaction_id"]).await?;
+    Ok(Stored { changed, rejected })
 }
 
 /// The fees and charges, each signed by its own `*-effect`.
@@ -273,11 +473,15 @@ fn executed_at(t: &Transaction) -> Option<DateTime<Utc>> {
     })
 }
 
+/// Runs the upsert of `columns`; the rows inserted or changed.
 async fn execute<R>(
     client: &impl GenericClient,
     columns: &Columns<'_, R>,
     key: &[&str],
 ) -> Result<u64, DbError> {
+    if columns.len() == 0 {
+        return Ok(0);
+    }
     let batch = columns.batch();
     let statement = client
         .prepare_cached(&batch.upsert_sql(columns.table(), key))
@@ -285,25 +489,21 @@ async fn execute<R>(
     Ok(client.execute(&statement, &batch.params()).await?)
 }
 
-/// Upserts one page of orders with their legs and fills; returns the rows inserted or changed.
-pub async fn upsert_orders(
+/// Upserts one page of orders with their legs and fills. An order whose leg or fill lacks a
+/// required value is rejected whole, so no order is stored with part of its legs.
+async fn upsert_orders(
     client: &impl GenericClient,
-    account_id: Uuid,
-    account_number: &str,
+    owner: Owner<'_>,
     rows: &[Record<Order>],
-) -> Result<u64, DbError> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let mut c = Columns::new("orders", rows.iter().map(|r| &r.item));
-    c.constant("account_id", "uuid", account_id)
+) -> Result<Stored, DbError> {
+    let mut orders = Columns::new("orders", rows.iter().map(|r| &r.item));
+    orders
+        .constant("account_id", "uuid", owner.account_id)
         .col("tastytrade_order_id", "bigint", |x| x.id)
         .col("account_number", "text", |x| {
-            x.account_number
-                .clone()
-                .unwrap_or_else(|| account_number.to_owned())
+            owner.number(&x.account_number)
         })
-        .required("status", "text", |x| x.status.clone())?
+        .required("status", "text", |x| x.status.clone())
         .text("order_type", |o| o.order_type.clone())
         .text("time_in_force", |o| o.time_in_force.clone())
         .numeric("size", |o| o.size)
@@ -336,63 +536,89 @@ pub async fn upsert_orders(
         .text("source", |o| o.source.clone())
         .text("external_identifier", |o| o.external_identifier.clone())
         .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
-    let changed = execute(client, &c, &["account_id", "tastytrade_order_id"]).await?;
     let legs: Vec<OrderLeg<'_>> = rows
         .iter()
-        .flat_map(|r| {
+        .enumerate()
+        .flat_map(|(row, r)| {
             r.item
                 .legs
                 .iter()
                 .enumerate()
-                .map(move |(i, leg)| (r.item.id, i16::try_from(i).unwrap_or(i16::MAX), leg))
+                .map(move |(i, leg)| OrderLeg {
+                    row,
+                    order_id: r.item.id,
+                    index: i16::try_from(i).unwrap_or(i16::MAX),
+                    leg,
+                })
         })
         .collect();
-    Ok(changed + upsert_legs(client, account_id, &legs).await?)
+    let fills: Vec<(&OrderLeg<'_>, &Fill)> = legs
+        .iter()
+        .flat_map(|leg| leg.leg.fills.iter().map(move |f| (leg, f)))
+        .collect();
+    let mut leg_columns = leg_columns(owner, &legs);
+    let mut fill_columns = fill_columns(owner, &fills);
+
+    // The orders rejected for themselves, their legs or their fills, first reason kept.
+    let mut rejected = orders.rejected();
+    let nested = (leg_columns.rejected().into_iter()).map(|r| (legs[r.index].row, r.reason));
+    let nested = nested
+        .chain((fill_columns.rejected().into_iter()).map(|r| (fills[r.index].0.row, r.reason)));
+    for (row, reason) in nested {
+        if !rejected.iter().any(|r| r.index == row) {
+            rejected.push(Rejection { index: row, reason });
+        }
+    }
+    rejected.sort_by_key(|r| r.index);
+    let kept = |row: usize| !rejected.iter().any(|r| r.index == row);
+    orders.keep(&(0..rows.len()).map(kept).collect::<Vec<_>>());
+    leg_columns.keep(&legs.iter().map(|l| kept(l.row)).collect::<Vec<_>>());
+    fill_columns.keep(&fills.iter().map(|(l, _)| kept(l.row)).collect::<Vec<_>>());
+
+    let mut changed = execute(client, &orders, &["account_id", "tastytrade_order_id"]).await?;
+    let key = ["account_id", "tastytrade_order_id", "leg_index"];
+    changed += execute(client, &leg_columns, &key).await?;
+    let key = ["account_id", "tastytrade_order_id", "leg_index", "fill_id"];
+    changed += execute(client, &fill_columns, &key).await?;
+    Ok(Stored { changed, rejected })
 }
 
-/// An order's leg: the order's id, the leg's index in it, the leg.
-type OrderLeg<'a> = (i64, i16, &'a Leg);
+/// An order's leg: the order's row in its page, its id, the leg's index in it, the leg.
+struct OrderLeg<'a> {
+    row: usize,
+    order_id: i64,
+    index: i16,
+    leg: &'a Leg,
+}
 
-/// Upserts the legs of a page of orders, then their fills; the rows inserted or changed.
-async fn upsert_legs(
-    client: &impl GenericClient,
-    account_id: Uuid,
-    legs: &[OrderLeg<'_>],
-) -> Result<u64, DbError> {
-    if legs.is_empty() {
-        return Ok(0);
-    }
+fn leg_columns<'r>(owner: Owner<'_>, legs: &'r [OrderLeg<'r>]) -> Columns<'r, OrderLeg<'r>> {
     let mut c = Columns::new("order_legs", legs);
-    c.constant("account_id", "uuid", account_id)
-        .col("tastytrade_order_id", "bigint", |l| l.0)
-        .col("leg_index", "smallint", |l| l.1)
-        .required("symbol", "text", |l| l.2.symbol.clone())?
-        .text("instrument_type", |l| l.2.instrument_type.clone())
-        .text("action", |l| l.2.action.clone())
-        .numeric("quantity", |l| l.2.quantity)
-        .numeric("remaining_quantity", |l| l.2.remaining_quantity);
-    let key = ["account_id", "tastytrade_order_id", "leg_index"];
-    let changed = execute(client, &c, &key).await?;
-    let fills: Vec<(i64, i16, &Fill)> = legs
-        .iter()
-        .flat_map(|(order, index, leg)| leg.fills.iter().map(move |f| (*order, *index, f)))
-        .collect();
-    if fills.is_empty() {
-        return Ok(changed);
-    }
-    let mut c = Columns::new("order_fills", &fills);
-    c.constant("account_id", "uuid", account_id)
-        .col("tastytrade_order_id", "bigint", |f| f.0)
-        .col("leg_index", "smallint", |f| f.1)
-        .col("fill_id", "text", |f| f.2.fill_id.clone())
-        .required("quantity", "numeric", |f| f.2.quantity)?
-        .numeric("fill_price", |f| f.2.fill_price)
-        .required("filled_at", "timestamptz", |f| f.2.filled_at)?
-        .text("destination_venue", |f| f.2.destination_venue.clone())
-        .text("ext_group_fill_id", |f| f.2.ext_group_fill_id.clone())
-        .text("ext_exec_id", |f| f.2.ext_exec_id.clone());
-    let key = ["account_id", "tastytrade_order_id", "leg_index", "fill_id"];
-    Ok(changed + execute(client, &c, &key).await?)
+    c.constant("account_id", "uuid", owner.account_id)
+        .col("tastytrade_order_id", "bigint", |l| l.order_id)
+        .col("leg_index", "smallint", |l| l.index)
+        .required("symbol", "text", |l| l.leg.symbol.clone())
+        .text("instrument_type", |l| l.leg.instrument_type.clone())
+        .text("action", |l| l.leg.action.clone())
+        .numeric("quantity", |l| l.leg.quantity)
+        .numeric("remaining_quantity", |l| l.leg.remaining_quantity);
+    c
+}
+
+type LegFill<'r> = (&'r OrderLeg<'r>, &'r Fill);
+
+fn fill_columns<'r>(owner: Owner<'_>, fills: &'r [LegFill<'r>]) -> Columns<'r, LegFill<'r>> {
+    let mut c = Columns::new("order_fills", fills);
+    c.constant("account_id", "uuid", owner.account_id)
+        .col("tastytrade_order_id", "bigint", |f| f.0.order_id)
+        .col("leg_index", "smallint", |f| f.0.index)
+        .col("fill_id", "text", |f| f.1.fill_id.clone())
+        .required("quantity", "numeric", |f| f.1.quantity)
+        .numeric("fill_price", |f| f.1.fill_price)
+        .required("filled_at", "timestamptz", |f| f.1.filled_at)
+        .text("destination_venue", |f| f.1.destination_venue.clone())
+        .text("ext_group_fill_id", |f| f.1.ext_group_fill_id.clone())
+        .text("ext_exec_id", |f| f.1.ext_exec_id.clone());
+    c
 }
 
 /// The option a position's symbol names, when it is an OCC option symbol.
@@ -406,95 +632,77 @@ fn occ_option(position: &Position) -> Option<occ::OccOption> {
 const DELETE_CLOSED_POSITIONS: &str =
     "DELETE FROM positions WHERE account_id = $1 AND NOT (symbol = ANY($2))";
 
-/// Replaces the account's positions with `rows`, in one transaction: upserts what is held,
-/// deletes what is not. Returns the rows inserted, changed or deleted.
-pub async fn replace_positions(
-    pool: &Pool,
-    account_id: Uuid,
-    account_number: &str,
+/// Upserts the account's positions (their replace is [`store_page`] with
+/// [`Then::DeletePositionsExcept`]).
+async fn upsert_positions(
+    client: &impl GenericClient,
+    owner: Owner<'_>,
     rows: &[Record<Position>],
-) -> Result<u64, DbError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let symbols: Vec<String> = rows.iter().map(|r| r.item.symbol.clone()).collect();
-    let mut changed = 0;
-    if !rows.is_empty() {
-        let mut c = Columns::new("positions", rows.iter().map(|r| &r.item));
-        c.constant("account_id", "uuid", account_id)
-            .col("symbol", "text", |x| x.symbol.clone())
-            .col("account_number", "text", |x| {
-                x.account_number
-                    .clone()
-                    .unwrap_or_else(|| account_number.to_owned())
-            })
-            .text("underlying_symbol", |p| p.underlying_symbol.clone())
-            .text("instrument_type", |p| p.instrument_type.clone())
-            .required("quantity", "numeric", Position::signed_quantity)?
-            .text("quantity_direction", |p| p.quantity_direction.clone())
-            .numeric("multiplier", |p| p.multiplier)
-            .numeric("average_open_price", |p| p.average_open_price)
-            .numeric("average_daily_market_close_price", |p| {
-                p.average_daily_market_close_price
-            })
-            .numeric("average_yearly_market_close_price", |p| {
-                p.average_yearly_market_close_price
-            })
-            .numeric("close_price", |p| p.close_price)
-            .numeric("mark", |p| p.mark)
-            .numeric("mark_price", |p| p.mark_price)
-            .effect("cost_effect", |p| p.cost_effect)
-            .numeric("realized_day_gain", Position::signed_realized_day_gain)
-            .effect("realized_day_gain_effect", |p| p.realized_day_gain_effect)
-            .col("realized_day_gain_date", "date", |x| {
-                x.realized_day_gain_date
-            })
-            .numeric("realized_today", Position::signed_realized_today)
-            .effect("realized_today_effect", |p| p.realized_today_effect)
-            .col("realized_today_date", "date", |x| x.realized_today_date)
-            .numeric("restricted_quantity", |p| p.restricted_quantity)
-            .col("is_suppressed", "boolean", |x| x.is_suppressed)
-            .col("is_frozen", "boolean", |x| x.is_frozen)
-            .col("expires_at", "timestamptz", |x| x.expires_at)
-            .text("option_root", |p| occ_option(p).map(|o| o.root))
-            .date("option_expiration", |p| occ_option(p).map(|o| o.expiration))
-            .text("option_type", |p| {
-                occ_option(p).map(|o| o.kind.as_char().to_owned())
-            })
-            .numeric("strike_price", |p| occ_option(p).map(|o| o.strike))
-            .col("broker_created_at", "timestamptz", |x| x.created_at)
-            .col("broker_updated_at", "timestamptz", |x| x.updated_at)
-            .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
-        changed += execute(&tx, &c, &["account_id", "symbol"]).await?;
-    }
-    changed += tx
-        .execute(DELETE_CLOSED_POSITIONS, &[&account_id, &symbols])
-        .await?;
-    tx.commit().await?;
-    Ok(changed)
+) -> Result<Stored, DbError> {
+    let mut c = Columns::new("positions", rows.iter().map(|r| &r.item));
+    c.constant("account_id", "uuid", owner.account_id)
+        .col("symbol", "text", |x| x.symbol.clone())
+        .col("account_number", "text", |x| {
+            owner.number(&x.account_number)
+        })
+        .text("underlying_symbol", |p| p.underlying_symbol.clone())
+        .text("instrument_type", |p| p.instrument_type.clone())
+        .required("quantity", "numeric", Position::signed_quantity)
+        .text("quantity_direction", |p| p.quantity_direction.clone())
+        .numeric("multiplier", |p| p.multiplier)
+        .numeric("average_open_price", |p| p.average_open_price)
+        .numeric("average_daily_market_close_price", |p| {
+            p.average_daily_market_close_price
+        })
+        .numeric("average_yearly_market_close_price", |p| {
+            p.average_yearly_market_close_price
+        })
+        .numeric("close_price", |p| p.close_price)
+        .numeric("mark", |p| p.mark)
+        .numeric("mark_price", |p| p.mark_price)
+        .effect("cost_effect", |p| p.cost_effect)
+        .numeric("realized_day_gain", Position::signed_realized_day_gain)
+        .effect("realized_day_gain_effect", |p| p.realized_day_gain_effect)
+        .col("realized_day_gain_date", "date", |x| {
+            x.realized_day_gain_date
+        })
+        .numeric("realized_today", Position::signed_realized_today)
+        .effect("realized_today_effect", |p| p.realized_today_effect)
+        .col("realized_today_date", "date", |x| x.realized_today_date)
+        .numeric("restricted_quantity", |p| p.restricted_quantity)
+        .col("is_suppressed", "boolean", |x| x.is_suppressed)
+        .col("is_frozen", "boolean", |x| x.is_frozen)
+        .col("expires_at", "timestamptz", |x| x.expires_at)
+        .text("option_root", |p| occ_option(p).map(|o| o.root))
+        .date("option_expiration", |p| occ_option(p).map(|o| o.expiration))
+        .text("option_type", |p| {
+            occ_option(p).map(|o| o.kind.as_char().to_owned())
+        })
+        .numeric("strike_price", |p| occ_option(p).map(|o| o.strike))
+        .col("broker_created_at", "timestamptz", |x| x.created_at)
+        .col("broker_updated_at", "timestamptz", |x| x.updated_at)
+        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+    let rejected = c.drop_rejected();
+    let changed = execute(client, &c, &["account_id", "symbol"]).await?;
+    Ok(Stored { changed, rejected })
 }
 
-/// Upserts balances (current, or one page of snapshots); returns the rows inserted or changed.
-pub async fn upsert_balances(
+/// Upserts balances (current, or one page of snapshots).
+async fn upsert_balances(
     client: &impl GenericClient,
-    account_id: Uuid,
-    account_number: &str,
+    owner: Owner<'_>,
     rows: &[Record<Balance>],
     target: BalanceTarget,
-) -> Result<u64, DbError> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
+) -> Result<Stored, DbError> {
     let table = match target {
         BalanceTarget::Current => "account_balances",
         BalanceTarget::BrokerSnapshot | BalanceTarget::Capture(_) => "account_balance_snapshots",
     };
     let mut c = Columns::new(table, rows.iter().map(|r| &r.item));
-    c.constant("account_id", "uuid", account_id)
-        .required("currency", "text", |x| x.currency.clone())?
+    c.constant("account_id", "uuid", owner.account_id)
+        .required("currency", "text", |x| x.currency.clone())
         .col("account_number", "text", |x| {
-            x.account_number
-                .clone()
-                .unwrap_or_else(|| account_number.to_owned())
+            owner.number(&x.account_number)
         })
         .numeric("cash_balance", |x| x.cash_balance)
         .numeric("net_liquidating_value", |x| x.net_liquidating_value)
@@ -519,7 +727,9 @@ pub async fn upsert_balances(
                 .numeric("maintenance_excess", |x| x.maintenance_excess)
                 .col("snapshot_date", "date", |x| x.snapshot_date)
                 .col("broker_updated_at", "timestamptz", |x| x.updated_at);
-            execute(client, &c, &["account_id", "currency"]).await
+            let rejected = c.drop_rejected();
+            let changed = execute(client, &c, &["account_id", "currency"]).await?;
+            Ok(Stored { changed, rejected })
         }
         BalanceTarget::BrokerSnapshot | BalanceTarget::Capture(_) => {
             match target {
@@ -529,16 +739,18 @@ pub async fn upsert_balances(
                     .constant("source", "text", "capture".to_owned())
                     .constant("captured_at", "timestamptz", Some(at)),
                 _ => c
-                    .required("snapshot_date", "date", |x| x.snapshot_date)?
-                    .required("time_of_day", "text", |x| x.time_of_day.clone())?
+                    .required("snapshot_date", "date", |x| x.snapshot_date)
+                    .required("time_of_day", "text", |x| x.time_of_day.clone())
                     .constant("source", "text", "broker".to_owned())
                     .constant("captured_at", "timestamptz", None::<DateTime<Utc>>),
             }
             // The first capture of the day keeps its time; `updated_at` tells the last change,
             // and an unchanged balance is not rewritten.
             .insert_only("captured_at");
+            let rejected = c.drop_rejected();
             let key = ["account_id", "snapshot_date", "time_of_day", "currency"];
-            execute(client, &c, &key).await
+            let changed = execute(client, &c, &key).await?;
+            Ok(Stored { changed, rejected })
         }
     }
 }

@@ -105,6 +105,8 @@ pub struct AccountRow {
     pub last_sync_status: AccountStatus,
     pub last_successful_sync_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Rows of the account waiting in quarantine.
+    pub quarantined_rows: u64,
     pub created_at: DateTime<Utc>,
 }
 
@@ -149,6 +151,8 @@ pub struct SyncAccount {
     pub transactions_synced_to: Option<DateTime<Utc>>,
     pub orders_synced_to: Option<DateTime<Utc>>,
     pub snapshots_synced_to: Option<NaiveDate>,
+    /// Rows of the account in quarantine when the sync started.
+    pub quarantined: u64,
     pub refresh_token: Sealed,
     pub client_secret: Option<Sealed>,
     /// The access token cached by an earlier sync, sealed, with its expiry.

@@ -1,4 +1,5 @@
 //! The domain: what tastysync is about, with no storage or transport in it.
 
 pub mod accounts;
+pub mod rows;
 pub mod tasks;

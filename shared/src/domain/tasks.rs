@@ -182,12 +182,25 @@ pub struct TaskMessage {
 pub struct Counts {
     pub read: std::collections::BTreeMap<String, u64>,
     pub written: std::collections::BTreeMap<String, u64>,
+    /// Rows read but set aside in quarantine (they did not parse or could not be stored).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rejected: std::collections::BTreeMap<String, u64>,
 }
 
 impl Counts {
     pub fn add(&mut self, entity: &str, read: usize, written: u64) {
         *self.read.entry(entity.to_owned()).or_default() += read as u64;
         *self.written.entry(entity.to_owned()).or_default() += written;
+    }
+
+    pub fn reject(&mut self, entity: &str, rejected: usize) {
+        if rejected > 0 {
+            *self.rejected.entry(entity.to_owned()).or_default() += rejected as u64;
+        }
+    }
+
+    pub fn total_rejected(&self) -> u64 {
+        self.rejected.values().sum()
     }
 
     pub fn total_written(&self) -> u64 {

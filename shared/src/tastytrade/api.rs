@@ -13,6 +13,7 @@ use super::error::BrokerError;
 use super::model::{
     AccountAuthority, Balance, BrokerId, Order, Position, QuoteToken, Record, Transaction,
 };
+use crate::domain::rows::Quarantined;
 use crate::ports::Broker;
 
 /// Page size limits (reference §3.0): above them the broker answers `validation_error`.
@@ -223,6 +224,45 @@ fn records<T: DeserializeOwned>(
     items.into_iter().map(|raw| record(raw, what)).collect()
 }
 
+/// Rows as parsed, and the rows that do not parse, set aside with the parser's reason.
+#[derive(Debug)]
+pub struct Parsed<T> {
+    pub items: Vec<Record<T>>,
+    pub rejected: Vec<Quarantined>,
+}
+
+impl<T> Default for Parsed<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Parsed<T> {
+    /// Parses each row alone, so that one the model cannot read costs only itself.
+    fn parse(rows: Vec<Value>) -> Self {
+        let mut parsed = Self::default();
+        for raw in rows {
+            match T::deserialize(&raw) {
+                Ok(item) => parsed.items.push(Record { item, raw }),
+                Err(e) => parsed.rejected.push(Quarantined::new(raw, e.to_string())),
+            }
+        }
+        parsed
+    }
+
+    /// How many rows the broker sent.
+    pub fn len(&self) -> usize {
+        self.items.len() + self.rejected.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 fn record<T: DeserializeOwned>(raw: Value, what: &str) -> Result<Record<T>, BrokerError> {
     match T::deserialize(&raw) {
         Ok(item) => Ok(Record { item, raw }),
@@ -261,13 +301,13 @@ impl<'c, B: Broker> Session<'c, B> {
         &self,
         account_number: &str,
         include_marks: bool,
-    ) -> Result<Vec<Record<Position>>, BrokerError> {
+    ) -> Result<Parsed<Position>, BrokerError> {
         let query = [("include-marks".to_owned(), include_marks.to_string())];
         let body: ItemsEnvelope = envelope(
             self.get(&account_path(account_number, "/positions"), &query)
                 .await?,
         )?;
-        records(body.data.items, "position")
+        Ok(Parsed::parse(body.data.items))
     }
 
     /// The account's current balances, one per currency. `GET /accounts/{n}/balances` has
@@ -277,22 +317,22 @@ impl<'c, B: Broker> Session<'c, B> {
     pub async fn current_balances(
         &self,
         account_number: &str,
-    ) -> Result<Vec<Record<Balance>>, BrokerError> {
+    ) -> Result<Parsed<Balance>, BrokerError> {
         match self.balances(account_number).await {
             Ok(balances) if !balances.is_empty() => return Ok(balances),
             Ok(_) => {}
             Err(e) if !e.refused() => return Err(e),
             Err(e) => tracing::warn!(error = %e, "balances refused; reading /balances/USD"),
         }
-        match self.balance(account_number, "USD").await {
-            Ok(usd) => Ok(vec![usd]),
-            Err(BrokerError::NotFound { .. }) => Ok(Vec::new()),
+        match self.balance_row(account_number, "USD").await {
+            Ok(usd) => Ok(Parsed::parse(vec![usd])),
+            Err(BrokerError::NotFound { .. }) => Ok(Parsed::default()),
             Err(e) => Err(e),
         }
     }
 
     /// `GET /accounts/{n}/balances`, in either of its shapes.
-    async fn balances(&self, account_number: &str) -> Result<Vec<Record<Balance>>, BrokerError> {
+    async fn balances(&self, account_number: &str) -> Result<Parsed<Balance>, BrokerError> {
         let body: ObjectEnvelope = envelope(
             self.get(&account_path(account_number, "/balances"), &[])
                 .await?,
@@ -300,10 +340,10 @@ impl<'c, B: Broker> Session<'c, B> {
         match body.data {
             Value::Object(data) if data.contains_key("items") => {
                 let items: Items = envelope(Value::Object(data))?;
-                records(items.items, "balance")
+                Ok(Parsed::parse(items.items))
             }
-            Value::Object(data) if data.is_empty() => Ok(Vec::new()),
-            data @ Value::Object(_) => Ok(vec![record(data, "balance")?]),
+            Value::Object(data) if data.is_empty() => Ok(Parsed::default()),
+            data @ Value::Object(_) => Ok(Parsed::parse(vec![data])),
             _ => Err(BrokerError::Permanent {
                 status: None,
                 code: None,
@@ -318,9 +358,17 @@ impl<'c, B: Broker> Session<'c, B> {
         account_number: &str,
         currency: &str,
     ) -> Result<Record<Balance>, BrokerError> {
+        record(self.balance_row(account_number, currency).await?, "balance")
+    }
+
+    async fn balance_row(
+        &self,
+        account_number: &str,
+        currency: &str,
+    ) -> Result<Value, BrokerError> {
         let path = account_path(account_number, &format!("/balances/{currency}"));
         let body: ObjectEnvelope = envelope(self.get(&path, &[]).await?)?;
-        record(body.data, "balance")
+        Ok(body.data)
     }
 
     /// `GET /api-quote-tokens`: the DXLink token for greeks (valid 24 hours).
@@ -382,6 +430,8 @@ impl<'c, B: Broker> Session<'c, B> {
 #[derive(Debug)]
 pub struct Page<T> {
     pub items: Vec<Record<T>>,
+    /// The rows of the page that do not parse.
+    pub rejected: Vec<Quarantined>,
     pub page_offset: u32,
     /// The broker's `total-items` when this page was served.
     pub total_items: Option<u64>,
@@ -451,24 +501,24 @@ impl<'s, 'c, T: DeserializeOwned + BrokerId, B: Broker> Pages<'s, 'c, T, B> {
             query.push(("per-page".into(), self.per_page.to_string()));
             query.push(("page-offset".into(), self.offset.to_string()));
             let body: ItemsEnvelope = envelope(self.session.get(&self.path, &query).await?)?;
-            let items: Vec<Record<T>> = records(body.data.items, "row")?;
-
-            let shifted = items.iter().any(|r| {
-                r.item
-                    .broker_id()
-                    .is_some_and(|id| self.previous_ids.contains(&id))
-            });
-            if shifted {
+            let rows = body.data.items;
+            // A row that does not parse still holds its place in the pages.
+            let ids: HashSet<i64> = rows
+                .iter()
+                .filter_map(|raw| raw.get("id").and_then(Value::as_i64))
+                .collect();
+            if !ids.is_disjoint(&self.previous_ids) {
                 self.start_over("rows shifted between pages")?;
                 continue;
             }
-            self.received += items.len() as u64;
-            self.previous_ids = items.iter().filter_map(|r| r.item.broker_id()).collect();
+            self.received += rows.len() as u64;
+            self.previous_ids = ids;
+            let empty = rows.is_empty();
+            let Parsed { items, rejected } = Parsed::parse(rows);
 
             let total_items = body.pagination.as_ref().and_then(|p| p.total_items);
             let total_pages = body.pagination.as_ref().and_then(|p| p.total_pages);
-            let last = items.is_empty()
-                || total_pages.is_none_or(|pages| u64::from(self.offset) + 1 >= pages);
+            let last = empty || total_pages.is_none_or(|pages| u64::from(self.offset) + 1 >= pages);
             if last {
                 if let Some(expected) = total_items.filter(|&n| n != self.received) {
                     let received = self.received;
@@ -483,6 +533,7 @@ impl<'s, 'c, T: DeserializeOwned + BrokerId, B: Broker> Pages<'s, 'c, T, B> {
             }
             let page = Page {
                 items,
+                rejected,
                 page_offset: self.offset,
                 total_items,
                 restarted: self.restarted,

@@ -16,7 +16,7 @@ pub mod model;
 pub mod occ;
 pub mod wire;
 
-pub use api::{OrderQuery, Page, Pages, SnapshotQuery, Sort, TimeOfDay, TransactionQuery};
+pub use api::{OrderQuery, Page, Pages, Parsed, SnapshotQuery, Sort, TimeOfDay, TransactionQuery};
 pub use client::{
     AccessToken, BrokerConfig, CodeExchange, Environment, Grant, RetryPolicy, Session,
     TastytradeClient,

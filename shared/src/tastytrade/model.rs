@@ -234,6 +234,72 @@ impl Position {
     }
 }
 
+/// One row per symbol. The broker has net and non-net views of positions, and the non-net one
+/// lists each lot of a symbol apart; the lots of a symbol become one net position: quantities
+/// and realized gains summed with their signs, the open price weighted by quantity, the other
+/// fields from the most recently updated lot, and the lots' JSON kept as an array. The result
+/// does not depend on the order the lots came in.
+pub fn net_positions(rows: Vec<Record<Position>>) -> Vec<Record<Position>> {
+    let mut by_symbol: Vec<(String, Vec<Record<Position>>)> = Vec::new();
+    for row in rows {
+        match by_symbol.iter_mut().find(|(s, _)| *s == row.item.symbol) {
+            Some((_, lots)) => lots.push(row),
+            None => by_symbol.push((row.item.symbol.clone(), vec![row])),
+        }
+    }
+    by_symbol
+        .into_iter()
+        .map(|(_, mut lots)| {
+            if lots.len() == 1 {
+                return lots.remove(0);
+            }
+            // The most recently updated lot first; equal ones by their JSON, so any order of
+            // arrival gives the same row.
+            lots.sort_by_cached_key(|l| (std::cmp::Reverse(l.item.updated_at), l.raw.to_string()));
+            let sum = |f: fn(&Position) -> Option<Decimal>| {
+                lots.iter().map(|l| f(&l.item)).sum::<Option<Decimal>>()
+            };
+            let quantity = sum(Position::signed_quantity);
+            let day_gain = sum(Position::signed_realized_day_gain);
+            let today = sum(Position::signed_realized_today);
+            let weight: Option<Decimal> =
+                lots.iter().map(|l| l.item.quantity.map(|q| q.abs())).sum();
+            let cost: Option<Decimal> = lots
+                .iter()
+                .map(|l| Some(l.item.quantity?.abs() * l.item.average_open_price?))
+                .sum();
+            let mut net = lots[0].item.clone();
+            net.quantity = quantity.map(|q| q.abs());
+            net.quantity_direction = quantity.map(|q| {
+                match q.cmp(&Decimal::ZERO) {
+                    std::cmp::Ordering::Greater => "Long",
+                    std::cmp::Ordering::Less => "Short",
+                    std::cmp::Ordering::Equal => "Zero",
+                }
+                .to_owned()
+            });
+            net.average_open_price = match (cost, weight) {
+                (Some(cost), Some(weight)) if !weight.is_zero() => Some(cost / weight),
+                _ => None,
+            };
+            (net.realized_day_gain, net.realized_day_gain_effect) = unsigned(day_gain);
+            (net.realized_today, net.realized_today_effect) = unsigned(today);
+            let raw = serde_json::Value::Array(lots.into_iter().map(|l| l.raw).collect());
+            Record { item: net, raw }
+        })
+        .collect()
+}
+
+/// A signed amount as the broker writes it: a magnitude and its effect.
+fn unsigned(amount: Option<Decimal>) -> (Option<Decimal>, Option<Effect>) {
+    match amount {
+        Some(a) if a.is_sign_negative() && !a.is_zero() => (Some(-a), Some(Effect::Debit)),
+        Some(a) if a.is_zero() => (Some(a), Some(Effect::None)),
+        Some(a) => (Some(a), Some(Effect::Credit)),
+        None => (None, None),
+    }
+}
+
 /// `GET /balances/{currency}`, an item of `GET /balances`, or an item of `balance-snapshots`.
 /// Snapshot rows can be sparse, so every amount is optional.
 #[derive(Debug, Clone, Deserialize)]
@@ -408,3 +474,41 @@ impl BrokerId for Order {
 }
 
 impl BrokerId for Balance {}
+
+impl BrokerId for Position {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lot(quantity: &str, direction: &str, open: &str, updated: &str) -> Record<Position> {
+        let raw = json!({"symbol": "SPY", "quantity": quantity, "quantity-direction": direction,
+            "average-open-price": open, "updated-at": updated});
+        Record {
+            item: serde_json::from_value(raw.clone()).unwrap(),
+            raw,
+        }
+    }
+
+    #[test]
+    fn the_lots_of_a_symbol_become_one_net_position_whatever_their_order() {
+        let lots = || {
+            vec![
+                lot("30", "Long", "10", "2026-01-02T00:00:00Z"),
+                lot("10", "Short", "14", "2026-01-03T00:00:00Z"),
+            ]
+        };
+        let reversed: Vec<_> = lots().into_iter().rev().collect();
+
+        let (net, again) = (net_positions(lots()), net_positions(reversed));
+
+        assert_eq!(net.len(), 1);
+        let position = &net[0].item;
+        assert_eq!(position.signed_quantity(), Some(Decimal::from(20)));
+        assert_eq!(position.quantity_direction.as_deref(), Some("Long"));
+        assert_eq!(position.average_open_price, Some(Decimal::from(11)));
+        assert_eq!(net[0].raw, again[0].raw, "the same JSON from either order");
+        assert_eq!(net[0].raw.as_array().map(Vec::len), Some(2));
+    }
+}

@@ -14,5 +14,6 @@ pub mod data;
 pub mod server;
 
 pub use server::{
-    Activity, ActivityOutcome, BalancesShape, Config, Credentials, Faults, Quirks, Simulator,
+    Activity, ActivityOutcome, BalancesShape, Config, Credentials, Faults, Poison, Quirks,
+    Simulator,
 };

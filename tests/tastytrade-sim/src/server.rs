@@ -71,6 +71,102 @@ pub struct Faults {
 pub struct Quirks {
     /// How `GET /accounts/{n}/balances` answers (`/balances/{currency}` is unchanged).
     pub balances: BalancesShape,
+    /// Rows planted in the seeded data that no model or schema can take as they are.
+    pub poison: Vec<Poison>,
+}
+
+/// A bad row a real account can send, each planted in one row of every account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Poison {
+    /// The oldest transaction's `net-value` is not a number.
+    GarbageDecimal,
+    /// The second oldest transaction's `description` holds a NUL character.
+    NulCharacter,
+    /// The oldest order with a fill sends that fill without its `fill-id`.
+    FillWithoutId,
+    /// The oldest EOD snapshot says `time-of-day: Midday`.
+    UnknownTimeOfDay,
+    /// The second oldest EOD snapshot has no `snapshot-date`.
+    SnapshotWithoutDate,
+    /// The first position comes as two lots of its symbol, as the broker's non-net view lists
+    /// them: twice the quantity, and the quantity again the other way.
+    DuplicatePosition,
+}
+
+impl Quirks {
+    fn poisoned(&self, poison: Poison) -> bool {
+        self.poison.contains(&poison)
+    }
+
+    fn transaction(&self, account: &crate::data::Account, id: i64, mut row: Value) -> Value {
+        let nth = |n: usize| account.transactions.get(n).map(|t| t.id) == Some(id);
+        if self.poisoned(Poison::GarbageDecimal) && nth(0) {
+            row["net-value"] = json!("12.3.4");
+        }
+        if self.poisoned(Poison::NulCharacter) && nth(1) {
+            row["description"] = json!("Bought\u{0} 1 SPY");
+        }
+        row
+    }
+
+    fn order(&self, account: &crate::data::Account, id: i64, mut row: Value) -> Value {
+        let first_filled = (account.orders.iter())
+            .find(|o| o.legs.iter().any(|l| !l.fills.is_empty()))
+            .map(|o| o.id);
+        if self.poisoned(Poison::FillWithoutId) && first_filled == Some(id) {
+            let fill = (row["legs"].as_array_mut().into_iter().flatten())
+                .find_map(|leg| leg["fills"].as_array_mut()?.first_mut());
+            if let Some(Value::Object(fill)) = fill {
+                fill.remove("fill-id");
+            }
+        }
+        row
+    }
+
+    fn snapshot(
+        &self,
+        account: &crate::data::Account,
+        snapshot: &crate::data::Snapshot,
+        mut row: Value,
+    ) -> Value {
+        let nth = |n: usize| {
+            account
+                .snapshots
+                .get(n)
+                .is_some_and(|s| s.date == snapshot.date && s.currency == snapshot.currency)
+        };
+        if self.poisoned(Poison::UnknownTimeOfDay) && nth(0) {
+            row["time-of-day"] = json!("Midday");
+        }
+        if let (true, true, Value::Object(fields)) =
+            (self.poisoned(Poison::SnapshotWithoutDate), nth(1), &mut row)
+        {
+            fields.remove("snapshot-date");
+        }
+        row
+    }
+
+    fn positions(&self, account: &crate::data::Account, mut rows: Vec<Value>) -> Vec<Value> {
+        let (true, Some(first)) = (
+            self.poisoned(Poison::DuplicatePosition),
+            account.positions.first(),
+        ) else {
+            return rows;
+        };
+        let magnitude = first.quantity.abs();
+        let mut lot = rows[0].clone();
+        rows[0]["quantity"] = json!((magnitude * Decimal::TWO).to_string());
+        lot["quantity"] = json!(magnitude.to_string());
+        let other = if first.quantity < Decimal::ZERO {
+            "Long"
+        } else {
+            "Short"
+        };
+        lot["quantity-direction"] = json!(other);
+        rows.insert(1, lot);
+        rows
+    }
 }
 
 /// The shapes `GET /accounts/{n}/balances` has had (reference §3.4).
@@ -774,7 +870,7 @@ async fn transactions(
             .iter()
             .skip(offset * per_page)
             .take(per_page)
-            .map(|t| t.render(&account.number))
+            .map(|t| (inner.quirks).transaction(account, t.id, t.render(&account.number)))
             .collect()
     } else {
         selected
@@ -782,7 +878,7 @@ async fn transactions(
             .rev()
             .skip(offset * per_page)
             .take(per_page)
-            .map(|t| t.render(&account.number))
+            .map(|t| (inner.quirks).transaction(account, t.id, t.render(&account.number)))
             .collect()
     };
     Ok(page_of(
@@ -836,6 +932,7 @@ async fn positions(
         .iter()
         .map(|pos| pos.render(&number, marks, today))
         .collect();
+    let rows = inner.quirks.positions(account, rows);
     Ok(items(&format!("/accounts/{number}/positions"), rows))
 }
 
@@ -929,7 +1026,7 @@ async fn snapshots(
         .iter()
         .skip(offset * per_page)
         .take(per_page)
-        .map(|s| s.render(&number))
+        .map(|s| inner.quirks.snapshot(account, s, s.render(&number)))
         .collect();
     Ok(page_of(
         &format!("/accounts/{number}/balance-snapshots"),
@@ -982,7 +1079,7 @@ async fn orders(
             .iter()
             .skip(offset * per_page)
             .take(per_page)
-            .map(|o| o.render(&number))
+            .map(|o| inner.quirks.order(account, o.id, o.render(&number)))
             .collect()
     } else {
         selected
@@ -990,7 +1087,7 @@ async fn orders(
             .rev()
             .skip(offset * per_page)
             .take(per_page)
-            .map(|o| o.render(&number))
+            .map(|o| inner.quirks.order(account, o.id, o.render(&number)))
             .collect()
     };
     Ok(page_of(
@@ -1021,7 +1118,7 @@ async fn live_orders(
         .iter()
         .skip(offset * per_page)
         .take(per_page)
-        .map(|o| o.render(&number))
+        .map(|o| inner.quirks.order(account, o.id, o.render(&number)))
         .collect();
     Ok(page_of(
         &format!("/accounts/{number}/orders/live"),
