@@ -618,18 +618,26 @@ impl SyncStore for InMemorySyncStore {
         }))
     }
 
-    async fn mark_running(&self, account_id: Uuid) -> Result<(), DbError> {
-        self.with(account_id, |s| s.status = AccountStatus::Running)
+    async fn mark_running(&self, account_id: Uuid, credential_id: Uuid) -> Result<(), DbError> {
+        self.with(account_id, |s| {
+            if s.account.credential_id == credential_id {
+                s.status = AccountStatus::Running;
+            }
+        })
     }
 
     async fn mark_success(
         &self,
         account_id: Uuid,
+        credential_id: Uuid,
         transactions_to: DateTime<Utc>,
         orders_to: DateTime<Utc>,
         snapshots_to: NaiveDate,
     ) -> Result<(), DbError> {
         self.with(account_id, |s| {
+            if s.account.credential_id != credential_id {
+                return;
+            }
             s.status = AccountStatus::Success;
             s.last_error = None;
             s.account.transactions_synced_to = Some(transactions_to);
@@ -641,10 +649,14 @@ impl SyncStore for InMemorySyncStore {
     async fn mark_failed(
         &self,
         account_id: Uuid,
+        credential_id: Option<Uuid>,
         status: AccountStatus,
         error: &str,
     ) -> Result<(), DbError> {
         self.with(account_id, |s| {
+            if credential_id.is_some_and(|c| c != s.account.credential_id) {
+                return;
+            }
             s.status = status;
             s.last_error = Some(error.to_owned());
         })
@@ -799,6 +811,7 @@ struct BrokerState {
     calls: Vec<BrokerCall>,
     issued: HashSet<String>,
     refreshes: u32,
+    refresh_failures: VecDeque<BrokerError>,
 }
 
 /// The broker's HTTP API in memory: bodies and row sets by path, paginated with `per-page` and
@@ -823,6 +836,11 @@ impl FakeBroker {
         locked(&self.state)
             .routes
             .insert(path.to_owned(), Route::Rows { rows, filter });
+    }
+
+    /// The next token refresh fails with `error` (queued, like [`FakeBroker::fail_next`]).
+    pub fn fail_next_refresh(&self, error: BrokerError) {
+        locked(&self.state).refresh_failures.push_back(error);
     }
 
     /// The next read of `path` fails with `error` (queued: several calls queue several).
@@ -928,6 +946,9 @@ fn page_of(rows: Vec<&serde_json::Value>, query: &[(String, String)]) -> serde_j
 
 impl Broker for FakeBroker {
     async fn refresh(&self, _grant: &Grant) -> Result<AccessToken, BrokerError> {
+        if let Some(error) = locked(&self.state).refresh_failures.pop_front() {
+            return Err(error);
+        }
         Ok(self.issue())
     }
 

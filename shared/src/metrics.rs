@@ -87,7 +87,9 @@ pub fn sync_finished(
 }
 
 /// A sync did not complete. `category` says what failed: `broker`, `database`, `encryption`,
-/// `task_store`, `gone` (the account went away), `grant_revoked` or `unreadable_message`.
+/// `task_store`, `gone` (the account went away), `grant_revoked`, `oauth_client` (tastytrade
+/// refused the deployment's OAuth client: a configuration fault, alarmed) or
+/// `unreadable_message`.
 pub fn sync_failed(category: &'static str) {
     metrics::counter!(SYNC_FAILURES, "category" => category).increment(1);
 }

@@ -256,20 +256,31 @@ pub trait SyncStore: Send + Sync {
         account_id: Uuid,
     ) -> impl Future<Output = Result<Option<SyncAccount>, DbError>> + Send;
 
-    fn mark_running(&self, account_id: Uuid) -> impl Future<Output = Result<(), DbError>> + Send;
+    // The account's status is written only while it is linked through the grant the sync
+    // used (`credential_id`, new on every link): a sync that outlives an unlink and re-link
+    // must not mark the fresh link.
+
+    fn mark_running(
+        &self,
+        account_id: Uuid,
+        credential_id: Uuid,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// The sync ended well: the watermarks move to where it read up to.
     fn mark_success(
         &self,
         account_id: Uuid,
+        credential_id: Uuid,
         transactions_to: DateTime<Utc>,
         orders_to: DateTime<Utc>,
         snapshots_to: NaiveDate,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
 
+    /// `credential_id` is `None` only when the sync could not load the account at all.
     fn mark_failed(
         &self,
         account_id: Uuid,
+        credential_id: Option<Uuid>,
         status: AccountStatus,
         error: &str,
     ) -> impl Future<Output = Result<(), DbError>> + Send;

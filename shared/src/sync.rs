@@ -164,6 +164,7 @@ impl SyncError {
     /// The failure category of the `SyncFailures` metric.
     fn category(&self) -> &'static str {
         match self {
+            SyncError::Broker(BrokerError::ClientRejected { .. }) => "oauth_client",
             SyncError::Broker(_) | SyncError::NoBalance => "broker",
             SyncError::Db(_) => "database",
             SyncError::Cipher(_) => "encryption",
@@ -176,6 +177,12 @@ impl SyncError {
 
     fn retry(&self) -> Retry {
         match self {
+            // Neither is worth the client's quick retries, both are worth the queue's slow
+            // ones: a fresh token refused once more (the grant refreshed, so it lives), and the
+            // deployment's OAuth client refused (our configuration, fixed by a redeploy).
+            SyncError::Broker(
+                BrokerError::AuthExpired { .. } | BrokerError::ClientRejected { .. },
+            ) => Retry::Retryable,
             SyncError::Broker(e) => e.retry(),
             SyncError::Db(e) => e.retry(),
             SyncError::Cipher(e) => e.retry(),
@@ -223,7 +230,7 @@ async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueu
             .await;
             return Ok(Outcome::Skipped);
         }
-        Err(e) => return retry_or_fail(deps, task, account_id, e.into()).await,
+        Err(e) => return retry_or_fail(deps, task, (account_id, None), e.into()).await,
     };
     let record = deps.tasks.get(task).await?;
     if let Some(reason) = stale_delivery(record.as_ref(), message) {
@@ -244,7 +251,7 @@ async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueu
         Err((SyncError::Deadline(cursor), _)) => {
             return continue_later(deps, message, cursor).await;
         }
-        Err((e, counts)) => return classify(deps, task, account_id, e, &counts).await,
+        Err((e, counts)) => return classify(deps, task, &account, e, &counts).await,
     };
     finish(deps, task, TaskStatus::Completed, &counts, None).await;
     tracing::info!(written = counts.total_written(), "sync completed");
@@ -309,35 +316,43 @@ async fn continue_later<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQ
 async fn classify<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
     deps: &SyncDeps<S, C, T, Q, B>,
     task: Uuid,
-    account_id: Uuid,
+    account: &SyncAccount,
     error: SyncError,
     counts: &Counts,
 ) -> Result<Outcome, Retryable> {
-    let revoked = matches!(
-        error,
-        SyncError::Broker(BrokerError::GrantRevoked { .. } | BrokerError::AuthExpired { .. })
-            | SyncError::Cipher(CipherError::Refused)
-    );
+    // Only a dead refresh token, a client secret the user gave us that tastytrade refuses,
+    // or a secret that no longer opens needs the user. A fresh token refused, or the
+    // deployment's own OAuth client refused, is retried: parking every account in
+    // NEEDS_REAUTH for our fault would make every user link again.
+    let revoked = match &error {
+        SyncError::Broker(BrokerError::GrantRevoked { .. })
+        | SyncError::Cipher(CipherError::Refused) => true,
+        SyncError::Broker(BrokerError::ClientRejected { .. }) => account.personal_grant,
+        _ => false,
+    };
     if revoked {
         tracing::warn!(error = %error, "grant no longer works; account needs a re-link");
         crate::metrics::sync_failed("grant_revoked");
         crate::metrics::reauth_required();
         let message = "tastytrade no longer accepts this account's authorization; link it again";
+        let credential = Some(account.credential_id);
         deps.store
-            .mark_failed(account_id, AccountStatus::NeedsReauth, message)
+            .mark_failed(account.id, credential, AccountStatus::NeedsReauth, message)
             .await?;
         finish(deps, task, TaskStatus::NeedsReauth, counts, Some(message)).await;
         return Ok(Outcome::NeedsReauth);
     }
-    retry_or_fail(deps, task, account_id, error).await
+    let link = (account.id, Some(account.credential_id));
+    retry_or_fail(deps, task, link, error).await
 }
 
 /// A retryable error marks the task `retrying` and returns the [`Retryable`] to hand back to
 /// SQS; anything else fails the task and the account for good (`Ok(Outcome::Failed)`).
+/// `link` is the account and the grant the sync used, when it got as far as loading them.
 async fn retry_or_fail<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
     deps: &SyncDeps<S, C, T, Q, B>,
     task: Uuid,
-    account_id: Uuid,
+    (account_id, credential): (Uuid, Option<Uuid>),
     error: SyncError,
 ) -> Result<Outcome, Retryable> {
     let category = error.category();
@@ -360,7 +375,7 @@ async fn retry_or_fail<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQu
             let message = "the sync failed; it will run again on schedule";
             if let Err(e) = deps
                 .store
-                .mark_failed(account_id, AccountStatus::Failed, message)
+                .mark_failed(account_id, credential, AccountStatus::Failed, message)
                 .await
             {
                 tracing::warn!(error = %e, "the account's failed status was not recorded");
@@ -591,7 +606,8 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
     /// cheap stages run again on every continuation: they are a handful of rows.
     async fn all_stages(&self, counts: &mut Counts) -> Result<(), SyncError> {
         self.progress("accounts", 0, counts).await?;
-        self.deps.store.mark_running(self.account.id).await?;
+        let (id, credential) = (self.account.id, self.account.credential_id);
+        self.deps.store.mark_running(id, credential).await?;
         let cached = cached_access_token(self.deps, self.account).await;
         let session = self
             .deps
@@ -617,7 +633,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         let today = self.now.date_naive();
         self.deps
             .store
-            .mark_success(self.account.id, self.now, self.now, today)
+            .mark_success(id, credential, self.now, self.now, today)
             .await?;
         Ok(())
     }
@@ -1391,6 +1407,81 @@ mod tests {
         assert!(
             deps.store.stored(account).unwrap().quarantined.is_empty(),
             "positions are read whole by every sync"
+        );
+    }
+
+    /// Runs one delivery of a new `kind` task; `Err` when it asks the queue for a retry.
+    async fn deliver(deps: &FakeWorker, account_id: Uuid) -> Result<Outcome, Retryable> {
+        let task = crate::domain::tasks::NewTask::new("user-a", account_id, TaskKind::Manual);
+        deps.tasks.create(&task).await.unwrap();
+        run(deps, &task.message(), None).await
+    }
+
+    #[tokio::test]
+    async fn a_fresh_access_token_refused_once_more_is_retried_and_the_grant_kept() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        let unauthorized = || BrokerError::AuthExpired { code: None };
+        deps.broker
+            .fail_next("/customers/me/accounts", unauthorized());
+        deps.broker
+            .fail_next("/customers/me/accounts", unauthorized());
+
+        let refused = deliver(&deps, account).await;
+
+        assert!(refused.is_err(), "{refused:?}");
+        assert_ne!(
+            deps.store.stored(account).unwrap().status,
+            AccountStatus::NeedsReauth
+        );
+        let again = deliver(&deps, account).await;
+        assert!(matches!(again, Ok(Outcome::Completed(_))), "{again:?}");
+    }
+
+    #[tokio::test]
+    async fn the_deployments_oauth_client_refused_is_our_fault_retried_not_the_users() {
+        let deps = SyncDeps {
+            oauth_client: Some(OAuthClient {
+                client_id: "tastysync".into(),
+                client_secret: SecretString::from("rotated-badly".to_owned()),
+            }),
+            ..fake_worker()
+        };
+        let account = linked_account(&deps).await;
+        let mut linked = deps.store.stored(account).unwrap().account;
+        (linked.personal_grant, linked.client_secret) = (false, None);
+        deps.store.add(linked);
+        let invalid_client = BrokerError::ClientRejected {
+            code: Some("invalid_client".into()),
+        };
+        deps.broker.fail_next_refresh(invalid_client);
+
+        let refused = deliver(&deps, account).await;
+
+        let Err(Retryable(error)) = refused else {
+            panic!("{refused:?}")
+        };
+        assert_eq!(error.category(), "oauth_client");
+        assert_ne!(
+            deps.store.stored(account).unwrap().status,
+            AccountStatus::NeedsReauth
+        );
+    }
+
+    #[tokio::test]
+    async fn a_personal_grants_client_secret_refused_needs_the_user_to_link_again() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        deps.broker.fail_next_refresh(BrokerError::ClientRejected {
+            code: Some("invalid_client".into()),
+        });
+
+        let outcome = deliver(&deps, account).await;
+
+        assert!(matches!(outcome, Ok(Outcome::NeedsReauth)), "{outcome:?}");
+        assert_eq!(
+            deps.store.stored(account).unwrap().status,
+            AccountStatus::NeedsReauth
         );
     }
 

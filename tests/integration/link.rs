@@ -194,7 +194,7 @@ async fn list(w: &World, user: &str) -> Vec<Value> {
     body.as_array().unwrap().clone()
 }
 
-async fn delete(w: &World, user: &str, id: &str) -> u16 {
+pub(crate) async fn delete(w: &World, user: &str, id: &str) -> u16 {
     let path = format!("/api/v1/tastytrade-accounts/{id}");
     send_accounts(
         w,

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::Utc;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sync_worker::local::Poller;
@@ -14,7 +15,7 @@ use tastysync_shared::adapters::postgres::PgSyncStore;
 use tastysync_shared::domain::tasks::{
     Counts, NewTask, TaskKind, TaskMessage, TaskRecord, TaskStatus,
 };
-use tastysync_shared::ports::{SyncQueue, TaskCreator, TaskHistory, TaskReader};
+use tastysync_shared::ports::{SyncQueue, SyncStore, TaskCreator, TaskHistory, TaskReader};
 use tastysync_shared::sync::{self, Outcome, SyncDeps, SyncSettings};
 use tastysync_shared::tastytrade::client::Stats;
 use tastysync_shared::tastytrade::{BrokerConfig, RetryPolicy, TastytradeClient};
@@ -348,6 +349,68 @@ async fn a_revoked_grant_ends_the_task_as_needs_reauth_without_retries() {
         2,
         "one confirmation of invalid_grant, no retry storm"
     );
+}
+
+#[tokio::test]
+async fn a_sync_that_outlives_an_unlink_and_relink_cannot_mark_the_fresh_link() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 10,
+        orders: 10,
+        years: 1,
+    })
+    .await;
+    let linked = link_personal(&w, "user-a").await;
+    let account_id: Uuid = linked[0]["id"].as_str().unwrap().parse().unwrap();
+    let store = PgSyncStore::new(w.db.pool.clone());
+    let old = store.load_account(account_id).await.unwrap().unwrap();
+    let unlinked = crate::link::delete(&w, "user-a", &account_id.to_string()).await;
+    assert_eq!(unlinked, 204);
+    link_personal(&w, "user-a").await;
+    let client = w.db.client().await;
+    let state = || {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT last_sync_status, transactions_synced_to FROM tastytrade_accounts
+                     WHERE id = $1",
+                    &[&account_id],
+                )
+                .await
+                .unwrap();
+            (
+                row.get::<_, String>(0),
+                row.get::<_, Option<chrono::DateTime<Utc>>>(1),
+            )
+        }
+    };
+    let fresh = state().await;
+
+    let credential = old.credential_id;
+    store.mark_running(account_id, credential).await.unwrap();
+    let needs_reauth = tastysync_shared::domain::accounts::AccountStatus::NeedsReauth;
+    store
+        .mark_failed(
+            account_id,
+            Some(credential),
+            needs_reauth,
+            "the old grant is dead",
+        )
+        .await
+        .unwrap();
+    let today = Utc::now().date_naive();
+    store
+        .mark_success(account_id, credential, Utc::now(), Utc::now(), today)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        state().await,
+        fresh,
+        "the old sync's status and watermarks do not reach the fresh link"
+    );
+    assert_eq!(fresh.1, None);
 }
 
 #[tokio::test]

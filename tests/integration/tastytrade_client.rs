@@ -219,6 +219,24 @@ async fn a_revoked_grant_surfaces_as_grant_revoked_after_bounded_retries() {
 }
 
 #[tokio::test]
+async fn a_client_secret_the_broker_refuses_is_a_rejected_client_not_a_revoked_grant() {
+    let sim = simulator(10, 10).await;
+    let client = client(&sim);
+    let rotated = Grant {
+        client_secret: SecretString::from("not-the-secret".to_owned()),
+        ..grant(&sim)
+    };
+
+    let error = client.session(rotated, None).accounts().await.unwrap_err();
+
+    assert!(
+        matches!(error, BrokerError::ClientRejected { .. }),
+        "{error:?}"
+    );
+    assert_eq!(count(&client.stats().requests), 1, "no retry in the client");
+}
+
+#[tokio::test]
 async fn a_request_without_user_agent_gets_401_from_the_simulator() {
     let sim = simulator(10, 10).await;
     let client = client(&sim);

@@ -98,13 +98,14 @@ impl SyncStore for PgSyncStore {
         sync::load_account(&self.pool, account_id).await
     }
 
-    async fn mark_running(&self, account_id: Uuid) -> Result<(), DbError> {
-        sync::mark_running(&self.pool, account_id).await
+    async fn mark_running(&self, account_id: Uuid, credential_id: Uuid) -> Result<(), DbError> {
+        sync::mark_running(&self.pool, account_id, credential_id).await
     }
 
     async fn mark_success(
         &self,
         account_id: Uuid,
+        credential_id: Uuid,
         transactions_to: DateTime<Utc>,
         orders_to: DateTime<Utc>,
         snapshots_to: NaiveDate,
@@ -112,6 +113,7 @@ impl SyncStore for PgSyncStore {
         sync::mark_success(
             &self.pool,
             account_id,
+            credential_id,
             transactions_to,
             orders_to,
             snapshots_to,
@@ -122,10 +124,11 @@ impl SyncStore for PgSyncStore {
     async fn mark_failed(
         &self,
         account_id: Uuid,
+        credential_id: Option<Uuid>,
         status: AccountStatus,
         error: &str,
     ) -> Result<(), DbError> {
-        sync::mark_failed(&self.pool, account_id, status, error).await
+        sync::mark_failed(&self.pool, account_id, credential_id, status, error).await
     }
 
     async fn store_access_token(

@@ -112,23 +112,30 @@ pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAc
     }))
 }
 
-const MARK_RUNNING: &str = "UPDATE tastytrade_accounts SET last_sync_status = 'RUNNING', last_sync_at = now() WHERE id = $1";
+// Each write is conditional on the grant the sync used (see `SyncStore::mark_running`).
+const MARK_RUNNING: &str = "
+    UPDATE tastytrade_accounts SET last_sync_status = 'RUNNING', last_sync_at = now()
+    WHERE id = $1 AND credential_id = $2";
 
 const MARK_SUCCESS: &str = "
     UPDATE tastytrade_accounts SET last_sync_status = 'SUCCESS', last_successful_sync_at = now(),
         last_error = NULL, transactions_synced_to = $2, orders_synced_to = $3,
         balance_snapshots_synced_to = $4, sync_queued_at = NULL
-    WHERE id = $1";
+    WHERE id = $1 AND credential_id = $5";
 
 /// A finished sync, good or bad, clears the queued marker: the account is due again.
 const MARK_FAILED: &str = "
     UPDATE tastytrade_accounts SET last_sync_status = $2, last_error = $3, sync_queued_at = NULL
-    WHERE id = $1";
+    WHERE id = $1 AND ($4::uuid IS NULL OR credential_id = $4)";
 
-pub async fn mark_running(pool: &Pool, account_id: Uuid) -> Result<(), DbError> {
+pub async fn mark_running(
+    pool: &Pool,
+    account_id: Uuid,
+    credential_id: Uuid,
+) -> Result<(), DbError> {
     pool.get()
         .await?
-        .execute(MARK_RUNNING, &[&account_id])
+        .execute(MARK_RUNNING, &[&account_id, &credential_id])
         .await?;
     Ok(())
 }
@@ -136,6 +143,7 @@ pub async fn mark_running(pool: &Pool, account_id: Uuid) -> Result<(), DbError> 
 pub async fn mark_success(
     pool: &Pool,
     account_id: Uuid,
+    credential_id: Uuid,
     transactions_to: DateTime<Utc>,
     orders_to: DateTime<Utc>,
     snapshots_to: NaiveDate,
@@ -144,7 +152,13 @@ pub async fn mark_success(
         .await?
         .execute(
             MARK_SUCCESS,
-            &[&account_id, &transactions_to, &orders_to, &snapshots_to],
+            &[
+                &account_id,
+                &transactions_to,
+                &orders_to,
+                &snapshots_to,
+                &credential_id,
+            ],
         )
         .await?;
     Ok(())
@@ -154,13 +168,13 @@ pub async fn mark_success(
 pub async fn mark_failed(
     pool: &Pool,
     account_id: Uuid,
+    credential_id: Option<Uuid>,
     status: AccountStatus,
     error: &str,
 ) -> Result<(), DbError> {
-    pool.get()
-        .await?
-        .execute(MARK_FAILED, &[&account_id, &status.as_str(), &error])
-        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&account_id, &status.as_str(), &error, &credential_id];
+    pool.get().await?.execute(MARK_FAILED, &params).await?;
     Ok(())
 }
 

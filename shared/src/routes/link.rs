@@ -398,6 +398,7 @@ fn broker_error(e: BrokerError) -> ApiError {
     tracing::warn!(error = %e, code = e.code(), "tastytrade refused or failed the link");
     match e {
         BrokerError::GrantRevoked { .. }
+        | BrokerError::ClientRejected { .. }
         | BrokerError::AuthExpired { .. }
         | BrokerError::InvalidRequest { .. } => ApiError::GrantRejected,
         _ => ApiError::BrokerUnavailable,

@@ -610,12 +610,12 @@ fn token_error(status: StatusCode, bytes: &[u8]) -> BrokerError {
                 .map(str::to_owned)
                 .or_else(|| c.get("code").and_then(Value::as_str).map(str::to_owned))
         });
-    // A dead grant, or a client that may not use it: both need the user to link again.
-    if matches!(
-        code.as_deref(),
-        Some("invalid_grant" | "invalid_client" | "unauthorized_client")
-    ) {
-        return BrokerError::GrantRevoked { code };
+    match code.as_deref() {
+        Some("invalid_grant") => return BrokerError::GrantRevoked { code },
+        Some("invalid_client" | "unauthorized_client") => {
+            return BrokerError::ClientRejected { code };
+        }
+        _ => {}
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
         return BrokerError::RateLimited { code };
@@ -642,6 +642,17 @@ mod tests {
         );
         assert!(matches!(rfc, BrokerError::GrantRevoked { .. }));
         assert!(matches!(tasty, BrokerError::GrantRevoked { .. }));
+    }
+
+    #[test]
+    fn a_refused_client_is_not_a_revoked_grant() {
+        let e = token_error(StatusCode::UNAUTHORIZED, br#"{"error":"invalid_client"}"#);
+        assert!(matches!(e, BrokerError::ClientRejected { .. }), "{e:?}");
+        assert_eq!(
+            e.retry(),
+            Retry::NonRetryable,
+            "not in the client's fast loop"
+        );
     }
 
     #[test]

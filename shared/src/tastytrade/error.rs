@@ -20,6 +20,11 @@ pub enum BrokerError {
     /// The refresh token is dead (`invalid_grant`): the user must link again.
     #[error("the tastytrade grant was revoked")]
     GrantRevoked { code: Option<String> },
+    /// The token endpoint refused the OAuth client itself (`invalid_client`,
+    /// `unauthorized_client`): a wrong or rotated client secret. Whose fault it is depends on
+    /// whose client it is: the user's personal grant, or the deployment's.
+    #[error("tastytrade refused the OAuth client's credentials")]
+    ClientRejected { code: Option<String> },
     #[error("not found at tastytrade")]
     NotFound { code: Option<String> },
     /// 400/406/422: the request itself is wrong and will stay wrong.
@@ -64,6 +69,7 @@ impl BrokerError {
             | BrokerError::RateLimited { code }
             | BrokerError::AuthExpired { code }
             | BrokerError::GrantRevoked { code }
+            | BrokerError::ClientRejected { code }
             | BrokerError::NotFound { code }
             | BrokerError::InvalidRequest { code, .. }
             | BrokerError::Permanent { code, .. } => code.as_deref(),
