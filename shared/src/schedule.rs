@@ -200,7 +200,14 @@ pub async fn run_tick<A: SchedulerAccounts, T: SchedulerTasks, Q: SyncQueue>(
     let query = DueQuery {
         slots: i32::try_from(settings.ticks_per_hour).unwrap_or(1),
         slot: i32::try_from(slot).unwrap_or(0),
-        queued_before: now - settings.queued_stale_after,
+        // The deep sync is not held back by a sync queued before it (the incremental tick of
+        // the same slot, say): it reads a month back, which that one does not. Both run, one
+        // after the other in the account's FIFO group, the deep one last.
+        queued_before: match tick.kind {
+            TickKind::Incremental => now - settings.queued_stale_after,
+            // Any marker, even one a database clock a little ahead of ours wrote "later".
+            TickKind::Deep => now + TimeDelta::days(1),
+        },
         // An hourly sync is due when the account's last sync began before its previous slot
         // ended; the deep sync runs whatever happened during the day.
         synced_before: match tick.kind {

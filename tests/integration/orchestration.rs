@@ -329,6 +329,30 @@ async fn accounts_numbered(w: &World, pattern: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_deep_tick_queues_an_account_whose_incremental_sync_of_the_slot_is_already_queued() {
+    let w = world().await;
+    linked(&w).await;
+    let deps = SchedulerDeps {
+        settings: ScheduleSettings {
+            ticks_per_hour: 1,
+            ..ScheduleSettings::default()
+        },
+        ..scheduler(&w)
+    };
+    let now = Utc::now().to_rfc3339();
+    let incremental = tick(&deps, &now).await;
+    assert_eq!(
+        incremental.queued, 0,
+        "the link's sync is on its way: {incremental:?}"
+    );
+
+    let event = json!({"kind": "deep", "scheduled_time": now});
+    let deep = sync_scheduler::handle(&deps, event).await.unwrap().unwrap();
+
+    assert_eq!(deep.queued, 1, "the deep sync still runs: {deep:?}");
+}
+
+#[tokio::test]
 async fn a_tick_queues_an_account_whose_first_sync_was_never_queued_and_skips_fresh_ones() {
     let w = world().await;
     let account: Uuid = linked(&w).await.parse().unwrap();
