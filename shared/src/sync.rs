@@ -630,7 +630,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
             let store = &self.deps.store;
             store.forget_unseen(self.account.id, self.now, full).await?;
         }
-        let today = self.now.date_naive();
+        let today = crate::domain::accounts::trading_day(self.now);
         self.deps
             .store
             .mark_success(id, credential, self.now, self.now, today)

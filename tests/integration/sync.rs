@@ -223,6 +223,16 @@ pub(crate) async fn assert_database_equals_truth(w: &World, account_number: &str
         count("SELECT count(*) FROM account_balances WHERE account_id = $1").await,
         truth["balances"].as_array().unwrap().len() as i64
     );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM account_balance_snapshots WHERE account_id = $1
+               AND time_of_day = 'Intraday'
+               AND snapshot_date <> (captured_at AT TIME ZONE 'America/New_York')::date"
+        )
+        .await,
+        0,
+        "captures are dated by the New York trading day"
+    );
     let status: String = client
         .query_one(
             "SELECT last_sync_status FROM tastytrade_accounts WHERE id = $1",

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::DbError;
 use super::batch::Columns;
 use crate::domain::accounts::AccountStatus;
-use crate::domain::accounts::{BalanceTarget, SyncAccount};
+use crate::domain::accounts::{BalanceTarget, SyncAccount, trading_day};
 use crate::domain::rows::{Quarantined, Rejection, Stored};
 use crate::secrets::{Purpose, Sealed};
 use crate::tastytrade::model::{Balance, Fill, Leg, Order, Position, Record, Transaction};
@@ -748,7 +748,7 @@ async fn upsert_balances(
         BalanceTarget::BrokerSnapshot | BalanceTarget::Capture(_) => {
             match target {
                 BalanceTarget::Capture(at) => c
-                    .constant("snapshot_date", "date", at.date_naive())
+                    .constant("snapshot_date", "date", trading_day(at))
                     .constant("time_of_day", "text", "Intraday".to_owned())
                     .constant("source", "text", "capture".to_owned())
                     .constant("captured_at", "timestamptz", Some(at)),

@@ -159,6 +159,12 @@ pub struct SyncAccount {
     pub access_token: Option<(Sealed, DateTime<Utc>)>,
 }
 
+/// The trading day an instant belongs to: the broker dates its snapshots by the New York
+/// day, so a capture at 01:00 UTC belongs to the evening before.
+pub fn trading_day(at: DateTime<Utc>) -> NaiveDate {
+    at.with_timezone(&chrono_tz::America::New_York).date_naive()
+}
+
 /// Where a balance row goes: the current balance, a broker snapshot, or our own capture.
 #[derive(Debug, Clone, Copy)]
 pub enum BalanceTarget {
@@ -171,6 +177,17 @@ pub enum BalanceTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_capture_is_dated_by_the_new_york_trading_day() {
+        let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        let day = |d: &str| d.parse::<NaiveDate>().unwrap();
+        // 01:30 UTC is 20:30 in New York (EST, UTC-5) the evening before.
+        assert_eq!(trading_day(at("2026-01-15T01:30:00Z")), day("2026-01-14"));
+        // 03:30 UTC in July is 23:30 EDT (UTC-4), still the evening before.
+        assert_eq!(trading_day(at("2026-07-15T03:30:00Z")), day("2026-07-14"));
+        assert_eq!(trading_day(at("2026-07-15T04:30:00Z")), day("2026-07-15"));
+    }
 
     #[test]
     fn each_status_reads_back_as_itself_and_serialises_as_stored() {
