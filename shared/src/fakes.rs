@@ -725,6 +725,27 @@ impl SyncStore for InMemorySyncStore {
         })
     }
 
+    async fn working_orders(&self, account_id: Uuid) -> Result<Vec<i64>, DbError> {
+        const TERMINAL: [&str; 6] = [
+            "Filled",
+            "Cancelled",
+            "Rejected",
+            "Expired",
+            "Removed",
+            "Partially Removed",
+        ];
+        self.with(account_id, |s| {
+            (s.orders.iter())
+                .filter(|(_, raw)| {
+                    raw["status"]
+                        .as_str()
+                        .is_some_and(|st| !TERMINAL.contains(&st))
+                })
+                .map(|(id, _)| *id)
+                .collect()
+        })
+    }
+
     async fn quarantine(
         &self,
         account_id: Uuid,

@@ -322,6 +322,12 @@ pub trait SyncStore: Send + Sync {
         rows: &[Record<Order>],
     ) -> impl Future<Output = Result<Stored, DbError>> + Send;
 
+    /// The account's stored orders that were still working (not in a terminal status).
+    fn working_orders(
+        &self,
+        account_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<i64>, DbError>> + Send;
+
     /// Sets rows of `entity` aside, or notes that they were seen again.
     fn quarantine(
         &self,

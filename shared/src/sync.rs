@@ -863,17 +863,36 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         Ok(())
     }
 
-    /// The live orders (today's, and any still working), which the windows may not reach.
+    /// The live orders (today's, and any still working), which the windows may not reach;
+    /// then each order stored as working that is no longer live, by id: a GTC order placed
+    /// months ago and filled on a day no sync saw is outside every window.
     async fn live_orders(
         &self,
         session: &Session<'_, B>,
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
-        let mut live = session.live_orders(&self.account.account_number);
+        let number = &self.account.account_number;
+        let working = self.deps.store.working_orders(self.account.id).await?;
+        let mut seen = std::collections::HashSet::new();
+        let mut live = session.live_orders(number);
         while let Some(page) = live.next().await {
             let page = page?;
+            seen.extend(page.items.iter().map(|r| r.item.id));
+            seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
             self.write::<Order>(page.items, page.rejected, counts)
                 .await?;
+        }
+        for id in working.into_iter().filter(|id| !seen.contains(id)) {
+            match session.order(number, id).await {
+                Ok(order) => {
+                    self.write::<Order>(order.items, order.rejected, counts)
+                        .await?
+                }
+                Err(BrokerError::NotFound { .. }) => {
+                    tracing::warn!(order_id = id, "a working order is gone at the broker");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
@@ -1408,6 +1427,29 @@ mod tests {
             deps.store.stored(account).unwrap().quarantined.is_empty(),
             "positions are read whole by every sync"
         );
+    }
+
+    #[tokio::test]
+    async fn an_order_working_at_the_last_sync_and_no_longer_live_is_read_by_id() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        sync(&deps, account, TaskKind::Full).await;
+        let linked = deps.store.stored(account).unwrap().account;
+        let received = Utc::now() - TimeDelta::days(200);
+        let order = |status| json!({"id": 9999, "status": status, "time-in-force": "GTC", "received-at": received, "legs": []});
+        let working = Record {
+            item: serde_json::from_value(order("Live")).unwrap(),
+            raw: order("Live"),
+        };
+        deps.store.upsert_orders(&linked, &[working]).await.unwrap();
+        let path = format!("/accounts/{NUMBER}/orders/9999");
+        deps.broker.serve(&path, json!({"data": order("Filled")}));
+
+        let (outcome, _) = sync(&deps, account, TaskKind::Incremental).await;
+
+        assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+        let stored = deps.store.stored(account).unwrap();
+        assert_eq!(stored.orders[&9999]["status"], "Filled");
     }
 
     /// Runs one delivery of a new `kind` task; `Err` when it asks the queue for a retry.

@@ -293,6 +293,7 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
         reversals: 1,
         fills: 3,
         close_positions: 1,
+        ..Activity::default()
     };
     let outcome = w.sim.simulator.add_activity(&number, &activity).unwrap();
     assert!(
@@ -421,6 +422,56 @@ async fn a_sync_that_outlives_an_unlink_and_relink_cannot_mark_the_fresh_link() 
         "the old sync's status and watermarks do not reach the fresh link"
     );
     assert_eq!(fresh.1, None);
+}
+
+#[tokio::test]
+async fn a_gtc_order_filled_on_a_day_no_sync_saw_is_read_by_id_and_stored_filled() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 200,
+        orders: 400,
+        years: 1,
+    })
+    .await;
+    let linked = link_personal(&w, "user-a").await;
+    let account_id: Uuid = linked[0]["id"].as_str().unwrap().parse().unwrap();
+    let deps = worker(&w);
+    assert!(drain(&w, &deps).await.is_empty());
+    let number = &w.sim.credentials.account_numbers[0];
+    let activity = Activity {
+        fill_working_days_back: 20,
+        ..Activity::default()
+    };
+    let filled = w
+        .sim
+        .simulator
+        .add_activity(number, &activity)
+        .unwrap()
+        .filled_working;
+    assert!(
+        !filled.is_empty(),
+        "the generated history has working GTC orders"
+    );
+
+    run_task(&deps, account_id, TaskKind::Incremental).await;
+
+    let statuses: Vec<String> =
+        w.db.client()
+            .await
+            .query(
+                "SELECT status FROM orders WHERE account_id = $1 AND tastytrade_order_id = ANY($2)",
+                &[&account_id, &filled],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    assert_eq!(statuses.len(), filled.len());
+    assert!(
+        statuses.iter().all(|s| s == "Filled"),
+        "filled 20 days ago, outside the 7-day window: {statuses:?}"
+    );
 }
 
 #[tokio::test]
@@ -747,6 +798,7 @@ async fn a_worker_killed_again_and_again_across_full_and_incremental_syncs_still
                 reversals: rng.usize(0..2),
                 fills: rng.usize(0..3),
                 close_positions: rng.usize(0..2),
+                ..Activity::default()
             };
             w.sim.simulator.add_activity(&number, &activity).unwrap();
             let task = NewTask::new("user-a", account_id, TaskKind::Incremental);

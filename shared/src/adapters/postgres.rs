@@ -179,6 +179,10 @@ impl SyncStore for PgSyncStore {
         sync::store_page(&self.pool, owner(account), rows, (), Then::Commit).await
     }
 
+    async fn working_orders(&self, account_id: Uuid) -> Result<Vec<i64>, DbError> {
+        sync::working_orders(&self.pool, account_id).await
+    }
+
     async fn quarantine(
         &self,
         account_id: Uuid,

@@ -315,6 +315,21 @@ impl PageUpsert for Balance {
     }
 }
 
+const WORKING_ORDERS: &str = "
+    SELECT tastytrade_order_id FROM orders WHERE account_id = $1
+      AND status NOT IN ('Filled', 'Cancelled', 'Rejected', 'Expired', 'Removed',
+                         'Partially Removed')";
+
+/// The account's stored orders in a status that can still change.
+pub async fn working_orders(pool: &Pool, account_id: Uuid) -> Result<Vec<i64>, DbError> {
+    let rows = pool
+        .get()
+        .await?
+        .query(WORKING_ORDERS, &[&account_id])
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 // One entry per row key: a page can carry the same bad row twice.
 const QUARANTINE: &str = "
     INSERT INTO quarantined_rows (account_id, entity, row_key, broker_id, reason, raw)

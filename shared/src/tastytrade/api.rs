@@ -371,6 +371,13 @@ impl<'c, B: Broker> Session<'c, B> {
         Ok(body.data)
     }
 
+    /// `GET /accounts/{n}/orders/{id}`: one order in any status.
+    pub async fn order(&self, account_number: &str, id: i64) -> Result<Parsed<Order>, BrokerError> {
+        let path = account_path(account_number, &format!("/orders/{id}"));
+        let body: ObjectEnvelope = envelope(self.get(&path, &[]).await?)?;
+        Ok(Parsed::parse(vec![body.data]))
+    }
+
     /// `GET /api-quote-tokens`: the DXLink token for greeks (valid 24 hours).
     pub async fn quote_token(&self) -> Result<QuoteToken, BrokerError> {
         let body: ObjectEnvelope = envelope(self.get("/api-quote-tokens", &[]).await?)?;

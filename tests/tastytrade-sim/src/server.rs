@@ -199,6 +199,9 @@ pub struct Activity {
     pub fills: usize,
     /// Close this many positions (they disappear from `/positions`).
     pub close_positions: usize,
+    /// Fill every working GTC order as of this many days ago (0: none): orders that leave
+    /// `/orders/live` on a day no sync saw.
+    pub fill_working_days_back: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -208,6 +211,8 @@ pub struct ActivityOutcome {
     pub reversals: usize,
     pub fills: usize,
     pub closed_positions: usize,
+    /// The working orders filled in the past, by id.
+    pub filled_working: Vec<i64>,
 }
 
 /// What a script or test needs to act as a linked user.
@@ -467,6 +472,18 @@ impl Simulator {
             account.orders.push(order);
             outcome.fills += 1;
         }
+        if activity.fill_working_days_back > 0 {
+            let at = Utc::now() - Duration::days(activity.fill_working_days_back);
+            for order in &mut account.orders {
+                if order.time_in_force == "GTC"
+                    && matches!(order.status, "Live" | "Received" | "Routed")
+                {
+                    order.status = "Filled";
+                    (order.updated_at, order.terminal_at) = (at, Some(at));
+                    outcome.filled_working.push(order.id);
+                }
+            }
+        }
         for _ in 0..activity.close_positions {
             if account.positions.pop().is_some() {
                 outcome.closed_positions += 1;
@@ -519,6 +536,7 @@ impl Simulator {
             .route("/accounts/{account}/balance-snapshots", get(snapshots))
             .route("/accounts/{account}/orders", get(orders))
             .route("/accounts/{account}/orders/live", get(live_orders))
+            .route("/accounts/{account}/orders/{id}", get(order_by_id))
             .route("/api-quote-tokens", get(quote_token))
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
         let oauth = Router::new()
@@ -1097,6 +1115,22 @@ async fn orders(
         per_page,
         offset,
     ))
+}
+
+/// `GET /accounts/{n}/orders/{id}`: one order, in any status.
+async fn order_by_id(
+    State(sim): State<Simulator>,
+    Path((number, id)): Path<(String, String)>,
+) -> Answer {
+    let inner = sim.lock();
+    let account = inner.account(&number)?;
+    let id: i64 = id.parse().map_err(|_| Reject::NotFound)?;
+    let Some(order) = account.orders.iter().find(|o| o.id == id) else {
+        return Err(Reject::NotFound);
+    };
+    let data = inner.quirks.order(account, id, order.render(&number));
+    let body = json!({"context": format!("/accounts/{number}/orders/{id}"), "data": data});
+    Ok(axum::Json(body).into_response())
 }
 
 async fn live_orders(
