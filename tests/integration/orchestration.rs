@@ -254,8 +254,23 @@ fn scheduler(w: &World) -> SyncScheduler {
     }
 }
 
+/// A scheduler whose every tick serves every account (one slot an hour).
+fn one_slot_scheduler(w: &World) -> SyncScheduler {
+    SchedulerDeps {
+        settings: ScheduleSettings {
+            ticks_per_hour: 1,
+            ..ScheduleSettings::default()
+        },
+        ..scheduler(w)
+    }
+}
+
 async fn tick(deps: &SyncScheduler, at: &str) -> TickReport {
-    let event = json!({"kind": "incremental", "scheduled_time": at});
+    tick_of(deps, "incremental", at).await
+}
+
+async fn tick_of(deps: &SyncScheduler, kind: &str, at: &str) -> TickReport {
+    let event = json!({"kind": kind, "scheduled_time": at});
     sync_scheduler::handle(deps, event).await.unwrap().unwrap()
 }
 
@@ -332,13 +347,7 @@ async fn accounts_numbered(w: &World, pattern: &str) -> Vec<String> {
 async fn a_deep_tick_queues_an_account_whose_incremental_sync_of_the_slot_is_already_queued() {
     let w = world().await;
     linked(&w).await;
-    let deps = SchedulerDeps {
-        settings: ScheduleSettings {
-            ticks_per_hour: 1,
-            ..ScheduleSettings::default()
-        },
-        ..scheduler(&w)
-    };
+    let deps = one_slot_scheduler(&w);
     let now = Utc::now().to_rfc3339();
     let incremental = tick(&deps, &now).await;
     assert_eq!(
@@ -346,8 +355,7 @@ async fn a_deep_tick_queues_an_account_whose_incremental_sync_of_the_slot_is_alr
         "the link's sync is on its way: {incremental:?}"
     );
 
-    let event = json!({"kind": "deep", "scheduled_time": now});
-    let deep = sync_scheduler::handle(&deps, event).await.unwrap().unwrap();
+    let deep = tick_of(&deps, "deep", &now).await;
 
     assert_eq!(deep.queued, 1, "the deep sync still runs: {deep:?}");
 }
@@ -362,13 +370,7 @@ async fn a_tick_queues_an_account_whose_first_sync_was_never_queued_and_skips_fr
         .execute("UPDATE tastytrade_accounts SET sync_queued_at = NULL", &[])
         .await
         .unwrap();
-    let deps = SchedulerDeps {
-        settings: ScheduleSettings {
-            ticks_per_hour: 1,
-            ..ScheduleSettings::default()
-        },
-        ..scheduler(&w)
-    };
+    let deps = one_slot_scheduler(&w);
     let now = Utc::now().to_rfc3339();
 
     let report = tick(&deps, &now).await;

@@ -10,9 +10,7 @@ use serde_json::Value;
 
 use super::client::Session;
 use super::error::BrokerError;
-use super::model::{
-    AccountAuthority, Balance, BrokerId, Order, Position, QuoteToken, Record, Transaction,
-};
+use super::model::{AccountAuthority, Balance, Order, Position, QuoteToken, Record, Transaction};
 use crate::domain::rows::Quarantined;
 use crate::ports::Broker;
 
@@ -468,7 +466,7 @@ pub struct Pages<'s, 'c, T, B: Broker = super::TastytradeClient> {
     _item: PhantomData<T>,
 }
 
-impl<'s, 'c, T: DeserializeOwned + BrokerId, B: Broker> Pages<'s, 'c, T, B> {
+impl<'s, 'c, T: DeserializeOwned, B: Broker> Pages<'s, 'c, T, B> {
     fn new(session: &'s Session<'c, B>, path: String, query: Query, per_page: u32) -> Self {
         Self {
             session,
