@@ -17,7 +17,7 @@ use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
-use crate::domain::rows::{Quarantined, Stored};
+use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::ports::{
     AccountRepo, Actions, Broker, CooldownStore, DueAccounts, LeaseStore, Redelivery, SecretSource,
@@ -544,6 +544,8 @@ pub struct StoredSync {
     /// Rows set aside, by entity and row key (the broker id, else the JSON), with when they
     /// were last seen.
     pub quarantined: BTreeMap<(&'static str, String), (Quarantined, DateTime<Utc>)>,
+    /// Rows marked removed, by entity and broker id, with the task that marked them.
+    pub removed: BTreeMap<(&'static str, i64), Uuid>,
 }
 
 /// The sync's store in memory: rows keyed by broker id, so a re-read page is an upsert that
@@ -563,6 +565,7 @@ impl InMemorySyncStore {
             orders: BTreeMap::new(),
             balance_writes: BTreeMap::new(),
             positions: Vec::new(),
+            removed: BTreeMap::new(),
             quarantined: BTreeMap::new(),
         };
         locked(&self.accounts).insert(account.id, stored);
@@ -718,10 +721,54 @@ impl SyncStore for InMemorySyncStore {
     async fn upsert_orders(
         &self,
         account: &SyncAccount,
+        _task_id: Uuid,
         rows: &[Record<Order>],
     ) -> Result<Stored, DbError> {
         self.with(account.id, |s| {
             Stored::changed(upsert_by_id(&mut s.orders, rows))
+        })
+    }
+
+    async fn mark_removed(
+        &self,
+        account_id: Uuid,
+        task_id: Uuid,
+        gone: Gone<'_>,
+    ) -> Result<u64, DbError> {
+        // The rows of `table` whose `field` time is in `[from, to]`, but the `seen` ones.
+        let unseen =
+            |table: &BTreeMap<i64, serde_json::Value>, field: &str, from, to, seen: &[i64]| {
+                (table.iter())
+                    .filter(|(id, raw)| {
+                        let at = raw[field]
+                            .as_str()
+                            .and_then(|t| t.parse::<DateTime<Utc>>().ok());
+                        !seen.contains(id) && at.is_some_and(|t| from <= t && t <= to)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect::<Vec<i64>>()
+            };
+        self.with(account_id, |s| {
+            let (entity, table, picked) = match gone {
+                Gone::Transactions { from, to, seen } => {
+                    let picked = unseen(&s.transactions, "executed-at", from, to, seen);
+                    ("transactions", &mut s.transactions, picked)
+                }
+                Gone::Orders { from, to, seen } => {
+                    let picked = unseen(&s.orders, "received-at", from, to, seen);
+                    ("orders", &mut s.orders, picked)
+                }
+                Gone::OrdersById(ids) => ("orders", &mut s.orders, ids.to_vec()),
+                Gone::Balances { .. } => return 0,
+            };
+            let mut removed = 0;
+            for id in picked {
+                if table.remove(&id).is_some() {
+                    s.removed.insert((entity, id), task_id);
+                    removed += 1;
+                }
+            }
+            removed
         })
     }
 

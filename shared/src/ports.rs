@@ -21,7 +21,7 @@ use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
-use crate::domain::rows::{Quarantined, Stored};
+use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
 use crate::secrets::{CipherError, Sealed, SecretContext};
 use crate::tastytrade::model::{Balance, Order, Position, Record, Transaction};
@@ -315,12 +315,23 @@ pub trait SyncStore: Send + Sync {
         rows: &[Record<Transaction>],
     ) -> impl Future<Output = Result<Stored, DbError>> + Send;
 
-    /// Orders with their legs and fills.
+    /// Orders with their legs and fills; the legs and fills a stored order no longer carries
+    /// are marked removed by `task_id`.
     fn upsert_orders(
         &self,
         account: &SyncAccount,
+        task_id: Uuid,
         rows: &[Record<Order>],
     ) -> impl Future<Output = Result<Stored, DbError>> + Send;
+
+    /// Marks removed, by `task_id`, the rows a complete read shows the broker no longer
+    /// returns; how many.
+    fn mark_removed(
+        &self,
+        account_id: Uuid,
+        task_id: Uuid,
+        gone: Gone<'_>,
+    ) -> impl Future<Output = Result<u64, DbError>> + Send;
 
     /// The account's stored orders that were still working (not in a terminal status).
     fn working_orders(

@@ -20,7 +20,7 @@ use crate::Retry;
 use crate::db::DbError;
 use crate::domain::accounts::AccountStatus;
 use crate::domain::accounts::{BalanceTarget, SyncAccount};
-use crate::domain::rows::{Quarantined, Stored};
+use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{Counts, TaskKind, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::iam::Permissions;
 use crate::ports::{
@@ -30,8 +30,8 @@ use crate::ports::{
 use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext};
 use crate::tastytrade::model::{Balance, BrokerId, Order, Record, Transaction, net_positions};
 use crate::tastytrade::{
-    AccessToken, BrokerError, Grant, OrderQuery, Pages, Parsed, Session, SnapshotQuery, TimeOfDay,
-    TransactionQuery,
+    AccessToken, BrokerError, CurrentBalances, Grant, OrderQuery, Pages, Parsed, Session,
+    SnapshotQuery, TimeOfDay, TransactionQuery,
 };
 
 /// Tunables of the sync, from the worker's configuration.
@@ -694,7 +694,10 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
     ) -> Result<Vec<String>, SyncError> {
         self.progress("balances", 10, counts).await?;
         let number = &self.account.account_number;
-        let Parsed { items, rejected } = session.current_balances(number).await?;
+        let CurrentBalances {
+            rows: Parsed { items, rejected },
+            every_currency,
+        } = session.current_balances(number).await?;
         if items.is_empty() && rejected.is_empty() {
             return Err(SyncError::NoBalance);
         }
@@ -710,13 +713,18 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
                 stored.rejected.push(rejection);
             }
         }
-        let currencies = (items.iter().filter_map(|b| b.item.currency.clone()))
+        let currencies: Vec<String> = (items.iter().filter_map(|b| b.item.currency.clone()))
             .chain(
                 rejected
                     .iter()
                     .filter_map(|r| text_field(&r.raw, "currency")),
             )
             .collect();
+        if every_currency {
+            let seen: Vec<String> = currencies.clone();
+            let gone = Some(Gone::Balances { seen: &seen });
+            self.remove_gone("balances", gone, counts).await?;
+        }
         let read = items.len() + rejected.len();
         let aside = self.settle("balances", &items, rejected, &stored).await?;
         // A continuation does not count the cheap stages again.
@@ -828,18 +836,28 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
                 end,
                 last: index == last,
             };
+            // The ids the broker returned in the window, parsed or not.
+            let mut seen = Vec::new();
             for mut pages in E::reads(session, &self.account.account_number, &window, currencies) {
                 while let Some(page) = pages.next().await {
                     let page = page?;
                     let reached = E::reached(&page.items);
+                    seen.extend(page.items.iter().filter_map(|r| r.item.broker_id()));
+                    seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
                     self.write::<E>(page.items, page.rejected, counts).await?;
                     if E::RESUMES_WITHIN_A_WINDOW && self.deadline.passed() && !pages.is_finished()
                     {
                         let reached = reached.unwrap_or(start).max(start);
+                        // Rows come oldest first: everything before `reached` was read.
+                        let before = reached - TimeDelta::microseconds(1);
+                        self.remove_gone(E::STAGE_NAME, E::gone(start, before, &seen), counts)
+                            .await?;
                         return Err(self.checkpoint(E::STAGE, reached, counts));
                     }
                 }
             }
+            self.remove_gone(E::STAGE_NAME, E::gone(start, end, &seen), counts)
+                .await?;
             if self.deadline.passed() && !window.last {
                 return Err(self.checkpoint(E::STAGE, end, counts));
             }
@@ -854,7 +872,8 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
         let read = items.len() + unparsed.len();
-        let stored = E::write(&self.deps.store, self.account, &items).await?;
+        let task = self.message.task_id;
+        let stored = E::write(&self.deps.store, self.account, task, &items).await?;
         let aside = self
             .settle(E::STAGE_NAME, &items, unparsed, &stored)
             .await?;
@@ -890,9 +909,34 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
                 }
                 Err(BrokerError::NotFound { .. }) => {
                     tracing::warn!(order_id = id, "a working order is gone at the broker");
+                    let gone = Some(Gone::OrdersById(&[id]));
+                    self.remove_gone(Order::STAGE_NAME, gone, counts).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        Ok(())
+    }
+
+    /// Marks `gone` removed, counted against `entity`.
+    async fn remove_gone(
+        &self,
+        entity: &str,
+        gone: Option<Gone<'_>>,
+        counts: &mut Counts,
+    ) -> Result<(), SyncError> {
+        let Some(gone) = gone else {
+            return Ok(());
+        };
+        let (account, task) = (self.account.id, self.message.task_id);
+        let removed = self.deps.store.mark_removed(account, task, gone).await?;
+        if removed > 0 {
+            tracing::info!(
+                entity,
+                removed,
+                "rows the broker no longer returns were marked removed"
+            );
+            counts.remove(entity, removed);
         }
         Ok(())
     }
@@ -958,10 +1002,17 @@ trait PagedEntity: BrokerId + DeserializeOwned + Send + Sync + Sized {
     /// The latest time the rows of a page reach.
     fn reached(items: &[Record<Self>]) -> Option<DateTime<Utc>>;
 
-    /// One page as one upsert.
+    /// The stored rows that a complete read of `[from, to]` returning `seen` shows gone;
+    /// `None` for an entity whose rows do not vanish.
+    fn gone(_from: DateTime<Utc>, _to: DateTime<Utc>, _seen: &[i64]) -> Option<Gone<'_>> {
+        None
+    }
+
+    /// One page as one upsert, by `task_id`.
     fn write<S: SyncStore>(
         store: &S,
         account: &SyncAccount,
+        task_id: Uuid,
         items: &[Record<Self>],
     ) -> impl Future<Output = Result<Stored, DbError>> + Send;
 }
@@ -998,9 +1049,14 @@ impl PagedEntity for Transaction {
         items.iter().filter_map(|r| r.item.executed_at).max()
     }
 
+    fn gone(from: DateTime<Utc>, to: DateTime<Utc>, seen: &[i64]) -> Option<Gone<'_>> {
+        Some(Gone::Transactions { from, to, seen })
+    }
+
     async fn write<S: SyncStore>(
         store: &S,
         account: &SyncAccount,
+        _task_id: Uuid,
         items: &[Record<Self>],
     ) -> Result<Stored, DbError> {
         store.upsert_transactions(account, items).await
@@ -1040,12 +1096,19 @@ impl PagedEntity for Order {
         items.iter().filter_map(|r| r.item.received_at).max()
     }
 
+    /// Orders are picked by the time they were received. Should the broker filter by another
+    /// time, an order it returns only in a later window is restored by that window's upsert.
+    fn gone(from: DateTime<Utc>, to: DateTime<Utc>, seen: &[i64]) -> Option<Gone<'_>> {
+        Some(Gone::Orders { from, to, seen })
+    }
+
     async fn write<S: SyncStore>(
         store: &S,
         account: &SyncAccount,
+        task_id: Uuid,
         items: &[Record<Self>],
     ) -> Result<Stored, DbError> {
-        store.upsert_orders(account, items).await
+        store.upsert_orders(account, task_id, items).await
     }
 }
 
@@ -1099,6 +1162,7 @@ impl PagedEntity for Balance {
     async fn write<S: SyncStore>(
         store: &S,
         account: &SyncAccount,
+        _task_id: Uuid,
         items: &[Record<Self>],
     ) -> Result<Stored, DbError> {
         store
@@ -1358,10 +1422,12 @@ mod tests {
 
     /// The account's transactions, the one with `poisoned` id sent with a value no decimal
     /// parser can read.
-    fn serve_transactions(deps: &FakeWorker, poisoned: Option<i64>) {
+    /// A transaction a month over three years, ids 1000 to 1035, but the `withdrawn` ones.
+    fn serve_transactions(deps: &FakeWorker, poisoned: Option<i64>, withdrawn: &[i64]) {
         let path = format!("/accounts/{NUMBER}/transactions");
         let opened = Utc::now() - TimeDelta::days(3 * 365);
         let rows = (0..36)
+            .filter(|i| !withdrawn.contains(&(1000 + i)))
             .map(|i: i64| {
                 let at = opened + TimeDelta::days(30 * i + 1);
                 let value = if Some(1000 + i) == poisoned { "1.2.3" } else { "1.0" };
@@ -1376,7 +1442,7 @@ mod tests {
     async fn a_row_that_does_not_parse_waits_in_quarantine_and_the_rest_of_its_page_is_stored() {
         let deps = fake_worker();
         let account = linked_account(&deps).await;
-        serve_transactions(&deps, Some(1005));
+        serve_transactions(&deps, Some(1005), &[]);
 
         let (outcome, _) = sync(&deps, account, TaskKind::Full).await;
 
@@ -1396,9 +1462,9 @@ mod tests {
     async fn a_quarantined_row_leaves_when_a_later_sync_stores_it() {
         let deps = fake_worker();
         let account = linked_account(&deps).await;
-        serve_transactions(&deps, Some(1005));
+        serve_transactions(&deps, Some(1005), &[]);
         sync(&deps, account, TaskKind::Full).await;
-        serve_transactions(&deps, None);
+        serve_transactions(&deps, None, &[]);
 
         let (outcome, _) = sync(&deps, account, TaskKind::Full).await;
 
@@ -1441,7 +1507,10 @@ mod tests {
             item: serde_json::from_value(order("Live")).unwrap(),
             raw: order("Live"),
         };
-        deps.store.upsert_orders(&linked, &[working]).await.unwrap();
+        deps.store
+            .upsert_orders(&linked, Uuid::nil(), &[working])
+            .await
+            .unwrap();
         let path = format!("/accounts/{NUMBER}/orders/9999");
         deps.broker.serve(&path, json!({"data": order("Filled")}));
 
@@ -1656,6 +1725,30 @@ mod tests {
             distinct.len(),
             "a continuation re-read a window: {reads:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn rows_withdrawn_at_the_broker_are_marked_removed_even_by_a_sync_cut_by_its_deadline() {
+        let mut deps = fake_worker();
+        let account = linked_account(&deps).await;
+        sync(&deps, account, TaskKind::Full).await;
+        serve_transactions(&deps, None, &[1003, 1030]);
+        deps.settings.deadline_margin = std::time::Duration::from_secs(3600);
+
+        let (outcome, invocations) = sync(&deps, account, TaskKind::Full).await;
+
+        let Outcome::Completed(counts) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(invocations > 3, "it continued {invocations} times");
+        assert_eq!(counts.removed.get("transactions"), Some(&2));
+        let stored = deps.store.stored(account).unwrap();
+        let removed: Vec<i64> = (stored.removed.keys())
+            .filter(|(entity, _)| *entity == "transactions")
+            .map(|(_, id)| *id)
+            .collect();
+        assert_eq!(removed, [1003, 1030]);
+        assert_eq!(stored.transactions.len(), 34);
     }
 
     #[tokio::test]

@@ -166,3 +166,88 @@ async fn a_failed_migration_fails_the_deploy_without_revealing_the_connection() 
     assert!(reason.contains("migrate function's logs"), "{reason}");
     assert!(!reason.contains("no_such_database"), "{reason}");
 }
+
+#[tokio::test]
+async fn legs_stored_by_their_place_are_rekeyed_by_symbol_and_action_with_their_fills() {
+    let db = TestDb::empty().await;
+    let client = db.client().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let version = |p: &std::path::PathBuf| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        name[1..name.find("__").unwrap()].parse::<u32>().unwrap()
+    };
+    files.sort_by_key(version);
+    let (before, after): (Vec<_>, Vec<_>) = files.iter().partition(|p| version(p) < 7);
+    for file in before {
+        client
+            .batch_execute(&std::fs::read_to_string(file).unwrap())
+            .await
+            .unwrap();
+    }
+    // An order that repeats a leg (symbol and action) and one whose legs differ.
+    client
+        .batch_execute(
+            "INSERT INTO tastytrade_credentials (id, user_id, environment, grant_kind)
+             VALUES ('00000000-0000-0000-0000-000000000001', 'u', 'sandbox', 'personal');
+             INSERT INTO tastytrade_accounts (id, user_id, environment, account_number, credential_id)
+             VALUES ('00000000-0000-0000-0000-00000000000a', 'u', 'sandbox', '5WT1',
+                     '00000000-0000-0000-0000-000000000001');
+             INSERT INTO orders (account_id, tastytrade_order_id, account_number, status, raw)
+             VALUES ('00000000-0000-0000-0000-00000000000a', 1, '5WT1', 'Filled', '{}'),
+                    ('00000000-0000-0000-0000-00000000000a', 2, '5WT1', 'Filled', '{}');
+             INSERT INTO order_legs (account_id, tastytrade_order_id, leg_index, symbol, action)
+             VALUES ('00000000-0000-0000-0000-00000000000a', 1, 0, 'SPY', 'Buy to Open'),
+                    ('00000000-0000-0000-0000-00000000000a', 1, 1, 'SPY', 'Buy to Open'),
+                    ('00000000-0000-0000-0000-00000000000a', 2, 0, 'QQQ', NULL);
+             INSERT INTO order_fills (account_id, tastytrade_order_id, leg_index, fill_id, quantity,
+                                      filled_at)
+             VALUES ('00000000-0000-0000-0000-00000000000a', 1, 1, 'f1', 1, now()),
+                    ('00000000-0000-0000-0000-00000000000a', 2, 0, 'f2', 1, now());",
+        )
+        .await
+        .unwrap();
+
+    for file in after {
+        client
+            .batch_execute(&std::fs::read_to_string(file).unwrap())
+            .await
+            .unwrap();
+    }
+
+    let legs: Vec<(i64, i16, String)> = client
+        .query(
+            "SELECT tastytrade_order_id, leg_index, leg_key FROM order_legs ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        legs,
+        [
+            (1, 0, "SPY|Buy to Open".to_owned()),
+            (1, 1, "SPY|Buy to Open#2".to_owned()),
+            (2, 0, "QQQ|".to_owned()),
+        ]
+    );
+    let fills: Vec<(String, String)> = client
+        .query("SELECT fill_id, leg_key FROM order_fills ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        fills,
+        [
+            ("f1".to_owned(), "SPY|Buy to Open#2".to_owned()),
+            ("f2".to_owned(), "QQQ|".to_owned()),
+        ]
+    );
+}

@@ -114,20 +114,20 @@ async fn orders_legs_and_fills_are_unique_on_their_natural_keys() {
     );
     assert_unique_key_and_upsert(&f, "orders", order, &order_upsert).await;
 
-    let leg =
-        "INSERT INTO order_legs (account_id, tastytrade_order_id, leg_index, symbol, quantity)
-               VALUES ($1, 9000000001, 0, 'AAPL', 100)";
+    let leg = "INSERT INTO order_legs (account_id, tastytrade_order_id, leg_key, leg_index, symbol,
+                                 quantity)
+               VALUES ($1, 9000000001, 'AAPL|Buy to Open', 0, 'AAPL', 100)";
     let leg_upsert = format!(
-        "{leg} ON CONFLICT (account_id, tastytrade_order_id, leg_index)
+        "{leg} ON CONFLICT (account_id, tastytrade_order_id, leg_key)
                DO UPDATE SET remaining_quantity = 0"
     );
     assert_unique_key_and_upsert(&f, "order_legs", leg, &leg_upsert).await;
 
-    let fill = "INSERT INTO order_fills (account_id, tastytrade_order_id, leg_index, fill_id,
+    let fill = "INSERT INTO order_fills (account_id, tastytrade_order_id, leg_key, fill_id,
                     quantity, fill_price, filled_at)
-                VALUES ($1, 9000000001, 0, 'fill-1', 100, 187.5, now())";
+                VALUES ($1, 9000000001, 'AAPL|Buy to Open', 'fill-1', 100, 187.5, now())";
     let fill_upsert = format!(
-        "{fill} ON CONFLICT (account_id, tastytrade_order_id, leg_index, fill_id)
+        "{fill} ON CONFLICT (account_id, tastytrade_order_id, leg_key, fill_id)
                 DO UPDATE SET destination_venue = 'XNAS'"
     );
     assert_unique_key_and_upsert(&f, "order_fills", fill, &fill_upsert).await;
@@ -210,10 +210,10 @@ async fn deleting_an_account_deletes_its_synced_rows() {
              VALUES ('{a}', 1, '5WT00001', 'Trade', now(), current_date, '{{}}');
              INSERT INTO orders (account_id, tastytrade_order_id, account_number, status, raw)
              VALUES ('{a}', 2, '5WT00001', 'Filled', '{{}}');
-             INSERT INTO order_legs (account_id, tastytrade_order_id, leg_index, symbol)
-             VALUES ('{a}', 2, 0, 'AAPL');
-             INSERT INTO order_fills (account_id, tastytrade_order_id, leg_index, fill_id, quantity, filled_at)
-             VALUES ('{a}', 2, 0, 'f1', 1, now());
+             INSERT INTO order_legs (account_id, tastytrade_order_id, leg_key, leg_index, symbol)
+             VALUES ('{a}', 2, 'AAPL|', 0, 'AAPL');
+             INSERT INTO order_fills (account_id, tastytrade_order_id, leg_key, fill_id, quantity, filled_at)
+             VALUES ('{a}', 2, 'AAPL|', 'f1', 1, now());
              INSERT INTO positions (account_id, symbol, account_number, quantity, raw)
              VALUES ('{a}', 'AAPL', '5WT00001', 1, '{{}}');",
             a = f.account

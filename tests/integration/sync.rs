@@ -95,6 +95,22 @@ pub(crate) async fn run_task(deps: &SyncWorker, account_id: Uuid, kind: TaskKind
     }
 }
 
+/// One account with a year of history, linked by user-a and fully synced.
+async fn one_synced_account(transactions: usize, orders: usize) -> (World, SyncWorker, Uuid) {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions,
+        orders,
+        years: 1,
+    })
+    .await;
+    let linked = link_personal(&w, "user-a").await;
+    let account_id: Uuid = linked[0]["id"].as_str().unwrap().parse().unwrap();
+    let deps = worker(&w);
+    assert!(drain(&w, &deps).await.is_empty());
+    (w, deps, account_id)
+}
+
 pub(crate) async fn stored_ids(
     client: &tokio_postgres::Client,
     sql: &str,
@@ -132,7 +148,7 @@ pub(crate) async fn assert_database_equals_truth(w: &World, account_number: &str
 
     let ids = stored_ids(
         &client,
-        "SELECT tastytrade_transaction_id FROM transactions WHERE account_id = $1",
+        "SELECT tastytrade_transaction_id FROM transactions WHERE account_id = $1 AND removed_at IS NULL",
         id,
     )
     .await;
@@ -140,7 +156,7 @@ pub(crate) async fn assert_database_equals_truth(w: &World, account_number: &str
     assert_eq!(ids.len(), truth_ids.len(), "transaction count");
     assert!(ids == truth_ids, "transaction ids differ");
     let sums = client
-        .query_one("SELECT coalesce(sum(net_value), 0)::text, coalesce(sum(value), 0)::text FROM transactions WHERE account_id = $1", &[&id])
+        .query_one("SELECT coalesce(sum(net_value), 0)::text, coalesce(sum(value), 0)::text FROM transactions WHERE account_id = $1 AND removed_at IS NULL", &[&id])
         .await
         .unwrap();
     let decimal = |v: &Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
@@ -157,7 +173,7 @@ pub(crate) async fn assert_database_equals_truth(w: &World, account_number: &str
 
     let order_ids = stored_ids(
         &client,
-        "SELECT tastytrade_order_id FROM orders WHERE account_id = $1",
+        "SELECT tastytrade_order_id FROM orders WHERE account_id = $1 AND removed_at IS NULL",
         id,
     )
     .await;
@@ -179,11 +195,12 @@ pub(crate) async fn assert_database_equals_truth(w: &World, account_number: &str
         }
     };
     assert_eq!(
-        count("SELECT count(*) FROM order_legs WHERE account_id = $1").await,
+        count("SELECT count(*) FROM order_legs WHERE account_id = $1 AND removed_at IS NULL").await,
         truth["orders"]["legs"].as_i64().unwrap()
     );
     assert_eq!(
-        count("SELECT count(*) FROM order_fills WHERE account_id = $1").await,
+        count("SELECT count(*) FROM order_fills WHERE account_id = $1 AND removed_at IS NULL")
+            .await,
         truth["orders"]["fills"].as_i64().unwrap()
     );
 
@@ -220,7 +237,8 @@ pub(crate) async fn assert_database_equals_truth(w: &World, account_number: &str
         "EOD snapshots"
     );
     assert_eq!(
-        count("SELECT count(*) FROM account_balances WHERE account_id = $1").await,
+        count("SELECT count(*) FROM account_balances WHERE account_id = $1 AND removed_at IS NULL")
+            .await,
         truth["balances"].as_array().unwrap().len() as i64
     );
     assert_eq!(
@@ -426,17 +444,7 @@ async fn a_sync_that_outlives_an_unlink_and_relink_cannot_mark_the_fresh_link() 
 
 #[tokio::test]
 async fn a_gtc_order_filled_on_a_day_no_sync_saw_is_read_by_id_and_stored_filled() {
-    let w = world_with(Sizes {
-        accounts: 1,
-        transactions: 200,
-        orders: 400,
-        years: 1,
-    })
-    .await;
-    let linked = link_personal(&w, "user-a").await;
-    let account_id: Uuid = linked[0]["id"].as_str().unwrap().parse().unwrap();
-    let deps = worker(&w);
-    assert!(drain(&w, &deps).await.is_empty());
+    let (w, deps, account_id) = one_synced_account(200, 400).await;
     let number = &w.sim.credentials.account_numbers[0];
     let activity = Activity {
         fill_working_days_back: 20,
@@ -472,6 +480,73 @@ async fn a_gtc_order_filled_on_a_day_no_sync_saw_is_read_by_id_and_stored_filled
         statuses.iter().all(|s| s == "Filled"),
         "filled 20 days ago, outside the 7-day window: {statuses:?}"
     );
+}
+
+#[tokio::test]
+async fn rows_the_broker_stops_returning_are_kept_marked_removed_by_the_sync_and_left_out() {
+    let (w, deps, account_id) = one_synced_account(300, 100).await;
+    let number = &w.sim.credentials.account_numbers[0];
+    let recent = Activity {
+        transactions: 5,
+        fills: 10,
+        ..Activity::default()
+    };
+    w.sim.simulator.add_activity(number, &recent).unwrap();
+    run_task(&deps, account_id, TaskKind::Incremental).await;
+
+    let withdrawn = Activity {
+        withdraw_transactions: 2,
+        drop_first_leg: 2,
+        close_currencies: true,
+        ..Activity::default()
+    };
+    let gone = w.sim.simulator.add_activity(number, &withdrawn).unwrap();
+    assert_eq!(gone.dropped_legs.len(), 2, "recent orders have two legs");
+    let task = NewTask::new("user-a", account_id, TaskKind::Incremental);
+    deps.tasks.create(&task).await.unwrap();
+    let Outcome::Completed(counts) = sync::run(&deps, &task.message(), None).await.unwrap() else {
+        panic!("the sync did not complete");
+    };
+
+    assert_database_equals_truth(&w, number).await;
+    assert_eq!(counts.removed.get("transactions"), Some(&2));
+    assert_eq!(counts.removed.get("balances"), Some(&1));
+    let client = w.db.client().await;
+    let removed = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let rows = client.query(sql, &[&account_id]).await.unwrap();
+            let by: BTreeSet<Uuid> = rows.iter().map(|r| r.get(1)).collect();
+            assert_eq!(by, BTreeSet::from([task.task_id]), "{sql}");
+            rows.iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<BTreeSet<_>>()
+        }
+    };
+    let transactions = removed(
+        "SELECT tastytrade_transaction_id::text, removed_by_task FROM transactions
+         WHERE account_id = $1 AND removed_at IS NOT NULL",
+    )
+    .await;
+    let legs = removed(
+        "SELECT tastytrade_order_id || ' ' || symbol, removed_by_task FROM order_legs
+         WHERE account_id = $1 AND removed_at IS NOT NULL",
+    )
+    .await;
+    let currencies = removed(
+        "SELECT currency, removed_by_task FROM account_balances
+         WHERE account_id = $1 AND removed_at IS NOT NULL",
+    )
+    .await;
+    let as_text = |ids: &[i64]| ids.iter().map(i64::to_string).collect::<BTreeSet<_>>();
+    assert_eq!(transactions, as_text(&gone.withdrawn_transactions));
+    let dropped = (gone.dropped_legs.iter()).map(|(order, symbol)| format!("{order} {symbol}"));
+    assert_eq!(
+        legs,
+        dropped.collect(),
+        "the dropped legs, not the legs that moved up"
+    );
+    assert_eq!(currencies, gone.closed_currencies.into_iter().collect());
 }
 
 #[tokio::test]

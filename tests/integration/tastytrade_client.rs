@@ -370,7 +370,7 @@ async fn accounts_positions_balances_snapshots_and_quote_tokens_read_back() {
         "the raw JSON is kept as sent"
     );
 
-    let balances = session.current_balances(account).await.unwrap().items;
+    let balances = session.current_balances(account).await.unwrap().rows.items;
     let currencies: BTreeSet<_> = balances
         .iter()
         .filter_map(|b| b.item.currency.clone())
@@ -564,8 +564,14 @@ async fn the_balances_are_read_in_every_shape_the_broker_has_answered_with() {
             ..Quirks::default()
         });
 
-        let balances = session.current_balances(account).await.unwrap().items;
+        let answer = session.current_balances(account).await.unwrap();
 
+        assert_eq!(
+            answer.every_currency,
+            matches!(shape, BalancesShape::Items),
+            "only a list of every currency shows a currency gone: {shape:?}"
+        );
+        let balances = answer.rows.items;
         let currencies: Vec<_> = balances
             .iter()
             .filter_map(|b| b.item.currency.as_deref())

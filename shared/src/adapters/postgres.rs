@@ -11,7 +11,7 @@ use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
-use crate::domain::rows::{Quarantined, Stored};
+use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore};
 use crate::secrets::Sealed;
 use crate::tastytrade::model::{Balance, Order, Position, Record, Transaction};
@@ -174,9 +174,23 @@ impl SyncStore for PgSyncStore {
     async fn upsert_orders(
         &self,
         account: &SyncAccount,
+        task_id: Uuid,
         rows: &[Record<Order>],
     ) -> Result<Stored, DbError> {
-        sync::store_page(&self.pool, owner(account), rows, (), Then::Commit).await
+        let owner = sync::Owner {
+            task_id: Some(task_id),
+            ..owner(account)
+        };
+        sync::store_page(&self.pool, owner, rows, (), Then::Commit).await
+    }
+
+    async fn mark_removed(
+        &self,
+        account_id: Uuid,
+        task_id: Uuid,
+        gone: Gone<'_>,
+    ) -> Result<u64, DbError> {
+        sync::mark_removed(&self.pool, account_id, task_id, gone).await
     }
 
     async fn working_orders(&self, account_id: Uuid) -> Result<Vec<i64>, DbError> {
@@ -217,5 +231,6 @@ fn owner(account: &SyncAccount) -> sync::Owner<'_> {
     sync::Owner {
         account_id: account.id,
         account_number: &account.account_number,
+        task_id: None,
     }
 }

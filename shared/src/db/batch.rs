@@ -170,6 +170,13 @@ impl<'r, R> Columns<'r, R> {
         self
     }
 
+    /// The row is one the broker returns: not removed, or no longer (see the removed rows
+    /// migration).
+    pub(crate) fn present(&mut self) -> &mut Self {
+        self.constant("removed_at", "timestamptz", None::<DateTime<Utc>>)
+            .constant("removed_by_task", "uuid", None::<uuid::Uuid>)
+    }
+
     /// A column the table requires: a row without it is rejected (see [`Columns::rejected`]),
     /// never given a made-up value.
     pub(crate) fn required<V: ToSql + Sync + Send + 'static>(

@@ -3,13 +3,14 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{GenericClient, Pool};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::DbError;
 use super::batch::Columns;
 use crate::domain::accounts::AccountStatus;
 use crate::domain::accounts::{BalanceTarget, SyncAccount, trading_day};
-use crate::domain::rows::{Quarantined, Rejection, Stored};
+use crate::domain::rows::{Gone, Quarantined, Rejection, Stored};
 use crate::secrets::{Purpose, Sealed};
 use crate::tastytrade::model::{Balance, Fill, Leg, Order, Position, Record, Transaction};
 use crate::tastytrade::occ::{self, OptionSymbol};
@@ -172,18 +173,18 @@ pub async fn mark_failed(
     status: AccountStatus,
     error: &str,
 ) -> Result<(), DbError> {
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&account_id, &status.as_str(), &error, &credential_id];
+    let params: [&(dyn ToSql + Sync); 4] = [&account_id, &status.as_str(), &error, &credential_id];
     pool.get().await?.execute(MARK_FAILED, &params).await?;
     Ok(())
 }
 
-/// What a page of rows needs to be stored: the account it belongs to, and for balances the
-/// table it goes to.
+/// What a page of rows needs to be stored: the account it belongs to and the task writing it.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner<'a> {
     pub account_id: Uuid,
     pub account_number: &'a str,
+    /// The sync task writing, which marks the order legs and fills the broker dropped.
+    pub task_id: Option<Uuid>,
 }
 
 impl Owner<'_> {
@@ -316,7 +317,7 @@ impl PageUpsert for Balance {
 }
 
 const WORKING_ORDERS: &str = "
-    SELECT tastytrade_order_id FROM orders WHERE account_id = $1
+    SELECT tastytrade_order_id FROM orders WHERE account_id = $1 AND removed_at IS NULL
       AND status NOT IN ('Filled', 'Cancelled', 'Rejected', 'Expired', 'Removed',
                          'Partially Removed')";
 
@@ -394,6 +395,76 @@ pub async fn forget_unseen(
         .await?)
 }
 
+const REMOVE_TRANSACTIONS: &str = "
+    UPDATE transactions SET removed_at = now(), removed_by_task = $2
+    WHERE account_id = $1 AND removed_at IS NULL AND executed_at BETWEEN $3 AND $4
+      AND NOT (tastytrade_transaction_id = ANY($5))";
+
+/// Marks removed the orders `$picked` names, with their legs and fills; counts the orders.
+macro_rules! remove_orders {
+    ($picked:literal) => {
+        concat!(
+            "WITH gone AS (
+                UPDATE orders SET removed_at = now(), removed_by_task = $2
+                WHERE account_id = $1 AND removed_at IS NULL AND ",
+            $picked,
+            " RETURNING tastytrade_order_id),
+            legs AS (
+                UPDATE order_legs l SET removed_at = now(), removed_by_task = $2 FROM gone
+                WHERE l.account_id = $1 AND l.tastytrade_order_id = gone.tastytrade_order_id
+                  AND l.removed_at IS NULL),
+            fills AS (
+                UPDATE order_fills f SET removed_at = now(), removed_by_task = $2 FROM gone
+                WHERE f.account_id = $1 AND f.tastytrade_order_id = gone.tastytrade_order_id
+                  AND f.removed_at IS NULL)
+            SELECT count(*) FROM gone"
+        )
+    };
+}
+
+const REMOVE_ORDERS_IN_RANGE: &str =
+    remove_orders!("received_at BETWEEN $3 AND $4 AND NOT (tastytrade_order_id = ANY($5))");
+
+const REMOVE_ORDERS_BY_ID: &str = remove_orders!("tastytrade_order_id = ANY($3)");
+
+const REMOVE_BALANCES: &str = "
+    UPDATE account_balances SET removed_at = now(), removed_by_task = $2
+    WHERE account_id = $1 AND removed_at IS NULL AND NOT (currency = ANY($3))";
+
+/// Marks removed, by `task_id`, the rows the broker no longer returns; how many (orders count
+/// without their legs and fills).
+pub async fn mark_removed(
+    pool: &Pool,
+    account_id: Uuid,
+    task_id: Uuid,
+    gone: Gone<'_>,
+) -> Result<u64, DbError> {
+    let client = pool.get().await?;
+    let removed = match gone {
+        Gone::Transactions { from, to, seen } => {
+            let params: [&(dyn ToSql + Sync); 5] = [&account_id, &task_id, &from, &to, &seen];
+            client.execute(REMOVE_TRANSACTIONS, &params).await?
+        }
+        Gone::Orders { from, to, seen } => {
+            let params: [&(dyn ToSql + Sync); 5] = [&account_id, &task_id, &from, &to, &seen];
+            count(client.query_one(REMOVE_ORDERS_IN_RANGE, &params).await?)
+        }
+        Gone::OrdersById(ids) => {
+            let params: [&(dyn ToSql + Sync); 3] = [&account_id, &task_id, &ids];
+            count(client.query_one(REMOVE_ORDERS_BY_ID, &params).await?)
+        }
+        Gone::Balances { seen } => {
+            let params: [&(dyn ToSql + Sync); 3] = [&account_id, &task_id, &seen];
+            client.execute(REMOVE_BALANCES, &params).await?
+        }
+    };
+    Ok(removed)
+}
+
+fn count(row: tokio_postgres::Row) -> u64 {
+    u64::try_from(row.get::<_, i64>(0)).unwrap_or_default()
+}
+
 /// Upserts one page of transactions.
 async fn upsert_transactions(
     client: &impl GenericClient,
@@ -437,7 +508,8 @@ async fn upsert_transactions(
             x.cost_basis_reconciliation_date
         })
         .col("broker_created_at", "timestamptz", |x| x.created_at)
-        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect())
+        .present();
     transaction_fees(&mut c);
     transaction_execution(&mut c);
     let rejected = c.drop_rejected();
@@ -564,21 +636,20 @@ async fn upsert_orders(
         .text("complex_order_tag", |o| o.complex_order_tag.clone())
         .text("source", |o| o.source.clone())
         .text("external_identifier", |o| o.external_identifier.clone())
-        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect())
+        .present();
     let legs: Vec<OrderLeg<'_>> = rows
         .iter()
         .enumerate()
         .flat_map(|(row, r)| {
-            r.item
-                .legs
-                .iter()
-                .enumerate()
-                .map(move |(i, leg)| OrderLeg {
-                    row,
-                    order_id: r.item.id,
-                    index: i16::try_from(i).unwrap_or(i16::MAX),
-                    leg,
-                })
+            let keys = leg_keys(&r.item.legs);
+            (r.item.legs.iter().zip(keys).enumerate()).map(move |(i, (leg, key))| OrderLeg {
+                row,
+                order_id: r.item.id,
+                index: i16::try_from(i).unwrap_or(i16::MAX),
+                key,
+                leg,
+            })
         })
         .collect();
     let fills: Vec<(&OrderLeg<'_>, &Fill)> = legs
@@ -605,31 +676,103 @@ async fn upsert_orders(
     fill_columns.keep(&fills.iter().map(|(l, _)| kept(l.row)).collect::<Vec<_>>());
 
     let mut changed = execute(client, &orders, &["account_id", "tastytrade_order_id"]).await?;
-    let key = ["account_id", "tastytrade_order_id", "leg_index"];
+    let key = ["account_id", "tastytrade_order_id", "leg_key"];
     changed += execute(client, &leg_columns, &key).await?;
-    let key = ["account_id", "tastytrade_order_id", "leg_index", "fill_id"];
+    let key = ["account_id", "tastytrade_order_id", "leg_key", "fill_id"];
     changed += execute(client, &fill_columns, &key).await?;
+
+    // The stored orders' legs and fills that their payloads no longer carry.
+    let order_ids: Vec<i64> = (rows.iter().enumerate())
+        .filter(|(i, _)| kept(*i))
+        .map(|(_, r)| r.item.id)
+        .collect();
+    let kept_legs: Vec<&OrderLeg<'_>> = legs.iter().filter(|l| kept(l.row)).collect();
+    let leg_orders: Vec<i64> = kept_legs.iter().map(|l| l.order_id).collect();
+    let leg_keys: Vec<&str> = kept_legs.iter().map(|l| l.key.as_str()).collect();
+    let kept_fills: Vec<&LegFill<'_>> = fills.iter().filter(|(l, _)| kept(l.row)).collect();
+    let fill_orders: Vec<i64> = kept_fills.iter().map(|(l, _)| l.order_id).collect();
+    let fill_legs: Vec<&str> = kept_fills.iter().map(|(l, _)| l.key.as_str()).collect();
+    let fill_ids: Vec<&str> = kept_fills.iter().map(|(_, f)| f.fill_id.as_str()).collect();
+    let (account, task) = (&owner.account_id, &owner.task_id);
+    client
+        .execute(
+            REMOVE_DROPPED_LEGS,
+            &[account, task, &order_ids, &leg_orders, &leg_keys],
+        )
+        .await?;
+    client
+        .execute(
+            REMOVE_DROPPED_FILLS,
+            &[
+                account,
+                task,
+                &order_ids,
+                &fill_orders,
+                &fill_legs,
+                &fill_ids,
+            ],
+        )
+        .await?;
     Ok(Stored { changed, rejected })
 }
 
-/// An order's leg: the order's row in its page, its id, the leg's index in it, the leg.
+const REMOVE_DROPPED_LEGS: &str = "
+    UPDATE order_legs l SET removed_at = now(), removed_by_task = $2
+    WHERE l.account_id = $1 AND l.tastytrade_order_id = ANY($3) AND l.removed_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM UNNEST($4::bigint[], $5::text[]) AS s(o, k)
+                      WHERE s.o = l.tastytrade_order_id AND s.k = l.leg_key)";
+
+const REMOVE_DROPPED_FILLS: &str = "
+    UPDATE order_fills f SET removed_at = now(), removed_by_task = $2
+    WHERE f.account_id = $1 AND f.tastytrade_order_id = ANY($3) AND f.removed_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM UNNEST($4::bigint[], $5::text[], $6::text[]) AS s(o, k, id)
+                      WHERE s.o = f.tastytrade_order_id AND s.k = f.leg_key AND s.id = f.fill_id)";
+
+/// An order's leg: the order's row in its page, its id, the leg's index and key in it, the
+/// leg.
 struct OrderLeg<'a> {
     row: usize,
     order_id: i64,
     index: i16,
+    key: String,
     leg: &'a Leg,
+}
+
+/// Each leg's identity within its order: its symbol and action, and for a leg that repeats
+/// both, its turn among the repeats. Not its place in the array, which shifts when the broker
+/// drops a leg.
+fn leg_keys(legs: &[Leg]) -> Vec<String> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    (legs.iter())
+        .map(|leg| {
+            let base = format!(
+                "{}|{}",
+                leg.symbol.as_deref().unwrap_or_default(),
+                leg.action.as_deref().unwrap_or_default()
+            );
+            let turn = seen.entry(base.clone()).or_default();
+            *turn += 1;
+            if *turn == 1 {
+                base
+            } else {
+                format!("{base}#{turn}")
+            }
+        })
+        .collect()
 }
 
 fn leg_columns<'r>(owner: Owner<'_>, legs: &'r [OrderLeg<'r>]) -> Columns<'r, OrderLeg<'r>> {
     let mut c = Columns::new("order_legs", legs);
     c.constant("account_id", "uuid", owner.account_id)
         .col("tastytrade_order_id", "bigint", |l| l.order_id)
+        .col("leg_key", "text", |l| l.key.clone())
         .col("leg_index", "smallint", |l| l.index)
         .required("symbol", "text", |l| l.leg.symbol.clone())
         .text("instrument_type", |l| l.leg.instrument_type.clone())
         .text("action", |l| l.leg.action.clone())
         .numeric("quantity", |l| l.leg.quantity)
-        .numeric("remaining_quantity", |l| l.leg.remaining_quantity);
+        .numeric("remaining_quantity", |l| l.leg.remaining_quantity)
+        .present();
     c
 }
 
@@ -639,14 +782,15 @@ fn fill_columns<'r>(owner: Owner<'_>, fills: &'r [LegFill<'r>]) -> Columns<'r, L
     let mut c = Columns::new("order_fills", fills);
     c.constant("account_id", "uuid", owner.account_id)
         .col("tastytrade_order_id", "bigint", |f| f.0.order_id)
-        .col("leg_index", "smallint", |f| f.0.index)
+        .col("leg_key", "text", |f| f.0.key.clone())
         .col("fill_id", "text", |f| f.1.fill_id.clone())
         .required("quantity", "numeric", |f| f.1.quantity)
         .numeric("fill_price", |f| f.1.fill_price)
         .required("filled_at", "timestamptz", |f| f.1.filled_at)
         .text("destination_venue", |f| f.1.destination_venue.clone())
         .text("ext_group_fill_id", |f| f.1.ext_group_fill_id.clone())
-        .text("ext_exec_id", |f| f.1.ext_exec_id.clone());
+        .text("ext_exec_id", |f| f.1.ext_exec_id.clone())
+        .present();
     c
 }
 
@@ -755,7 +899,8 @@ async fn upsert_balances(
                 })
                 .numeric("maintenance_excess", |x| x.maintenance_excess)
                 .col("snapshot_date", "date", |x| x.snapshot_date)
-                .col("broker_updated_at", "timestamptz", |x| x.updated_at);
+                .col("broker_updated_at", "timestamptz", |x| x.updated_at)
+                .present();
             let rejected = c.drop_rejected();
             let changed = execute(client, &c, &["account_id", "currency"]).await?;
             Ok(Stored { changed, rejected })

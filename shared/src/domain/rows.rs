@@ -4,6 +4,7 @@
 //! set aside in quarantine with its raw JSON, the rest of the page is stored, and the task
 //! completes with the count. A later sync that stores the row releases it.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 /// The outcome of storing a page: rows inserted or changed, and the rows refused.
@@ -55,6 +56,29 @@ impl Quarantined {
     pub fn raw_text(&self) -> String {
         self.raw.to_string()
     }
+}
+
+/// Rows the broker no longer returns where a sync read them all: they are marked removed (kept,
+/// left out of every count and read), and restored if the broker returns them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone<'a> {
+    /// The account's transactions executed in `[from, to]` other than `seen`.
+    Transactions {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        seen: &'a [i64],
+    },
+    /// The account's orders received in `[from, to]` other than `seen`, with their legs and
+    /// fills.
+    Orders {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        seen: &'a [i64],
+    },
+    /// Orders the broker no longer knows by id, with their legs and fills.
+    OrdersById(&'a [i64]),
+    /// The current balances in currencies other than `seen`.
+    Balances { seen: &'a [String] },
 }
 
 /// `reason` quotes the broker's values, which may hold NUL characters.

@@ -185,6 +185,9 @@ pub struct Counts {
     /// Rows read but set aside in quarantine (they did not parse or could not be stored).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub rejected: std::collections::BTreeMap<String, u64>,
+    /// Stored rows marked removed because the broker no longer returns them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub removed: std::collections::BTreeMap<String, u64>,
 }
 
 impl Counts {
@@ -197,6 +200,10 @@ impl Counts {
         if rejected > 0 {
             *self.rejected.entry(entity.to_owned()).or_default() += rejected as u64;
         }
+    }
+
+    pub fn remove(&mut self, entity: &str, removed: u64) {
+        *self.removed.entry(entity.to_owned()).or_default() += removed;
     }
 
     pub fn total_rejected(&self) -> u64 {

@@ -222,6 +222,14 @@ fn records<T: DeserializeOwned>(
     items.into_iter().map(|raw| record(raw, what)).collect()
 }
 
+/// The account's current balances, and whether the answer listed every currency (the items
+/// shape): only then is a currency it leaves out gone.
+#[derive(Debug)]
+pub struct CurrentBalances {
+    pub rows: Parsed<Balance>,
+    pub every_currency: bool,
+}
+
 /// Rows as parsed, and the rows that do not parse, set aside with the parser's reason.
 #[derive(Debug)]
 pub struct Parsed<T> {
@@ -315,39 +323,49 @@ impl<'c, B: Broker> Session<'c, B> {
     pub async fn current_balances(
         &self,
         account_number: &str,
-    ) -> Result<Parsed<Balance>, BrokerError> {
+    ) -> Result<CurrentBalances, BrokerError> {
         match self.balances(account_number).await {
-            Ok(balances) if !balances.is_empty() => return Ok(balances),
+            Ok(balances) if !balances.rows.is_empty() => return Ok(balances),
             Ok(_) => {}
             Err(e) if !e.refused() => return Err(e),
             Err(e) => tracing::warn!(error = %e, "balances refused; reading /balances/USD"),
         }
-        match self.balance_row(account_number, "USD").await {
-            Ok(usd) => Ok(Parsed::parse(vec![usd])),
-            Err(BrokerError::NotFound { .. }) => Ok(Parsed::default()),
-            Err(e) => Err(e),
-        }
+        let rows = match self.balance_row(account_number, "USD").await {
+            Ok(usd) => Parsed::parse(vec![usd]),
+            Err(BrokerError::NotFound { .. }) => Parsed::default(),
+            Err(e) => return Err(e),
+        };
+        Ok(CurrentBalances {
+            rows,
+            every_currency: false,
+        })
     }
 
     /// `GET /accounts/{n}/balances`, in either of its shapes.
-    async fn balances(&self, account_number: &str) -> Result<Parsed<Balance>, BrokerError> {
+    async fn balances(&self, account_number: &str) -> Result<CurrentBalances, BrokerError> {
         let body: ObjectEnvelope = envelope(
             self.get(&account_path(account_number, "/balances"), &[])
                 .await?,
         )?;
-        match body.data {
+        let (rows, every_currency) = match body.data {
             Value::Object(data) if data.contains_key("items") => {
                 let items: Items = envelope(Value::Object(data))?;
-                Ok(Parsed::parse(items.items))
+                (Parsed::parse(items.items), true)
             }
-            Value::Object(data) if data.is_empty() => Ok(Parsed::default()),
-            data @ Value::Object(_) => Ok(Parsed::parse(vec![data])),
-            _ => Err(BrokerError::Permanent {
-                status: None,
-                code: None,
-                message: "unexpected balances envelope".into(),
-            }),
-        }
+            Value::Object(data) if data.is_empty() => (Parsed::default(), false),
+            data @ Value::Object(_) => (Parsed::parse(vec![data]), false),
+            _ => {
+                return Err(BrokerError::Permanent {
+                    status: None,
+                    code: None,
+                    message: "unexpected balances envelope".into(),
+                });
+            }
+        };
+        Ok(CurrentBalances {
+            rows,
+            every_currency,
+        })
     }
 
     /// `GET /accounts/{n}/balances/{currency}`: a single object.

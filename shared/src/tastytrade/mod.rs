@@ -16,7 +16,10 @@ pub mod model;
 pub mod occ;
 pub mod wire;
 
-pub use api::{OrderQuery, Page, Pages, Parsed, SnapshotQuery, Sort, TimeOfDay, TransactionQuery};
+pub use api::{
+    CurrentBalances, OrderQuery, Page, Pages, Parsed, SnapshotQuery, Sort, TimeOfDay,
+    TransactionQuery,
+};
 pub use client::{
     AccessToken, BrokerConfig, CodeExchange, Environment, Grant, RetryPolicy, Session,
     TastytradeClient,

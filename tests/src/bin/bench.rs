@@ -148,9 +148,12 @@ async fn main() {
     let _ = child.kill().await;
     let rows: i64 = client
         .query_one(
-            "SELECT (SELECT count(*) FROM transactions) + (SELECT count(*) FROM orders)
-                  + (SELECT count(*) FROM order_legs) + (SELECT count(*) FROM order_fills)
-                  + (SELECT count(*) FROM positions) + (SELECT count(*) FROM account_balances)
+            "SELECT (SELECT count(*) FROM transactions WHERE removed_at IS NULL)
+                  + (SELECT count(*) FROM orders WHERE removed_at IS NULL)
+                  + (SELECT count(*) FROM order_legs WHERE removed_at IS NULL)
+                  + (SELECT count(*) FROM order_fills WHERE removed_at IS NULL)
+                  + (SELECT count(*) FROM positions)
+                  + (SELECT count(*) FROM account_balances WHERE removed_at IS NULL)
                   + (SELECT count(*) FROM account_balance_snapshots)",
             &[],
         )

@@ -202,6 +202,13 @@ pub struct Activity {
     /// Fill every working GTC order as of this many days ago (0: none): orders that leave
     /// `/orders/live` on a day no sync saw.
     pub fill_working_days_back: i64,
+    /// The broker stops returning this many of the latest transactions (a busted trade).
+    pub withdraw_transactions: usize,
+    /// The latest orders with two legs or more, this many, lose their first leg: the others
+    /// move up in `legs[]`.
+    pub drop_first_leg: usize,
+    /// Balances in every currency but the first are closed.
+    pub close_currencies: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -213,6 +220,10 @@ pub struct ActivityOutcome {
     pub closed_positions: usize,
     /// The working orders filled in the past, by id.
     pub filled_working: Vec<i64>,
+    pub withdrawn_transactions: Vec<i64>,
+    /// The orders that lost their first leg, with that leg's symbol.
+    pub dropped_legs: Vec<(i64, String)>,
+    pub closed_currencies: Vec<String>,
 }
 
 /// What a script or test needs to act as a linked user.
@@ -490,6 +501,23 @@ impl Simulator {
             }
         }
         account.transactions.sort_by_key(|t| (t.executed_at, t.id));
+        for _ in 0..activity.withdraw_transactions {
+            if let Some(tx) = account.transactions.pop() {
+                outcome.withdrawn_transactions.push(tx.id);
+            }
+        }
+        let trimmed = (account.orders.iter_mut().rev())
+            .filter(|o| o.legs.len() >= 2)
+            .take(activity.drop_first_leg);
+        for order in trimmed {
+            let leg = order.legs.remove(0);
+            outcome.dropped_legs.push((order.id, leg.symbol));
+        }
+        if activity.close_currencies {
+            for balance in account.balances.drain(1..) {
+                outcome.closed_currencies.push(balance.currency.to_owned());
+            }
+        }
         Some(outcome)
     }
 
