@@ -50,6 +50,9 @@ pub struct SyncSettings {
     pub max_history: TimeDelta,
     /// Checkpoint and continue in a new invocation when the deadline is this close.
     pub deadline_margin: std::time::Duration,
+    /// Every broker call ends this long (at most a quarter of the invocation's time) before the
+    /// deadline, however slow the broker: the time to store the last page and hand over.
+    pub handover_reserve: std::time::Duration,
 }
 
 impl Default for SyncSettings {
@@ -61,6 +64,7 @@ impl Default for SyncSettings {
             lease: TimeDelta::minutes(15),
             max_history: TimeDelta::days(366 * 15),
             deadline_margin: std::time::Duration::from_secs(20),
+            handover_reserve: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -165,6 +169,7 @@ impl SyncError {
     fn category(&self) -> &'static str {
         match self {
             SyncError::Broker(BrokerError::ClientRejected { .. }) => "oauth_client",
+            SyncError::Broker(BrokerError::OutOfTime) => "out_of_time",
             SyncError::Broker(_) | SyncError::NoBalance => "broker",
             SyncError::Db(_) => "database",
             SyncError::Cipher(_) => "encryption",
@@ -241,15 +246,32 @@ async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueu
     if !deps.tasks.acquire_lease(account_id, task, ttl).await? {
         return Err(SyncError::Busy.into());
     }
-    let checkpoint_at = deadline.map(|d| d.checked_sub(deps.settings.deadline_margin).unwrap_or(d));
-    let result = stages(deps, message, &account, Deadline(checkpoint_at)).await;
+    let settings = &deps.settings;
+    let before = |margin| deadline.map(|d: Instant| d.checked_sub(margin).unwrap_or(d));
+    // The hand-over takes a moment, not most of a short invocation: at most a quarter of it.
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let reserve = left.map_or(settings.handover_reserve, |left| {
+        settings.handover_reserve.min(left / 4)
+    });
+    let deadline = Deadline {
+        checkpoint_at: before(settings.deadline_margin),
+        calls_until: before(reserve),
+    };
+    let result = stages(deps, message, &account, deadline).await;
     if let Err(e) = deps.tasks.release_lease(account_id, task).await {
         tracing::warn!(error = %e, "lease not released; it expires on its own");
     }
     let counts = match result {
         Ok(counts) => counts,
-        Err((SyncError::Deadline(cursor), _)) => {
+        Err((SyncError::Deadline(cursor), _)) if !same_cursor(message, &cursor) => {
             return continue_later(deps, message, cursor).await;
+        }
+        // Out of time without a step forward: a continuation would repeat this message (and
+        // the queue would drop it as a duplicate), so the message itself comes back.
+        Err((SyncError::Deadline(_), _)) => {
+            let stuck = SyncError::Broker(BrokerError::OutOfTime);
+            return retry_or_fail(deps, task, (account_id, Some(account.credential_id)), stuck)
+                .await;
         }
         Err((e, counts)) => return classify(deps, task, &account, e, &counts).await,
     };
@@ -546,14 +568,25 @@ pub struct Cursor {
     pub counts: Counts,
 }
 
-/// Checked after every page: past it, the sync checkpoints and hands over to a continuation.
+/// The invocation's time: past `checkpoint_at` (checked after every page) the sync hands over
+/// to a continuation; no broker call runs past `calls_until`.
 #[derive(Debug, Clone, Copy)]
-struct Deadline(Option<Instant>);
+struct Deadline {
+    checkpoint_at: Option<Instant>,
+    calls_until: Option<Instant>,
+}
 
 impl Deadline {
     fn passed(self) -> bool {
-        self.0.is_some_and(|d| Instant::now() >= d)
+        self.checkpoint_at.is_some_and(|d| Instant::now() >= d)
     }
+}
+
+/// Whether `cursor` is where `message` already resumed: no step forward.
+fn same_cursor(message: &TaskMessage, cursor: &Cursor) -> bool {
+    (message.cursor.as_ref())
+        .and_then(|c| serde_json::from_value::<Cursor>(c.clone()).ok())
+        .is_some_and(|c| &c == cursor)
 }
 
 async fn stages<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
@@ -612,7 +645,8 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         let session = self
             .deps
             .broker
-            .session(open_grant(self.deps, self.account).await?, cached.clone());
+            .session(open_grant(self.deps, self.account).await?, cached.clone())
+            .until(self.deadline.calls_until);
         self.accounts(&session, cached.as_ref()).await?;
         let currencies = self.balances(&session, counts).await?;
         self.positions(&session, counts).await?;
@@ -622,7 +656,13 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         }
         if self.runs(Stage::Orders) {
             self.paged::<Order>(&session, &currencies, counts).await?;
-            self.live_orders(&session, counts).await?;
+            match self.live_orders(&session, counts).await {
+                // The windows are done: the continuation reads only the live orders again.
+                Err(SyncError::Broker(BrokerError::OutOfTime)) => {
+                    return Err(self.checkpoint(Stage::Orders, self.now, counts));
+                }
+                other => other?,
+            }
         }
         self.paged::<Balance>(&session, &currencies, counts).await?;
         if self.account.quarantined > 0 || counts.total_rejected() > 0 {
@@ -814,20 +854,20 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
     ) -> Result<(), SyncError> {
         self.progress(E::STAGE_NAME, E::PROGRESS, counts).await?;
         let settings = &self.deps.settings;
-        let from = self
-            .resume
-            .as_ref()
-            .filter(|c| c.stage == E::STAGE)
-            .map(|c| c.from)
-            .unwrap_or_else(|| {
-                let start = start_of(
-                    self.message.kind,
-                    E::watermark(self.account),
-                    self.opened,
-                    settings,
-                );
-                E::align(start)
-            });
+        let resumed = self.resume.as_ref().filter(|c| c.stage == E::STAGE);
+        if resumed.is_some_and(|c| c.from >= self.now) {
+            // Handed over after its last window: only what follows the windows is left.
+            return Ok(());
+        }
+        let from = resumed.map(|c| c.from).unwrap_or_else(|| {
+            let start = start_of(
+                self.message.kind,
+                E::watermark(self.account),
+                self.opened,
+                settings,
+            );
+            E::align(start)
+        });
         let all = windows(from, self.now, E::window(settings));
         let last = all.len() - 1;
         for (index, (start, end)) in all.into_iter().enumerate() {
@@ -838,10 +878,21 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
             };
             // The ids the broker returned in the window, parsed or not.
             let mut seen = Vec::new();
+            // Where a read cut short resumes: the last row read, or the window.
+            let mut resume_at = start;
             for mut pages in E::reads(session, &self.account.account_number, &window, currencies) {
                 while let Some(page) = pages.next().await {
-                    let page = page?;
+                    let page = match page {
+                        Ok(page) => page,
+                        Err(BrokerError::OutOfTime) => {
+                            return Err(self.checkpoint(E::STAGE, resume_at, counts));
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     let reached = E::reached(&page.items);
+                    if E::RESUMES_WITHIN_A_WINDOW {
+                        resume_at = reached.unwrap_or(start).max(resume_at);
+                    }
                     seen.extend(page.items.iter().filter_map(|r| r.item.broker_id()));
                     seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
                     self.write::<E>(page.items, page.rejected, counts).await?;

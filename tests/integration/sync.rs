@@ -20,8 +20,8 @@ use tastysync_shared::sync::{self, Outcome, SyncDeps, SyncSettings};
 use tastysync_shared::tastytrade::client::Stats;
 use tastysync_shared::tastytrade::{BrokerConfig, RetryPolicy, TastytradeClient};
 use tastysync_shared::wiring::{Function, SyncWorker};
-use tastytrade_sim::Activity;
 use tastytrade_sim::data::Sizes;
+use tastytrade_sim::{Activity, Faults};
 use uuid::Uuid;
 
 use crate::link::{World, link_personal, world_with};
@@ -550,6 +550,36 @@ async fn rows_the_broker_stops_returning_are_kept_marked_removed_by_the_sync_and
 }
 
 #[tokio::test]
+async fn a_broker_slower_than_the_time_left_costs_continuations_never_an_overrun_invocation() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 200,
+        orders: 1_000,
+        years: 1,
+    })
+    .await;
+    link_personal(&w, "user-a").await;
+    // Each page of orders (200) takes 2.5 s: a second one in a 4 s invocation would end past it.
+    w.sim.simulator.set_faults(Faults {
+        slow_path: Some("/orders".into()),
+        slow_ms: 2_500,
+        ..Faults::default()
+    });
+    let mut deps = worker(&w);
+    deps.settings.deadline_margin = Duration::from_secs(1);
+    deps.settings.handover_reserve = Duration::from_millis(500);
+
+    let (failed, invocations) = drain_with_timeout(&w, &deps, Duration::from_secs(4)).await;
+
+    assert!(
+        failed.is_empty(),
+        "an invocation overran its timeout or failed: {failed:?}"
+    );
+    assert!(invocations > 2, "{invocations} invocations");
+    assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
+}
+
+#[tokio::test]
 async fn a_full_sync_past_its_deadline_continues_in_new_invocations_and_still_equals_the_truth() {
     let w = world_with(Sizes {
         accounts: 1,
@@ -560,10 +590,11 @@ async fn a_full_sync_past_its_deadline_continues_in_new_invocations_and_still_eq
     .await;
     link_personal(&w, "user-a").await;
     let mut deps = worker(&w);
-    deps.settings.deadline_margin = Duration::ZERO;
+    deps.settings.deadline_margin = Duration::from_secs(30);
+    deps.settings.handover_reserve = Duration::from_millis(200);
 
-    // Every invocation is already at its deadline: it syncs one page, then hands over.
-    let (failed, invocations) = drain_with_timeout(&w, &deps, Duration::ZERO).await;
+    // Every invocation starts past its checkpoint time: it syncs one page, then hands over.
+    let (failed, invocations) = drain_with_timeout(&w, &deps, Duration::from_secs(10)).await;
 
     assert!(failed.is_empty(), "{failed:?}");
     assert!(invocations >= 6, "only {} continuations", invocations - 1);
@@ -589,7 +620,7 @@ async fn a_copy_of_a_message_already_handed_over_or_of_an_ended_task_does_nothin
     let linked = link_personal(&w, "user-a").await;
     let account_id: Uuid = linked[0]["id"].as_str().unwrap().parse().unwrap();
     let mut deps = worker(&w);
-    deps.settings.deadline_margin = Duration::ZERO;
+    deps.settings.deadline_margin = Duration::from_secs(30);
     let task = NewTask::new("user-a", account_id, TaskKind::Full);
     deps.tasks.create(&task).await.unwrap();
     let original = task.message();
@@ -598,9 +629,9 @@ async fn a_copy_of_a_message_already_handed_over_or_of_an_ended_task_does_nothin
         async move { sync::run(deps, &message, deadline).await.unwrap() }
     };
 
-    // At its deadline at once: one page, then the continuation is queued and recorded.
-    let Outcome::Continued(cursor) = run(original.clone(), Some(std::time::Instant::now())).await
-    else {
+    // Past its checkpoint time at once: one page, then the continuation is queued and recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let Outcome::Continued(cursor) = run(original.clone(), Some(deadline)).await else {
         panic!("the sync did not hand over");
     };
     let continuation = TaskMessage {

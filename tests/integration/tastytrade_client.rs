@@ -35,12 +35,16 @@ async fn simulator(transactions: usize, orders: usize) -> Running {
 
 /// Retries fast, so fault tests measure attempts, not sleeps.
 fn client(sim: &Running) -> TastytradeClient {
+    client_retrying_for(sim, Duration::from_secs(30))
+}
+
+fn client_retrying_for(sim: &Running, max_elapsed: Duration) -> TastytradeClient {
     let mut config = BrokerConfig::for_base_url(sim.credentials.base_url.parse().unwrap());
     config.retry = RetryPolicy {
         max_attempts: 8,
         base_delay: Duration::from_millis(2),
         max_delay: Duration::from_millis(40),
-        max_elapsed: Duration::from_secs(30),
+        max_elapsed,
     };
     TastytradeClient::new(config).unwrap()
 }
@@ -622,4 +626,56 @@ async fn the_code_exchange_is_a_form_post_and_the_broker_refuses_it_as_json() {
         matches!(exchanged, Err(BrokerError::GrantRevoked { .. })),
         "{exchanged:?}"
     );
+}
+
+#[tokio::test]
+async fn a_429_that_names_its_wait_is_retried_after_that_wait_and_not_sooner() {
+    let sim = simulator(10, 10).await;
+    let client = client_retrying_for(&sim, Duration::from_millis(2_500));
+    let session = client.session(grant(&sim), None);
+    session.access_token().await.unwrap();
+    sim.simulator.set_faults(Faults {
+        rate_429: 1.0,
+        retry_after_seconds: Some(1),
+        ..Faults::default()
+    });
+    let before = count(&client.stats().requests);
+    let started = std::time::Instant::now();
+
+    let refused = session.accounts().await.unwrap_err();
+
+    assert!(
+        matches!(
+            refused,
+            BrokerError::RateLimited {
+                retry_after: Some(wait),
+                ..
+            } if wait == Duration::from_secs(1)
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        count(&client.stats().requests) - before,
+        3,
+        "asked at 0 s, 1 s and 2 s; a fourth would end past the 2.5 s budget"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_call_still_waiting_on_the_broker_at_the_sessions_end_is_abandoned() {
+    let sim = simulator(10, 10).await;
+    let client = client(&sim);
+    let until = std::time::Instant::now() + Duration::from_millis(800);
+    let session = client.session(grant(&sim), None).until(Some(until));
+    session.access_token().await.unwrap();
+    sim.simulator.set_faults(Faults {
+        slow_path: Some("/customers/me/accounts".into()),
+        slow_ms: 5_000,
+        ..Faults::default()
+    });
+
+    let cut = session.accounts().await.unwrap_err();
+
+    assert!(matches!(cut, BrokerError::OutOfTime), "{cut:?}");
 }

@@ -28,7 +28,9 @@ pub fn retry_delay(receive_count: u32) -> Duration {
         .min(MAX_RETRY_DELAY)
 }
 
-/// Handles one batch; `deadline` is the invocation's, for continuations.
+/// Handles one batch; `deadline` is the invocation's. Each message gets an even share of the
+/// time still left when it starts, so the first of ten cannot spend the others' time: what a
+/// quick message leaves goes to the ones after it.
 pub async fn handle<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
     deps: &SyncDeps<S, C, T, Q, B>,
     event: SqsEvent,
@@ -36,7 +38,8 @@ pub async fn handle<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     let mut failed_groups = HashSet::new();
-    for record in event.records {
+    let count = event.records.len();
+    for (index, record) in event.records.into_iter().enumerate() {
         let id = record.message_id.clone().unwrap_or_default();
         let group = record
             .attributes
@@ -48,15 +51,21 @@ pub async fn handle<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue
             continue;
         }
         let span = tracing::info_span!("message", message_id = %id);
-        if handle_record(deps, &record, deadline)
-            .instrument(span)
-            .await
-        {
+        let budget = deadline.map(|d| message_deadline(d, count - index));
+        if handle_record(deps, &record, budget).instrument(span).await {
             response.add_failure(id);
             failed_groups.insert(group);
         }
     }
     response
+}
+
+/// A message's deadline: its share of the time left, with `left` messages (itself included)
+/// still to run.
+fn message_deadline(deadline: Instant, left: usize) -> Instant {
+    let now = Instant::now();
+    let share = deadline.saturating_duration_since(now) / u32::try_from(left.max(1)).unwrap_or(1);
+    now + share
 }
 
 /// Handles one message; true when it failed and must come back.
@@ -120,6 +129,19 @@ fn queue_lag(record: &SqsMessage) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_message_gets_its_share_of_the_time_left() {
+        let deadline = Instant::now() + Duration::from_secs(100);
+
+        let first = message_deadline(deadline, 10);
+        let last = message_deadline(deadline, 1);
+
+        let share = first.saturating_duration_since(Instant::now());
+        assert!(share <= Duration::from_secs(10), "{share:?}");
+        assert!(share > Duration::from_secs(9), "{share:?}");
+        assert_eq!(last, deadline, "the last one gets all that is left");
+    }
 
     #[test]
     fn retries_back_off_exponentially_up_to_fifteen_minutes() {

@@ -32,6 +32,8 @@ pub struct Poller {
 #[derive(Debug, Default)]
 pub struct Polled {
     pub messages: usize,
+    /// The messages left on the queue: reported failed, or all of them when the invocation
+    /// timed out.
     pub failed: Vec<String>,
 }
 
@@ -137,13 +139,26 @@ impl Poller {
             })
             .collect();
         let event: SqsEvent = serde_json::from_value(json!({ "Records": records }))?;
-        let response =
-            crate::handle(deps, event, Some(Instant::now() + self.invocation_timeout)).await;
-        let failed: Vec<String> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.clone())
-            .collect();
+        // As Lambda does, the invocation is stopped at its timeout, whatever it is doing; its
+        // messages are not deleted and come back when their visibility timeout ends.
+        let deadline = Instant::now() + self.invocation_timeout;
+        let handled =
+            tokio::time::timeout_at(deadline.into(), crate::handle(deps, event, Some(deadline)))
+                .await;
+        let failed: Vec<String> = match handled {
+            Ok(response) => (response.batch_item_failures.iter())
+                .map(|f| f.item_identifier.clone())
+                .collect(),
+            Err(_) => {
+                tracing::error!(
+                    timeout_seconds = self.invocation_timeout.as_secs(),
+                    "the invocation timed out; its messages come back after their visibility timeout"
+                );
+                (messages.iter())
+                    .map(|m| m.message_id.clone().unwrap_or_default())
+                    .collect()
+            }
+        };
         for message in &messages {
             let id = message.message_id.clone().unwrap_or_default();
             if let (false, Some(receipt)) = (failed.contains(&id), &message.receipt_handle) {

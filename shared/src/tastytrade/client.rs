@@ -271,11 +271,11 @@ impl TastytradeClient {
         if let Some(version) = self.config.accept_version(environment) {
             request = request.header("Accept-Version", version);
         }
-        let (status, bytes) = self.send(request).await?;
+        let (status, retry_after, bytes) = self.send(request).await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| decode_error(status, &e));
         }
-        Err(api_error(status, &bytes))
+        Err(api_error(status, &bytes).waiting(retry_after))
     }
 
     /// `POST /oauth/token` with `fields`, form-encoded or as JSON (see [`TokenEncoding`]).
@@ -292,11 +292,11 @@ impl TastytradeClient {
             TokenEncoding::Json => request.json(&fields.iter().copied().collect::<HashMap<_, _>>()),
         };
         // The body holds secrets: it is dropped with the request and never logged.
-        let (status, bytes) = self.send(request).await?;
+        let (status, retry_after, bytes) = self.send(request).await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| decode_error(status, &e));
         }
-        Err(token_error(status, &bytes))
+        Err(token_error(status, &bytes).waiting(retry_after))
     }
 
     fn url(&self, environment: Environment, path: &str) -> Result<Url, BrokerError> {
@@ -310,10 +310,11 @@ impl TastytradeClient {
             })
     }
 
+    /// The answer's status, the wait its `Retry-After` asks for, and its body.
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, bytes::Bytes), BrokerError> {
+    ) -> Result<(StatusCode, Option<Duration>, bytes::Bytes), BrokerError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         crate::metrics::broker_call();
         let response = request
@@ -321,11 +322,14 @@ impl TastytradeClient {
             .await
             .map_err(|e| BrokerError::transient(network_detail(e)))?;
         let status = response.status();
+        let retry_after = (response.headers().get(reqwest::header::RETRY_AFTER))
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry_after);
         let body = response
             .bytes()
             .await
             .map_err(|e| BrokerError::transient(network_detail(e)))?;
-        Ok((status, body))
+        Ok((status, retry_after, body))
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the policy's bounds are reached.
@@ -347,7 +351,14 @@ impl TastytradeClient {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::broker_throttled();
             }
-            let delay = policy.delay(attempts);
+            // The broker's own `Retry-After`, when it sends one, over our guess.
+            let delay = match &error {
+                BrokerError::RateLimited {
+                    retry_after: Some(wait),
+                    ..
+                } => (*wait).max(policy.delay(attempts)),
+                _ => policy.delay(attempts),
+            };
             if error.retry() == Retry::NonRetryable
                 || attempts >= policy.max_attempts
                 || started.elapsed() + delay > policy.max_elapsed
@@ -457,6 +468,8 @@ pub struct Session<'c, B: Broker = TastytradeClient> {
     /// Held across a refresh, so concurrent callers wait for one refresh instead of each
     /// starting their own (single flight).
     token: tokio::sync::Mutex<Option<AccessToken>>,
+    /// Every call, retries and a token refresh included, ends by then.
+    until: Option<Instant>,
 }
 
 impl<'c, B: Broker> Session<'c, B> {
@@ -465,6 +478,27 @@ impl<'c, B: Broker> Session<'c, B> {
             broker,
             grant,
             token: tokio::sync::Mutex::new(cached),
+            until: None,
+        }
+    }
+
+    /// Bounds every call of the session by `until`: one still waiting then (on the broker,
+    /// or between retries) is abandoned as [`BrokerError::OutOfTime`].
+    #[must_use]
+    pub fn until(mut self, until: Option<Instant>) -> Self {
+        self.until = until;
+        self
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        match self.until {
+            Some(until) => tokio::time::timeout_at(until.into(), call)
+                .await
+                .unwrap_or(Err(BrokerError::OutOfTime)),
+            None => call.await,
         }
     }
 
@@ -483,7 +517,7 @@ impl<'c, B: Broker> Session<'c, B> {
         if let Some(token) = slot.as_ref().filter(|t| t.is_fresh()) {
             return Ok(token.clone());
         }
-        let fresh = self.broker.refresh(&self.grant).await?;
+        let fresh = self.bounded(self.broker.refresh(&self.grant)).await?;
         *slot = Some(fresh.clone());
         Ok(fresh)
     }
@@ -509,7 +543,8 @@ impl<'c, B: Broker> Session<'c, B> {
         loop {
             let token = self.access_token().await?;
             let environment = self.grant.environment;
-            match self.broker.get(environment, path, query, &token).await {
+            let call = self.broker.get(environment, path, query, &token);
+            match self.bounded(call).await {
                 Err(BrokerError::AuthExpired { .. }) if !refreshed => {
                     self.invalidate(&token).await;
                     refreshed = true;
@@ -572,7 +607,10 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> BrokerError {
     let status_code = status.as_u16();
     match status {
         StatusCode::UNAUTHORIZED => BrokerError::AuthExpired { code },
-        StatusCode::TOO_MANY_REQUESTS => BrokerError::RateLimited { code },
+        StatusCode::TOO_MANY_REQUESTS => BrokerError::RateLimited {
+            code,
+            retry_after: None,
+        },
         StatusCode::NOT_FOUND => BrokerError::NotFound { code },
         StatusCode::REQUEST_TIMEOUT => BrokerError::Transient {
             status: Some(status_code),
@@ -599,6 +637,17 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> BrokerError {
     }
 }
 
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3); a date in the past is no
+/// wait. The broker does not document it (reference §5), so it is honoured when present.
+fn retry_after(value: &str) -> Option<Duration> {
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value.trim()).ok()?;
+    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or_default())
+}
+
 /// The token endpoint answers `{"error_code"|"error": ..., "error_description": ...}`.
 fn token_error(status: StatusCode, bytes: &[u8]) -> BrokerError {
     let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
@@ -618,7 +667,10 @@ fn token_error(status: StatusCode, bytes: &[u8]) -> BrokerError {
         _ => {}
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return BrokerError::RateLimited { code };
+        return BrokerError::RateLimited {
+            code,
+            retry_after: None,
+        };
     }
     // Any other refusal of a refresh may be the broker's passing trouble (the sandbox's
     // "User is not a TastyTrade customer"), so it is retried rather than believed.

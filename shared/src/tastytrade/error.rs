@@ -11,9 +11,16 @@ pub enum BrokerError {
         code: Option<String>,
         detail: String,
     },
-    /// 429 after every retry.
+    /// 429 after every retry, with the wait the broker asked for (`Retry-After`), if any.
     #[error("tastytrade is throttling us")]
-    RateLimited { code: Option<String> },
+    RateLimited {
+        code: Option<String>,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// The caller's time ran out before tastytrade answered: the call was abandoned so that
+    /// the sync can hand over before its invocation ends.
+    #[error("out of time waiting for tastytrade")]
+    OutOfTime,
     /// 401 again after a fresh access token: the token is not the problem we can fix.
     #[error("tastytrade rejected a fresh access token")]
     AuthExpired { code: Option<String> },
@@ -46,7 +53,9 @@ pub enum BrokerError {
 impl BrokerError {
     pub fn retry(&self) -> Retry {
         match self {
-            BrokerError::Transient { .. } | BrokerError::RateLimited { .. } => Retry::Retryable,
+            BrokerError::Transient { .. }
+            | BrokerError::RateLimited { .. }
+            | BrokerError::OutOfTime => Retry::Retryable,
             _ => Retry::NonRetryable,
         }
     }
@@ -66,13 +75,25 @@ impl BrokerError {
     pub fn code(&self) -> Option<&str> {
         match self {
             BrokerError::Transient { code, .. }
-            | BrokerError::RateLimited { code }
+            | BrokerError::RateLimited { code, .. }
             | BrokerError::AuthExpired { code }
             | BrokerError::GrantRevoked { code }
             | BrokerError::ClientRejected { code }
             | BrokerError::NotFound { code }
             | BrokerError::InvalidRequest { code, .. }
             | BrokerError::Permanent { code, .. } => code.as_deref(),
+            BrokerError::OutOfTime => None,
+        }
+    }
+
+    /// A throttled answer with the wait the broker asked for.
+    pub(crate) fn waiting(self, wait: Option<std::time::Duration>) -> Self {
+        match self {
+            BrokerError::RateLimited { code, .. } => BrokerError::RateLimited {
+                code,
+                retry_after: wait,
+            },
+            other => other,
         }
     }
 

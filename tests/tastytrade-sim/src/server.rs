@@ -62,6 +62,13 @@ pub struct Faults {
     /// The server's clock runs this many seconds ahead of the client's: a token dies this much
     /// sooner than its `expires_in` promised.
     pub clock_skew_seconds: i64,
+    /// Requests whose path contains this answer `slow_ms` later (on top of `latency_ms`).
+    pub slow_path: Option<String>,
+    pub slow_ms: u64,
+    /// A 429 carries `Retry-After` with this many seconds. The broker documents no quota
+    /// headers and leaves `Retry-After` unconfirmed (reference §5); a client must honour it
+    /// when it comes.
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// What a real account shows and the seeded simulator does not unless asked:
@@ -699,17 +706,25 @@ async fn inject_faults(State(sim): State<Simulator>, request: Request, next: Nex
         let roll = inner.fault_rng.f64();
         (inner.faults.latency_ms, roll, inner.faults.clone())
     };
-    if latency > 0 {
-        tokio::time::sleep(StdDuration::from_millis(latency)).await;
+    let slow = (faults.slow_path.as_deref()).is_some_and(|p| request.uri().path().contains(p));
+    let delay = latency + if slow { faults.slow_ms } else { 0 };
+    if delay > 0 {
+        tokio::time::sleep(StdDuration::from_millis(delay)).await;
     }
     let mut threshold = faults.rate_429;
     if roll < threshold {
         // The broker's 429 carries no quota headers (reference §5).
-        return (
+        let mut response = (
             StatusCode::TOO_MANY_REQUESTS,
             axum::Json(json!({"error": {"code": "rate_limited", "message": "Too many requests"}})),
         )
             .into_response();
+        if let Some(seconds) = faults.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        return response;
     }
     threshold += faults.rate_5xx;
     if roll < threshold {
