@@ -234,6 +234,17 @@ async fn approve_at_tastytrade(w: &World) -> (String, String) {
     )
 }
 
+/// Links the grant the user approves at tastytrade (the authorization-code flow); the
+/// accounts it linked.
+pub(crate) async fn link_through_tastytrade(w: &World) -> Value {
+    let (code, state) = approve_at_tastytrade(w).await;
+    let body =
+        json!({"environment": "sandbox", "code": code, "state": state, "redirect_uri": CALLBACK});
+    let (status, linked) = send_link(w, with_body(event("link-code.json"), &body)).await;
+    assert_eq!(status, 201, "{linked}");
+    linked
+}
+
 /// Everything the database holds, as text.
 async fn database_text(w: &World) -> String {
     let client = w.db.client().await;
@@ -446,16 +457,29 @@ async fn sealed_secrets_open_only_with_their_own_user_and_credential() {
 #[tokio::test]
 async fn the_authorization_code_flow_links_through_start_and_the_authorize_page() {
     let w = world().await;
-    let (code, state) = approve_at_tastytrade(&w).await;
 
-    let body =
-        json!({"environment": "sandbox", "code": code, "state": state, "redirect_uri": CALLBACK});
-    let (status, linked) = send_link(&w, with_body(event("link-code.json"), &body)).await;
+    let linked = link_through_tastytrade(&w).await;
 
-    assert_eq!(status, 201, "{linked}");
     assert_eq!(linked.as_array().unwrap().len(), 2);
     let kinds: String = database_text(&w).await;
     assert!(kinds.contains("authorization_code"));
+}
+
+#[tokio::test]
+async fn a_code_exchange_refused_for_the_deployments_client_is_our_fault_not_the_users() {
+    let w = world().await;
+    let (code, state) = approve_at_tastytrade(&w).await;
+    w.sim
+        .simulator
+        .rotate_client_secret("rotated-at-tastytrade");
+
+    let body =
+        json!({"environment": "sandbox", "code": code, "state": state, "redirect_uri": CALLBACK});
+    let (status, refused) = send_link(&w, with_body(event("link-code.json"), &body)).await;
+
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "unavailable");
+    assert!(list(&w, "user-a").await.is_empty());
 }
 
 #[tokio::test]

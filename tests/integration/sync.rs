@@ -12,10 +12,12 @@ use serde_json::Value;
 use sync_worker::local::Poller;
 use tastysync_shared::adapters::dynamo::DynamoTasks;
 use tastysync_shared::adapters::postgres::PgSyncStore;
+use tastysync_shared::adapters::secrets_manager::SecretsManager;
 use tastysync_shared::domain::tasks::{
     Counts, NewTask, TaskKind, TaskMessage, TaskRecord, TaskStatus,
 };
 use tastysync_shared::ports::{SyncQueue, SyncStore, TaskCreator, TaskHistory, TaskReader};
+use tastysync_shared::secrets::OAuthClient;
 use tastysync_shared::sync::{self, Outcome, SyncDeps, SyncSettings};
 use tastysync_shared::tastytrade::client::Stats;
 use tastysync_shared::tastytrade::{BrokerConfig, RetryPolicy, TastytradeClient};
@@ -378,6 +380,97 @@ async fn a_revoked_grant_ends_the_task_as_needs_reauth_without_retries() {
         2,
         "one confirmation of invalid_grant, no retry storm"
     );
+}
+
+/// The account's sync status and its grant's status.
+async fn statuses(w: &World, account_id: Uuid) -> (String, String) {
+    let row =
+        w.db.client()
+            .await
+            .query_one(
+                "SELECT a.last_sync_status, c.status FROM tastytrade_accounts a
+             JOIN tastytrade_credentials c ON c.id = a.credential_id WHERE a.id = $1",
+                &[&account_id],
+            )
+            .await
+            .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// A new task of `kind` for the account, run once: the outcome, or the retry it asks for.
+async fn deliver(
+    deps: &SyncWorker,
+    account_id: Uuid,
+    kind: TaskKind,
+) -> (NewTask, Result<Outcome, sync::Retryable>) {
+    let task = NewTask::new("user-a", account_id, kind);
+    deps.tasks.create(&task).await.unwrap();
+    let outcome = sync::run(deps, &task.message(), None).await;
+    (task, outcome)
+}
+
+#[tokio::test]
+async fn a_fresh_token_refused_once_more_is_retried_and_never_asks_the_user_to_link_again() {
+    let (w, deps, account_id) = one_synced_account(200, 50).await;
+    // The cached token is refused, and so is the one minted to replace it.
+    w.sim.simulator.set_faults(Faults {
+        unauthorized_next: 2,
+        ..Faults::default()
+    });
+
+    let (task, refused) = deliver(&deps, account_id, TaskKind::Incremental).await;
+
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(
+        statuses(&w, account_id).await.1,
+        "ACTIVE",
+        "the grant is kept"
+    );
+    let again = sync::run(&deps, &task.message(), None).await.unwrap();
+    assert!(matches!(again, Outcome::Completed(_)), "{again:?}");
+    assert_eq!(
+        statuses(&w, account_id).await,
+        ("SUCCESS".to_owned(), "ACTIVE".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn the_deployments_client_secret_refused_after_a_rotation_is_retried_not_blamed_on_users() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 200,
+        orders: 50,
+        years: 1,
+    })
+    .await;
+    let linked = crate::link::link_through_tastytrade(&w).await;
+    let account_id: Uuid = linked[0]["id"].as_str().unwrap().parse().unwrap();
+    let mut deps = worker(&w);
+    let secrets = SecretsManager::new(aws_sdk_secretsmanager::Client::new(
+        &w.aws.sdk_of(Function::SyncWorker),
+    ));
+    let arn = &w.aws.stack.oauth_client_secret_arn;
+    deps.oauth_client = Some(OAuthClient::load(&secrets, arn).await.unwrap());
+    assert!(drain(&w, &deps).await.is_empty());
+    // The secret is rotated at tastytrade but not in the deployment; the cached token dies.
+    w.sim
+        .simulator
+        .rotate_client_secret("rotated-at-tastytrade");
+    w.sim.simulator.expire_access_tokens();
+
+    let (task, refused) = deliver(&deps, account_id, TaskKind::Incremental).await;
+
+    assert!(refused.is_err(), "{refused:?}");
+    let (_, grant) = statuses(&w, account_id).await;
+    assert_eq!(grant, "ACTIVE", "the user's grant is not blamed");
+    let record = deps.tasks.get(task.task_id).await.unwrap().unwrap();
+    assert_eq!(record.status, TaskStatus::Retrying);
+    w.sim
+        .simulator
+        .rotate_client_secret(&w.sim.credentials.client_secret);
+    let again = sync::run(&deps, &task.message(), None).await.unwrap();
+    assert!(matches!(again, Outcome::Completed(_)), "{again:?}");
+    assert_eq!(statuses(&w, account_id).await.0, "SUCCESS");
 }
 
 #[tokio::test]

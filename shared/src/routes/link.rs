@@ -344,7 +344,18 @@ async fn code_grant<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue
             &redirect_uri,
         )
         .await
-        .map_err(broker_error)?;
+        .map_err(|e| match e {
+            // The deployment's own client refused, not the user's approval: a wrong or rotated
+            // client secret, fixed by us (a log metric filter alarms on the event name).
+            BrokerError::ClientRejected { .. } => {
+                tracing::error!(
+                    event = "deployment_oauth_client_rejected",
+                    "tastytrade refused the deployment's OAuth client at the code exchange"
+                );
+                ApiError::Unavailable
+            }
+            e => broker_error(e),
+        })?;
     let grant = Grant {
         environment,
         client_id: Some(client.client_id.clone()),

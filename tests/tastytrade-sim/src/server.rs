@@ -69,6 +69,9 @@ pub struct Faults {
     /// headers and leaves `Retry-After` unconfirmed (reference §5); a client must honour it
     /// when it comes.
     pub retry_after_seconds: Option<u64>,
+    /// The next this many API requests answer 401 although their token is valid, as the
+    /// broker has done right after a refresh; each one refused counts down.
+    pub unauthorized_next: u32,
 }
 
 /// What a real account shows and the seeded simulator does not unless asked:
@@ -409,6 +412,17 @@ impl Simulator {
         secrets
     }
 
+    /// The OAuth client's secret changes at the broker (a rotation): token requests with the
+    /// old one get `invalid_client`. Tokens already issued keep working.
+    pub fn rotate_client_secret(&self, secret: &str) {
+        self.lock().client_secret = secret.to_owned();
+    }
+
+    /// Every access token issued so far expires, as after their lifetime.
+    pub fn expire_access_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
     pub fn revoke(&self, refresh_token: &str) {
         if let Some(grant) = self.lock().grants.get_mut(refresh_token) {
             grant.revoked = true;
@@ -689,6 +703,10 @@ async fn authenticate(State(sim): State<Simulator>, request: Request, next: Next
                         .is_some_and(|g| !g.revoked)
             });
         if !valid {
+            return token_invalid();
+        }
+        if inner.faults.unauthorized_next > 0 {
+            inner.faults.unauthorized_next -= 1;
             return token_invalid();
         }
         inner.served += 1;
