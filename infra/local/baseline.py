@@ -14,24 +14,8 @@ import time
 from datetime import date
 
 import psycopg
-import tastytrade.account
-from pydantic import field_validator
 from tastytrade import Account, Session
-from tastytrade.order import PlacedOrder
 
-
-class LenientOrder(PlacedOrder):
-    """The API documentation's example sends `user-id` as a number, and so does the simulator
-    (reference/tastytrade-api.md, orders); the SDK's model accepts only a string. Stringifying it is the least
-    change that lets the peer run; it costs the peer nothing measurable."""
-
-    @field_validator("user_id", "cancel_user_id", mode="before", check_fields=False)
-    @classmethod
-    def _as_text(cls, value):
-        return None if value is None else str(value)
-
-
-tastytrade.account.PlacedOrder = LenientOrder
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS baseline_transactions (

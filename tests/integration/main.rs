@@ -15,6 +15,7 @@ mod orchestration;
 mod poison;
 mod quarantine;
 mod schema;
+mod sdk_oracle;
 mod secrets_scan;
 mod sync;
 mod tastytrade_client;

@@ -205,7 +205,8 @@ impl Order {
                 ),
             );
         }
-        m.insert("user-id".into(), json!(99));
+        // A string, as the SDK's model and the SPEC have it (the docs' example shows a number).
+        m.insert("user-id".into(), json!("99"));
         m.insert("source".into(), json!("tastytrade-sim"));
         let legs: Vec<Value> = self
             .legs
@@ -396,6 +397,16 @@ impl Balance {
             "cash-settle-balance".into(),
             json!(self.cash_balance.to_string()),
         );
+        m.insert(
+            "long-margineable-value".into(),
+            json!((self.net_liquidating_value - self.cash_balance).to_string()),
+        );
+        put_signed(
+            &mut m,
+            "unsettled-cryptocurrency-fiat-amount",
+            Some(Decimal::ZERO),
+        );
+        zero_amounts(&mut m, BALANCE_AMOUNTS);
         Value::Object(m)
     }
 }
@@ -424,6 +435,7 @@ impl Snapshot {
         m.insert("long-futures-derivative-value".into(), json!("0.0"));
         m.insert("short-futures-derivative-value".into(), json!("0.0"));
         if !self.sparse {
+            zero_amounts(&mut m, SNAPSHOT_AMOUNTS);
             m.insert("cash-balance".into(), json!(self.cash_balance.to_string()));
             m.insert(
                 "net-liquidating-value".into(),
@@ -451,6 +463,64 @@ fn decimal_int(d: Decimal) -> Value {
     Value::Number(
         serde_json::Number::from_str(&d.normalize().to_string()).unwrap_or_else(|_| 0.into()),
     )
+}
+
+/// The amounts every balance carries (the SDK's `AccountBalance` requires each one, reference
+/// §4.3) that the simulated account holds none of: futures, crypto, bonds, calls.
+const BALANCE_AMOUNTS: &[&str] = &[
+    "long-futures-value",
+    "short-futures-value",
+    "long-futures-derivative-value",
+    "short-futures-derivative-value",
+    "short-margineable-value",
+    "futures-margin-requirement",
+    "futures-overnight-margin-requirement",
+    "futures-intraday-margin-requirement",
+    "maintenance-call-value",
+    "reg-t-call-value",
+    "day-trading-call-value",
+    "day-equity-call-value",
+    "day-trade-excess",
+    "reg-t-margin-requirement",
+    "long-cryptocurrency-value",
+    "short-cryptocurrency-value",
+    "cryptocurrency-margin-requirement",
+    "effective-cryptocurrency-buying-power",
+    "closed-loop-available-balance",
+    "equity-offering-margin-requirement",
+    "long-bond-value",
+    "bond-margin-requirement",
+    "used-derivative-buying-power",
+    "pending-margin-interest",
+];
+
+/// The amounts a full EOD snapshot carries besides its cash and value (the SDK's
+/// `AccountBalanceSnapshot` requires them, reference §4.4); the sparse row has none of them.
+const SNAPSHOT_AMOUNTS: &[&str] = &[
+    "short-equity-value",
+    "long-derivative-value",
+    "short-derivative-value",
+    "long-futures-value",
+    "short-futures-value",
+    "long-margineable-value",
+    "short-margineable-value",
+    "margin-equity",
+    "derivative-buying-power",
+    "day-trading-buying-power",
+    "maintenance-requirement",
+    "maintenance-call-value",
+    "reg-t-call-value",
+    "day-trading-call-value",
+    "day-equity-call-value",
+    "available-trading-funds",
+    "cash-available-to-withdraw",
+];
+
+/// Sets each of `keys` the row does not carry yet to zero.
+fn zero_amounts(m: &mut Map<String, Value>, keys: &[&str]) {
+    for key in keys {
+        m.entry(*key).or_insert_with(|| json!("0.0"));
+    }
 }
 
 fn put_signed(m: &mut Map<String, Value>, key: &str, signed: Option<Decimal>) {

@@ -577,6 +577,7 @@ impl Simulator {
 
     pub fn router(&self) -> Router {
         let api = Router::new()
+            .route("/customers/me", get(customer))
             .route("/customers/me/accounts", get(accounts))
             .route("/accounts/{account}/transactions", get(transactions))
             .route("/accounts/{account}/positions", get(positions))
@@ -873,6 +874,46 @@ fn time_param(params: &[(String, String)], key: &str) -> Result<Option<DateTime<
 
 fn items(context: &str, rows: Vec<Value>) -> Response {
     axum::Json(json!({"context": context, "data": {"items": rows}})).into_response()
+}
+
+/// `GET /customers/me`: a fictitious customer with every field the SDK's `Customer` requires.
+async fn customer(State(sim): State<Simulator>) -> Response {
+    let opened = (sim.lock().accounts.iter().map(|a| a.opened_at).min()).unwrap_or_else(Utc::now);
+    let address = json!({
+        "street-one": "1 Example Plaza", "city": "Chicago", "state-region": "IL",
+        "postal-code": "60601", "country": "USA", "is-foreign": false, "is-domestic": true,
+    });
+    let margin_types = json!([
+        {"name": "Cash", "is-margin": false},
+        {"name": "Margin", "is-margin": true},
+    ]);
+    let data = json!({
+        "id": "me",
+        "first-name": "Sam",
+        "last-name": "Simulated",
+        "address": address,
+        "mailing-address": address,
+        "is-foreign": false,
+        "usa-citizenship-type": "Citizen",
+        "mobile-phone-number": "+1 555 0100",
+        "birth-date": "1980-01-01",
+        "email": "sam@example.invalid",
+        "tax-number-type": "SSN",
+        "subject-to-tax-withholding": false,
+        "has-industry-affiliation": false,
+        "has-listed-affiliation": false,
+        "has-political-affiliation": false,
+        "has-delayed-quotes": false,
+        "has-pending-or-approved-application": false,
+        "is-professional": false,
+        "permitted-account-types": [{
+            "name": "Individual", "description": "Individual Account",
+            "is-tax-advantaged": false, "is-publicly-available": true,
+            "has-multiple-owners": false, "margin-types": margin_types,
+        }],
+        "created-at": opened.to_rfc3339(),
+    });
+    axum::Json(json!({"context": "/customers/me", "data": data})).into_response()
 }
 
 async fn accounts(State(sim): State<Simulator>) -> Response {
