@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sync_worker::local::Poller;
@@ -23,10 +23,12 @@ use tastysync_shared::tastytrade::client::Stats;
 use tastysync_shared::tastytrade::{BrokerConfig, RetryPolicy, TastytradeClient};
 use tastysync_shared::wiring::{Function, SyncWorker};
 use tastytrade_sim::data::Sizes;
+use tastytrade_sim::server::Recorded;
 use tastytrade_sim::{Activity, Faults};
 use uuid::Uuid;
 
 use crate::link::{World, link_personal, world_with};
+use crate::tastytrade_client::attempts_per_call;
 
 pub(crate) fn worker(w: &World) -> SyncWorker {
     let mut config = BrokerConfig::for_base_url(w.sim.credentials.base_url.parse().unwrap());
@@ -274,12 +276,26 @@ async fn a_full_sync_of_100k_transactions_and_20k_orders_equals_the_truth() {
     })
     .await;
     link_personal(&w, "user-a").await;
+    w.sim.simulator.clear_requests();
     let deps = worker(&w);
 
     let failed = drain(&w, &deps).await;
 
     assert!(failed.is_empty(), "{failed:?}");
     assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
+    let requests = w.sim.simulator.requests();
+    let again: Vec<_> = (attempts_per_call(&requests).into_iter())
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(again.is_empty(), "read more than once: {again:#?}");
+    let pages = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/transactions"))
+        .count();
+    assert!(
+        pages >= 50,
+        "100,000 transactions in pages of 2,000: {pages} reads"
+    );
 }
 
 #[tokio::test]
@@ -320,12 +336,48 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
         outcome.finalized > 0,
         "the generated history has estimated fees to finalise"
     );
+    let marks =
+        w.db.client()
+            .await
+            .query_one(
+                "SELECT transactions_synced_to, orders_synced_to, balance_snapshots_synced_to
+             FROM tastytrade_accounts WHERE id = $1",
+                &[&account_id],
+            )
+            .await
+            .unwrap();
+    w.sim.simulator.clear_requests();
     let counts = run_task(&deps, account_id, TaskKind::Incremental).await;
 
     assert!(counts.total_written() > 0);
     assert_database_equals_truth(&w, &number).await;
+    let trailing = chrono::Duration::days(7);
+    let requests = w.sim.simulator.requests();
+    let (transactions, orders) = (
+        marks.get::<_, DateTime<Utc>>(0),
+        marks.get::<_, DateTime<Utc>>(1),
+    );
+    assert_reads_from(
+        &requests,
+        "/transactions",
+        "start-at",
+        transactions - trailing,
+    );
+    assert_reads_from(&requests, "/orders", "start-at", orders - trailing);
+    let snapshots = marks
+        .get::<_, chrono::NaiveDate>(2)
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    assert_reads_from(
+        &requests,
+        "/balance-snapshots",
+        "start-date",
+        snapshots - trailing,
+    );
 
     let refreshes = Stats::get(&deps.broker.stats().token_refreshes);
+    w.sim.simulator.clear_requests();
     let idle = run_task(&deps, account_id, TaskKind::Incremental).await;
     assert_eq!(
         Stats::get(&deps.broker.stats().token_refreshes),
@@ -338,6 +390,36 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
         "an incremental sync with nothing new rewrote {:?}",
         idle.written
     );
+    // The README's count: accounts, balances, positions, one page each of transactions and
+    // orders, the live orders, a page of snapshots per currency (two).
+    let calls: Vec<String> = (w.sim.simulator.requests().iter())
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(calls.len(), 8, "an idle incremental sync called {calls:#?}");
+}
+
+/// Every read of the paths ending in `path_end` asked for `key` (a time or a date), and none
+/// from before `floor`: an incremental sync reads only its trailing window.
+fn assert_reads_from(requests: &[Recorded], path_end: &str, key: &str, floor: DateTime<Utc>) {
+    let reads: Vec<&Recorded> = (requests.iter())
+        .filter(|r| r.path.ends_with(path_end))
+        .collect();
+    assert!(!reads.is_empty(), "nothing read {path_end}");
+    for read in reads {
+        let value = read
+            .param(key)
+            .unwrap_or_else(|| panic!("{read:?} has no {key}"));
+        let from = DateTime::parse_from_rfc3339(value)
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|_| {
+                chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                    .map(|d| d.and_hms_opt(0, 0, 0).unwrap().and_utc())
+            })
+            .unwrap();
+        // Times go out to the millisecond, rounded down.
+        let floor = floor - chrono::Duration::milliseconds(1);
+        assert!(from >= floor, "{path_end} read from {from}, before {floor}");
+    }
 }
 
 #[tokio::test]
@@ -1069,6 +1151,7 @@ async fn a_full_sync_through_a_fault_storm_ends_equal_to_the_truth_with_retries_
     })
     .await;
     link_personal(&w, "user-a").await;
+    w.sim.simulator.clear_requests();
     let mut deps = worker(&w);
     // Enough attempts that a request failing every one of them (0.45^12) is not expected in a
     // run of a few hundred; the cap itself is what is checked below.
@@ -1107,10 +1190,12 @@ async fn a_full_sync_through_a_fault_storm_ends_equal_to_the_truth_with_retries_
     );
     assert!(failed.is_empty(), "{failed:?}");
     assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
-    let calls = requests - retries;
+    // A 401 (tokens expire every 4 requests) refreshes and starts the call's attempts once more.
+    let attempts = attempts_per_call(&w.sim.simulator.requests());
+    let (call, most) = attempts.iter().max_by_key(|(_, n)| **n).unwrap();
     assert!(
-        retries <= calls * u64::from(max_attempts - 1),
-        "no call retried past its cap"
+        *most <= 2 * max_attempts as usize,
+        "{call} reached the broker {most} times"
     );
     assert!(
         throttled * 5 > requests,

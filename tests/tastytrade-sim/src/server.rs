@@ -249,6 +249,27 @@ pub struct Credentials {
 #[derive(Debug)]
 struct GrantState {
     revoked: bool,
+    /// How the request log names the grant (`grant-1`, ...): never its refresh token.
+    label: String,
+}
+
+/// One request the broker's endpoints received, as the request log keeps it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub at: DateTime<Utc>,
+    /// The grant whose access token the request carried, if any.
+    pub grant: Option<String>,
+    pub status: u16,
+}
+
+impl Recorded {
+    /// The value of the query parameter `key`, if the request sent it.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        param(&self.query, key)
+    }
 }
 
 #[derive(Debug)]
@@ -273,6 +294,8 @@ struct Inner {
     quirks: Quirks,
     fault_rng: fastrand::Rng,
     served: u64,
+    /// Every request to the broker's endpoints, in order.
+    requests: Vec<Recorded>,
     counter: u64,
 }
 
@@ -334,7 +357,13 @@ impl Simulator {
         let inner = Inner {
             client_id: format!("sim-client-{}", config.seed),
             client_secret,
-            grants: HashMap::from([(refresh_token, GrantState { revoked: false })]),
+            grants: HashMap::from([(
+                refresh_token,
+                GrantState {
+                    revoked: false,
+                    label: "grant-1".into(),
+                },
+            )]),
             codes: HashMap::new(),
             tokens: HashMap::new(),
             issued_tokens: Vec::new(),
@@ -342,6 +371,7 @@ impl Simulator {
             quirks: Quirks::default(),
             fault_rng: fastrand::Rng::with_seed(config.seed ^ 0xFA17),
             served: 0,
+            requests: Vec::new(),
             counter: 0,
             generator,
             accounts,
@@ -392,6 +422,16 @@ impl Simulator {
             refresh_token: inner.grants.keys().next().cloned().unwrap_or_default(),
             account_numbers: inner.accounts.iter().map(|a| a.number.clone()).collect(),
         }
+    }
+
+    /// Every request the broker's endpoints received so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    /// Forgets the requests recorded so far.
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -595,14 +635,16 @@ impl Simulator {
             .route_layer(middleware::from_fn(require_user_agent));
         let broker = api
             .merge(oauth)
-            .layer(middleware::from_fn_with_state(self.clone(), inject_faults));
+            .layer(middleware::from_fn_with_state(self.clone(), inject_faults))
+            .layer(middleware::from_fn_with_state(self.clone(), record));
         let control = Router::new()
             .route("/__sim/faults", post(set_faults))
             .route("/__sim/quirks", post(set_quirks))
             .route("/__sim/grants/revoke", post(revoke))
             .route("/__sim/accounts/{account}/activity", post(add_activity))
             .route("/__sim/accounts/{account}/truth", get(truth))
-            .route("/__sim/credentials", get(credentials_route));
+            .route("/__sim/credentials", get(credentials_route))
+            .route("/__sim/requests", get(requests_route));
         broker.merge(control).with_state(self.clone())
     }
 }
@@ -685,12 +727,7 @@ async fn authenticate(State(sim): State<Simulator>, request: Request, next: Next
     if !has_user_agent(request.headers()) {
         return token_invalid();
     }
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
+    let token = bearer(request.headers());
     {
         let mut inner = sim.lock();
         let valid = token
@@ -717,6 +754,43 @@ async fn authenticate(State(sim): State<Simulator>, request: Request, next: Next
         }
     }
     next.run(request).await
+}
+
+async fn requests_route(State(sim): State<Simulator>) -> Response {
+    axum::Json(sim.requests()).into_response()
+}
+
+/// Keeps every request in the request log, with the answer's status.
+async fn record(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let query = url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let grant = bearer(request.headers()).and_then(|token| {
+        let inner = sim.lock();
+        let state = inner.tokens.get(&token)?;
+        Some(inner.grants.get(&state.refresh_token)?.label.clone())
+    });
+    let at = Utc::now();
+    let response = next.run(request).await;
+    sim.lock().requests.push(Recorded {
+        method,
+        path,
+        query,
+        at,
+        grant,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
 }
 
 async fn inject_faults(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
@@ -1435,9 +1509,14 @@ async fn authorize(State(sim): State<Simulator>, RawQuery(q): RawQuery) -> Respo
     let nonce = inner.fault_rng.u64(..);
     let code = format!("code-{}-{nonce:x}", inner.counter);
     let refresh_token = format!("rt-{}-{:x}", inner.counter, nonce.rotate_left(17));
-    inner
-        .grants
-        .insert(refresh_token.clone(), GrantState { revoked: false });
+    let label = format!("grant-{}", inner.grants.len() + 1);
+    inner.grants.insert(
+        refresh_token.clone(),
+        GrantState {
+            revoked: false,
+            label,
+        },
+    );
     inner.codes.insert(code.clone(), refresh_token);
     let mut target = redirect;
     target.query_pairs_mut().append_pair("code", &code);
