@@ -430,9 +430,9 @@ async fn accounts_positions_balances_snapshots_and_quote_tokens_read_back() {
     assert!(quote.dxlink_url.is_some());
 }
 
-#[tokio::test]
-async fn the_authorization_code_flow_yields_a_working_refresh_token() {
-    let sim = simulator(10, 10).await;
+/// The user approves at the simulator's authorize page, which redirects to `redirect_uri`
+/// with a code (and the state); returns the code.
+async fn approve(sim: &Running, redirect_uri: &str) -> String {
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -443,7 +443,7 @@ async fn the_authorization_code_flow_yields_a_working_refresh_token() {
         .query(&[
             ("response_type", "code"),
             ("client_id", sim.credentials.client_id.as_str()),
-            ("redirect_uri", "http://localhost:9/callback"),
+            ("redirect_uri", redirect_uri),
             ("scope", "read"),
             ("state", "s-123"),
         ])
@@ -456,18 +456,35 @@ async fn the_authorization_code_flow_yields_a_working_refresh_token() {
         .unwrap()
         .parse()
         .unwrap();
-    let params: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    let mut params: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
     assert_eq!(params["state"], "s-123");
-    let client = client(&sim);
+    params.remove("code").unwrap()
+}
 
-    let exchanged = client
+async fn exchange(
+    client: &TastytradeClient,
+    sim: &Running,
+    code: String,
+    redirect_uri: &str,
+) -> Result<tastysync_shared::tastytrade::CodeExchange, BrokerError> {
+    client
         .exchange_code(
             Environment::Sandbox,
             &sim.credentials.client_id,
             &SecretString::from(sim.credentials.client_secret.clone()),
-            &SecretString::from(params["code"].clone()),
-            "http://localhost:9/callback",
+            &SecretString::from(code),
+            redirect_uri,
         )
+        .await
+}
+
+#[tokio::test]
+async fn the_authorization_code_flow_yields_a_working_refresh_token() {
+    let sim = simulator(10, 10).await;
+    let code = approve(&sim, "http://localhost:9/callback").await;
+    let client = client(&sim);
+
+    let exchanged = exchange(&client, &sim, code, "http://localhost:9/callback")
         .await
         .unwrap();
 
@@ -694,4 +711,55 @@ async fn a_call_still_waiting_on_the_broker_at_the_sessions_end_is_abandoned() {
     let cut = session.accounts().await.unwrap_err();
 
     assert!(matches!(cut, BrokerError::OutOfTime), "{cut:?}");
+}
+
+#[tokio::test]
+async fn a_code_is_exchanged_only_with_the_redirect_uri_it_was_issued_for() {
+    let sim = simulator(10, 10).await;
+    let client = client(&sim);
+    let code = approve(&sim, "http://localhost:9/callback").await;
+
+    let elsewhere = exchange(&client, &sim, code.clone(), "http://localhost:9/other").await;
+    let spent = exchange(&client, &sim, code, "http://localhost:9/callback").await;
+
+    assert!(
+        matches!(elsewhere, Err(BrokerError::GrantRevoked { .. })),
+        "{elsewhere:?}"
+    );
+    assert!(
+        matches!(spent, Err(BrokerError::GrantRevoked { .. })),
+        "a refused code is spent: {spent:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_reads_only_its_own_accounts_and_another_answers_403() {
+    let sim = simulator(10, 10).await;
+    let numbers = &sim.credentials.account_numbers;
+    let (mine, theirs) = (numbers[1].as_str(), numbers[0].as_str());
+    let grant = Grant {
+        refresh_token: SecretString::from(sim.simulator.grant_for(&[mine])),
+        ..grant(&sim)
+    };
+    let client = client(&sim);
+    let session = client.session(grant, None);
+
+    let listed = session.accounts().await.unwrap();
+    let refused = session.positions(theirs, true).await.unwrap_err();
+
+    let listed: Vec<_> = (listed.iter())
+        .map(|a| a.item.account.account_number.clone())
+        .collect();
+    assert_eq!(listed, [mine]);
+    assert!(
+        matches!(
+            refused,
+            BrokerError::Permanent {
+                status: Some(403),
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert!(session.positions(mine, true).await.is_ok());
 }

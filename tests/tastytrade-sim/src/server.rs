@@ -7,7 +7,7 @@ use std::time::Duration as StdDuration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{Extension, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -251,6 +251,8 @@ struct GrantState {
     revoked: bool,
     /// How the request log names the grant (`grant-1`, ...): never its refresh token.
     label: String,
+    /// The accounts the grant reaches; `None`: every account of the simulator.
+    accounts: Option<Vec<String>>,
 }
 
 /// One request the broker's endpoints received, as the request log keeps it.
@@ -273,6 +275,13 @@ impl Recorded {
 }
 
 #[derive(Debug)]
+struct CodeState {
+    refresh_token: String,
+    client_id: String,
+    redirect_uri: String,
+}
+
+#[derive(Debug)]
 struct TokenState {
     refresh_token: String,
     expires_at: DateTime<Utc>,
@@ -286,7 +295,8 @@ struct Inner {
     client_id: String,
     client_secret: String,
     grants: HashMap<String, GrantState>,
-    codes: HashMap<String, String>,
+    /// Each authorization code's grant and the authorize request it answered.
+    codes: HashMap<String, CodeState>,
     tokens: HashMap<String, TokenState>,
     /// Every access token ever issued, expired ones included, for leak checks.
     issued_tokens: Vec<String>,
@@ -362,6 +372,7 @@ impl Simulator {
                 GrantState {
                     revoked: false,
                     label: "grant-1".into(),
+                    accounts: None,
                 },
             )]),
             codes: HashMap::new(),
@@ -461,6 +472,25 @@ impl Simulator {
     /// Every access token issued so far expires, as after their lifetime.
     pub fn expire_access_tokens(&self) {
         self.lock().tokens.clear();
+    }
+
+    /// A new grant (its refresh token) that reaches only `account_numbers`, as another
+    /// customer's grant, or one the user limited, would.
+    pub fn grant_for(&self, account_numbers: &[&str]) -> String {
+        let mut inner = self.lock();
+        inner.counter += 1;
+        let nonce = inner.fault_rng.u64(..);
+        let refresh_token = format!("rt-{}-{nonce:x}", inner.counter);
+        let label = format!("grant-{}", inner.grants.len() + 1);
+        let accounts = Some(account_numbers.iter().map(|n| (*n).to_owned()).collect());
+        let grant = GrantState {
+            revoked: false,
+            label,
+            accounts,
+        };
+        inner.grants.insert(refresh_token.clone(), grant);
+        record_issued(&refresh_token);
+        refresh_token
     }
 
     pub fn revoke(&self, refresh_token: &str) {
@@ -723,13 +753,29 @@ async fn require_user_agent(request: Request, next: Next) -> Response {
 }
 
 /// Bearer token, valid, unexpired, from an unrevoked grant, and a product User-Agent.
-async fn authenticate(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
+/// The accounts the request's grant reaches (`None`: all of them), for the handlers.
+#[derive(Debug, Clone)]
+struct Reach(Option<Vec<String>>);
+
+impl Reach {
+    fn covers(&self, account_number: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|numbers| numbers.iter().any(|n| n == account_number))
+    }
+}
+
+async fn authenticate(State(sim): State<Simulator>, mut request: Request, next: Next) -> Response {
     if !has_user_agent(request.headers()) {
         return token_invalid();
     }
     let token = bearer(request.headers());
     {
         let mut inner = sim.lock();
+        let reach = (token.as_ref())
+            .and_then(|t| inner.tokens.get(t))
+            .and_then(|state| inner.grants.get(&state.refresh_token))
+            .map(|grant| Reach(grant.accounts.clone()));
         let valid = token
             .as_ref()
             .and_then(|t| inner.tokens.get(t))
@@ -747,6 +793,20 @@ async fn authenticate(State(sim): State<Simulator>, request: Request, next: Next
             inner.faults.unauthorized_next -= 1;
             return token_invalid();
         }
+        let reach = reach.unwrap_or(Reach(None));
+        // Account authority is enforced with 403 (reference §3, errors): a grant reads only
+        // its own accounts.
+        let number = request.uri().path().strip_prefix("/accounts/");
+        if let Some(number) = number.and_then(|rest| rest.split('/').next())
+            && !reach.covers(number)
+        {
+            return error(
+                StatusCode::FORBIDDEN,
+                "not_permitted",
+                "User not permitted access",
+            );
+        }
+        request.extensions_mut().insert(reach);
         inner.served += 1;
         let every = inner.faults.expire_tokens_every;
         if every > 0 && inner.served % every == 0 {
@@ -785,7 +845,7 @@ async fn record(State(sim): State<Simulator>, request: Request, next: Next) -> R
     response
 }
 
-fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+fn bearer(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -990,11 +1050,12 @@ async fn customer(State(sim): State<Simulator>) -> Response {
     axum::Json(json!({"context": "/customers/me", "data": data})).into_response()
 }
 
-async fn accounts(State(sim): State<Simulator>) -> Response {
+async fn accounts(State(sim): State<Simulator>, Extension(reach): Extension<Reach>) -> Response {
     let inner = sim.lock();
     let rows = inner
         .accounts
         .iter()
+        .filter(|a| reach.covers(&a.number))
         .map(|a| {
             json!({
                 "account": {
@@ -1436,21 +1497,33 @@ async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: bytes::By
             (rt, false)
         }
         Some("authorization_code") => {
-            let Some(rt) = request.code.and_then(|c| inner.codes.remove(&c)) else {
+            let Some(code) = request.code.and_then(|c| inner.codes.remove(&c)) else {
                 return token_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_grant",
                     "Invalid authorization code",
                 );
             };
-            if request.redirect_uri.is_none() {
+            let (Some(redirect_uri), Some(client_id)) = (request.redirect_uri, request.client_id)
+            else {
                 return token_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
-                    "redirect_uri is missing",
+                    "redirect_uri and client_id are required",
+                );
+            };
+            // RFC 6749 §4.1.3: the code answers one authorize request, of one client, that
+            // named one redirect URI; the code is spent either way.
+            if url::Url::parse(&redirect_uri).map(String::from).ok() != Some(code.redirect_uri)
+                || client_id != code.client_id
+            {
+                return token_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "The code was issued for another client or redirect_uri",
                 );
             }
-            (rt, true)
+            (code.refresh_token, true)
         }
         _ => {
             return token_error(
@@ -1515,9 +1588,15 @@ async fn authorize(State(sim): State<Simulator>, RawQuery(q): RawQuery) -> Respo
         GrantState {
             revoked: false,
             label,
+            accounts: None,
         },
     );
-    inner.codes.insert(code.clone(), refresh_token);
+    let code_state = CodeState {
+        refresh_token,
+        client_id: inner.client_id.clone(),
+        redirect_uri: redirect.to_string(),
+    };
+    inner.codes.insert(code.clone(), code_state);
     let mut target = redirect;
     target.query_pairs_mut().append_pair("code", &code);
     if let Some(state) = param(&p, "state") {
