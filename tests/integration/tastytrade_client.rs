@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tastysync_shared::ports::Broker;
 use tastysync_shared::tastytrade::client::Stats;
@@ -330,7 +330,7 @@ async fn order_search_needs_a_start_under_the_pinned_version_and_pages_by_200() 
 }
 
 #[tokio::test]
-async fn per_page_above_the_maximum_is_a_validation_error() {
+async fn per_page_above_the_maximum_or_an_unknown_sort_is_a_validation_error() {
     let sim = simulator(10, 10).await;
     let account = sim.credentials.account_numbers[0].clone();
     let client = client(&sim);
@@ -352,6 +352,22 @@ async fn per_page_above_the_maximum_is_a_validation_error() {
         "{error:?}"
     );
     assert_eq!(error.code(), Some("validation_error"));
+    let token = session.access_token().await.unwrap();
+    for path in ["transactions", "orders"] {
+        let answer = reqwest::Client::new()
+            .get(format!(
+                "{}/accounts/{account}/{path}?sort=Ascending&start-date=2020-01-01",
+                sim.credentials.base_url
+            ))
+            .header("User-Agent", "tastysync-test/1.0")
+            .bearer_auth(token.token.expose_secret())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{path}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "validation_error", "{path}");
+    }
 }
 
 #[tokio::test]

@@ -983,6 +983,15 @@ fn paging(
     Ok((per_page, offset))
 }
 
+/// `sort`: `Asc`, or `Desc` (the default); anything else is the broker's `validation_error`.
+fn ascending(params: &[(String, String)]) -> Result<bool, Reject> {
+    match param(params, "sort") {
+        None | Some("Desc") => Ok(false),
+        Some("Asc") => Ok(true),
+        Some(_) => Err(Reject::invalid("sort", "does not have a valid value")),
+    }
+}
+
 fn date_param(params: &[(String, String)], key: &str) -> Result<Option<NaiveDate>, Reject> {
     param(params, key)
         .map(|raw| {
@@ -1117,7 +1126,7 @@ async fn transactions(
             && param(&p, "currency").is_none_or(|s| t.currency == s)
     };
     let selected: Vec<&crate::data::Tx> = account.transactions.iter().filter(matches).collect();
-    let ascending = param(&p, "sort") == Some("Asc");
+    let ascending = ascending(&p)?;
     let total = selected.len();
     // Render only the requested page; the total still counts every match.
     let window: Vec<Value> = if ascending {
@@ -1329,7 +1338,7 @@ async fn orders(
         })
         .collect();
     let total = selected.len();
-    let window: Vec<Value> = if param(&p, "sort") == Some("Asc") {
+    let window: Vec<Value> = if ascending(&p)? {
         selected
             .iter()
             .skip(offset * per_page)
