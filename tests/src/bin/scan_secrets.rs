@@ -39,8 +39,20 @@ fn var(name: &str) -> String {
 #[tokio::main]
 async fn main() {
     let ledger = PathBuf::from(var("TASTYSYNC_ISSUED_SECRETS"));
-    let issued = std::fs::read_to_string(&ledger).unwrap_or_default();
+    // A scan for nothing proves nothing: the simulators of the run must have recorded what they
+    // issued, and the tests must have left logs to look in.
+    let issued = std::fs::read_to_string(&ledger).unwrap_or_else(|e| {
+        eprintln!(
+            "the ledger of issued secrets {} is unreadable: {e}",
+            ledger.display()
+        );
+        std::process::exit(1)
+    });
     let secrets = Secrets::new(issued.lines().map(str::to_owned));
+    if secrets.is_empty() {
+        eprintln!("the ledger of issued secrets {} is empty", ledger.display());
+        std::process::exit(1);
+    }
     let mut scan = Scan::default();
 
     for entry in std::fs::read_dir(var("TASTYSYNC_SUITE_LOGS")).unwrap() {
@@ -49,6 +61,11 @@ async fn main() {
         scan.log_files += 1;
         scan.log_bytes += text.len();
         scan.look(&secrets, &format!("log {}", path.display()), &text);
+    }
+
+    if scan.log_files == 0 {
+        eprintln!("the tests left no log to scan");
+        std::process::exit(1);
     }
 
     let admin_url = var("TASTYSYNC_PG_ADMIN_URL");

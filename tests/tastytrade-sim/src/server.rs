@@ -1591,6 +1591,9 @@ async fn authorize(State(sim): State<Simulator>, RawQuery(q): RawQuery) -> Respo
     let nonce = inner.fault_rng.u64(..);
     let code = format!("code-{}-{nonce:x}", inner.counter);
     let refresh_token = format!("rt-{}-{:x}", inner.counter, nonce.rotate_left(17));
+    // A code is a secret until spent: it joins the ledger the scan after the suite reads.
+    record_issued(&code);
+    record_issued(&refresh_token);
     let label = format!("grant-{}", inner.grants.len() + 1);
     inner.grants.insert(
         refresh_token.clone(),
