@@ -1227,28 +1227,36 @@ async fn postgres_restarted_mid_sync_costs_a_retry_and_the_sync_still_completes_
     .await;
     link_personal(&w, "user-a").await;
     let mut command = worker_command(&w);
-    // Long invocations: the restart must land inside a sync, not between continuations.
+    // Long invocations: the restart must land inside a sync, not between continuations. The
+    // worker's log is read afterwards, to see the restart cost a retry.
+    let log_path = std::env::temp_dir().join(format!("restart-{}.log", Uuid::new_v4()));
+    let log = std::fs::File::create(&log_path).unwrap();
     command
         .env("SYNC_INVOCATION_SECONDS", "300")
-        .stdout(std::process::Stdio::null());
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
     let mut worker = command.spawn().unwrap();
     let client = w.db.client().await;
     let started = std::time::Instant::now();
-    // Wait until the sync is writing, then restart the server under it.
+    // Wait until a page's upsert is in flight, then restart the server under it.
     loop {
-        let rows: i64 = client
-            .query_one("SELECT count(*) FROM transactions", &[])
+        let writing: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
+                   AND query LIKE 'INSERT INTO transactions%'",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
-        if rows > 0 {
+        if writing > 0 {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the sync never started"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     drop(client);
     cluster.restart();
@@ -1278,6 +1286,19 @@ async fn postgres_restarted_mid_sync_costs_a_retry_and_the_sync_still_completes_
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     worker.kill().await.unwrap();
+    let status = worker.wait().await.unwrap();
+    let logged = std::fs::read(&log_path).unwrap();
+    std::fs::remove_file(&log_path).unwrap();
+    tastysync_tests::keep_for_the_scan(&std::process::Output {
+        status,
+        stdout: logged.clone(),
+        stderr: Vec::new(),
+    });
+    let logged = String::from_utf8_lossy(&logged);
+    assert!(
+        logged.contains("message returned to the queue"),
+        "the restart landed while the sync was writing, so its message was retried"
+    );
 
     println!(
         "postgres restarted {:.1} s into the sync; the sync completed at {:.1} s",
