@@ -147,4 +147,17 @@ async fn every_documented_route_refuses_strangers_with_401_and_other_users_ids_w
     );
     let (status, _) = call(&http, base, "GET", &tasks_path, Some(&owner)).await;
     assert_eq!(status, 200, "the owner still reaches them");
+
+    // Each documented operation has a handler: the owner, with her own ids, never meets the
+    // gateway's "no such route" (404) or "no such method" (405). Deletes go last.
+    let mut owned = operations.clone();
+    owned.sort_by_key(|(method, _)| method == "DELETE");
+    for (method, path) in &owned {
+        let path = with_ids(path, &account, &task);
+        let (status, body) = call(&http, base, method, &path, Some(&owner)).await;
+        assert!(
+            status != 404 && status != 405,
+            "{method} {path} as its owner answered {status}: no handler serves it? {body}"
+        );
+    }
 }
