@@ -5,6 +5,7 @@
 #   stack.sh up   [name]   start (or keep) the stack; writes .local/<name>/env
 #   stack.sh down [name]   stop what `up` started, by pid; --purge also deletes its data
 #   stack.sh env  [name]   print the env file
+#   stack.sh pg   [name]   only the Postgres cluster (what `up` starts first); prints its port
 #
 # Both commands are idempotent. Each stack has its own folder under .local/ and its own free
 # ports, so `make test` (stack "test") never touches the dev stack ("dev").
@@ -57,8 +58,21 @@ pg_user_run() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# The cluster's data lives in the stack's folder, except when we are root: then Postgres runs as
+# `postgres`, who may not reach the checkout (a clone under /root is behind a 0700 directory),
+# so the data goes to a folder of its own under /var/tmp that `postgres` owns, named after the
+# stack's folder, and `down --purge` deletes it too.
+pgdata_dir() {
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "/var/tmp/tastysync-pg/$(printf '%s' "$state" | md5sum | cut -c1-16)/pgdata"
+  else
+    echo "$state/pgdata"
+  fi
+}
+
 start_postgres() {
-  local bin pgdata="$state/pgdata" port
+  local bin pgdata port
+  pgdata=$(pgdata_dir)
   bin=$(pg_bindir)
   if [ -f "$state/pg.port" ] && pg_user_run "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
     return
@@ -66,7 +80,10 @@ start_postgres() {
   mkdir -p "$state"
   if [ ! -f "$pgdata/PG_VERSION" ]; then
     mkdir -p "$pgdata"
-    [ "$(id -u)" -eq 0 ] && chown postgres: "$pgdata" "$state"
+    if [ "$(id -u)" -eq 0 ]; then
+      chown postgres: "$(dirname "$pgdata")" "$pgdata"
+      chmod 700 "$(dirname "$pgdata")"
+    fi
     pg_user_run "$bin/initdb" -D "$pgdata" -U postgres --auth=trust --encoding=UTF8 --no-locale >/dev/null
   fi
   port=$(free_port)
@@ -80,7 +97,8 @@ start_postgres() {
 }
 
 stop_postgres() {
-  local bin pgdata="$state/pgdata"
+  local bin pgdata
+  pgdata=$(pgdata_dir)
   bin=$(pg_bindir)
   [ -n "$bin" ] && [ -f "$pgdata/PG_VERSION" ] || return 0
   if pg_user_run "$bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
@@ -148,7 +166,9 @@ up() {
     pg_user_run "$(pg_bindir)/createdb" -h 127.0.0.1 -p "$(cat "$state/pg.port")" -U postgres tastysync
   # The whole workspace, so features unify as in `cargo test --workspace` and neither build
   # invalidates the other's artifacts.
-  cargo build -q --workspace --bins
+  # Not quiet: on a fresh machine the first build takes minutes, and a silent terminal looks hung.
+  log "building the functions (the first build on a fresh machine takes several minutes)"
+  cargo build --workspace --bins
   "$CARGO_TARGET_DIR/debug/migrate" >/dev/null
   "$CARGO_TARGET_DIR/debug/tastysync-local" provision "$name-" >>"$state/env.tmp"
   mv "$state/env.tmp" "$state/env"
@@ -159,7 +179,11 @@ up() {
 down() {
   stop_moto
   stop_postgres
-  if [ "${purge:-}" = 1 ]; then rm -rf "$state"; log "purged .local/$name"; fi
+  if [ "${purge:-}" = 1 ]; then
+    [ "$(pgdata_dir)" = "$state/pgdata" ] || rm -rf "$(dirname "$(pgdata_dir)")"
+    rm -rf "$state"
+    log "purged .local/$name"
+  fi
 }
 
 case "$command" in
@@ -169,8 +193,13 @@ case "$command" in
     down
     ;;
   env) cat "$state/env" ;;
+  pg)
+    ensure_postgres_binaries
+    start_postgres
+    cat "$state/pg.port"
+    ;;
   *)
-    echo "usage: $0 up|down|env [name] [--purge]" >&2
+    echo "usage: $0 up|down|env|pg [name] [--purge]" >&2
     exit 2
     ;;
 esac

@@ -8,6 +8,7 @@ mod aws_resources;
 mod fuzz;
 mod iam;
 mod link;
+mod local_stack;
 mod metrics;
 mod migrations;
 mod openapi;

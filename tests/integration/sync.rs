@@ -729,22 +729,24 @@ async fn a_broker_slower_than_the_time_left_costs_continuations_never_an_overrun
     let w = world_with(Sizes {
         accounts: 1,
         transactions: 200,
-        orders: 1_000,
+        orders: 600,
         years: 1,
     })
     .await;
     link_personal(&w, "user-a").await;
-    // Each page of orders (200) takes 2.5 s: a second one in a 4 s invocation would end past it.
+    // Each page of orders (200) takes 2.5 s; an invocation has 8 s, hands over from 5 s on and
+    // calls the broker until 6 s: a second page would end past the invocation. (Room to spare
+    // for a loaded machine, where the simulator and the database are slow too.)
     w.sim.simulator.set_faults(Faults {
         slow_path: Some("/orders".into()),
         slow_ms: 2_500,
         ..Faults::default()
     });
     let mut deps = worker(&w);
-    deps.settings.deadline_margin = Duration::from_secs(1);
-    deps.settings.handover_reserve = Duration::from_millis(500);
+    deps.settings.deadline_margin = Duration::from_secs(3);
+    deps.settings.handover_reserve = Duration::from_secs(2);
 
-    let (failed, invocations) = drain_with_timeout(&w, &deps, Duration::from_secs(4)).await;
+    let (failed, invocations) = drain_with_timeout(&w, &deps, Duration::from_secs(8)).await;
 
     assert!(
         failed.is_empty(),
