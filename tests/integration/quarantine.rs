@@ -17,10 +17,9 @@ use uuid::Uuid;
 
 use crate::link::{World, link_personal, world_with};
 use crate::metrics::{emf_documents, metric_sum};
-use crate::sync::{
-    assert_database_equals_truth, id_set, run_task, run_until_idle, stored_ids, worker,
-    worker_command,
-};
+use tastysync_tests::truth::{id_set, stored_ids};
+
+use crate::sync::{assert_database_equals_truth, run_task, run_until_idle, worker, worker_command};
 
 /// What the quarantine holds for the account: rows per entity, and their broker ids.
 async fn quarantine(w: &World, account_id: Uuid) -> (BTreeMap<String, usize>, BTreeSet<i64>) {

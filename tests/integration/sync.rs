@@ -2,13 +2,10 @@
 //! the simulator's truth.
 
 use std::collections::BTreeSet;
-use std::str::FromStr;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
-use serde_json::Value;
 use sync_worker::local::Poller;
 use tastysync_shared::adapters::dynamo::DynamoTasks;
 use tastysync_shared::adapters::postgres::PgSyncStore;
@@ -29,6 +26,7 @@ use uuid::Uuid;
 
 use crate::link::{World, link_personal, world_with};
 use crate::tastytrade_client::attempts_per_call;
+use tastysync_tests::truth;
 
 pub(crate) fn worker(w: &World) -> SyncWorker {
     let mut config = BrokerConfig::for_base_url(w.sim.credentials.base_url.parse().unwrap());
@@ -115,155 +113,11 @@ async fn one_synced_account(transactions: usize, orders: usize) -> (World, SyncW
     (w, deps, account_id)
 }
 
-pub(crate) async fn stored_ids(
-    client: &tokio_postgres::Client,
-    sql: &str,
-    account_id: Uuid,
-) -> BTreeSet<i64> {
-    client
-        .query(sql, &[&account_id])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
-pub(crate) fn id_set(ids: &Value) -> BTreeSet<i64> {
-    ids.as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect()
-}
-
 /// Asserts the database holds exactly the simulator's truth for `account_number`.
 pub(crate) async fn assert_database_equals_truth(w: &World, account_number: &str) {
     let truth = w.sim.simulator.truth(account_number).unwrap();
     let client = w.db.client().await;
-    let id: Uuid = client
-        .query_one(
-            "SELECT id FROM tastytrade_accounts WHERE account_number = $1",
-            &[&account_number],
-        )
-        .await
-        .unwrap()
-        .get(0);
-
-    let ids = stored_ids(
-        &client,
-        "SELECT tastytrade_transaction_id FROM transactions WHERE account_id = $1 AND removed_at IS NULL",
-        id,
-    )
-    .await;
-    let truth_ids = id_set(&truth["transactions"]["ids"]);
-    assert_eq!(ids.len(), truth_ids.len(), "transaction count");
-    assert!(ids == truth_ids, "transaction ids differ");
-    let sums = client
-        .query_one("SELECT coalesce(sum(net_value), 0)::text, coalesce(sum(value), 0)::text FROM transactions WHERE account_id = $1 AND removed_at IS NULL", &[&id])
-        .await
-        .unwrap();
-    let decimal = |v: &Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
-    assert_eq!(
-        Decimal::from_str(sums.get(0)).unwrap(),
-        decimal(&truth["transactions"]["net-value-sum"]),
-        "sum of signed net values"
-    );
-    assert_eq!(
-        Decimal::from_str(sums.get(1)).unwrap(),
-        decimal(&truth["transactions"]["value-sum"]),
-        "sum of signed values"
-    );
-
-    let order_ids = stored_ids(
-        &client,
-        "SELECT tastytrade_order_id FROM orders WHERE account_id = $1 AND removed_at IS NULL",
-        id,
-    )
-    .await;
-    let truth_orders = id_set(&truth["orders"]["ids"]);
-    assert!(
-        order_ids == truth_orders,
-        "order ids differ ({} vs {})",
-        order_ids.len(),
-        truth_orders.len()
-    );
-    let count = |sql: &'static str| {
-        let client = &client;
-        async move {
-            client
-                .query_one(sql, &[&id])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-        }
-    };
-    assert_eq!(
-        count("SELECT count(*) FROM order_legs WHERE account_id = $1 AND removed_at IS NULL").await,
-        truth["orders"]["legs"].as_i64().unwrap()
-    );
-    assert_eq!(
-        count("SELECT count(*) FROM order_fills WHERE account_id = $1 AND removed_at IS NULL")
-            .await,
-        truth["orders"]["fills"].as_i64().unwrap()
-    );
-
-    let positions: BTreeSet<(String, String)> = client
-        .query(
-            "SELECT symbol, quantity::text FROM positions WHERE account_id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r.get(0),
-                Decimal::from_str(r.get(1)).unwrap().normalize().to_string(),
-            )
-        })
-        .collect();
-    let truth_positions: BTreeSet<(String, String)> = truth["positions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["symbol"].as_str().unwrap().to_owned(),
-                decimal(&p["quantity"]).normalize().to_string(),
-            )
-        })
-        .collect();
-    assert_eq!(positions, truth_positions, "positions");
-    assert_eq!(
-        count("SELECT count(*) FROM account_balance_snapshots WHERE account_id = $1 AND time_of_day = 'EOD'").await,
-        truth["snapshots"]["count"].as_i64().unwrap(),
-        "EOD snapshots"
-    );
-    assert_eq!(
-        count("SELECT count(*) FROM account_balances WHERE account_id = $1 AND removed_at IS NULL")
-            .await,
-        truth["balances"].as_array().unwrap().len() as i64
-    );
-    assert_eq!(
-        count(
-            "SELECT count(*) FROM account_balance_snapshots WHERE account_id = $1
-               AND time_of_day = 'Intraday'
-               AND snapshot_date <> (captured_at AT TIME ZONE 'America/New_York')::date"
-        )
-        .await,
-        0,
-        "captures are dated by the New York trading day"
-    );
-    let status: String = client
-        .query_one(
-            "SELECT last_sync_status FROM tastytrade_accounts WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(status, "SUCCESS");
+    truth::assert_database_equals_truth(&client, &truth, account_number).await;
 }
 
 #[tokio::test]

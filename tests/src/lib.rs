@@ -12,6 +12,7 @@
 //! tests through `make test` (or source `.local/<stack>/env` first).
 
 pub mod leaks;
+pub mod truth;
 
 use deadpool_postgres::Pool;
 use secrecy::SecretString;

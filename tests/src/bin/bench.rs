@@ -127,7 +127,7 @@ async fn main() {
     let pid = child.id().expect("the worker runs");
     let client = db.client().await;
     let mut peak = 0;
-    loop {
+    let status = loop {
         peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
         let status: String = client
             .query_one("SELECT last_sync_status FROM tastytrade_accounts", &[])
@@ -135,17 +135,22 @@ async fn main() {
             .unwrap()
             .get(0);
         if status == "SUCCESS" || status == "FAILED" {
-            break;
+            break status;
         }
         assert!(
             started.elapsed() < Duration::from_secs(1800),
             "the sync did not finish"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     let elapsed = started.elapsed();
     peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
     let _ = child.kill().await;
+    // No figure for a sync that failed or stored something else than the broker holds.
+    assert_eq!(status, "SUCCESS", "the full sync ended {status}");
+    let number = &sim.credentials.account_numbers[0];
+    let truth = sim.simulator.truth(number).expect("the account's truth");
+    tastysync_tests::truth::assert_database_equals_truth(&client, &truth, number).await;
     let rows: i64 = client
         .query_one(
             "SELECT (SELECT count(*) FROM transactions WHERE removed_at IS NULL)
@@ -162,7 +167,7 @@ async fn main() {
         .get(0);
 
     // 2. The peer baseline, on a database of its own.
-    let baseline = python_baseline(&sim).await;
+    let baseline = python_baseline(&sim, &truth).await;
 
     // 2b. An incremental sync with nothing new, in this process.
     let (account_id, owner) = linked_account(&db).await;
@@ -498,7 +503,10 @@ async fn gateway_latencies(
 
 /// Runs `infra/local/baseline.py` with the project virtualenv's Python against `sim`, into a
 /// database of its own; returns its JSON report.
-async fn python_baseline(sim: &tastytrade_sim::server::Running) -> serde_json::Value {
+async fn python_baseline(
+    sim: &tastytrade_sim::server::Running,
+    truth: &serde_json::Value,
+) -> serde_json::Value {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let db = TestDb::empty().await;
     let output = tokio::process::Command::new(root.join(".venv/bin/python"))
@@ -515,6 +523,23 @@ async fn python_baseline(sim: &tastytrade_sim::server::Running) -> serde_json::V
         "the baseline failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // The peer's figure counts only if it stored what the broker holds, as ours does.
+    let client = db.client().await;
+    for (table, entity) in [
+        ("baseline_transactions", "transactions"),
+        ("baseline_orders", "orders"),
+    ] {
+        let stored: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .expect("the peer's table")
+            .get(0);
+        assert_eq!(
+            Some(stored),
+            truth[entity]["count"].as_i64(),
+            "the peer stored {stored} {entity}"
+        );
+    }
     serde_json::from_slice(&output.stdout).expect("the baseline reports JSON")
 }
 

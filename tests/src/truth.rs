@@ -1,0 +1,163 @@
+//! The simulator's truth against what a sync stored: the same ids, sums and counts, or a
+//! panic that names the difference. Used by the integration tests and by `make bench`, which
+//! must not print a figure for a sync that stored something else.
+
+// Assertions: anything unexpected should fail loudly.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Asserts the database holds exactly the simulator's truth for `account_number`.
+pub async fn assert_database_equals_truth(
+    client: &tokio_postgres::Client,
+    truth: &Value,
+    account_number: &str,
+) {
+    let id: Uuid = client
+        .query_one(
+            "SELECT id FROM tastytrade_accounts WHERE account_number = $1",
+            &[&account_number],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let ids = stored_ids(
+        client,
+        "SELECT tastytrade_transaction_id FROM transactions WHERE account_id = $1 AND removed_at IS NULL",
+        id,
+    )
+    .await;
+    let truth_ids = id_set(&truth["transactions"]["ids"]);
+    assert_eq!(ids.len(), truth_ids.len(), "transaction count");
+    assert!(ids == truth_ids, "transaction ids differ");
+    let sums = client
+        .query_one("SELECT coalesce(sum(net_value), 0)::text, coalesce(sum(value), 0)::text FROM transactions WHERE account_id = $1 AND removed_at IS NULL", &[&id])
+        .await
+        .unwrap();
+    let decimal = |v: &Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
+    assert_eq!(
+        Decimal::from_str(sums.get(0)).unwrap(),
+        decimal(&truth["transactions"]["net-value-sum"]),
+        "sum of signed net values"
+    );
+    assert_eq!(
+        Decimal::from_str(sums.get(1)).unwrap(),
+        decimal(&truth["transactions"]["value-sum"]),
+        "sum of signed values"
+    );
+
+    let order_ids = stored_ids(
+        client,
+        "SELECT tastytrade_order_id FROM orders WHERE account_id = $1 AND removed_at IS NULL",
+        id,
+    )
+    .await;
+    let truth_orders = id_set(&truth["orders"]["ids"]);
+    assert!(
+        order_ids == truth_orders,
+        "order ids differ ({} vs {})",
+        order_ids.len(),
+        truth_orders.len()
+    );
+    let count = |sql: &'static str| async move {
+        client
+            .query_one(sql, &[&id])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM order_legs WHERE account_id = $1 AND removed_at IS NULL").await,
+        truth["orders"]["legs"].as_i64().unwrap()
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM order_fills WHERE account_id = $1 AND removed_at IS NULL")
+            .await,
+        truth["orders"]["fills"].as_i64().unwrap()
+    );
+
+    let positions: BTreeSet<(String, String)> = client
+        .query(
+            "SELECT symbol, quantity::text FROM positions WHERE account_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Decimal::from_str(r.get(1)).unwrap().normalize().to_string(),
+            )
+        })
+        .collect();
+    let truth_positions: BTreeSet<(String, String)> = truth["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["symbol"].as_str().unwrap().to_owned(),
+                decimal(&p["quantity"]).normalize().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(positions, truth_positions, "positions");
+    assert_eq!(
+        count("SELECT count(*) FROM account_balance_snapshots WHERE account_id = $1 AND time_of_day = 'EOD'").await,
+        truth["snapshots"]["count"].as_i64().unwrap(),
+        "EOD snapshots"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM account_balances WHERE account_id = $1 AND removed_at IS NULL")
+            .await,
+        truth["balances"].as_array().unwrap().len() as i64
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM account_balance_snapshots WHERE account_id = $1
+               AND time_of_day = 'Intraday'
+               AND snapshot_date <> (captured_at AT TIME ZONE 'America/New_York')::date"
+        )
+        .await,
+        0,
+        "captures are dated by the New York trading day"
+    );
+    let status: String = client
+        .query_one(
+            "SELECT last_sync_status FROM tastytrade_accounts WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "SUCCESS");
+}
+
+pub async fn stored_ids(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    account_id: Uuid,
+) -> BTreeSet<i64> {
+    client
+        .query(sql, &[&account_id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+pub fn id_set(ids: &Value) -> BTreeSet<i64> {
+    ids.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
