@@ -761,8 +761,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
             )
             .collect();
         if every_currency {
-            let seen: Vec<String> = currencies.clone();
-            let gone = Some(Gone::Balances { seen: &seen });
+            let gone = Some(Gone::Balances { seen: &currencies });
             self.remove_gone("balances", gone, counts).await?;
         }
         let read = items.len() + rejected.len();
@@ -1471,9 +1470,8 @@ mod tests {
         );
     }
 
-    /// The account's transactions, the one with `poisoned` id sent with a value no decimal
-    /// parser can read.
-    /// A transaction a month over three years, ids 1000 to 1035, but the `withdrawn` ones.
+    /// The account's transactions, a month apart over three years (ids 1000 to 1035) but the
+    /// `withdrawn` ones; the one with `poisoned` id sent with a value no decimal parser reads.
     fn serve_transactions(deps: &FakeWorker, poisoned: Option<i64>, withdrawn: &[i64]) {
         let path = format!("/accounts/{NUMBER}/transactions");
         let opened = Utc::now() - TimeDelta::days(3 * 365);

@@ -395,10 +395,13 @@ pub async fn forget_unseen(
         .await?)
 }
 
+// A window holds up to tens of thousands of ids: `NOT IN (SELECT ...)` runs as one hashed
+// subplan, where `<> ALL(array)` or an anti-join on an unnest the planner guesses at ten rows
+// compare every row with every id.
 const REMOVE_TRANSACTIONS: &str = "
     UPDATE transactions SET removed_at = now(), removed_by_task = $2
     WHERE account_id = $1 AND removed_at IS NULL AND executed_at BETWEEN $3 AND $4
-      AND NOT (tastytrade_transaction_id = ANY($5))";
+      AND tastytrade_transaction_id NOT IN (SELECT UNNEST($5::bigint[]))";
 
 /// Marks removed the orders `$picked` names, with their legs and fills; counts the orders.
 macro_rules! remove_orders {
@@ -422,8 +425,9 @@ macro_rules! remove_orders {
     };
 }
 
-const REMOVE_ORDERS_IN_RANGE: &str =
-    remove_orders!("received_at BETWEEN $3 AND $4 AND NOT (tastytrade_order_id = ANY($5))");
+const REMOVE_ORDERS_IN_RANGE: &str = remove_orders!(
+    "received_at BETWEEN $3 AND $4 AND tastytrade_order_id NOT IN (SELECT UNNEST($5::bigint[]))"
+);
 
 const REMOVE_ORDERS_BY_ID: &str = remove_orders!("tastytrade_order_id = ANY($3)");
 
