@@ -1141,6 +1141,20 @@ async fn postgres_restarted_mid_sync_costs_a_retry_and_the_sync_still_completes_
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    // The account is marked synced before the task is recorded completed: let the worker
+    // finish that write before it goes.
+    let recorded = std::time::Instant::now();
+    while !crate::link::table_items(&w)
+        .await
+        .iter()
+        .any(|t| t.contains("completed"))
+    {
+        assert!(
+            recorded.elapsed() < Duration::from_secs(30),
+            "the task was never recorded completed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     worker.kill().await.unwrap();
     let status = worker.wait().await.unwrap();
     let logged = std::fs::read(&log_path).unwrap();
@@ -1162,9 +1176,4 @@ async fn postgres_restarted_mid_sync_costs_a_retry_and_the_sync_still_completes_
         finished.as_secs_f64()
     );
     assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
-    let tasks = crate::link::table_items(&w).await;
-    assert!(
-        tasks.iter().any(|t| t.contains("completed")),
-        "the task ended completed: {tasks:?}"
-    );
 }
