@@ -820,6 +820,9 @@ async fn requests_route(State(sim): State<Simulator>) -> Response {
     axum::Json(sim.requests()).into_response()
 }
 
+/// How many requests the log keeps: far more than any test makes.
+const REQUEST_LOG_CAPACITY: usize = 200_000;
+
 /// Keeps every request in the request log, with the answer's status.
 async fn record(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
     let method = request.method().to_string();
@@ -834,7 +837,12 @@ async fn record(State(sim): State<Simulator>, request: Request, next: Next) -> R
     });
     let at = Utc::now();
     let response = next.run(request).await;
-    sim.lock().requests.push(Recorded {
+    let mut inner = sim.lock();
+    // A long-lived simulator (the dev stack's) keeps the latest requests, not all of them.
+    if inner.requests.len() >= REQUEST_LOG_CAPACITY {
+        inner.requests.drain(..REQUEST_LOG_CAPACITY / 10);
+    }
+    inner.requests.push(Recorded {
         method,
         path,
         query,
