@@ -27,6 +27,8 @@ pub enum Endpoint {
     AccountTasks,
     TriggerSync,
     TaskStatus,
+    Transactions,
+    Positions,
 }
 
 /// One route of the HTTP API and the function that serves it.
@@ -65,6 +67,18 @@ pub const ROUTES: &[Route] = &[
         endpoint: Endpoint::Unlink,
         method: "DELETE",
         path: "/tastytrade-accounts/{account_db_id}",
+        function: Function::Accounts,
+    },
+    Route {
+        endpoint: Endpoint::Transactions,
+        method: "GET",
+        path: "/tastytrade-accounts/{account_db_id}/transactions",
+        function: Function::Accounts,
+    },
+    Route {
+        endpoint: Endpoint::Positions,
+        method: "GET",
+        path: "/tastytrade-accounts/{account_db_id}/positions",
         function: Function::Accounts,
     },
     Route {
@@ -289,11 +303,13 @@ impl Modify for BearerAuth {
         crate::routes::link::link,
         crate::routes::accounts::list,
         crate::routes::accounts::unlink,
+        crate::routes::accounts::transactions,
+        crate::routes::accounts::positions,
         crate::routes::sync_tasks::trigger,
         crate::routes::sync_tasks::status,
         crate::routes::sync_tasks::account_tasks,
     ),
-    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus)),
+    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg)),
     modifiers(&BearerAuth),
     security(("jwt" = [])),
 )]

@@ -153,6 +153,30 @@ pub fn user_id(request: &Request) -> Result<String, ApiError> {
 }
 
 /// Parses a JSON body of at most [`MAX_BODY_BYTES`]; an error names the offending field.
+/// The request's query parameters, refused with 400 when one is not among `allowed` (a typo
+/// must not silently read everything) or is given twice.
+pub fn query(
+    request: &Request,
+    allowed: &[&str],
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    let params = request.query_string_parameters();
+    let mut query = std::collections::HashMap::new();
+    for (key, _) in params.iter() {
+        if !allowed.contains(&key) {
+            return Err(ApiError::bad_request(
+                key,
+                "is not a parameter of this route",
+            ));
+        }
+        let mut values = params.all(key).unwrap_or_default().into_iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err(ApiError::bad_request(key, "is given more than once"));
+        };
+        query.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(query)
+}
+
 pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
     let bytes: &[u8] = request.body().as_ref();
     if bytes.len() > MAX_BODY_BYTES {

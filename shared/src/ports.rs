@@ -21,6 +21,7 @@ use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
+use crate::domain::reads::{Keyset, Paged, PositionRead, TransactionFilter, TransactionRead};
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
 use crate::secrets::{CipherError, Sealed, SecretContext};
@@ -363,6 +364,34 @@ pub trait SyncStore: Send + Sync {
         seen_since: DateTime<Utc>,
         full: bool,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
+}
+
+/// The synced data the read API serves. Every read names the caller: another user's account
+/// reads as missing.
+pub trait SyncedReads: Send + Sync {
+    /// Whether `account_id` is one of `user_id`'s linked accounts.
+    fn owned(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+    ) -> impl Future<Output = Result<bool, DbError>> + Send;
+
+    /// One page of the account's transactions, newest first, after `after`.
+    fn transactions(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+        filter: &TransactionFilter,
+        after: Option<Keyset>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Paged<TransactionRead>, DbError>> + Send;
+
+    /// The account's current positions.
+    fn positions(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<PositionRead>, DbError>> + Send;
 }
 
 /// The deployment's secrets, read by name at cold start.

@@ -154,13 +154,18 @@ pub(crate) struct Served {
 }
 
 pub(crate) async fn served_account() -> Served {
-    let w = world_with(Sizes {
+    served_with(Sizes {
         accounts: 1,
         transactions: 20,
         orders: 5,
         years: 1,
     })
-    .await;
+    .await
+}
+
+/// [`served_account`] with an account of `sizes`.
+pub(crate) async fn served_with(sizes: Sizes) -> Served {
+    let w = world_with(sizes).await;
     let linked = link_personal(&w, "user-a").await;
     let account = linked[0]["id"].as_str().unwrap().to_owned();
     let env = w.env.clone().with("LOCAL_SCHEDULE_SECONDS", "0");

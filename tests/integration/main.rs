@@ -15,6 +15,7 @@ mod openapi;
 mod orchestration;
 mod poison;
 mod quarantine;
+mod reads;
 mod schema;
 mod sdk_oracle;
 mod secrets_scan;

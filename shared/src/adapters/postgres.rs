@@ -6,13 +6,14 @@ use uuid::Uuid;
 
 use crate::db::sync::Then;
 use crate::db::{DbError, POOL_ACTIONS, PgPool};
-use crate::db::{accounts, sync};
+use crate::db::{accounts, reads, sync};
 use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
+use crate::domain::reads::{Keyset, Paged, PositionRead, TransactionFilter, TransactionRead};
 use crate::domain::rows::{Gone, Quarantined, Stored};
-use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore};
+use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore, SyncedReads};
 use crate::secrets::Sealed;
 use crate::tastytrade::model::{Balance, Order, Position, Record, Transaction};
 
@@ -29,6 +30,31 @@ impl PgAccounts {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+impl SyncedReads for PgAccounts {
+    async fn owned(&self, user_id: &str, account_id: Uuid) -> Result<bool, DbError> {
+        reads::owned(&self.pool, user_id, account_id).await
+    }
+
+    async fn transactions(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+        filter: &TransactionFilter,
+        after: Option<Keyset>,
+        limit: i64,
+    ) -> Result<Paged<TransactionRead>, DbError> {
+        reads::transactions(&self.pool, user_id, account_id, filter, after, limit).await
+    }
+
+    async fn positions(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+    ) -> Result<Vec<PositionRead>, DbError> {
+        reads::positions(&self.pool, user_id, account_id).await
     }
 }
 

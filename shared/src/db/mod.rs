@@ -6,6 +6,7 @@
 pub mod accounts;
 mod batch;
 pub mod migrations;
+pub mod reads;
 pub mod sync;
 
 use std::sync::Arc;

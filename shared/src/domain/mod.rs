@@ -1,5 +1,6 @@
 //! The domain: what tastysync is about, with no storage or transport in it.
 
 pub mod accounts;
+pub mod reads;
 pub mod rows;
 pub mod tasks;

@@ -1,13 +1,16 @@
-//! `accounts`: list and unlink the caller's accounts.
+//! `accounts`: list and unlink the caller's accounts, and read what was synced into them.
 
 use lambda_http::{Body, Request, Response};
 
 use crate::api::TastyTradeAccountRead;
 use crate::config::{ConfigError, Env};
 use crate::domain::accounts::SyncedData;
+use crate::domain::reads::{
+    DEFAULT_PAGE, Keyset, MAX_PAGE, PositionRead, TransactionFilter, TransactionPage,
+};
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
-use crate::ports::{AccountRepo, Actions};
+use crate::ports::{AccountRepo, Actions, SyncedReads};
 
 #[derive(Debug)]
 pub struct AccountsDeps<A: AccountRepo> {
@@ -74,6 +77,128 @@ pub async fn unlink<A: AccountRepo>(
     if deps.accounts.unlink(&user, id, deps.unlink_data).await? {
         tracing::info!(user_id = %user, account_id = %id, "account unlinked");
         Ok(http::no_content())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+const TRANSACTION_PARAMETERS: &[&str] = &[
+    "from",
+    "to",
+    "symbol",
+    "underlying_symbol",
+    "type",
+    "sub_type",
+    "limit",
+    "cursor",
+];
+
+/// The account's transactions, newest first, a page at a time. The cursor is a keyset (the
+/// last row's time and id), so the pages already read never shift while new rows arrive.
+#[utoipa::path(
+    get,
+    path = "/tastytrade-accounts/{account_db_id}/transactions",
+    params(
+        ("account_db_id" = Uuid, Path),
+        ("from" = Option<chrono::NaiveDate>, Query, description = "First trade date, inclusive"),
+        ("to" = Option<chrono::NaiveDate>, Query, description = "Last trade date, inclusive"),
+        ("symbol" = Option<String>, Query),
+        ("underlying_symbol" = Option<String>, Query),
+        ("type" = Option<String>, Query, description = "transaction-type, for example Trade"),
+        ("sub_type" = Option<String>, Query, description = "transaction-sub-type"),
+        ("limit" = Option<i64>, Query, description = "Rows per page, 1 to 500 (default 100)"),
+        ("cursor" = Option<String>, Query, description = "The previous page's next_cursor"),
+    ),
+    responses(
+        (status = 200, body = TransactionPage),
+        (status = 400, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
+        (status = 404, body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn transactions<A: AccountRepo + SyncedReads>(
+    deps: &AccountsDeps<A>,
+    request: &Request,
+    account_db_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let query = http::query(request, TRANSACTION_PARAMETERS)?;
+    let text = |key: &str| query.get(key).cloned();
+    let date = |key: &str| {
+        text(key)
+            .map(|d| {
+                d.parse()
+                    .map_err(|_| ApiError::bad_request(key, "must be a date, YYYY-MM-DD"))
+            })
+            .transpose()
+    };
+    let filter = TransactionFilter {
+        from: date("from")?,
+        to: date("to")?,
+        symbol: text("symbol"),
+        underlying_symbol: text("underlying_symbol"),
+        transaction_type: text("type"),
+        sub_type: text("sub_type"),
+    };
+    let limit = match text("limit") {
+        None => DEFAULT_PAGE,
+        Some(raw) => raw
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit", format!("must be 1 to {MAX_PAGE}")))?,
+    };
+    let after = text("cursor")
+        .map(|c| {
+            Keyset::decode(&c)
+                .ok_or_else(|| ApiError::bad_request("cursor", "is not a cursor this API gave"))
+        })
+        .transpose()?;
+    let (user, id) = owned_account(deps, request, account_db_id).await?;
+    let page = deps
+        .accounts
+        .transactions(&user, id, &filter, after, limit)
+        .await?;
+    let body = TransactionPage {
+        items: page.items,
+        next_cursor: page.next.map(|k| k.encode()),
+    };
+    Ok(http::json(200, &body))
+}
+
+/// The account's current positions, with the option each option symbol names.
+#[utoipa::path(
+    get,
+    path = "/tastytrade-accounts/{account_db_id}/positions",
+    params(("account_db_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = [PositionRead]),
+        (status = 400, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
+        (status = 404, body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn positions<A: AccountRepo + SyncedReads>(
+    deps: &AccountsDeps<A>,
+    request: &Request,
+    account_db_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    http::query(request, &[])?;
+    let (user, id) = owned_account(deps, request, account_db_id).await?;
+    let positions = deps.accounts.positions(&user, id).await?;
+    Ok(http::json(200, &positions))
+}
+
+/// The caller and the account the path names, when it is one of the caller's; 404 otherwise,
+/// as for a missing one.
+async fn owned_account<A: AccountRepo + SyncedReads>(
+    deps: &AccountsDeps<A>,
+    request: &Request,
+    account_db_id: &str,
+) -> Result<(String, uuid::Uuid), ApiError> {
+    let user = http::user_id(request)?;
+    let id = http::path_id(account_db_id)?;
+    if deps.accounts.owned(&user, id).await? {
+        Ok((user, id))
     } else {
         Err(ApiError::NotFound)
     }

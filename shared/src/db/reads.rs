@@ -1,0 +1,155 @@
+//! The read API's queries: every one joins the account to its owner, so another user's ids
+//! read nothing, and leaves out the rows the broker no longer returns.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::domain::reads::{
+    Keyset, OptionLeg, Paged, PositionRead, TransactionFilter, TransactionRead,
+};
+
+const OWNED: &str = "
+    SELECT 1 FROM tastytrade_accounts WHERE id = $1 AND user_id = $2 AND unlinked_at IS NULL";
+
+// Newest first by (executed_at, id), the keyset of `transactions_newest_first`; one row more
+// than the page tells whether another page follows.
+pub const TRANSACTIONS: &str = "
+    SELECT t.tastytrade_transaction_id, t.executed_at, t.transaction_date, t.transaction_type,
+           t.transaction_sub_type, t.description, t.symbol, t.underlying_symbol,
+           t.instrument_type, t.action, t.quantity::text, t.price::text, t.value::text,
+           t.net_value::text, t.commission::text, t.clearing_fees::text,
+           t.regulatory_fees::text, t.is_estimated_fee, t.currency, t.order_id, t.reverses_id
+    FROM transactions t
+    JOIN tastytrade_accounts a ON a.id = t.account_id AND a.user_id = $11
+    WHERE t.account_id = $1 AND t.removed_at IS NULL
+      AND ($2::timestamptz IS NULL
+           OR (t.executed_at, t.tastytrade_transaction_id) < ($2, $3::bigint))
+      AND ($4::date IS NULL OR t.transaction_date >= $4)
+      AND ($5::date IS NULL OR t.transaction_date <= $5)
+      AND ($6::text IS NULL OR t.symbol = $6)
+      AND ($7::text IS NULL OR t.underlying_symbol = $7)
+      AND ($8::text IS NULL OR t.transaction_type = $8)
+      AND ($9::text IS NULL OR t.transaction_sub_type = $9)
+    ORDER BY t.executed_at DESC, t.tastytrade_transaction_id DESC
+    LIMIT $10";
+
+pub const POSITIONS: &str = "
+    SELECT p.symbol, p.underlying_symbol, p.instrument_type, p.quantity::text,
+           p.multiplier::text, p.average_open_price::text, p.close_price::text, p.mark::text,
+           p.option_root, p.option_expiration, p.option_type, p.strike_price::text,
+           p.expires_at, p.updated_at
+    FROM positions p JOIN tastytrade_accounts a ON a.id = p.account_id AND a.user_id = $2
+    WHERE p.account_id = $1 ORDER BY p.symbol";
+
+/// Whether `account_id` is a linked account of `user_id`.
+pub async fn owned(pool: &Pool, user_id: &str, account_id: Uuid) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    Ok(client
+        .query_opt(OWNED, &[&account_id, &user_id])
+        .await?
+        .is_some())
+}
+
+/// One page of the account's transactions, newest first, after `after`.
+pub async fn transactions(
+    pool: &Pool,
+    user_id: &str,
+    account_id: Uuid,
+    filter: &TransactionFilter,
+    after: Option<Keyset>,
+    limit: i64,
+) -> Result<Paged<TransactionRead>, DbError> {
+    let (at, id) = (after.map(|k| k.at), after.map(|k| k.id));
+    let params: [&(dyn ToSql + Sync); 11] = [
+        &account_id,
+        &at,
+        &id,
+        &filter.from,
+        &filter.to,
+        &filter.symbol,
+        &filter.underlying_symbol,
+        &filter.transaction_type,
+        &filter.sub_type,
+        &(limit + 1),
+        &user_id,
+    ];
+    let rows = pool.get().await?.query(TRANSACTIONS, &params).await?;
+    let mut items: Vec<TransactionRead> = rows.iter().map(transaction).collect();
+    let next = if items.len() as i64 > limit {
+        items.truncate(usize::try_from(limit).unwrap_or_default());
+        items.last().map(|t| Keyset {
+            at: t.executed_at,
+            id: t.id,
+        })
+    } else {
+        None
+    };
+    Ok(Paged { items, next })
+}
+
+fn transaction(r: &Row) -> TransactionRead {
+    TransactionRead {
+        id: r.get(0),
+        executed_at: r.get(1),
+        transaction_date: r.get(2),
+        transaction_type: r.get(3),
+        transaction_sub_type: r.get(4),
+        description: r.get(5),
+        symbol: r.get(6),
+        underlying_symbol: r.get(7),
+        instrument_type: r.get(8),
+        action: r.get(9),
+        quantity: r.get(10),
+        price: r.get(11),
+        value: r.get(12),
+        net_value: r.get(13),
+        commission: r.get(14),
+        clearing_fees: r.get(15),
+        regulatory_fees: r.get(16),
+        is_estimated_fee: r.get(17),
+        currency: r.get(18),
+        order_id: r.get(19),
+        reverses_id: r.get(20),
+    }
+}
+
+/// The account's current positions, by symbol.
+pub async fn positions(
+    pool: &Pool,
+    user_id: &str,
+    account_id: Uuid,
+) -> Result<Vec<PositionRead>, DbError> {
+    let rows = (pool.get().await?)
+        .query(POSITIONS, &[&account_id, &user_id])
+        .await?;
+    Ok(rows.iter().map(position).collect())
+}
+
+fn position(r: &Row) -> PositionRead {
+    let option = match (r.get(8), r.get(9), r.get(10), r.get(11)) {
+        (Some(root), Some(expiration), Some(option_type), Some(strike)) => Some(OptionLeg {
+            root,
+            expiration,
+            option_type,
+            strike,
+        }),
+        _ => None,
+    };
+    PositionRead {
+        symbol: r.get(0),
+        underlying_symbol: r.get(1),
+        instrument_type: r.get(2),
+        quantity: r.get(3),
+        multiplier: r.get(4),
+        average_open_price: r.get(5),
+        close_price: r.get(6),
+        mark: r.get(7),
+        option,
+        expires_at: r.get::<_, Option<DateTime<Utc>>>(12),
+        updated_at: r.get(13),
+    }
+}

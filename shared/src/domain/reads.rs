@@ -1,0 +1,137 @@
+//! What the read API serves: filters, keyset pages and their opaque cursors.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The most rows one page may hold.
+pub const MAX_PAGE: i64 = 500;
+/// A page's size when the caller names none.
+pub const DEFAULT_PAGE: i64 = 100;
+
+/// Which transactions a page reads: each filter optional, dates inclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransactionFilter {
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub symbol: Option<String>,
+    pub underlying_symbol: Option<String>,
+    pub transaction_type: Option<String>,
+    pub sub_type: Option<String>,
+}
+
+/// Where a newest-first page resumes: after the row executed at `at` with broker id `id`.
+/// Rows that arrive later sort before it, so the pages already read never shift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keyset {
+    pub at: DateTime<Utc>,
+    pub id: i64,
+}
+
+impl Keyset {
+    /// The opaque cursor the API hands out.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.at.timestamp_micros(), self.id))
+    }
+
+    /// `None` when `cursor` is not one [`Keyset::encode`] made.
+    pub fn decode(cursor: &str) -> Option<Self> {
+        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+        let (micros, id) = text.split_once(':')?;
+        Some(Self {
+            at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// A transaction as the API serves it: money and quantities as exact decimal strings, every
+/// amount signed by its `*-effect` (a debit is negative), times in UTC.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TransactionRead {
+    /// The broker's transaction id.
+    pub id: i64,
+    pub executed_at: DateTime<Utc>,
+    pub transaction_date: NaiveDate,
+    pub transaction_type: String,
+    pub transaction_sub_type: Option<String>,
+    pub description: Option<String>,
+    pub symbol: Option<String>,
+    pub underlying_symbol: Option<String>,
+    pub instrument_type: Option<String>,
+    pub action: Option<String>,
+    pub quantity: Option<String>,
+    pub price: Option<String>,
+    /// Gross, signed.
+    pub value: Option<String>,
+    /// After fees, signed.
+    pub net_value: Option<String>,
+    pub commission: Option<String>,
+    pub clearing_fees: Option<String>,
+    pub regulatory_fees: Option<String>,
+    pub is_estimated_fee: bool,
+    pub currency: Option<String>,
+    pub order_id: Option<i64>,
+    /// The transaction this one reverses, for a correction.
+    pub reverses_id: Option<i64>,
+}
+
+/// A page of transactions, newest first, and the cursor of the next page (absent on the last).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TransactionPage {
+    pub items: Vec<TransactionRead>,
+    pub next_cursor: Option<String>,
+}
+
+/// The option a position's OCC symbol names.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct OptionLeg {
+    pub root: String,
+    pub expiration: NaiveDate,
+    /// `C` or `P`.
+    pub option_type: String,
+    pub strike: String,
+}
+
+/// A held position: quantity signed (short is negative), the option parsed when it is one.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PositionRead {
+    pub symbol: String,
+    pub underlying_symbol: Option<String>,
+    pub instrument_type: Option<String>,
+    pub quantity: String,
+    pub multiplier: Option<String>,
+    pub average_open_price: Option<String>,
+    pub close_price: Option<String>,
+    pub mark: Option<String>,
+    pub option: Option<OptionLeg>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When this row was last written by a sync.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One page of rows and the cursor of the next, if there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next: Option<Keyset>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips_and_garbage_is_no_cursor() {
+        let keyset = Keyset {
+            at: DateTime::from_timestamp_micros(1_796_000_000_123_456).unwrap(),
+            id: 4_294_967_301,
+        };
+
+        assert_eq!(Keyset::decode(&keyset.encode()), Some(keyset));
+        assert_eq!(Keyset::decode("not-a-cursor"), None);
+        assert_eq!(Keyset::decode(""), None);
+    }
+}

@@ -1,0 +1,277 @@
+//! The read API through the local gateway, against a synced simulator account.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+use tastysync_local::gateway;
+use tastysync_shared::api::BASE_PATH;
+use tastysync_shared::domain::tasks::TaskKind;
+use tastysync_tests::TestDb;
+use tastytrade_sim::Activity;
+use tastytrade_sim::data::Sizes;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::link::{Served, served_with};
+use crate::sync::{drain, run_task, worker};
+
+async fn get(served: &Served, token: &str, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{}{BASE_PATH}{path}", served.gateway.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn paging_all_transactions_reads_each_row_once_newest_first_while_new_rows_arrive() {
+    let served = served_with(Sizes {
+        accounts: 1,
+        transactions: 4_000,
+        orders: 100,
+        years: 2,
+    })
+    .await;
+    let w = &served.w;
+    let deps = worker(w);
+    assert!(drain(w, &deps).await.is_empty());
+    let number = w.sim.credentials.account_numbers[0].clone();
+    let truth = w.sim.simulator.truth(&number).unwrap();
+    let token = gateway::dev_token(&served.env, "user-a", Duration::from_secs(600));
+    let account: Uuid = served.account.parse().unwrap();
+    let path = format!("/tastytrade-accounts/{account}/transactions?limit=500");
+
+    let mut read = Vec::new();
+    let mut net = Decimal::ZERO;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_path = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.clone(),
+        };
+        let (status, page) = get(&served, &token, &page_path).await;
+        assert_eq!(status, 200, "{page}");
+        for row in page["items"].as_array().unwrap() {
+            let at =
+                chrono::DateTime::parse_from_rfc3339(row["executed_at"].as_str().unwrap()).unwrap();
+            read.push((at, row["id"].as_i64().unwrap()));
+            if let Some(v) = row["net_value"].as_str() {
+                net += Decimal::from_str(v).unwrap();
+            }
+        }
+        // Between pages the account trades and an incremental sync stores it: newer rows,
+        // which sort before every page still to come.
+        let activity = Activity {
+            transactions: 3,
+            ..Activity::default()
+        };
+        w.sim.simulator.add_activity(&number, &activity).unwrap();
+        run_task(&deps, account, TaskKind::Incremental).await;
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+
+    let ids: BTreeSet<i64> = read.iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids.len(), read.len(), "a row was read twice");
+    assert!(
+        read.windows(2).all(|p| p[0] > p[1]),
+        "pages are newest first, without overlap"
+    );
+    let truth_ids: BTreeSet<i64> = (truth["transactions"]["ids"].as_array().unwrap().iter())
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids, truth_ids,
+        "every row synced before the first page, once"
+    );
+    assert_eq!(
+        net,
+        Decimal::from_str(truth["transactions"]["net-value-sum"].as_str().unwrap()).unwrap(),
+        "signed net values add up to the broker's"
+    );
+}
+
+/// Each position's symbol and signed quantity, normalised.
+fn symbol_quantities(positions: &Value) -> BTreeSet<(String, String)> {
+    (positions.as_array().unwrap().iter())
+        .map(|p| {
+            let quantity = Decimal::from_str(p["quantity"].as_str().unwrap()).unwrap();
+            let symbol = p["symbol"].as_str().unwrap().to_owned();
+            (symbol, quantity.normalize().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn positions_read_back_signed_with_their_options_and_bad_queries_are_refused() {
+    let served = served_with(Sizes {
+        accounts: 1,
+        transactions: 50,
+        orders: 10,
+        years: 1,
+    })
+    .await;
+    let w = &served.w;
+    assert!(drain(w, &worker(w)).await.is_empty());
+    let truth = w
+        .sim
+        .simulator
+        .truth(&w.sim.credentials.account_numbers[0])
+        .unwrap();
+    let token = gateway::dev_token(&served.env, "user-a", Duration::from_secs(600));
+    let base = format!("/tastytrade-accounts/{}", served.account);
+
+    let (status, positions) = get(&served, &token, &format!("{base}/positions")).await;
+
+    assert_eq!(status, 200, "{positions}");
+    assert_eq!(
+        symbol_quantities(&positions),
+        symbol_quantities(&truth["positions"])
+    );
+    assert!(
+        (positions.as_array().unwrap().iter())
+            .any(|p| p["option"]["option_type"].is_string() && p["option"]["strike"].is_string()),
+        "option positions carry their parsed option: {positions}"
+    );
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("cursor=garbage", "cursor"),
+        ("from=2026-13-40", "from"),
+        ("sort=asc", "sort"),
+    ] {
+        let (status, body) = get(&served, &token, &format!("{base}/transactions?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_read_queries_use_indexes_on_a_100k_transaction_account() {
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    // Two users' accounts, 100,000 transactions and (for a large table) 20,000 positions each.
+    client
+        .batch_execute(
+            "INSERT INTO tastytrade_credentials (id, user_id, environment, grant_kind)
+             VALUES ('00000000-0000-0000-0000-000000000001', 'user-a', 'sandbox', 'personal');
+             INSERT INTO tastytrade_accounts (id, user_id, environment, account_number, credential_id)
+             VALUES ('00000000-0000-0000-0000-00000000000a', 'user-a', 'sandbox', '5WT1',
+                     '00000000-0000-0000-0000-000000000001'),
+                    ('00000000-0000-0000-0000-00000000000b', 'user-b', 'sandbox', '5WT2',
+                     '00000000-0000-0000-0000-000000000001');
+             INSERT INTO transactions (account_id, tastytrade_transaction_id, account_number,
+                 transaction_type, transaction_sub_type, executed_at, transaction_date, symbol,
+                 underlying_symbol, net_value, raw)
+             SELECT a.id, n + (CASE a.account_number WHEN '5WT1' THEN 0 ELSE 1000000 END),
+                    a.account_number, 'Trade', 'Buy to Open',
+                    timestamptz '2021-01-01' + n * interval '17 minutes',
+                    (timestamptz '2021-01-01' + n * interval '17 minutes')::date,
+                    'SYM' || (n % 400), 'UND' || (n % 40), n % 1000, '{}'
+             FROM tastytrade_accounts a, generate_series(1, 100000) AS n;
+             INSERT INTO positions (account_id, symbol, account_number, quantity, raw)
+             SELECT a.id, 'SYM' || n, a.account_number, n, '{}'
+             FROM tastytrade_accounts a, generate_series(1, 20000) AS n;
+             ANALYZE;",
+        )
+        .await
+        .unwrap();
+    let account: Uuid = "00000000-0000-0000-0000-00000000000a".parse().unwrap();
+    let cursor_at = chrono::DateTime::parse_from_rfc3339("2022-06-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let from = chrono::NaiveDate::from_ymd_opt(2022, 1, 1);
+    let none_date: Option<chrono::NaiveDate> = None;
+    let none_text: Option<String> = None;
+    let symbol = Some("SYM7".to_owned());
+    let underlying = Some("UND7".to_owned());
+    let statement = client
+        .prepare(&format!(
+            "EXPLAIN {}",
+            tastysync_shared::db::reads::TRANSACTIONS
+        ))
+        .await
+        .unwrap();
+    let cases: [(&str, [&(dyn ToSql + Sync); 11]); 3] = [
+        (
+            "the first page",
+            [
+                &account,
+                &None::<chrono::DateTime<chrono::Utc>>,
+                &None::<i64>,
+                &none_date,
+                &none_date,
+                &none_text,
+                &none_text,
+                &none_text,
+                &none_text,
+                &501i64,
+                &"user-a",
+            ],
+        ),
+        (
+            "a later page from a date",
+            [
+                &account,
+                &Some(cursor_at),
+                &Some(50_000i64),
+                &from,
+                &none_date,
+                &none_text,
+                &none_text,
+                &none_text,
+                &none_text,
+                &501i64,
+                &"user-a",
+            ],
+        ),
+        (
+            "a symbol and an underlying",
+            [
+                &account,
+                &None::<chrono::DateTime<chrono::Utc>>,
+                &None::<i64>,
+                &none_date,
+                &none_date,
+                &symbol,
+                &underlying,
+                &none_text,
+                &none_text,
+                &101i64,
+                &"user-a",
+            ],
+        ),
+    ];
+    for (case, params) in cases {
+        let plan: Vec<String> = (client.query(&statement, &params).await.unwrap().iter())
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("Seq Scan on transactions"),
+            "{case} scans the table:\n{plan}"
+        );
+    }
+    let plan: Vec<String> = (client
+        .query(
+            &format!("EXPLAIN {}", tastysync_shared::db::reads::POSITIONS),
+            &[&account, &"user-a"],
+        )
+        .await
+        .unwrap()
+        .iter())
+    .map(|r| r.get(0))
+    .collect();
+    assert!(
+        !plan.join("\n").contains("Seq Scan on positions"),
+        "{plan:?}"
+    );
+}
