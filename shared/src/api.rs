@@ -29,6 +29,7 @@ pub enum Endpoint {
     TaskStatus,
     Transactions,
     Positions,
+    Balances,
 }
 
 /// One route of the HTTP API and the function that serves it.
@@ -79,6 +80,12 @@ pub const ROUTES: &[Route] = &[
         endpoint: Endpoint::Positions,
         method: "GET",
         path: "/tastytrade-accounts/{account_db_id}/positions",
+        function: Function::Accounts,
+    },
+    Route {
+        endpoint: Endpoint::Balances,
+        method: "GET",
+        path: "/tastytrade-accounts/{account_db_id}/balances",
         function: Function::Accounts,
     },
     Route {
@@ -305,11 +312,12 @@ impl Modify for BearerAuth {
         crate::routes::accounts::unlink,
         crate::routes::accounts::transactions,
         crate::routes::accounts::positions,
+        crate::routes::accounts::balances,
         crate::routes::sync_tasks::trigger,
         crate::routes::sync_tasks::status,
         crate::routes::sync_tasks::account_tasks,
     ),
-    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg)),
+    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead)),
     modifiers(&BearerAuth),
     security(("jwt" = [])),
 )]

@@ -21,7 +21,9 @@ use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
-use crate::domain::reads::{Keyset, Paged, PositionRead, TransactionFilter, TransactionRead};
+use crate::domain::reads::{
+    BalanceRead, Keyset, Paged, PositionRead, TransactionFilter, TransactionRead,
+};
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
 use crate::secrets::{CipherError, Sealed, SecretContext};
@@ -392,6 +394,13 @@ pub trait SyncedReads: Send + Sync {
         user_id: &str,
         account_id: Uuid,
     ) -> impl Future<Output = Result<Vec<PositionRead>, DbError>> + Send;
+
+    /// The account's current balances, one per currency.
+    fn balances(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<BalanceRead>, DbError>> + Send;
 }
 
 /// The deployment's secrets, read by name at cold start.

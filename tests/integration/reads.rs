@@ -111,7 +111,7 @@ fn symbol_quantities(positions: &Value) -> BTreeSet<(String, String)> {
 }
 
 #[tokio::test]
-async fn positions_read_back_signed_with_their_options_and_bad_queries_are_refused() {
+async fn positions_and_balances_read_back_as_the_broker_holds_them_and_bad_queries_are_refused() {
     let served = served_with(Sizes {
         accounts: 1,
         transactions: 50,
@@ -140,6 +140,24 @@ async fn positions_read_back_signed_with_their_options_and_bad_queries_are_refus
         (positions.as_array().unwrap().iter())
             .any(|p| p["option"]["option_type"].is_string() && p["option"]["strike"].is_string()),
         "option positions carry their parsed option: {positions}"
+    );
+    let (status, balances) = get(&served, &token, &format!("{base}/balances")).await;
+    assert_eq!(status, 200, "{balances}");
+    let cash = |rows: &Value, key: &str| -> BTreeSet<(String, String)> {
+        (rows.as_array().unwrap().iter())
+            .map(|b| {
+                let amount = Decimal::from_str(b[key].as_str().unwrap()).unwrap();
+                (
+                    b["currency"].as_str().unwrap().to_owned(),
+                    amount.normalize().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        cash(&balances, "cash_balance"),
+        cash(&truth["balances"], "cash-balance"),
+        "a cash balance per currency, as the broker holds it"
     );
     for (query, field) in [
         ("limit=0", "limit"),

@@ -138,6 +138,9 @@ async fn gateway_command(addr: &str) -> ExitCode {
     println!(
         "curl -s -H \"Authorization: Bearer $TOKEN\" {api}/tastytrade-accounts/ACCOUNT_ID/positions"
     );
+    println!(
+        "curl -s -H \"Authorization: Bearer $TOKEN\" {api}/tastytrade-accounts/ACCOUNT_ID/balances"
+    );
     let _ = tokio::signal::ctrl_c().await;
     ExitCode::SUCCESS
 }

@@ -11,7 +11,9 @@ use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
-use crate::domain::reads::{Keyset, Paged, PositionRead, TransactionFilter, TransactionRead};
+use crate::domain::reads::{
+    BalanceRead, Keyset, Paged, PositionRead, TransactionFilter, TransactionRead,
+};
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore, SyncedReads};
 use crate::secrets::Sealed;
@@ -55,6 +57,10 @@ impl SyncedReads for PgAccounts {
         account_id: Uuid,
     ) -> Result<Vec<PositionRead>, DbError> {
         reads::positions(&self.pool, user_id, account_id).await
+    }
+
+    async fn balances(&self, user_id: &str, account_id: Uuid) -> Result<Vec<BalanceRead>, DbError> {
+        reads::balances(&self.pool, user_id, account_id).await
     }
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::reads::{
-    Keyset, OptionLeg, Paged, PositionRead, TransactionFilter, TransactionRead,
+    BalanceRead, Keyset, OptionLeg, Paged, PositionRead, TransactionFilter, TransactionRead,
 };
 
 const OWNED: &str = "
@@ -44,6 +44,40 @@ pub const POSITIONS: &str = "
            p.expires_at, p.updated_at
     FROM positions p JOIN tastytrade_accounts a ON a.id = p.account_id AND a.user_id = $2
     WHERE p.account_id = $1 ORDER BY p.symbol";
+
+pub const BALANCES: &str = "
+    SELECT b.currency, b.net_liquidating_value::text, b.cash_balance::text,
+           b.equity_buying_power::text, b.derivative_buying_power::text,
+           b.day_trading_buying_power::text, b.maintenance_requirement::text,
+           b.pending_cash::text, b.updated_at, a.last_successful_sync_at
+    FROM account_balances b JOIN tastytrade_accounts a ON a.id = b.account_id AND a.user_id = $2
+    WHERE b.account_id = $1 AND b.removed_at IS NULL ORDER BY b.currency";
+
+/// The account's current balances, by currency.
+pub async fn balances(
+    pool: &Pool,
+    user_id: &str,
+    account_id: Uuid,
+) -> Result<Vec<BalanceRead>, DbError> {
+    let rows = (pool.get().await?)
+        .query(BALANCES, &[&account_id, &user_id])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| BalanceRead {
+            currency: r.get(0),
+            net_liquidating_value: r.get(1),
+            cash_balance: r.get(2),
+            equity_buying_power: r.get(3),
+            derivative_buying_power: r.get(4),
+            day_trading_buying_power: r.get(5),
+            maintenance_requirement: r.get(6),
+            pending_cash: r.get(7),
+            updated_at: r.get(8),
+            synced_at: r.get(9),
+        })
+        .collect())
+}
 
 /// Whether `account_id` is a linked account of `user_id`.
 pub async fn owned(pool: &Pool, user_id: &str, account_id: Uuid) -> Result<bool, DbError> {

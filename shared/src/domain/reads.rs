@@ -112,6 +112,23 @@ pub struct PositionRead {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The current balance in one currency, amounts as decimal strings (pending cash signed).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct BalanceRead {
+    pub currency: String,
+    pub net_liquidating_value: Option<String>,
+    pub cash_balance: Option<String>,
+    pub equity_buying_power: Option<String>,
+    pub derivative_buying_power: Option<String>,
+    pub day_trading_buying_power: Option<String>,
+    pub maintenance_requirement: Option<String>,
+    pub pending_cash: Option<String>,
+    /// When the values last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When a sync last read the account's balances and completed.
+    pub synced_at: Option<DateTime<Utc>>,
+}
+
 /// One page of rows and the cursor of the next, if there is one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paged<T> {

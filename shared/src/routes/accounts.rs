@@ -6,7 +6,7 @@ use crate::api::TastyTradeAccountRead;
 use crate::config::{ConfigError, Env};
 use crate::domain::accounts::SyncedData;
 use crate::domain::reads::{
-    DEFAULT_PAGE, Keyset, MAX_PAGE, PositionRead, TransactionFilter, TransactionPage,
+    BalanceRead, DEFAULT_PAGE, Keyset, MAX_PAGE, PositionRead, TransactionFilter, TransactionPage,
 };
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
@@ -186,6 +186,30 @@ pub async fn positions<A: AccountRepo + SyncedReads>(
     let (user, id) = owned_account(deps, request, account_db_id).await?;
     let positions = deps.accounts.positions(&user, id).await?;
     Ok(http::json(200, &positions))
+}
+
+/// The account's current balances, one per currency, with when they last changed and when a
+/// sync last read them.
+#[utoipa::path(
+    get,
+    path = "/tastytrade-accounts/{account_db_id}/balances",
+    params(("account_db_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = [BalanceRead]),
+        (status = 400, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
+        (status = 404, body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn balances<A: AccountRepo + SyncedReads>(
+    deps: &AccountsDeps<A>,
+    request: &Request,
+    account_db_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    http::query(request, &[])?;
+    let (user, id) = owned_account(deps, request, account_db_id).await?;
+    let balances = deps.accounts.balances(&user, id).await?;
+    Ok(http::json(200, &balances))
 }
 
 /// The caller and the account the path names, when it is one of the caller's; 404 otherwise,
