@@ -30,6 +30,7 @@ pub enum Endpoint {
     Transactions,
     Positions,
     Balances,
+    Account,
 }
 
 /// One route of the HTTP API and the function that serves it.
@@ -67,6 +68,12 @@ pub const ROUTES: &[Route] = &[
     Route {
         endpoint: Endpoint::Unlink,
         method: "DELETE",
+        path: "/tastytrade-accounts/{account_db_id}",
+        function: Function::Accounts,
+    },
+    Route {
+        endpoint: Endpoint::Account,
+        method: "GET",
         path: "/tastytrade-accounts/{account_db_id}",
         function: Function::Accounts,
     },
@@ -145,6 +152,13 @@ pub struct TastyTradeAccountRead {
     /// a warning that the synced data is incomplete until a later sync stores them.
     pub quarantined_rows: u64,
     pub created_at: DateTime<Utc>,
+}
+
+/// One account: what the list shows, and how far it is synced.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AccountDetail {
+    pub account: TastyTradeAccountRead,
+    pub synced: crate::domain::reads::SyncedSummary,
 }
 
 impl From<AccountRow> for TastyTradeAccountRead {
@@ -310,6 +324,7 @@ impl Modify for BearerAuth {
         crate::routes::link::link,
         crate::routes::accounts::list,
         crate::routes::accounts::unlink,
+        crate::routes::accounts::account,
         crate::routes::accounts::transactions,
         crate::routes::accounts::positions,
         crate::routes::accounts::balances,
@@ -317,7 +332,7 @@ impl Modify for BearerAuth {
         crate::routes::sync_tasks::status,
         crate::routes::sync_tasks::account_tasks,
     ),
-    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead)),
+    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead, crate::domain::reads::SyncedSummary, AccountDetail)),
     modifiers(&BearerAuth),
     security(("jwt" = [])),
 )]

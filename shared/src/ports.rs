@@ -22,7 +22,7 @@ use crate::domain::accounts::{
     NewCredential, SyncAccount, SyncedData,
 };
 use crate::domain::reads::{
-    BalanceRead, Keyset, Paged, PositionRead, TransactionFilter, TransactionRead,
+    BalanceRead, Keyset, Paged, PositionRead, SyncedSummary, TransactionFilter, TransactionRead,
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
@@ -394,6 +394,13 @@ pub trait SyncedReads: Send + Sync {
         user_id: &str,
         account_id: Uuid,
     ) -> impl Future<Output = Result<Vec<PositionRead>, DbError>> + Send;
+
+    /// The account's watermarks and row counts; `None` when it is not one of the user's.
+    fn synced(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+    ) -> impl Future<Output = Result<Option<SyncedSummary>, DbError>> + Send;
 
     /// The account's current balances, one per currency.
     fn balances(

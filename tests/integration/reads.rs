@@ -111,7 +111,7 @@ fn symbol_quantities(positions: &Value) -> BTreeSet<(String, String)> {
 }
 
 #[tokio::test]
-async fn positions_and_balances_read_back_as_the_broker_holds_them_and_bad_queries_are_refused() {
+async fn the_account_its_positions_and_balances_read_back_as_the_broker_holds_them() {
     let served = served_with(Sizes {
         accounts: 1,
         transactions: 50,
@@ -141,6 +141,25 @@ async fn positions_and_balances_read_back_as_the_broker_holds_them_and_bad_queri
             .any(|p| p["option"]["option_type"].is_string() && p["option"]["strike"].is_string()),
         "option positions carry their parsed option: {positions}"
     );
+    let (status, detail) = get(&served, &token, &base).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["account"]["last_sync_status"], "SUCCESS");
+    assert!(
+        detail["synced"]["transactions_synced_to"].is_string(),
+        "{detail}"
+    );
+    for (table, truth_count) in [
+        ("transactions", &truth["transactions"]["count"]),
+        ("orders", &truth["orders"]["count"]),
+        ("order_legs", &truth["orders"]["legs"]),
+        ("order_fills", &truth["orders"]["fills"]),
+    ] {
+        assert_eq!(
+            &detail["synced"]["rows"][table], truth_count,
+            "{table}: {detail}"
+        );
+    }
+
     let (status, balances) = get(&served, &token, &format!("{base}/balances")).await;
     assert_eq!(status, 200, "{balances}");
     let cash = |rows: &Value, key: &str| -> BTreeSet<(String, String)> {

@@ -132,6 +132,7 @@ async fn gateway_command(addr: &str) -> ExitCode {
         "curl -s -X POST -H \"Authorization: Bearer $TOKEN\" {api}/sync/tastytrade/ACCOUNT_ID/trigger"
     );
     println!("curl -s -H \"Authorization: Bearer $TOKEN\" {api}/sync/status/TASK_ID");
+    println!("curl -s -H \"Authorization: Bearer $TOKEN\" {api}/tastytrade-accounts/ACCOUNT_ID");
     println!(
         "curl -s -H \"Authorization: Bearer $TOKEN\" '{api}/tastytrade-accounts/ACCOUNT_ID/transactions?limit=100'"
     );

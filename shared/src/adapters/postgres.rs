@@ -12,7 +12,7 @@ use crate::domain::accounts::{
     NewCredential, SyncAccount, SyncedData,
 };
 use crate::domain::reads::{
-    BalanceRead, Keyset, Paged, PositionRead, TransactionFilter, TransactionRead,
+    BalanceRead, Keyset, Paged, PositionRead, SyncedSummary, TransactionFilter, TransactionRead,
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore, SyncedReads};
@@ -57,6 +57,14 @@ impl SyncedReads for PgAccounts {
         account_id: Uuid,
     ) -> Result<Vec<PositionRead>, DbError> {
         reads::positions(&self.pool, user_id, account_id).await
+    }
+
+    async fn synced(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+    ) -> Result<Option<SyncedSummary>, DbError> {
+        reads::synced(&self.pool, user_id, account_id).await
     }
 
     async fn balances(&self, user_id: &str, account_id: Uuid) -> Result<Vec<BalanceRead>, DbError> {

@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::reads::{
-    BalanceRead, Keyset, OptionLeg, Paged, PositionRead, TransactionFilter, TransactionRead,
+    BalanceRead, Keyset, OptionLeg, Paged, PositionRead, SyncedSummary, TransactionFilter,
+    TransactionRead,
 };
 
 const OWNED: &str = "
@@ -77,6 +78,47 @@ pub async fn balances(
             synced_at: r.get(9),
         })
         .collect())
+}
+
+const SYNCED: &str = "
+    SELECT a.transactions_synced_to, a.orders_synced_to, a.balance_snapshots_synced_to,
+      (SELECT count(*) FROM transactions t WHERE t.account_id = a.id AND t.removed_at IS NULL),
+      (SELECT count(*) FROM orders o WHERE o.account_id = a.id AND o.removed_at IS NULL),
+      (SELECT count(*) FROM order_legs l WHERE l.account_id = a.id AND l.removed_at IS NULL),
+      (SELECT count(*) FROM order_fills f WHERE f.account_id = a.id AND f.removed_at IS NULL),
+      (SELECT count(*) FROM positions p WHERE p.account_id = a.id),
+      (SELECT count(*) FROM account_balances b WHERE b.account_id = a.id AND b.removed_at IS NULL),
+      (SELECT count(*) FROM account_balance_snapshots s WHERE s.account_id = a.id)
+    FROM tastytrade_accounts a WHERE a.id = $1 AND a.user_id = $2 AND a.unlinked_at IS NULL";
+
+/// The account's watermarks and row counts; `None` when it is not one of the user's.
+pub async fn synced(
+    pool: &Pool,
+    user_id: &str,
+    account_id: Uuid,
+) -> Result<Option<SyncedSummary>, DbError> {
+    let client = pool.get().await?;
+    let Some(r) = client.query_opt(SYNCED, &[&account_id, &user_id]).await? else {
+        return Ok(None);
+    };
+    let tables = [
+        "transactions",
+        "orders",
+        "order_legs",
+        "order_fills",
+        "positions",
+        "balances",
+        "balance_snapshots",
+    ];
+    let rows = (tables.iter().enumerate())
+        .map(|(i, table)| ((*table).to_owned(), r.get::<_, i64>(3 + i)))
+        .collect();
+    Ok(Some(SyncedSummary {
+        transactions_synced_to: r.get(0),
+        orders_synced_to: r.get(1),
+        balance_snapshots_synced_to: r.get(2),
+        rows,
+    }))
 }
 
 /// Whether `account_id` is a linked account of `user_id`.

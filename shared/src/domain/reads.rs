@@ -129,6 +129,18 @@ pub struct BalanceRead {
     pub synced_at: Option<DateTime<Utc>>,
 }
 
+/// How far the account is synced and what it holds: each entity's rows (those the broker
+/// still returns) and the watermarks the next incremental sync reads from.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SyncedSummary {
+    pub transactions_synced_to: Option<DateTime<Utc>>,
+    pub orders_synced_to: Option<DateTime<Utc>>,
+    pub balance_snapshots_synced_to: Option<NaiveDate>,
+    /// Rows per table: transactions, orders, order_legs, order_fills, positions, balances,
+    /// balance_snapshots.
+    pub rows: std::collections::BTreeMap<String, i64>,
+}
+
 /// One page of rows and the cursor of the next, if there is one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paged<T> {

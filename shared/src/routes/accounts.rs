@@ -2,7 +2,7 @@
 
 use lambda_http::{Body, Request, Response};
 
-use crate::api::TastyTradeAccountRead;
+use crate::api::{AccountDetail, TastyTradeAccountRead};
 use crate::config::{ConfigError, Env};
 use crate::domain::accounts::SyncedData;
 use crate::domain::reads::{
@@ -80,6 +80,40 @@ pub async fn unlink<A: AccountRepo>(
     } else {
         Err(ApiError::NotFound)
     }
+}
+
+/// One of the caller's accounts with its sync summary: status, last successful sync, last
+/// error, rows waiting in quarantine, the watermarks and each entity's row count.
+#[utoipa::path(
+    get,
+    path = "/tastytrade-accounts/{account_db_id}",
+    params(("account_db_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = AccountDetail),
+        (status = 400, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
+        (status = 404, body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn account<A: AccountRepo + SyncedReads>(
+    deps: &AccountsDeps<A>,
+    request: &Request,
+    account_db_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let user = http::user_id(request)?;
+    let id = http::path_id(account_db_id)?;
+    http::query(request, &[])?;
+    let (Some(account), Some(synced)) = (
+        deps.accounts.find(&user, id).await?,
+        deps.accounts.synced(&user, id).await?,
+    ) else {
+        return Err(ApiError::NotFound);
+    };
+    let body = AccountDetail {
+        account: account.into(),
+        synced,
+    };
+    Ok(http::json(200, &body))
 }
 
 const TRANSACTION_PARAMETERS: &[&str] = &[
