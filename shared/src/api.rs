@@ -31,6 +31,7 @@ pub enum Endpoint {
     Positions,
     Balances,
     Account,
+    Orders,
 }
 
 /// One route of the HTTP API and the function that serves it.
@@ -81,6 +82,12 @@ pub const ROUTES: &[Route] = &[
         endpoint: Endpoint::Transactions,
         method: "GET",
         path: "/tastytrade-accounts/{account_db_id}/transactions",
+        function: Function::Accounts,
+    },
+    Route {
+        endpoint: Endpoint::Orders,
+        method: "GET",
+        path: "/tastytrade-accounts/{account_db_id}/orders",
         function: Function::Accounts,
     },
     Route {
@@ -326,13 +333,14 @@ impl Modify for BearerAuth {
         crate::routes::accounts::unlink,
         crate::routes::accounts::account,
         crate::routes::accounts::transactions,
+        crate::routes::accounts::orders,
         crate::routes::accounts::positions,
         crate::routes::accounts::balances,
         crate::routes::sync_tasks::trigger,
         crate::routes::sync_tasks::status,
         crate::routes::sync_tasks::account_tasks,
     ),
-    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead, crate::domain::reads::SyncedSummary, AccountDetail)),
+    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead, crate::domain::reads::SyncedSummary, AccountDetail, crate::domain::reads::OrderPage, crate::domain::reads::OrderRead, crate::domain::reads::LegRead, crate::domain::reads::FillRead)),
     modifiers(&BearerAuth),
     security(("jwt" = [])),
 )]

@@ -22,7 +22,8 @@ use crate::domain::accounts::{
     NewCredential, SyncAccount, SyncedData,
 };
 use crate::domain::reads::{
-    BalanceRead, Keyset, Paged, PositionRead, SyncedSummary, TransactionFilter, TransactionRead,
+    BalanceRead, Keyset, OrderFilter, OrderRead, Paged, PositionRead, SyncedSummary,
+    TransactionFilter, TransactionRead,
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
@@ -387,6 +388,16 @@ pub trait SyncedReads: Send + Sync {
         after: Option<Keyset>,
         limit: i64,
     ) -> impl Future<Output = Result<Paged<TransactionRead>, DbError>> + Send;
+
+    /// One page of the account's orders, newest first, after `after`, with legs and fills.
+    fn orders(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+        filter: &OrderFilter,
+        after: Option<Keyset>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Paged<OrderRead>, DbError>> + Send;
 
     /// The account's current positions.
     fn positions(

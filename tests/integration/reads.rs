@@ -99,6 +99,63 @@ async fn paging_all_transactions_reads_each_row_once_newest_first_while_new_rows
     );
 }
 
+#[tokio::test]
+async fn paging_orders_reads_each_with_its_legs_and_fills_once() {
+    let served = served_with(Sizes {
+        accounts: 1,
+        transactions: 50,
+        orders: 300,
+        years: 1,
+    })
+    .await;
+    let w = &served.w;
+    assert!(drain(w, &worker(w)).await.is_empty());
+    let truth = w
+        .sim
+        .simulator
+        .truth(&w.sim.credentials.account_numbers[0])
+        .unwrap();
+    let token = gateway::dev_token(&served.env, "user-a", Duration::from_secs(600));
+    let path = format!("/tastytrade-accounts/{}/orders?limit=50", served.account);
+
+    let (mut ids, mut legs, mut fills) = (Vec::new(), 0, 0);
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_path = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.clone(),
+        };
+        let (status, page) = get(&served, &token, &page_path).await;
+        assert_eq!(status, 200, "{page}");
+        for order in page["items"].as_array().unwrap() {
+            ids.push(order["id"].as_i64().unwrap());
+            for leg in order["legs"].as_array().unwrap() {
+                legs += 1;
+                fills += leg["fills"].as_array().unwrap().len() as i64;
+            }
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+
+    let read: BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(read.len(), ids.len(), "an order was read twice");
+    let truth_ids: BTreeSet<i64> = (truth["orders"]["ids"].as_array().unwrap().iter())
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(read, truth_ids);
+    assert_eq!(Some(legs), truth["orders"]["legs"].as_i64());
+    assert_eq!(Some(fills), truth["orders"]["fills"].as_i64());
+    let (status, filled) = get(&served, &token, &format!("{path}&status=Filled")).await;
+    assert_eq!(status, 200, "{filled}");
+    let statuses: BTreeSet<&str> = (filled["items"].as_array().unwrap().iter())
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, BTreeSet::from(["Filled"]));
+}
+
 /// Each position's symbol and signed quantity, normalised.
 fn symbol_quantities(positions: &Value) -> BTreeSet<(String, String)> {
     (positions.as_array().unwrap().iter())
@@ -297,6 +354,44 @@ async fn the_read_queries_use_indexes_on_a_100k_transaction_account() {
             "{case} scans the table:\n{plan}"
         );
     }
+    client
+        .batch_execute(
+            "INSERT INTO orders (account_id, tastytrade_order_id, account_number, status,
+                 received_at, underlying_symbol, raw)
+             SELECT a.id, n + (CASE a.account_number WHEN '5WT1' THEN 0 ELSE 1000000 END),
+                    a.account_number, 'Filled', timestamptz '2021-01-01' + n * interval '1 hour',
+                    'UND' || (n % 40), '{}'
+             FROM tastytrade_accounts a, generate_series(1, 50000) AS n;
+             ANALYZE orders;",
+        )
+        .await
+        .unwrap();
+    let orders = client
+        .prepare(&format!("EXPLAIN {}", tastysync_shared::db::reads::ORDERS))
+        .await
+        .unwrap();
+    let status = Some("Filled".to_owned());
+    let plan: Vec<String> = (client
+        .query(
+            &orders,
+            &[
+                &account,
+                &Some(cursor_at),
+                &Some(25_000i64),
+                &status,
+                &from,
+                &none_date,
+                &none_text,
+                &"user-a",
+                &101i64,
+            ],
+        )
+        .await
+        .unwrap()
+        .iter())
+    .map(|r| r.get(0))
+    .collect();
+    assert!(!plan.join("\n").contains("Seq Scan on orders"), "{plan:?}");
     let plan: Vec<String> = (client
         .query(
             &format!("EXPLAIN {}", tastysync_shared::db::reads::POSITIONS),

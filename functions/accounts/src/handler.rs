@@ -16,6 +16,7 @@ pub async fn handle<A: AccountRepo + SyncedReads>(
         Ok((Endpoint::Unlink, Some(id))) => accounts::unlink(deps, &request, id).await,
         Ok((Endpoint::Account, Some(id))) => accounts::account(deps, &request, id).await,
         Ok((Endpoint::Transactions, Some(id))) => accounts::transactions(deps, &request, id).await,
+        Ok((Endpoint::Orders, Some(id))) => accounts::orders(deps, &request, id).await,
         Ok((Endpoint::Positions, Some(id))) => accounts::positions(deps, &request, id).await,
         Ok((Endpoint::Balances, Some(id))) => accounts::balances(deps, &request, id).await,
         Ok(_) => Err(ApiError::NotFound),

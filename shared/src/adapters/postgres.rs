@@ -12,7 +12,8 @@ use crate::domain::accounts::{
     NewCredential, SyncAccount, SyncedData,
 };
 use crate::domain::reads::{
-    BalanceRead, Keyset, Paged, PositionRead, SyncedSummary, TransactionFilter, TransactionRead,
+    BalanceRead, Keyset, OrderFilter, OrderRead, Paged, PositionRead, SyncedSummary,
+    TransactionFilter, TransactionRead,
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore, SyncedReads};
@@ -57,6 +58,17 @@ impl SyncedReads for PgAccounts {
         account_id: Uuid,
     ) -> Result<Vec<PositionRead>, DbError> {
         reads::positions(&self.pool, user_id, account_id).await
+    }
+
+    async fn orders(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+        filter: &OrderFilter,
+        after: Option<Keyset>,
+        limit: i64,
+    ) -> Result<Paged<OrderRead>, DbError> {
+        reads::orders(&self.pool, user_id, account_id, filter, after, limit).await
     }
 
     async fn synced(

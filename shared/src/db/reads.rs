@@ -1,6 +1,8 @@
 //! The read API's queries: every one joins the account to its owner, so another user's ids
 //! read nothing, and leaves out the rows the broker no longer returns.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
@@ -9,8 +11,8 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::reads::{
-    BalanceRead, Keyset, OptionLeg, Paged, PositionRead, SyncedSummary, TransactionFilter,
-    TransactionRead,
+    BalanceRead, FillRead, Keyset, LegRead, OptionLeg, OrderFilter, OrderRead, Paged, PositionRead,
+    SyncedSummary, TransactionFilter, TransactionRead,
 };
 
 const OWNED: &str = "
@@ -119,6 +121,116 @@ pub async fn synced(
         balance_snapshots_synced_to: r.get(2),
         rows,
     }))
+}
+
+pub const ORDERS: &str = "
+    SELECT o.tastytrade_order_id, o.status, o.order_type, o.time_in_force, o.underlying_symbol,
+           o.underlying_instrument_type, o.size::text, o.price::text, o.value::text,
+           coalesce(o.received_at, o.created_at), o.terminal_at
+    FROM orders o
+    JOIN tastytrade_accounts a ON a.id = o.account_id AND a.user_id = $8
+    WHERE o.account_id = $1 AND o.removed_at IS NULL
+      AND ($2::timestamptz IS NULL
+           OR (coalesce(o.received_at, o.created_at), o.tastytrade_order_id) < ($2, $3::bigint))
+      AND ($4::text IS NULL OR o.status = $4)
+      AND ($5::date IS NULL OR coalesce(o.received_at, o.created_at) >= $5::date)
+      AND ($6::date IS NULL OR coalesce(o.received_at, o.created_at) < $6::date + 1)
+      AND ($7::text IS NULL OR o.underlying_symbol = $7)
+    ORDER BY coalesce(o.received_at, o.created_at) DESC, o.tastytrade_order_id DESC
+    LIMIT $9";
+
+const LEGS: &str = "
+    SELECT tastytrade_order_id, leg_key, symbol, instrument_type, action, quantity::text,
+           remaining_quantity::text
+    FROM order_legs WHERE account_id = $1 AND tastytrade_order_id = ANY($2)
+      AND removed_at IS NULL
+    ORDER BY tastytrade_order_id, leg_index";
+
+const FILLS: &str = "
+    SELECT tastytrade_order_id, leg_key, fill_id, quantity::text, fill_price::text, filled_at
+    FROM order_fills WHERE account_id = $1 AND tastytrade_order_id = ANY($2)
+      AND removed_at IS NULL
+    ORDER BY filled_at, fill_id";
+
+/// One page of the account's orders, newest first, after `after`, each with its legs and
+/// fills (two more queries for the whole page).
+pub async fn orders(
+    pool: &Pool,
+    user_id: &str,
+    account_id: Uuid,
+    filter: &OrderFilter,
+    after: Option<Keyset>,
+    limit: i64,
+) -> Result<Paged<OrderRead>, DbError> {
+    let (at, id) = (after.map(|k| k.at), after.map(|k| k.id));
+    let params: [&(dyn ToSql + Sync); 9] = [
+        &account_id,
+        &at,
+        &id,
+        &filter.status,
+        &filter.from,
+        &filter.to,
+        &filter.underlying_symbol,
+        &user_id,
+        &(limit + 1),
+    ];
+    let client = pool.get().await?;
+    let rows = client.query(ORDERS, &params).await?;
+    let mut items: Vec<OrderRead> = rows.iter().map(order).collect();
+    let next = if items.len() as i64 > limit {
+        items.truncate(usize::try_from(limit).unwrap_or_default());
+        items.last().map(|o| Keyset {
+            at: o.received_at,
+            id: o.id,
+        })
+    } else {
+        None
+    };
+    let ids: Vec<i64> = items.iter().map(|o| o.id).collect();
+    let mut fills: HashMap<(i64, String), Vec<FillRead>> = HashMap::new();
+    for r in client.query(FILLS, &[&account_id, &ids]).await? {
+        let fill = FillRead {
+            fill_id: r.get(2),
+            quantity: r.get(3),
+            fill_price: r.get(4),
+            filled_at: r.get(5),
+        };
+        fills.entry((r.get(0), r.get(1))).or_default().push(fill);
+    }
+    let mut legs: HashMap<i64, Vec<LegRead>> = HashMap::new();
+    for r in client.query(LEGS, &[&account_id, &ids]).await? {
+        let order: i64 = r.get(0);
+        let leg = LegRead {
+            symbol: r.get(2),
+            instrument_type: r.get(3),
+            action: r.get(4),
+            quantity: r.get(5),
+            remaining_quantity: r.get(6),
+            fills: fills.remove(&(order, r.get(1))).unwrap_or_default(),
+        };
+        legs.entry(order).or_default().push(leg);
+    }
+    for order in &mut items {
+        order.legs = legs.remove(&order.id).unwrap_or_default();
+    }
+    Ok(Paged { items, next })
+}
+
+fn order(r: &Row) -> OrderRead {
+    OrderRead {
+        id: r.get(0),
+        status: r.get(1),
+        order_type: r.get(2),
+        time_in_force: r.get(3),
+        underlying_symbol: r.get(4),
+        underlying_instrument_type: r.get(5),
+        size: r.get(6),
+        price: r.get(7),
+        value: r.get(8),
+        received_at: r.get(9),
+        terminal_at: r.get(10),
+        legs: Vec::new(),
+    }
 }
 
 /// Whether `account_id` is a linked account of `user_id`.

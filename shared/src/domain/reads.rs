@@ -141,6 +141,61 @@ pub struct SyncedSummary {
     pub rows: std::collections::BTreeMap<String, i64>,
 }
 
+/// Which orders a page reads: each filter optional, dates (of receipt) inclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    pub status: Option<String>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub underlying_symbol: Option<String>,
+}
+
+/// A fill of an order's leg.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FillRead {
+    pub fill_id: String,
+    pub quantity: String,
+    pub fill_price: Option<String>,
+    pub filled_at: DateTime<Utc>,
+}
+
+/// A leg of an order, with its fills.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct LegRead {
+    pub symbol: String,
+    pub instrument_type: Option<String>,
+    pub action: Option<String>,
+    pub quantity: Option<String>,
+    pub remaining_quantity: Option<String>,
+    pub fills: Vec<FillRead>,
+}
+
+/// An order with its legs and fills; price and value signed by their effects.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct OrderRead {
+    /// The broker's order id.
+    pub id: i64,
+    pub status: String,
+    pub order_type: Option<String>,
+    pub time_in_force: Option<String>,
+    pub underlying_symbol: Option<String>,
+    pub underlying_instrument_type: Option<String>,
+    pub size: Option<String>,
+    pub price: Option<String>,
+    pub value: Option<String>,
+    /// When the broker received it (when we first stored it, if the broker did not say).
+    pub received_at: DateTime<Utc>,
+    pub terminal_at: Option<DateTime<Utc>>,
+    pub legs: Vec<LegRead>,
+}
+
+/// A page of orders, newest first, and the cursor of the next page (absent on the last).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct OrderPage {
+    pub items: Vec<OrderRead>,
+    pub next_cursor: Option<String>,
+}
+
 /// One page of rows and the cursor of the next, if there is one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paged<T> {

@@ -6,7 +6,8 @@ use crate::api::{AccountDetail, TastyTradeAccountRead};
 use crate::config::{ConfigError, Env};
 use crate::domain::accounts::SyncedData;
 use crate::domain::reads::{
-    BalanceRead, DEFAULT_PAGE, Keyset, MAX_PAGE, PositionRead, TransactionFilter, TransactionPage,
+    BalanceRead, DEFAULT_PAGE, Keyset, MAX_PAGE, OrderFilter, OrderPage, PositionRead,
+    TransactionFilter, TransactionPage,
 };
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
@@ -155,38 +156,16 @@ pub async fn transactions<A: AccountRepo + SyncedReads>(
     request: &Request,
     account_db_id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let query = http::query(request, TRANSACTION_PARAMETERS)?;
-    let text = |key: &str| query.get(key).cloned();
-    let date = |key: &str| {
-        text(key)
-            .map(|d| {
-                d.parse()
-                    .map_err(|_| ApiError::bad_request(key, "must be a date, YYYY-MM-DD"))
-            })
-            .transpose()
-    };
+    let query = PageQuery::of(request, TRANSACTION_PARAMETERS)?;
     let filter = TransactionFilter {
-        from: date("from")?,
-        to: date("to")?,
-        symbol: text("symbol"),
-        underlying_symbol: text("underlying_symbol"),
-        transaction_type: text("type"),
-        sub_type: text("sub_type"),
+        from: query.date("from")?,
+        to: query.date("to")?,
+        symbol: query.text("symbol"),
+        underlying_symbol: query.text("underlying_symbol"),
+        transaction_type: query.text("type"),
+        sub_type: query.text("sub_type"),
     };
-    let limit = match text("limit") {
-        None => DEFAULT_PAGE,
-        Some(raw) => raw
-            .parse()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit", format!("must be 1 to {MAX_PAGE}")))?,
-    };
-    let after = text("cursor")
-        .map(|c| {
-            Keyset::decode(&c)
-                .ok_or_else(|| ApiError::bad_request("cursor", "is not a cursor this API gave"))
-        })
-        .transpose()?;
+    let (limit, after) = (query.limit()?, query.cursor()?);
     let (user, id) = owned_account(deps, request, account_db_id).await?;
     let page = deps
         .accounts
@@ -197,6 +176,101 @@ pub async fn transactions<A: AccountRepo + SyncedReads>(
         next_cursor: page.next.map(|k| k.encode()),
     };
     Ok(http::json(200, &body))
+}
+
+const ORDER_PARAMETERS: &[&str] = &[
+    "status",
+    "from",
+    "to",
+    "underlying_symbol",
+    "limit",
+    "cursor",
+];
+
+/// The account's orders, newest first by receipt, each with its legs and their fills, a page at
+/// a time (the cursor is a keyset, as for transactions).
+#[utoipa::path(
+    get,
+    path = "/tastytrade-accounts/{account_db_id}/orders",
+    params(
+        ("account_db_id" = Uuid, Path),
+        ("status" = Option<String>, Query, description = "For example Filled, Live, Cancelled"),
+        ("from" = Option<chrono::NaiveDate>, Query, description = "First day received, inclusive"),
+        ("to" = Option<chrono::NaiveDate>, Query, description = "Last day received, inclusive"),
+        ("underlying_symbol" = Option<String>, Query),
+        ("limit" = Option<i64>, Query, description = "Orders per page, 1 to 500 (default 100)"),
+        ("cursor" = Option<String>, Query, description = "The previous page's next_cursor"),
+    ),
+    responses(
+        (status = 200, body = OrderPage),
+        (status = 400, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
+        (status = 404, body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn orders<A: AccountRepo + SyncedReads>(
+    deps: &AccountsDeps<A>,
+    request: &Request,
+    account_db_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let query = PageQuery::of(request, ORDER_PARAMETERS)?;
+    let filter = OrderFilter {
+        status: query.text("status"),
+        from: query.date("from")?,
+        to: query.date("to")?,
+        underlying_symbol: query.text("underlying_symbol"),
+    };
+    let (limit, after) = (query.limit()?, query.cursor()?);
+    let (user, id) = owned_account(deps, request, account_db_id).await?;
+    let page = (deps.accounts)
+        .orders(&user, id, &filter, after, limit)
+        .await?;
+    let body = OrderPage {
+        items: page.items,
+        next_cursor: page.next.map(|k| k.encode()),
+    };
+    Ok(http::json(200, &body))
+}
+
+/// A paged route's query: its filters, `limit` and `cursor`.
+struct PageQuery(std::collections::HashMap<String, String>);
+
+impl PageQuery {
+    /// The request's query, refused when it names a parameter not in `allowed`.
+    fn of(request: &Request, allowed: &[&str]) -> Result<Self, ApiError> {
+        http::query(request, allowed).map(Self)
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+
+    fn date(&self, key: &str) -> Result<Option<chrono::NaiveDate>, ApiError> {
+        (self.0.get(key))
+            .map(|d| {
+                d.parse()
+                    .map_err(|_| ApiError::bad_request(key, "must be a date, YYYY-MM-DD"))
+            })
+            .transpose()
+    }
+
+    fn limit(&self) -> Result<i64, ApiError> {
+        match self.0.get("limit") {
+            None => Ok(DEFAULT_PAGE),
+            Some(raw) => (raw.parse().ok())
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| ApiError::bad_request("limit", format!("must be 1 to {MAX_PAGE}"))),
+        }
+    }
+
+    fn cursor(&self) -> Result<Option<Keyset>, ApiError> {
+        (self.0.get("cursor"))
+            .map(|c| {
+                Keyset::decode(c)
+                    .ok_or_else(|| ApiError::bad_request("cursor", "is not a cursor this API gave"))
+            })
+            .transpose()
+    }
 }
 
 /// The account's current positions, with the option each option symbol names.
