@@ -32,6 +32,7 @@ pub enum Endpoint {
     Balances,
     Account,
     Orders,
+    BalanceHistory,
 }
 
 /// One route of the HTTP API and the function that serves it.
@@ -88,6 +89,12 @@ pub const ROUTES: &[Route] = &[
         endpoint: Endpoint::Orders,
         method: "GET",
         path: "/tastytrade-accounts/{account_db_id}/orders",
+        function: Function::Accounts,
+    },
+    Route {
+        endpoint: Endpoint::BalanceHistory,
+        method: "GET",
+        path: "/tastytrade-accounts/{account_db_id}/balance-history",
         function: Function::Accounts,
     },
     Route {
@@ -336,11 +343,12 @@ impl Modify for BearerAuth {
         crate::routes::accounts::orders,
         crate::routes::accounts::positions,
         crate::routes::accounts::balances,
+        crate::routes::accounts::balance_history,
         crate::routes::sync_tasks::trigger,
         crate::routes::sync_tasks::status,
         crate::routes::sync_tasks::account_tasks,
     ),
-    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead, crate::domain::reads::SyncedSummary, AccountDetail, crate::domain::reads::OrderPage, crate::domain::reads::OrderRead, crate::domain::reads::LegRead, crate::domain::reads::FillRead)),
+    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead, crate::domain::reads::SyncedSummary, AccountDetail, crate::domain::reads::OrderPage, crate::domain::reads::OrderRead, crate::domain::reads::LegRead, crate::domain::reads::FillRead, crate::domain::reads::BalanceHistory, crate::domain::reads::BalancePoint)),
     modifiers(&BearerAuth),
     security(("jwt" = [])),
 )]

@@ -154,7 +154,7 @@ pub fn user_id(request: &Request) -> Result<String, ApiError> {
 
 /// Parses a JSON body of at most [`MAX_BODY_BYTES`]; an error names the offending field.
 /// The request's query parameters, refused with 400 when one is not among `allowed` (a typo
-/// must not silently read everything) or is given twice.
+/// must not silently read everything), is given twice or holds a NUL character.
 pub fn query(
     request: &Request,
     allowed: &[&str],
@@ -172,6 +172,13 @@ pub fn query(
         let (Some(value), None) = (values.next(), values.next()) else {
             return Err(ApiError::bad_request(key, "is given more than once"));
         };
+        // Postgres text cannot hold NUL: refused here, not failed as a query.
+        if value.contains('\0') {
+            return Err(ApiError::bad_request(
+                key,
+                "must not contain a NUL character",
+            ));
+        }
         query.insert(key.to_owned(), value.to_owned());
     }
     Ok(query)

@@ -22,7 +22,7 @@ use crate::domain::accounts::{
     NewCredential, SyncAccount, SyncedData,
 };
 use crate::domain::reads::{
-    BalanceRead, Keyset, OrderFilter, OrderRead, Paged, PositionRead, SyncedSummary,
+    BalancePoint, BalanceRead, Keyset, OrderFilter, OrderRead, Paged, PositionRead, SyncedSummary,
     TransactionFilter, TransactionRead,
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
@@ -412,6 +412,15 @@ pub trait SyncedReads: Send + Sync {
         user_id: &str,
         account_id: Uuid,
     ) -> impl Future<Output = Result<Option<SyncedSummary>, DbError>> + Send;
+
+    /// The account's end-of-day values in `currency` over `[from, to]`, oldest first.
+    fn balance_history(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+        currency: &str,
+        range: (Option<NaiveDate>, Option<NaiveDate>),
+    ) -> impl Future<Output = Result<Vec<BalancePoint>, DbError>> + Send;
 
     /// The account's current balances, one per currency.
     fn balances(

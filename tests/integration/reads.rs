@@ -16,7 +16,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::link::{Served, served_with};
-use crate::sync::{drain, run_task, worker};
+use crate::sync::{run_task, until_every_task_ended, worker};
 
 async fn get(served: &Served, token: &str, path: &str) -> (u16, Value) {
     let response = reqwest::Client::new()
@@ -27,6 +27,39 @@ async fn get(served: &Served, token: &str, path: &str) -> (u16, Value) {
         .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits for the link's full sync, which the gateway's own worker runs.
+async fn full_sync_done(served: &Served) {
+    let account: Uuid = served.account.parse().unwrap();
+    let limit = Duration::from_secs(120);
+    until_every_task_ended(&served.w.aws.tasks(), account, limit).await;
+}
+
+/// Every item of `path` (which has a query), page after page by `next_cursor`; `between` runs
+/// after each page.
+async fn all_pages(
+    served: &Served,
+    token: &str,
+    path: &str,
+    mut between: impl AsyncFnMut(),
+) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_path = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_owned(),
+        };
+        let (status, page) = get(served, token, &page_path).await;
+        assert_eq!(status, 200, "{page}");
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        between().await;
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            return items;
+        }
+    }
 }
 
 #[tokio::test]
@@ -40,45 +73,35 @@ async fn paging_all_transactions_reads_each_row_once_newest_first_while_new_rows
     .await;
     let w = &served.w;
     let deps = worker(w);
-    assert!(drain(w, &deps).await.is_empty());
+    full_sync_done(&served).await;
     let number = w.sim.credentials.account_numbers[0].clone();
     let truth = w.sim.simulator.truth(&number).unwrap();
     let token = gateway::dev_token(&served.env, "user-a", Duration::from_secs(600));
     let account: Uuid = served.account.parse().unwrap();
     let path = format!("/tastytrade-accounts/{account}/transactions?limit=500");
 
-    let mut read = Vec::new();
-    let mut net = Decimal::ZERO;
-    let mut cursor: Option<String> = None;
-    loop {
-        let page_path = match &cursor {
-            Some(c) => format!("{path}&cursor={c}"),
-            None => path.clone(),
-        };
-        let (status, page) = get(&served, &token, &page_path).await;
-        assert_eq!(status, 200, "{page}");
-        for row in page["items"].as_array().unwrap() {
-            let at =
-                chrono::DateTime::parse_from_rfc3339(row["executed_at"].as_str().unwrap()).unwrap();
-            read.push((at, row["id"].as_i64().unwrap()));
-            if let Some(v) = row["net_value"].as_str() {
-                net += Decimal::from_str(v).unwrap();
-            }
-        }
-        // Between pages the account trades and an incremental sync stores it: newer rows,
-        // which sort before every page still to come.
+    // Between pages the account trades and an incremental sync stores it: newer rows, which
+    // sort before every page still to come.
+    let rows = all_pages(&served, &token, &path, async || {
         let activity = Activity {
             transactions: 3,
             ..Activity::default()
         };
         w.sim.simulator.add_activity(&number, &activity).unwrap();
         run_task(&deps, account, TaskKind::Incremental).await;
-        cursor = page["next_cursor"].as_str().map(str::to_owned);
-        if cursor.is_none() {
-            break;
+    })
+    .await;
+
+    let mut read = Vec::new();
+    let mut net = Decimal::ZERO;
+    for row in &rows {
+        let at =
+            chrono::DateTime::parse_from_rfc3339(row["executed_at"].as_str().unwrap()).unwrap();
+        read.push((at, row["id"].as_i64().unwrap()));
+        if let Some(v) = row["net_value"].as_str() {
+            net += Decimal::from_str(v).unwrap();
         }
     }
-
     let ids: BTreeSet<i64> = read.iter().map(|(_, id)| *id).collect();
     assert_eq!(ids.len(), read.len(), "a row was read twice");
     assert!(
@@ -109,7 +132,7 @@ async fn paging_orders_reads_each_with_its_legs_and_fills_once() {
     })
     .await;
     let w = &served.w;
-    assert!(drain(w, &worker(w)).await.is_empty());
+    full_sync_done(&served).await;
     let truth = w
         .sim
         .simulator
@@ -118,25 +141,14 @@ async fn paging_orders_reads_each_with_its_legs_and_fills_once() {
     let token = gateway::dev_token(&served.env, "user-a", Duration::from_secs(600));
     let path = format!("/tastytrade-accounts/{}/orders?limit=50", served.account);
 
+    let orders = all_pages(&served, &token, &path, async || {}).await;
+
     let (mut ids, mut legs, mut fills) = (Vec::new(), 0, 0);
-    let mut cursor: Option<String> = None;
-    loop {
-        let page_path = match &cursor {
-            Some(c) => format!("{path}&cursor={c}"),
-            None => path.clone(),
-        };
-        let (status, page) = get(&served, &token, &page_path).await;
-        assert_eq!(status, 200, "{page}");
-        for order in page["items"].as_array().unwrap() {
-            ids.push(order["id"].as_i64().unwrap());
-            for leg in order["legs"].as_array().unwrap() {
-                legs += 1;
-                fills += leg["fills"].as_array().unwrap().len() as i64;
-            }
-        }
-        cursor = page["next_cursor"].as_str().map(str::to_owned);
-        if cursor.is_none() {
-            break;
+    for order in &orders {
+        ids.push(order["id"].as_i64().unwrap());
+        for leg in order["legs"].as_array().unwrap() {
+            legs += 1;
+            fills += leg["fills"].as_array().unwrap().len() as i64;
         }
     }
 
@@ -177,7 +189,7 @@ async fn the_account_its_positions_and_balances_read_back_as_the_broker_holds_th
     })
     .await;
     let w = &served.w;
-    assert!(drain(w, &worker(w)).await.is_empty());
+    full_sync_done(&served).await;
     let truth = w
         .sim
         .simulator
@@ -235,12 +247,50 @@ async fn the_account_its_positions_and_balances_read_back_as_the_broker_holds_th
         cash(&truth["balances"], "cash-balance"),
         "a cash balance per currency, as the broker holds it"
     );
+    let eod: i64 =
+        w.db.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM account_balance_snapshots WHERE currency = 'USD'
+               AND time_of_day = 'EOD'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    let (status, all) = get(
+        &served,
+        &token,
+        &format!("{base}/balance-history?points=1000"),
+    )
+    .await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(
+        all["points"].as_array().unwrap().len() as i64,
+        eod,
+        "every USD day"
+    );
+    let (status, chart) = get(
+        &served,
+        &token,
+        &format!("{base}/balance-history?points=10"),
+    )
+    .await;
+    assert_eq!(status, 200, "{chart}");
+    let points = chart["points"].as_array().unwrap();
+    assert_eq!(
+        (points.len(), chart["downsampled"].as_bool()),
+        (10, Some(true))
+    );
+    assert_eq!(points.first(), all["points"].as_array().unwrap().first());
+    assert_eq!(points.last(), all["points"].as_array().unwrap().last());
     for (query, field) in [
         ("limit=0", "limit"),
         ("limit=501", "limit"),
         ("cursor=garbage", "cursor"),
         ("from=2026-13-40", "from"),
         ("sort=asc", "sort"),
+        ("symbol=a%00b", "symbol"),
     ] {
         let (status, body) = get(&served, &token, &format!("{base}/transactions?{query}")).await;
         assert_eq!(status, 400, "{query}: {body}");

@@ -859,7 +859,7 @@ async fn running_now(
 }
 
 /// Waits until none of the account's tasks is still on its way; panics after `limit`.
-async fn until_every_task_ended(
+pub(crate) async fn until_every_task_ended(
     table: &DynamoTasks,
     account_id: Uuid,
     limit: Duration,

@@ -17,6 +17,9 @@ pub async fn handle<A: AccountRepo + SyncedReads>(
         Ok((Endpoint::Account, Some(id))) => accounts::account(deps, &request, id).await,
         Ok((Endpoint::Transactions, Some(id))) => accounts::transactions(deps, &request, id).await,
         Ok((Endpoint::Orders, Some(id))) => accounts::orders(deps, &request, id).await,
+        Ok((Endpoint::BalanceHistory, Some(id))) => {
+            accounts::balance_history(deps, &request, id).await
+        }
         Ok((Endpoint::Positions, Some(id))) => accounts::positions(deps, &request, id).await,
         Ok((Endpoint::Balances, Some(id))) => accounts::balances(deps, &request, id).await,
         Ok(_) => Err(ApiError::NotFound),

@@ -140,6 +140,9 @@ async fn gateway_command(addr: &str) -> ExitCode {
         "curl -s -H \"Authorization: Bearer $TOKEN\" '{api}/tastytrade-accounts/ACCOUNT_ID/orders?status=Filled'"
     );
     println!(
+        "curl -s -H \"Authorization: Bearer $TOKEN\" '{api}/tastytrade-accounts/ACCOUNT_ID/balance-history?points=100'"
+    );
+    println!(
         "curl -s -H \"Authorization: Bearer $TOKEN\" {api}/tastytrade-accounts/ACCOUNT_ID/positions"
     );
     println!(

@@ -12,7 +12,7 @@ use crate::domain::accounts::{
     NewCredential, SyncAccount, SyncedData,
 };
 use crate::domain::reads::{
-    BalanceRead, Keyset, OrderFilter, OrderRead, Paged, PositionRead, SyncedSummary,
+    BalancePoint, BalanceRead, Keyset, OrderFilter, OrderRead, Paged, PositionRead, SyncedSummary,
     TransactionFilter, TransactionRead,
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
@@ -69,6 +69,16 @@ impl SyncedReads for PgAccounts {
         limit: i64,
     ) -> Result<Paged<OrderRead>, DbError> {
         reads::orders(&self.pool, user_id, account_id, filter, after, limit).await
+    }
+
+    async fn balance_history(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+        currency: &str,
+        range: (Option<NaiveDate>, Option<NaiveDate>),
+    ) -> Result<Vec<BalancePoint>, DbError> {
+        reads::balance_history(&self.pool, user_id, account_id, currency, range).await
     }
 
     async fn synced(

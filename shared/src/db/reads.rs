@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::reads::{
-    BalanceRead, FillRead, Keyset, LegRead, OptionLeg, OrderFilter, OrderRead, Paged, PositionRead,
-    SyncedSummary, TransactionFilter, TransactionRead,
+    BalancePoint, BalanceRead, FillRead, Keyset, LegRead, OptionLeg, OrderFilter, OrderRead, Paged,
+    PositionRead, SyncedSummary, TransactionFilter, TransactionRead,
 };
 
 const OWNED: &str = "
@@ -231,6 +231,35 @@ fn order(r: &Row) -> OrderRead {
         terminal_at: r.get(10),
         legs: Vec::new(),
     }
+}
+
+pub const BALANCE_HISTORY: &str = "
+    SELECT s.snapshot_date, s.net_liquidating_value::text, s.cash_balance::text
+    FROM account_balance_snapshots s
+    JOIN tastytrade_accounts a ON a.id = s.account_id AND a.user_id = $2
+    WHERE s.account_id = $1 AND s.currency = $3 AND s.time_of_day = 'EOD'
+      AND ($4::date IS NULL OR s.snapshot_date >= $4)
+      AND ($5::date IS NULL OR s.snapshot_date <= $5)
+    ORDER BY s.snapshot_date";
+
+/// The account's end-of-day values in `currency` over `[from, to]`, oldest first.
+pub async fn balance_history(
+    pool: &Pool,
+    user_id: &str,
+    account_id: Uuid,
+    currency: &str,
+    (from, to): (Option<NaiveDate>, Option<NaiveDate>),
+) -> Result<Vec<BalancePoint>, DbError> {
+    let params: [&(dyn ToSql + Sync); 5] = [&account_id, &user_id, &currency, &from, &to];
+    let rows = pool.get().await?.query(BALANCE_HISTORY, &params).await?;
+    Ok(rows
+        .iter()
+        .map(|r| BalancePoint {
+            date: r.get(0),
+            net_liquidating_value: r.get(1),
+            cash_balance: r.get(2),
+        })
+        .collect())
 }
 
 /// Whether `account_id` is a linked account of `user_id`.

@@ -196,6 +196,42 @@ pub struct OrderPage {
     pub next_cursor: Option<String>,
 }
 
+/// The most points a balance history holds; a longer range is downsampled to it.
+pub const MAX_POINTS: usize = 1_000;
+/// A balance history's points when the caller names no bound.
+pub const DEFAULT_POINTS: usize = 500;
+
+/// One day of an account's value in one currency, from the broker's end-of-day snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct BalancePoint {
+    pub date: NaiveDate,
+    pub net_liquidating_value: Option<String>,
+    pub cash_balance: Option<String>,
+}
+
+/// A chart's series: one currency's end-of-day values, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct BalanceHistory {
+    pub currency: String,
+    /// Whether the range held more days than `points` and every n-th was kept.
+    pub downsampled: bool,
+    pub points: Vec<BalancePoint>,
+}
+
+/// At most `max` of `rows`, evenly spaced, the first and the last always kept.
+pub fn downsample<T: Clone>(rows: &[T], max: usize) -> Vec<T> {
+    if rows.len() <= max {
+        return rows.to_vec();
+    }
+    if max < 2 {
+        return rows[..max].to_vec();
+    }
+    let last = rows.len() - 1;
+    (0..max)
+        .map(|i| rows[i * last / (max - 1)].clone())
+        .collect()
+}
+
 /// One page of rows and the cursor of the next, if there is one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paged<T> {
@@ -206,6 +242,17 @@ pub struct Paged<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn downsampling_keeps_the_ends_and_spaces_the_rest_evenly() {
+        let days: Vec<u32> = (0..1_000).collect();
+
+        let kept = downsample(&days, 5);
+
+        assert_eq!(kept, [0, 249, 499, 749, 999]);
+        assert_eq!(downsample(&days[..3], 5), [0, 1, 2]);
+        assert_eq!(downsample(&days, 1_000).len(), 1_000);
+    }
 
     #[test]
     fn a_cursor_round_trips_and_garbage_is_no_cursor() {

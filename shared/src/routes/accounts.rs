@@ -6,8 +6,8 @@ use crate::api::{AccountDetail, TastyTradeAccountRead};
 use crate::config::{ConfigError, Env};
 use crate::domain::accounts::SyncedData;
 use crate::domain::reads::{
-    BalanceRead, DEFAULT_PAGE, Keyset, MAX_PAGE, OrderFilter, OrderPage, PositionRead,
-    TransactionFilter, TransactionPage,
+    BalanceHistory, BalanceRead, DEFAULT_PAGE, DEFAULT_POINTS, Keyset, MAX_PAGE, MAX_POINTS,
+    OrderFilter, OrderPage, PositionRead, TransactionFilter, TransactionPage, downsample,
 };
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
@@ -228,6 +228,51 @@ pub async fn orders<A: AccountRepo + SyncedReads>(
     let body = OrderPage {
         items: page.items,
         next_cursor: page.next.map(|k| k.encode()),
+    };
+    Ok(http::json(200, &body))
+}
+
+/// A chart's series: the account's end-of-day values in one currency (USD unless named), at
+/// most `points` of them (500 unless named, up to 1,000), evenly spaced over a longer range.
+#[utoipa::path(
+    get,
+    path = "/tastytrade-accounts/{account_db_id}/balance-history",
+    params(
+        ("account_db_id" = Uuid, Path),
+        ("from" = Option<chrono::NaiveDate>, Query, description = "First day, inclusive"),
+        ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive"),
+        ("currency" = Option<String>, Query, description = "USD unless named"),
+        ("points" = Option<i64>, Query, description = "At most this many points, 2 to 1000"),
+    ),
+    responses(
+        (status = 200, body = BalanceHistory),
+        (status = 400, body = crate::api::ErrorBody),
+        (status = 401, body = crate::api::Unauthorized),
+        (status = 404, body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn balance_history<A: AccountRepo + SyncedReads>(
+    deps: &AccountsDeps<A>,
+    request: &Request,
+    account_db_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let query = PageQuery::of(request, &["from", "to", "currency", "points"])?;
+    let range = (query.date("from")?, query.date("to")?);
+    let currency = query.text("currency").unwrap_or_else(|| "USD".to_owned());
+    let points = match query.text("points") {
+        None => DEFAULT_POINTS,
+        Some(raw) => (raw.parse().ok())
+            .filter(|n| (2..=MAX_POINTS).contains(n))
+            .ok_or_else(|| ApiError::bad_request("points", format!("must be 2 to {MAX_POINTS}")))?,
+    };
+    let (user, id) = owned_account(deps, request, account_db_id).await?;
+    let days = (deps.accounts)
+        .balance_history(&user, id, &currency, range)
+        .await?;
+    let body = BalanceHistory {
+        downsampled: days.len() > points,
+        points: downsample(&days, points),
+        currency,
     };
     Ok(http::json(200, &body))
 }
