@@ -197,7 +197,7 @@ async fn main() {
         .send()
         .await
         .expect("purge");
-    let api = gateway_latencies(&env, &aws, &owner, task.task_id).await;
+    let api = gateway_latencies(&env, &aws, &owner, task.task_id, account_id).await;
 
     // 6. Scheduler fan-out, on a database and queue of its own.
     let scheduled = size("BENCH_SCHEDULER_ACCOUNTS", 10_000);
@@ -455,6 +455,7 @@ async fn gateway_latencies(
     aws: &TestAws,
     owner: &str,
     task_id: uuid::Uuid,
+    account_id: uuid::Uuid,
 ) -> Vec<(&'static str, Duration, Duration)> {
     let env = env
         .clone()
@@ -475,6 +476,15 @@ async fn gateway_latencies(
         (
             "GET /sync/status/{task_id}",
             format!("/api/v1/sync/status/{task_id}"),
+        ),
+        // The synced account's newest 100 transactions, and its positions (the read API).
+        (
+            "GET /tastytrade-accounts/{id}/transactions?limit=100",
+            format!("/api/v1/tastytrade-accounts/{account_id}/transactions?limit=100"),
+        ),
+        (
+            "GET /tastytrade-accounts/{id}/positions",
+            format!("/api/v1/tastytrade-accounts/{account_id}/positions"),
         ),
     ] {
         let url = format!("{}{path}", running.url);
