@@ -488,6 +488,36 @@ async fn a_code_exchange_refused_for_the_deployments_client_is_our_fault_not_the
 }
 
 #[tokio::test]
+async fn the_read_events_reach_the_accounts_handler() {
+    let w = world().await;
+    let linked = link_personal(&w, "user-a").await;
+    let id = linked[0]["id"].as_str().unwrap();
+    let base = format!("/api/v1/tastytrade-accounts/{id}");
+
+    let (status, page) = send_accounts(
+        &w,
+        with_path(
+            event("account-transactions.json"),
+            &format!("{base}/transactions"),
+        ),
+    )
+    .await;
+    let (positions_status, positions) = send_accounts(
+        &w,
+        with_path(
+            event("account-positions.json"),
+            &format!("{base}/positions"),
+        ),
+    )
+    .await;
+
+    assert_eq!(status, 200, "{page}");
+    assert!(page["items"].is_array(), "{page}");
+    assert_eq!(positions_status, 200, "{positions}");
+    assert!(positions.is_array(), "{positions}");
+}
+
+#[tokio::test]
 async fn another_users_account_is_404_everywhere_and_no_claims_is_401() {
     let w = world().await;
     let linked = link_personal(&w, "user-a").await;
