@@ -494,27 +494,36 @@ async fn the_read_events_reach_the_accounts_handler() {
     let id = linked[0]["id"].as_str().unwrap();
     let base = format!("/api/v1/tastytrade-accounts/{id}");
 
-    let (status, page) = send_accounts(
-        &w,
-        with_path(
-            event("account-transactions.json"),
-            &format!("{base}/transactions"),
+    for (file, path, shape) in [
+        ("account.json", base.clone(), "object"),
+        (
+            "account-transactions.json",
+            format!("{base}/transactions"),
+            "page",
         ),
-    )
-    .await;
-    let (positions_status, positions) = send_accounts(
-        &w,
-        with_path(
-            event("account-positions.json"),
-            &format!("{base}/positions"),
+        ("account-orders.json", format!("{base}/orders"), "page"),
+        (
+            "account-positions.json",
+            format!("{base}/positions"),
+            "array",
         ),
-    )
-    .await;
+        ("account-balances.json", format!("{base}/balances"), "array"),
+        (
+            "account-balance-history.json",
+            format!("{base}/balance-history"),
+            "object",
+        ),
+    ] {
+        let (status, body) = send_accounts(&w, with_path(event(file), &path)).await;
 
-    assert_eq!(status, 200, "{page}");
-    assert!(page["items"].is_array(), "{page}");
-    assert_eq!(positions_status, 200, "{positions}");
-    assert!(positions.is_array(), "{positions}");
+        assert_eq!(status, 200, "{file}: {body}");
+        let fits = match shape {
+            "page" => body["items"].is_array(),
+            "array" => body.is_array(),
+            _ => body.is_object(),
+        };
+        assert!(fits, "{file}: {body}");
+    }
 }
 
 #[tokio::test]
