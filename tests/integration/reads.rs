@@ -36,6 +36,15 @@ async fn full_sync_done(served: &Served) {
     until_every_task_ended(&served.w.aws.tasks(), account, limit).await;
 }
 
+/// Once the link's full sync is done: the account's truth and a token of its owner.
+async fn synced_owner(served: &Served) -> (Value, String) {
+    full_sync_done(served).await;
+    let w = &served.w;
+    let truth = w.sim.simulator.truth(&w.sim.credentials.account_numbers[0]);
+    let token = gateway::dev_token(&served.env, "user-a", Duration::from_secs(600));
+    (truth.unwrap(), token)
+}
+
 /// Every item of `path` (which has a query), page after page by `next_cursor`; `between` runs
 /// after each page.
 async fn all_pages(
@@ -73,10 +82,8 @@ async fn paging_all_100k_transactions_reads_each_row_once_newest_first_while_new
     .await;
     let w = &served.w;
     let deps = worker(w);
-    full_sync_done(&served).await;
+    let (truth, token) = synced_owner(&served).await;
     let number = w.sim.credentials.account_numbers[0].clone();
-    let truth = w.sim.simulator.truth(&number).unwrap();
-    let token = gateway::dev_token(&served.env, "user-a", Duration::from_secs(600));
     let account: Uuid = served.account.parse().unwrap();
     let path = format!("/tastytrade-accounts/{account}/transactions?limit=500");
 
@@ -136,14 +143,7 @@ async fn paging_orders_reads_each_with_its_legs_and_fills_once() {
         years: 1,
     })
     .await;
-    let w = &served.w;
-    full_sync_done(&served).await;
-    let truth = w
-        .sim
-        .simulator
-        .truth(&w.sim.credentials.account_numbers[0])
-        .unwrap();
-    let token = gateway::dev_token(&served.env, "user-a", Duration::from_secs(600));
+    let (truth, token) = synced_owner(&served).await;
     let path = format!("/tastytrade-accounts/{}/orders?limit=50", served.account);
 
     let orders = all_pages(&served, &token, &path, async || {}).await;
@@ -194,13 +194,7 @@ async fn the_account_its_positions_and_balances_read_back_as_the_broker_holds_th
     })
     .await;
     let w = &served.w;
-    full_sync_done(&served).await;
-    let truth = w
-        .sim
-        .simulator
-        .truth(&w.sim.credentials.account_numbers[0])
-        .unwrap();
-    let token = gateway::dev_token(&served.env, "user-a", Duration::from_secs(600));
+    let (truth, token) = synced_owner(&served).await;
     let base = format!("/tastytrade-accounts/{}", served.account);
 
     let (status, positions) = get(&served, &token, &format!("{base}/positions")).await;

@@ -1,5 +1,7 @@
 //! `accounts`: list and unlink the caller's accounts, and read what was synced into them.
 
+use std::ops::RangeInclusive;
+
 use lambda_http::{Body, Request, Response};
 
 use crate::api::{AccountDetail, TastyTradeAccountRead};
@@ -259,12 +261,7 @@ pub async fn balance_history<A: AccountRepo + SyncedReads>(
     let query = PageQuery::of(request, &["from", "to", "currency", "points"])?;
     let range = (query.date("from")?, query.date("to")?);
     let currency = query.text("currency").unwrap_or_else(|| "USD".to_owned());
-    let points = match query.text("points") {
-        None => DEFAULT_POINTS,
-        Some(raw) => (raw.parse().ok())
-            .filter(|n| (2..=MAX_POINTS).contains(n))
-            .ok_or_else(|| ApiError::bad_request("points", format!("must be 2 to {MAX_POINTS}")))?,
-    };
+    let points = query.bounded("points", DEFAULT_POINTS, 2..=MAX_POINTS)?;
     let (user, id) = owned_account(deps, request, account_db_id).await?;
     let days = (deps.accounts)
         .balance_history(&user, id, &currency, range)
@@ -300,11 +297,22 @@ impl PageQuery {
     }
 
     fn limit(&self) -> Result<i64, ApiError> {
-        match self.0.get("limit") {
-            None => Ok(DEFAULT_PAGE),
+        self.bounded("limit", DEFAULT_PAGE, 1..=MAX_PAGE)
+    }
+
+    /// The whole number `key` names within `range`, or `default` when it is absent.
+    fn bounded<N>(&self, key: &str, default: N, range: RangeInclusive<N>) -> Result<N, ApiError>
+    where
+        N: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        match self.0.get(key) {
+            None => Ok(default),
             Some(raw) => (raw.parse().ok())
-                .filter(|n| (1..=MAX_PAGE).contains(n))
-                .ok_or_else(|| ApiError::bad_request("limit", format!("must be 1 to {MAX_PAGE}"))),
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    let (low, high) = (range.start(), range.end());
+                    ApiError::bad_request(key, format!("must be {low} to {high}"))
+                }),
         }
     }
 
