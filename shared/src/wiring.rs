@@ -17,6 +17,7 @@ use crate::config::{ConfigError, Env};
 use crate::db;
 use crate::iam::Permissions;
 use crate::oauth_state::StateSigner;
+use crate::routes::account_data::AccountDataDeps;
 use crate::routes::accounts::{AccountsDeps, unlink_policy};
 use crate::routes::link::{LinkDeps, OAuthSettings};
 use crate::routes::sync_tasks::{StatusDeps, TaskSettings, TriggerDeps};
@@ -27,6 +28,8 @@ use crate::tastytrade::{BrokerConfig, TastytradeClient};
 
 /// `accounts`' dependencies in production.
 pub type Accounts = AccountsDeps<PgAccounts>;
+
+pub type AccountData = AccountDataDeps<PgAccounts>;
 /// `link-account`'s dependencies in production.
 pub type LinkAccount = LinkDeps<PgAccounts, KmsEnvelope, DynamoTasks, SqsQueue, TastytradeClient>;
 /// `sync-trigger`'s dependencies in production.
@@ -42,6 +45,7 @@ pub type SyncWorker = SyncDeps<PgSyncStore, KmsEnvelope, DynamoTasks, SqsQueue, 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Function {
     Accounts,
+    AccountData,
     LinkAccount,
     SyncTrigger,
     SyncStatus,
@@ -51,8 +55,9 @@ pub enum Function {
 }
 
 impl Function {
-    pub const ALL: [Function; 7] = [
+    pub const ALL: [Function; 8] = [
         Function::Accounts,
+        Function::AccountData,
         Function::LinkAccount,
         Function::SyncTrigger,
         Function::SyncStatus,
@@ -65,6 +70,7 @@ impl Function {
     pub fn name(self) -> &'static str {
         match self {
             Function::Accounts => "accounts",
+            Function::AccountData => "account-data",
             Function::LinkAccount => "link-account",
             Function::SyncTrigger => "sync-trigger",
             Function::SyncStatus => "sync-status",
@@ -91,6 +97,7 @@ impl Function {
     pub fn actions(self) -> BTreeSet<&'static str> {
         match self {
             Function::Accounts => Accounts::actions(),
+            Function::AccountData => AccountData::actions(),
             Function::LinkAccount => LinkAccount::actions(),
             Function::SyncTrigger => SyncTrigger::actions(),
             Function::SyncStatus => SyncStatus::actions(),
@@ -143,6 +150,15 @@ impl Accounts {
         Ok(Self {
             accounts: accounts_from_env(env, sdk).await?,
             unlink_data: unlink_policy(env)?,
+        })
+    }
+}
+
+impl AccountData {
+    /// The database settings.
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        Ok(Self {
+            accounts: accounts_from_env(env, sdk).await?,
         })
     }
 }

@@ -11,9 +11,10 @@ use tastysync_shared::adapters::postgres::PgAccounts;
 use tastysync_shared::config::Env;
 use tastysync_shared::domain::accounts::SyncedData;
 use tastysync_shared::ports::TokenOpener;
+use tastysync_shared::routes::account_data::AccountDataDeps;
 use tastysync_shared::routes::accounts::AccountsDeps;
 use tastysync_shared::secrets::{KmsEnvelope, Purpose, Sealed, SecretContext};
-use tastysync_shared::wiring::{Accounts, Function, LinkAccount};
+use tastysync_shared::wiring::{AccountData, Accounts, Function, LinkAccount};
 use tastysync_tests::{TestAws, TestDb, event, request};
 use tastytrade_sim::Simulator;
 use tastytrade_sim::data::Sizes;
@@ -28,6 +29,7 @@ pub(crate) struct World {
     pub(crate) aws: TestAws,
     pub(crate) link: LinkAccount,
     pub(crate) accounts: Accounts,
+    pub(crate) account_data: AccountData,
     /// The functions' environment, as the deployment would set it for this stack.
     pub(crate) env: Env,
 }
@@ -89,12 +91,16 @@ pub(crate) async fn world_on(sizes: Sizes, db: TestDb) -> World {
         accounts: PgAccounts::new(db.pool.clone()),
         unlink_data: SyncedData::Keep,
     };
+    let account_data = AccountDataDeps {
+        accounts: PgAccounts::new(db.pool.clone()),
+    };
     World {
         sim,
         db,
         aws,
         link,
         accounts,
+        account_data,
         env,
     }
 }
@@ -129,6 +135,10 @@ async fn send_link(w: &World, event: Value) -> (u16, Value) {
 
 async fn send_accounts(w: &World, event: Value) -> (u16, Value) {
     read(accounts::handle(&w.accounts, request(&event)).await)
+}
+
+async fn send_account_data(w: &World, event: Value) -> (u16, Value) {
+    read(account_data::handle(&w.account_data, request(&event)).await)
 }
 
 pub(crate) fn read(response: Response<Body>) -> (u16, Value) {
@@ -488,7 +498,7 @@ async fn a_code_exchange_refused_for_the_deployments_client_is_our_fault_not_the
 }
 
 #[tokio::test]
-async fn the_read_events_reach_the_accounts_handler() {
+async fn the_read_events_reach_the_account_data_handler() {
     let w = world().await;
     let linked = link_personal(&w, "user-a").await;
     let id = linked[0]["id"].as_str().unwrap();
@@ -514,7 +524,7 @@ async fn the_read_events_reach_the_accounts_handler() {
             "object",
         ),
     ] {
-        let (status, body) = send_accounts(&w, with_path(event(file), &path)).await;
+        let (status, body) = send_account_data(&w, with_path(event(file), &path)).await;
 
         assert_eq!(status, 200, "{file}: {body}");
         let fits = match shape {

@@ -29,7 +29,8 @@ use tastysync_shared::aws::SdkConfig;
 use tastysync_shared::aws::as_identity;
 use tastysync_shared::config::Env;
 use tastysync_shared::wiring::{
-    Accounts, Function, LinkAccount, SyncScheduler, SyncStatus, SyncTrigger, SyncWorker,
+    AccountData, Accounts, Function, LinkAccount, SyncScheduler, SyncStatus, SyncTrigger,
+    SyncWorker,
 };
 
 /// API Gateway's payload limit.
@@ -71,6 +72,7 @@ pub fn dev_token(env: &Env, sub: &str, ttl: Duration) -> String {
 struct Functions {
     link: LinkAccount,
     accounts: Accounts,
+    account_data: AccountData,
     trigger: SyncTrigger,
     status: SyncStatus,
     decoding: DecodingKey,
@@ -105,6 +107,7 @@ pub async fn start(env: &Env, sdk: &SdkConfig, addr: SocketAddr) -> Result<Runni
     let functions = Arc::new(Functions {
         link: LinkAccount::from_env(env, &sdk_of(Function::LinkAccount)).await?,
         accounts: Accounts::from_env(env, &sdk_of(Function::Accounts)).await?,
+        account_data: AccountData::from_env(env, &sdk_of(Function::AccountData)).await?,
         trigger: SyncTrigger::from_env(env, &sdk_of(Function::SyncTrigger)).await?,
         status: SyncStatus::from_env(env, &sdk_of(Function::SyncStatus)).await?,
         decoding: DecodingKey::from_secret(&jwt_key(env)),
@@ -194,6 +197,7 @@ async fn serve(
     let response = match route.function {
         Function::LinkAccount => link_account::handle(&functions.link, request).await,
         Function::Accounts => accounts::handle(&functions.accounts, request).await,
+        Function::AccountData => account_data::handle(&functions.account_data, request).await,
         Function::SyncTrigger => sync_trigger::handle(&functions.trigger, request).await,
         Function::SyncStatus => sync_status::handle(&functions.status, request).await,
         other => {

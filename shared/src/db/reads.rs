@@ -153,7 +153,8 @@ const FILLS: &str = "
     ORDER BY filled_at, fill_id";
 
 /// One page of the account's orders, newest first, after `after`, each with its legs and
-/// fills (two more queries for the whole page).
+/// fills (two more queries for the whole page, in the same read-only snapshot: a sync
+/// committing between them cannot pair an order with legs or fills of another version).
 pub async fn orders(
     pool: &Pool,
     user_id: &str,
@@ -174,7 +175,13 @@ pub async fn orders(
         &user_id,
         &(limit + 1),
     ];
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
+    let client = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
     let rows = client.query(ORDERS, &params).await?;
     let mut items: Vec<OrderRead> = rows.iter().map(order).collect();
     let next = if items.len() as i64 > limit {
@@ -210,6 +217,7 @@ pub async fn orders(
         };
         legs.entry(order).or_default().push(leg);
     }
+    client.commit().await?;
     for order in &mut items {
         order.legs = legs.remove(&order.id).unwrap_or_default();
     }

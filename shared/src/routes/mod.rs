@@ -2,6 +2,7 @@
 //! request, and returns the response or an [`ApiError`](crate::http::ApiError). The function
 //! crates only wire dependencies and dispatch on method and path.
 
+pub mod account_data;
 pub mod accounts;
 pub mod link;
 pub mod sync_tasks;

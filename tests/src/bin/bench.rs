@@ -381,16 +381,6 @@ struct Binary {
     ready: Duration,
 }
 
-const FUNCTIONS: [&str; 7] = [
-    "accounts",
-    "link-account",
-    "migrate",
-    "sync-scheduler",
-    "sync-status",
-    "sync-trigger",
-    "sync-worker",
-];
-
 /// Each function's release binary started as Lambda starts it, against a local Runtime API
 /// that notes when the first `invocation/next` arrives: the process is then ready for events.
 async fn startup_times(env: &Env) -> Vec<Binary> {
@@ -411,7 +401,7 @@ async fn startup_times(env: &Env) -> Vec<Binary> {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let dir = std::env::current_exe().expect("own path");
     let mut binaries = Vec::new();
-    for name in FUNCTIONS {
+    for name in Function::ALL.map(Function::name) {
         let path = dir.with_file_name(name);
         let bytes = std::fs::metadata(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
