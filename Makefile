@@ -12,9 +12,12 @@ demo:
 test:
 	infra/local/test.sh
 
-## The slow reliability runs: the crash-consistency test with fifty kills, and the fault storm.
+## The slow reliability runs: the crash-consistency test with fifty kills, the fault storm, and
+## kills with two accounts' messages in flight under the template's 720 s visibility (ignored by
+## `make test`: it waits the visibility out).
 soak:
-	SOAK_KILLS=50 infra/local/test.sh -E 'test(/killed_again_and_again|fault_storm/)' --no-capture
+	SOAK_KILLS=50 infra/local/test.sh --run-ignored all \
+	  -E 'test(/killed_again_and_again|fault_storm|template_visibility/)' --no-capture
 
 ## The dev stack (Postgres, moto, migrated and provisioned: .local/dev/env), the simulator and
 ## the local gateway on 127.0.0.1:8787 with the worker; prints curl examples with a dev JWT.

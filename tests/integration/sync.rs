@@ -5,8 +5,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::{DateTime, Utc};
 use sync_worker::local::Poller;
+use tastysync_local::provision::QUEUE_VISIBILITY_SECONDS;
 use tastysync_shared::adapters::dynamo::DynamoTasks;
 use tastysync_shared::adapters::postgres::PgSyncStore;
 use tastysync_shared::adapters::secrets_manager::SecretsManager;
@@ -726,10 +728,12 @@ pub(crate) fn worker_command(w: &World) -> tokio::process::Command {
         // A killed worker's message comes back after this long, as after a Lambda crash.
         // (Three: a live worker's message must not come back while a loaded machine is slow.)
         .env("SYNC_VISIBILITY_SECONDS", "3")
-        // Invocations so short that each one syncs a page and hands over to a continuation:
-        // kills land on many different messages, and none is received maxReceiveCount times
-        // (which would rightly send it to the DLQ).
-        .env("SYNC_INVOCATION_SECONDS", "1")
+        // Invocations so short that each one syncs a page or two and hands over to a
+        // continuation: kills land on many different messages, and none is received
+        // maxReceiveCount times (which would rightly send it to the DLQ). Not one second: a
+        // worker's first invocation also opens its connections, and on a busy machine one
+        // second was not enough for that and a page, again and again, until the DLQ.
+        .env("SYNC_INVOCATION_SECONDS", "2")
         // One message in flight per receive: when two in-flight messages of a FIFO group come
         // back together, moto 5.2.5 delivers the second before the first (SQS keeps their
         // order), and a killed sync's lease then holds the other back for a whole back-off.
@@ -771,11 +775,17 @@ pub(crate) async fn run_until_idle(
 /// The account's lease as the worker left it in the task table: holder, taken and until
 /// (epoch milliseconds).
 async fn lease(w: &World, account_id: Uuid) -> Option<(Uuid, i64, i64)> {
-    let item = w
-        .aws
-        .dynamodb()
+    lease_in(&w.aws.dynamodb(), &w.aws.stack.table, account_id).await
+}
+
+async fn lease_in(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    account_id: Uuid,
+) -> Option<(Uuid, i64, i64)> {
+    let item = dynamodb
         .get_item()
-        .table_name(&w.aws.stack.table)
+        .table_name(table)
         .key(
             "pk",
             AttributeValue::S(format!("LEASE#ACCOUNT#{account_id}")),
@@ -982,6 +992,10 @@ async fn a_worker_killed_again_and_again_across_full_and_incremental_syncs_still
     );
     assert!(kills.full > 0 && kills.incremental > 0, "{kills:?}");
     assert_database_equals_truth(&w, &number).await;
+    assert_dlq_empty(&w).await;
+}
+
+async fn assert_dlq_empty(w: &World) {
     let dead = w
         .aws
         .sqs()
@@ -994,6 +1008,184 @@ async fn a_worker_killed_again_and_again_across_full_and_incremental_syncs_still
         dead.messages.unwrap_or_default().is_empty(),
         "a message reached the DLQ"
     );
+}
+
+/// Messages on the world's queue received and neither deleted nor yet visible again.
+async fn in_flight(w: &World) -> usize {
+    let attributes = w
+        .aws
+        .sqs()
+        .get_queue_attributes()
+        .queue_url(&w.aws.stack.queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::VisibilityTimeout)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    assert_eq!(
+        attributes[&QueueAttributeName::VisibilityTimeout],
+        QUEUE_VISIBILITY_SECONDS.to_string(),
+        "the queue's visibility is not the template's"
+    );
+    attributes[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible]
+        .parse()
+        .unwrap()
+}
+
+/// Every lease acquisition (epoch milliseconds) seen per account, sampled every 100 ms until
+/// `stop` is set.
+fn watch_leases(
+    w: &World,
+    accounts: Vec<Uuid>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<BTreeSet<i64>>> {
+    let (dynamodb, table) = (w.aws.dynamodb(), w.aws.stack.table.clone());
+    tokio::spawn(async move {
+        let mut seen = vec![BTreeSet::new(); accounts.len()];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (account, seen) in accounts.iter().zip(&mut seen) {
+                if let Some((_, acquired, _)) = lease_in(&dynamodb, &table, *account).await {
+                    seen.insert(acquired);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    })
+}
+
+/// In `make soak` only: it waits out the template's 720 s visibility, as a crashed Lambda's
+/// messages do.
+#[tokio::test]
+#[ignore = "make soak: waits out the template's visibility timeout (12 minutes)"]
+async fn kills_with_two_accounts_in_flight_strand_both_messages_for_the_template_visibility_and_lose_nothing()
+ {
+    const ACCOUNTS: usize = 8;
+    let w = world_with(Sizes {
+        accounts: ACCOUNTS,
+        transactions: 3_000,
+        orders: 300,
+        years: 2,
+    })
+    .await;
+    let started = chrono::Utc::now().timestamp_millis();
+    let linked = link_personal(&w, "user-a").await;
+    let accounts: Vec<Uuid> = linked
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(accounts.len(), ACCOUNTS);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let leases = watch_leases(&w, accounts.clone(), stop.clone());
+    w.sim.simulator.set_faults(tastytrade_sim::server::Faults {
+        latency_ms: 25,
+        ..Default::default()
+    });
+    // The template's visibility (no override), two messages per receive (of different
+    // accounts: each account's messages are one FIFO group, and while one is in flight the
+    // group's next waits), and invocations short enough that each hands over to a continuation
+    // but not so short that one times out on a loaded machine: a timed-out invocation strands
+    // its messages for the whole visibility too, as on Lambda.
+    let command = || {
+        let mut command = worker_command(&w);
+        command
+            .env_remove("SYNC_VISIBILITY_SECONDS")
+            .env("SYNC_BATCH_SIZE", "2")
+            .env("SYNC_INVOCATION_SECONDS", "6");
+        command
+    };
+    let mut rng = fastrand::Rng::with_seed(7);
+    // Messages stranded by earlier kills stay in flight for the whole visibility, so a new
+    // worker's own are those above them.
+    let mut stranded = 0;
+    let mut kills_with_two = 0;
+    let mut kills = 0;
+    while kills_with_two < 3 && kills < 6 {
+        let mut worker = command().spawn().unwrap();
+        let waiting = std::time::Instant::now();
+        while in_flight(&w).await < stranded + 2 {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(60),
+                "the worker never had two messages in flight"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..300))).await;
+        worker.kill().await.unwrap();
+        kills += 1;
+        let now = in_flight(&w).await;
+        if now >= stranded + 2 {
+            kills_with_two += 1;
+        }
+        stranded = now;
+    }
+    let last_kill = chrono::Utc::now().timestamp_millis();
+    println!(
+        "template visibility: {kills} kills, {kills_with_two} with two messages in flight; \
+         {stranded} messages stranded for {QUEUE_VISIBILITY_SECONDS} s"
+    );
+    assert!(kills_with_two >= 2, "{kills_with_two} of {kills} kills");
+
+    let mut last = command().spawn().unwrap();
+    let limit = Duration::from_secs(u64::from(QUEUE_VISIBILITY_SECONDS) + 300);
+    let mut tasks = Vec::new();
+    for account in &accounts {
+        tasks.extend(until_every_task_ended(&w.aws.tasks(), *account, limit).await);
+    }
+    last.kill().await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let leases = leases.await.unwrap();
+    let ended = chrono::Utc::now().timestamp_millis();
+
+    assert!(
+        tasks.iter().all(|t| t.status == TaskStatus::Completed),
+        "{:?}",
+        tasks.iter().map(|t| (t.kind, t.status)).collect::<Vec<_>>()
+    );
+    // A stranded message's account waits out the whole visibility between two of its syncs
+    // starting; no other account waits more than a minute (nothing came back early, nothing
+    // else was held up), and each stranded message is a different account's.
+    let visibility_ms = i64::from(QUEUE_VISIBILITY_SECONDS) * 1_000;
+    let longest_waits: Vec<i64> = leases
+        .iter()
+        .map(|acquired| {
+            std::iter::once(started)
+                .chain(acquired.iter().copied())
+                .collect::<Vec<_>>()
+                .windows(2)
+                .map(|pair| pair[1] - pair[0])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    println!(
+        "template visibility: each account's longest wait between two syncs starting (s): {:?}",
+        longest_waits
+            .iter()
+            .map(|ms| ms / 1_000)
+            .collect::<Vec<_>>()
+    );
+    let waited_out = longest_waits
+        .iter()
+        .filter(|&&wait| wait >= visibility_ms)
+        .count();
+    assert_eq!(
+        waited_out, stranded,
+        "longest waits (ms): {longest_waits:?}"
+    );
+    assert!(
+        longest_waits
+            .iter()
+            .all(|&wait| wait >= visibility_ms || wait < 60_000),
+        "a message came back before its visibility ended: {longest_waits:?}"
+    );
+    assert!(ended - last_kill < visibility_ms + 300_000);
+    for number in &w.sim.credentials.account_numbers {
+        assert_database_equals_truth(&w, number).await;
+    }
+    assert_dlq_empty(&w).await;
 }
 
 #[tokio::test]

@@ -38,9 +38,8 @@ pub async fn apply(pool: &Pool) -> Result<Vec<String>, DbError> {
 
 /// The names of every embedded migration, oldest first.
 pub fn embedded() -> Vec<String> {
-    migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(|m| m.to_string())
-        .collect()
+    // The runner lists them in file-name order, which puts V10 before V2.
+    let mut all = migrations::runner().get_migrations().clone();
+    all.sort_by_key(|m| m.version());
+    all.iter().map(|m| m.to_string()).collect()
 }
