@@ -25,7 +25,9 @@ use crate::ports::{
     TokenOpener, TokenSealer,
 };
 use crate::secrets::{CipherError, Sealed, SecretContext};
-use crate::tastytrade::model::{Balance, BrokerId, Order, Position, Record, Transaction};
+use crate::tastytrade::model::{
+    Balance, BrokerId, Order, Position, Record, TradingStatus, Transaction,
+};
 use crate::tastytrade::{AccessToken, BrokerError, CodeExchange, Environment, Grant};
 
 /// No AWS call behind any fake.
@@ -541,6 +543,8 @@ pub struct StoredSync {
     /// Rows written per balance target: current balances, broker snapshots, captures.
     pub balance_writes: BTreeMap<&'static str, usize>,
     pub positions: Vec<serde_json::Value>,
+    /// The last trading status stored, as the broker sent it.
+    pub trading_status: Option<serde_json::Value>,
     /// Rows set aside, by entity and row key (the broker id, else the JSON), with when they
     /// were last seen.
     pub quarantined: BTreeMap<(&'static str, String), (Quarantined, DateTime<Utc>)>,
@@ -565,6 +569,7 @@ impl InMemorySyncStore {
             orders: BTreeMap::new(),
             balance_writes: BTreeMap::new(),
             positions: Vec::new(),
+            trading_status: None,
             removed: BTreeMap::new(),
             quarantined: BTreeMap::new(),
         };
@@ -647,6 +652,15 @@ impl SyncStore for InMemorySyncStore {
             s.account.orders_synced_to = Some(orders_to);
             s.account.snapshots_synced_to = Some(snapshots_to);
         })
+    }
+
+    async fn store_trading_status(
+        &self,
+        account_id: Uuid,
+        status: &Record<TradingStatus>,
+        _read_at: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        self.with(account_id, |s| s.trading_status = Some(status.raw.clone()))
     }
 
     async fn mark_failed(

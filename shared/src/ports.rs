@@ -28,7 +28,7 @@ use crate::domain::reads::{
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
 use crate::secrets::{CipherError, Sealed, SecretContext};
-use crate::tastytrade::model::{Balance, Order, Position, Record, Transaction};
+use crate::tastytrade::model::{Balance, Order, Position, Record, TradingStatus, Transaction};
 use crate::tastytrade::{AccessToken, BrokerError, CodeExchange, Environment, Grant, Session};
 
 /// The IAM actions a port's adapter calls.
@@ -278,6 +278,14 @@ pub trait SyncStore: Send + Sync {
         transactions_to: DateTime<Utc>,
         orders_to: DateTime<Utc>,
         snapshots_to: NaiveDate,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// The account's trading status as the broker answered it at `read_at`.
+    fn store_trading_status(
+        &self,
+        account_id: Uuid,
+        status: &Record<TradingStatus>,
+        read_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// `credential_id` is `None` only when the sync could not load the account at all.

@@ -649,6 +649,9 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
             .until(self.deadline.calls_until);
         self.accounts(&session, cached.as_ref()).await?;
         let currencies = self.balances(&session, counts).await?;
+        if self.resume.is_none() {
+            self.trading_status(&session).await?;
+        }
         self.positions(&session, counts).await?;
         if self.runs(Stage::Transactions) {
             self.paged::<Transaction>(&session, &currencies, counts)
@@ -772,6 +775,25 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
             counts.reject("balances", aside);
         }
         Ok(currencies)
+    }
+
+    /// The account's trading status (day trades counted, pattern-day-trader and closing-only
+    /// flags...), read once per sync: by its first invocation, since a continuation's short
+    /// time is the paged stages'. One the model cannot read leaves the stored one in place; it
+    /// is account metadata, not a synced row to quarantine.
+    async fn trading_status(&self, session: &Session<'_, B>) -> Result<(), SyncError> {
+        let number = &self.account.account_number;
+        let Parsed { items, rejected } = session.trading_status(number).await?;
+        for status in &items {
+            let store = &self.deps.store;
+            store
+                .store_trading_status(self.account.id, status, Utc::now())
+                .await?;
+        }
+        for unreadable in rejected {
+            tracing::warn!(reason = %unreadable.reason, "the trading status does not parse; the stored one is kept");
+        }
+        Ok(())
     }
 
     /// The account's positions, replacing the set in one transaction. The lots of a symbol
@@ -1340,6 +1362,10 @@ mod tests {
             json!({"data": {"items": [usd_balance()]}}),
         );
         broker.serve(
+            &format!("/accounts/{NUMBER}/trading-status"),
+            json!({"data": {"account-number": NUMBER, "day-trade-count": 1, "is-pattern-day-trader": false}}),
+        );
+        broker.serve(
             &format!("/accounts/{NUMBER}/positions"),
             json!({"data": {"items": []}}),
         );
@@ -1720,6 +1746,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_trading_status_the_model_cannot_read_keeps_the_stored_one_and_the_sync_completes() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        sync(&deps, account, TaskKind::Full).await;
+        let stored = |deps: &FakeWorker| deps.store.stored(account).unwrap().trading_status;
+        let before = stored(&deps).expect("the full sync stored the trading status");
+        deps.broker.serve(
+            &format!("/accounts/{NUMBER}/trading-status"),
+            json!({"data": {"account-number": NUMBER, "day-trade-count": "several"}}),
+        );
+
+        let (outcome, _) = sync(&deps, account, TaskKind::Incremental).await;
+
+        assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+        assert_eq!(stored(&deps), Some(before));
+    }
+
+    #[tokio::test]
     async fn an_idle_incremental_sync_reads_one_trailing_window_per_entity() {
         let deps = fake_worker();
         let account = linked_account(&deps).await;
@@ -1737,8 +1781,9 @@ mod tests {
 
         assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
         let calls = &deps.broker.calls()[before..];
-        // accounts, balances, positions, transactions, orders, live orders, snapshots (USD)
-        assert_eq!(calls.len(), 7, "{calls:?}");
+        // accounts, balances, trading status, positions, transactions, orders, live orders,
+        // snapshots (USD)
+        assert_eq!(calls.len(), 8, "{calls:?}");
         let reads = transaction_reads(&deps);
         let (start, _) = reads.last().unwrap();
         let start: DateTime<Utc> = start.parse().unwrap();

@@ -121,6 +121,7 @@ async fn the_public_sdk_reads_every_endpoint_it_models_without_a_validation_erro
         "positions",
         "orders",
         "live_orders",
+        "trading_status",
         "order",
         "balances",
         "balance_snapshots",

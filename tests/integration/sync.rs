@@ -246,12 +246,12 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
         "an incremental sync with nothing new rewrote {:?}",
         idle.written
     );
-    // The README's count: accounts, balances, positions, one page each of transactions and
-    // orders, the live orders, a page of snapshots per currency (two).
+    // The README's count: accounts, balances, trading status, positions, one page each of
+    // transactions and orders, the live orders, a page of snapshots per currency (two).
     let calls: Vec<String> = (w.sim.simulator.requests().iter())
         .map(|r| r.path.clone())
         .collect();
-    assert_eq!(calls.len(), 8, "an idle incremental sync called {calls:#?}");
+    assert_eq!(calls.len(), 9, "an idle incremental sync called {calls:#?}");
 }
 
 /// Every read of the paths ending in `path_end` asked for `key` (a time or a date), and none
@@ -945,6 +945,7 @@ async fn a_worker_killed_again_and_again_across_full_and_incremental_syncs_still
                 reversals: rng.usize(0..2),
                 fills: rng.usize(0..3),
                 close_positions: rng.usize(0..2),
+                day_trades: rng.i64(0..2),
                 ..Activity::default()
             };
             w.sim.simulator.add_activity(&number, &activity).unwrap();

@@ -111,6 +111,7 @@ async def main():
             ),
         )
         await check("live_orders", account.get_live_orders(session))
+        await check("trading_status", account.get_trading_status(session))
         if orders:
             await check("order", account.get_order(session, orders[0].id))
         for currency in ("USD", "EUR"):

@@ -129,6 +129,38 @@ pub async fn assert_database_equals_truth(
         0,
         "captures are dated by the New York trading day"
     );
+    let trading = client
+        .query_one(
+            "SELECT day_trade_count, is_pattern_day_trader, is_closing_only, options_level,
+                    pdt_reset_on::text, trading_status
+             FROM tastytrade_accounts WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let expected = &truth["trading-status"];
+    assert_eq!(
+        (
+            trading.get::<_, Option<i64>>(0),
+            trading.get::<_, Option<bool>>(1),
+            trading.get::<_, Option<bool>>(2),
+            trading.get::<_, Option<String>>(3),
+            trading.get::<_, Option<String>>(4),
+        ),
+        (
+            expected["day-trade-count"].as_i64(),
+            expected["is-pattern-day-trader"].as_bool(),
+            expected["is-closing-only"].as_bool(),
+            expected["options-level"].as_str().map(str::to_owned),
+            expected["pdt-reset-on"].as_str().map(str::to_owned),
+        ),
+        "trading status"
+    );
+    assert_eq!(
+        &trading.get::<_, Value>(5),
+        expected,
+        "the trading status as sent"
+    );
     let status: String = client
         .query_one(
             "SELECT last_sync_status FROM tastytrade_accounts WHERE id = $1",

@@ -18,7 +18,7 @@ use crate::domain::reads::{
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore, SyncedReads};
 use crate::secrets::Sealed;
-use crate::tastytrade::model::{Balance, Order, Position, Record, Transaction};
+use crate::tastytrade::model::{Balance, Order, Position, Record, TradingStatus, Transaction};
 
 /// [`AccountRepo`] and [`DueAccounts`] over the pool.
 #[derive(Debug, Clone)]
@@ -181,6 +181,15 @@ impl SyncStore for PgSyncStore {
             snapshots_to,
         )
         .await
+    }
+
+    async fn store_trading_status(
+        &self,
+        account_id: Uuid,
+        status: &Record<TradingStatus>,
+        read_at: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        sync::store_trading_status(&self.pool, account_id, status, read_at).await
     }
 
     async fn mark_failed(

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::DbError;
 use crate::domain::reads::{
     BalancePoint, BalanceRead, FillRead, Keyset, LegRead, OptionLeg, OrderFilter, OrderRead, Paged,
-    PositionRead, SyncedSummary, TransactionFilter, TransactionRead,
+    PositionRead, SyncedSummary, TradingStatusRead, TransactionFilter, TransactionRead,
 };
 
 const OWNED: &str = "
@@ -90,7 +90,10 @@ const SYNCED: &str = "
       (SELECT count(*) FROM order_fills f WHERE f.account_id = a.id AND f.removed_at IS NULL),
       (SELECT count(*) FROM positions p WHERE p.account_id = a.id),
       (SELECT count(*) FROM account_balances b WHERE b.account_id = a.id AND b.removed_at IS NULL),
-      (SELECT count(*) FROM account_balance_snapshots s WHERE s.account_id = a.id)
+      (SELECT count(*) FROM account_balance_snapshots s WHERE s.account_id = a.id),
+      a.day_trade_count, a.is_pattern_day_trader, a.is_closing_only, a.is_frozen,
+      a.is_in_margin_call, a.is_in_day_trade_equity_maintenance_call, a.options_level,
+      a.pdt_reset_on, a.trading_status_updated_at, a.trading_status_read_at
     FROM tastytrade_accounts a WHERE a.id = $1 AND a.user_id = $2 AND a.unlinked_at IS NULL";
 
 /// The account's watermarks and row counts; `None` when it is not one of the user's.
@@ -115,11 +118,24 @@ pub async fn synced(
     let rows = (tables.iter().enumerate())
         .map(|(i, table)| ((*table).to_owned(), r.get::<_, i64>(3 + i)))
         .collect();
+    let trading_status = (r.get::<_, Option<DateTime<Utc>>>(19)).map(|read_at| TradingStatusRead {
+        day_trade_count: r.get(10),
+        is_pattern_day_trader: r.get(11),
+        is_closing_only: r.get(12),
+        is_frozen: r.get(13),
+        is_in_margin_call: r.get(14),
+        is_in_day_trade_equity_maintenance_call: r.get(15),
+        options_level: r.get(16),
+        pdt_reset_on: r.get(17),
+        updated_at: r.get(18),
+        read_at,
+    });
     Ok(Some(SyncedSummary {
         transactions_synced_to: r.get(0),
         orders_synced_to: r.get(1),
         balance_snapshots_synced_to: r.get(2),
         rows,
+        trading_status,
     }))
 }
 

@@ -12,7 +12,9 @@ use crate::domain::accounts::AccountStatus;
 use crate::domain::accounts::{BalanceTarget, SyncAccount, trading_day};
 use crate::domain::rows::{Gone, Quarantined, Rejection, Stored};
 use crate::secrets::{Purpose, Sealed};
-use crate::tastytrade::model::{Balance, Fill, Leg, Order, Position, Record, Transaction};
+use crate::tastytrade::model::{
+    Balance, Fill, Leg, Order, Position, Record, TradingStatus, Transaction,
+};
 use crate::tastytrade::occ::{self, OptionSymbol};
 
 const LOAD_ACCOUNT: &str = "
@@ -124,6 +126,13 @@ const MARK_SUCCESS: &str = "
         balance_snapshots_synced_to = $4, sync_queued_at = NULL
     WHERE id = $1 AND credential_id = $5";
 
+const STORE_TRADING_STATUS: &str = "
+    UPDATE tastytrade_accounts SET day_trade_count = $2, is_pattern_day_trader = $3,
+        is_closing_only = $4, is_frozen = $5, is_in_margin_call = $6,
+        is_in_day_trade_equity_maintenance_call = $7, options_level = $8, pdt_reset_on = $9,
+        trading_status_updated_at = $10, trading_status_read_at = $11, trading_status = $12
+    WHERE id = $1";
+
 /// A finished sync, good or bad, clears the queued marker: the account is due again.
 const MARK_FAILED: &str = "
     UPDATE tastytrade_accounts SET last_sync_status = $2, last_error = $3, sync_queued_at = NULL
@@ -159,6 +168,36 @@ pub async fn mark_success(
                 &orders_to,
                 &snapshots_to,
                 &credential_id,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn store_trading_status(
+    pool: &Pool,
+    account_id: Uuid,
+    status: &Record<TradingStatus>,
+    read_at: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let s = &status.item;
+    pool.get()
+        .await?
+        .execute(
+            STORE_TRADING_STATUS,
+            &[
+                &account_id,
+                &s.day_trade_count,
+                &s.is_pattern_day_trader,
+                &s.is_closing_only,
+                &s.is_frozen,
+                &s.is_in_margin_call,
+                &s.is_in_day_trade_equity_maintenance_call,
+                &s.options_level,
+                &s.pdt_reset_on,
+                &s.updated_at,
+                &read_at,
+                &status.raw,
             ],
         )
         .await?;

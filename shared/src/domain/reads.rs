@@ -139,6 +139,27 @@ pub struct SyncedSummary {
     /// Rows per table: transactions, orders, order_legs, order_fills, positions, balances,
     /// balance_snapshots.
     pub rows: std::collections::BTreeMap<String, i64>,
+    /// What the account may do today, as the last sync read it; absent before the first.
+    pub trading_status: Option<TradingStatusRead>,
+}
+
+/// The broker's trading status of the account: day trades counted toward the pattern-day-trader
+/// rule, the restrictions in force, the options level.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TradingStatusRead {
+    pub day_trade_count: Option<i64>,
+    pub is_pattern_day_trader: Option<bool>,
+    pub is_closing_only: Option<bool>,
+    pub is_frozen: Option<bool>,
+    pub is_in_margin_call: Option<bool>,
+    pub is_in_day_trade_equity_maintenance_call: Option<bool>,
+    pub options_level: Option<String>,
+    /// When the pattern-day-trader flag may be reset.
+    pub pdt_reset_on: Option<NaiveDate>,
+    /// When the broker last changed it.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// When a sync read it.
+    pub read_at: DateTime<Utc>,
 }
 
 /// Which orders a page reads: each filter optional, dates (of receipt) inclusive.

@@ -10,7 +10,9 @@ use serde_json::Value;
 
 use super::client::Session;
 use super::error::BrokerError;
-use super::model::{AccountAuthority, Balance, Order, Position, QuoteToken, Record, Transaction};
+use super::model::{
+    AccountAuthority, Balance, Order, Position, QuoteToken, Record, TradingStatus, Transaction,
+};
 use crate::domain::rows::Quarantined;
 use crate::ports::Broker;
 
@@ -300,6 +302,19 @@ impl<'c, B: Broker> Session<'c, B> {
     pub async fn accounts(&self) -> Result<Vec<Record<AccountAuthority>>, BrokerError> {
         let body: ItemsEnvelope = envelope(self.get("/customers/me/accounts", &[]).await?)?;
         records(body.data.items, "account")
+    }
+
+    /// `GET /accounts/{n}/trading-status`: one object, set aside rather than failing the sync
+    /// when the model cannot read it.
+    pub async fn trading_status(
+        &self,
+        account_number: &str,
+    ) -> Result<Parsed<TradingStatus>, BrokerError> {
+        let body: ObjectEnvelope = envelope(
+            self.get(&account_path(account_number, "/trading-status"), &[])
+                .await?,
+        )?;
+        Ok(Parsed::parse(vec![body.data]))
     }
 
     /// `GET /accounts/{n}/positions` (not paginated).

@@ -78,6 +78,30 @@ pub struct Account {
     pub funding_date: Option<NaiveDate>,
 }
 
+/// `GET /accounts/{n}/trading-status`: what the account may do today. The flags a portfolio
+/// screen shows are read here; the rest of the object is kept whole in [`Record::raw`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TradingStatus {
+    #[serde(default)]
+    pub day_trade_count: Option<i64>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub is_pattern_day_trader: Option<bool>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub is_closing_only: Option<bool>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub is_frozen: Option<bool>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub is_in_margin_call: Option<bool>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub is_in_day_trade_equity_maintenance_call: Option<bool>,
+    pub options_level: Option<String>,
+    #[serde(default, deserialize_with = "wire::lenient_date")]
+    pub pdt_reset_on: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Transaction {

@@ -35,6 +35,62 @@ pub struct Account {
     pub positions: Vec<Position>,
     pub balances: Vec<Balance>,
     pub snapshots: Vec<Snapshot>,
+    pub trading_status: TradingStatus,
+}
+
+/// `GET /accounts/{n}/trading-status`: what the account may do today.
+#[derive(Debug, Clone)]
+pub struct TradingStatus {
+    pub id: i64,
+    pub day_trade_count: i64,
+    pub is_pattern_day_trader: bool,
+    pub is_closing_only: bool,
+    pub options_level: &'static str,
+    pub pdt_reset_on: Option<NaiveDate>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TradingStatus {
+    /// Every field the SDK's `TradingStatus` model requires, with the API's types.
+    pub fn render(&self, account: &str) -> Value {
+        json!({
+            "account-number": account,
+            "autotrade-account-type": "Default",
+            "clearing-account-number": format!("C{account}"),
+            "clearing-aggregation-identifier": "TW",
+            "day-trade-count": self.day_trade_count,
+            "equities-margin-calculation-type": "Reg T",
+            "fee-schedule-name": "default",
+            "futures-margin-rate-multiplier": "0.0",
+            "has-intraday-equities-margin": false,
+            "id": self.id,
+            "is-aggregated-at-clearing": false,
+            "is-closed": false,
+            "is-closing-only": self.is_closing_only,
+            "is-cryptocurrency-closing-only": false,
+            "is-cryptocurrency-enabled": false,
+            "is-equity-offering-closing-only": false,
+            "is-equity-offering-enabled": false,
+            "is-frozen": false,
+            "is-full-equity-margin-required": false,
+            "is-futures-closing-only": false,
+            "is-futures-enabled": true,
+            "is-futures-intra-day-enabled": false,
+            "is-in-day-trade-equity-maintenance-call": false,
+            "is-in-margin-call": false,
+            "is-pattern-day-trader": self.is_pattern_day_trader,
+            "is-portfolio-margin-enabled": false,
+            "is-risk-reducing-only": false,
+            "is-roll-the-day-forward-enabled": false,
+            "is-small-notional-futures-intra-day-enabled": false,
+            "are-far-otm-net-options-restricted": true,
+            "options-level": self.options_level,
+            "pdt-reset-on": self.pdt_reset_on.map(|d| d.to_string()),
+            "short-calls-enabled": false,
+            "small-notional-futures-margin-rate-multiplier": "0.0",
+            "updated-at": self.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -648,6 +704,21 @@ impl Generator {
             },
         ];
         let snapshots = self.snapshots(opened_at.date_naive(), end.date_naive());
+        // From the account's place, not the generator's stream: the rest of the data stays as
+        // the seed always made it.
+        let trading_status = TradingStatus {
+            id: 900_000 + index as i64,
+            day_trade_count: (index % 4) as i64,
+            is_pattern_day_trader: index % 3 == 0,
+            is_closing_only: closed,
+            options_level: [
+                "No Restrictions",
+                "Defined Risk Spreads",
+                "Covered And Cash Secured",
+            ][index % 3],
+            pdt_reset_on: (index % 3 == 0).then(|| self.anchor + Duration::days(30)),
+            updated_at: day_start(self.anchor) - Duration::hours(10),
+        };
         Account {
             nickname: format!("Account {}", index + 1),
             type_name: ["Individual", "Roth IRA", "Traditional IRA"][index % 3],
@@ -660,6 +731,7 @@ impl Generator {
             positions,
             balances,
             snapshots,
+            trading_status,
         }
     }
 

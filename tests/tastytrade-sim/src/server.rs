@@ -219,6 +219,8 @@ pub struct Activity {
     pub drop_first_leg: usize,
     /// Balances in every currency but the first are closed.
     pub close_currencies: bool,
+    /// Day trades made now: the trading status counts them.
+    pub day_trades: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -525,6 +527,11 @@ impl Simulator {
         let at = Utc::now() - Duration::days(activity.days_back);
         let mut outcome = ActivityOutcome::default();
 
+        if activity.day_trades > 0 {
+            let status = &mut inner.accounts[index].trading_status;
+            status.day_trade_count += activity.day_trades;
+            status.updated_at = Utc::now();
+        }
         let new =
             inner
                 .generator
@@ -642,6 +649,7 @@ impl Simulator {
             "positions": account.positions.iter().map(|p| json!({"symbol": p.symbol, "quantity": p.quantity.to_string()})).collect::<Vec<_>>(),
             "balances": account.balances.iter().map(|b| json!({"currency": b.currency, "cash-balance": b.cash_balance.to_string()})).collect::<Vec<_>>(),
             "snapshots": {"count": account.snapshots.len()},
+            "trading-status": account.trading_status.render(&account.number),
         }))
     }
 
@@ -654,6 +662,7 @@ impl Simulator {
             .route("/accounts/{account}/balances", get(balances))
             .route("/accounts/{account}/balances/{currency}", get(balance))
             .route("/accounts/{account}/balance-snapshots", get(snapshots))
+            .route("/accounts/{account}/trading-status", get(trading_status))
             .route("/accounts/{account}/orders", get(orders))
             .route("/accounts/{account}/orders/live", get(live_orders))
             .route("/accounts/{account}/orders/{id}", get(order_by_id))
@@ -1253,6 +1262,13 @@ async fn balance(
         return Err(Reject::NotFound);
     };
     let body = json!({"context": format!("/accounts/{number}/balances/{currency}"), "data": b.render(&number, today, crate::data::day_start(today) + Duration::hours(20))});
+    Ok(axum::Json(body).into_response())
+}
+
+async fn trading_status(State(sim): State<Simulator>, Path(number): Path<String>) -> Answer {
+    let inner = sim.lock();
+    let account = inner.account(&number)?;
+    let body = json!({"context": format!("/accounts/{number}/trading-status"), "data": account.trading_status.render(&number)});
     Ok(axum::Json(body).into_response())
 }
 
