@@ -1122,7 +1122,6 @@ async fn kills_with_two_accounts_in_flight_strand_both_messages_for_the_template
         }
         stranded = now;
     }
-    let last_kill = chrono::Utc::now().timestamp_millis();
     println!(
         "template visibility: {kills} kills, {kills_with_two} with two messages in flight; \
          {stranded} messages stranded for {QUEUE_VISIBILITY_SECONDS} s"
@@ -1138,7 +1137,6 @@ async fn kills_with_two_accounts_in_flight_strand_both_messages_for_the_template
     last.kill().await.unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let leases = leases.await.unwrap();
-    let ended = chrono::Utc::now().timestamp_millis();
 
     assert!(
         tasks.iter().all(|t| t.status == TaskStatus::Completed),
@@ -1182,7 +1180,6 @@ async fn kills_with_two_accounts_in_flight_strand_both_messages_for_the_template
             .all(|&wait| wait >= visibility_ms || wait < 60_000),
         "a message came back before its visibility ended: {longest_waits:?}"
     );
-    assert!(ended - last_kill < visibility_ms + 300_000);
     for number in &w.sim.credentials.account_numbers {
         assert_database_equals_truth(&w, number).await;
     }
