@@ -26,7 +26,7 @@ use crate::ports::{
 };
 use crate::secrets::{CipherError, Sealed, SecretContext};
 use crate::tastytrade::model::{
-    Balance, BrokerId, Order, Position, Record, TradingStatus, Transaction,
+    Balance, BrokerId, NetLiqPoint, Order, Position, Record, TradingStatus, Transaction,
 };
 use crate::tastytrade::{AccessToken, BrokerError, CodeExchange, Environment, Grant};
 
@@ -545,6 +545,8 @@ pub struct StoredSync {
     pub positions: Vec<serde_json::Value>,
     /// The last trading status stored, as the broker sent it.
     pub trading_status: Option<serde_json::Value>,
+    /// Net-liq bars by time, as the broker sent them.
+    pub net_liq: BTreeMap<DateTime<Utc>, serde_json::Value>,
     /// Rows set aside, by entity and row key (the broker id, else the JSON), with when they
     /// were last seen.
     pub quarantined: BTreeMap<(&'static str, String), (Quarantined, DateTime<Utc>)>,
@@ -570,6 +572,7 @@ impl InMemorySyncStore {
             balance_writes: BTreeMap::new(),
             positions: Vec::new(),
             trading_status: None,
+            net_liq: BTreeMap::new(),
             removed: BTreeMap::new(),
             quarantined: BTreeMap::new(),
         };
@@ -729,6 +732,23 @@ impl SyncStore for InMemorySyncStore {
     ) -> Result<Stored, DbError> {
         self.with(account.id, |s| {
             Stored::changed(upsert_by_id(&mut s.transactions, rows))
+        })
+    }
+
+    async fn upsert_net_liq_history(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<NetLiqPoint>],
+    ) -> Result<Stored, DbError> {
+        self.with(account.id, |s| {
+            let mut changed = 0;
+            for row in rows {
+                if s.net_liq.insert(row.item.time, row.raw.clone()).as_ref() != Some(&row.raw) {
+                    changed += 1;
+                }
+            }
+            s.account.net_liq_synced_to = s.net_liq.keys().next_back().copied();
+            Stored::changed(changed)
         })
     }
 

@@ -33,6 +33,8 @@ pub const BROKER_RETRIES: &str = "BrokerRetries";
 pub const BROKER_THROTTLED: &str = "BrokerThrottled";
 /// Syncs that did not complete, by `category` (what failed; see [`sync_failed`]).
 pub const SYNC_FAILURES: &str = "SyncFailures";
+/// Best-effort stages a completed sync went without, by `stage`.
+pub const SYNC_WARNINGS: &str = "SyncWarnings";
 /// Accounts whose grant stopped working and now wait for the user to link again.
 pub const REAUTH_REQUIRED: &str = "ReauthRequired";
 /// Time from a message's send to its handling.
@@ -63,6 +65,7 @@ pub fn init(function: &'static str, env: &Env) -> Result<&'static Collector, Met
     metrics::describe_counter!(BROKER_THROTTLED, Unit::Count, "tastytrade 429s");
     metrics::describe_counter!(SYNC_FAILURES, Unit::Count, "syncs not completed");
     metrics::describe_counter!(REAUTH_REQUIRED, Unit::Count, "grants lost");
+    metrics::describe_counter!(SYNC_WARNINGS, Unit::Count, "best-effort stages skipped");
     metrics::describe_histogram!(QUEUE_LAG, Unit::Milliseconds, "queue wait");
     metrics::describe_counter!(SYNCS_QUEUED, Unit::Count, "syncs queued by the schedule");
     Ok(collector)
@@ -92,6 +95,10 @@ pub fn sync_finished(
 /// `unreadable_message`.
 pub fn sync_failed(category: &'static str) {
     metrics::counter!(SYNC_FAILURES, "category" => category).increment(1);
+}
+
+pub fn sync_warning(stage: &'static str) {
+    metrics::counter!(SYNC_WARNINGS, "stage" => stage).increment(1);
 }
 
 pub fn reauth_required() {

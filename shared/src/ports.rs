@@ -22,13 +22,15 @@ use crate::domain::accounts::{
     NewCredential, SyncAccount, SyncedData,
 };
 use crate::domain::reads::{
-    BalancePoint, BalanceRead, Keyset, OrderFilter, OrderRead, Paged, PositionRead, SyncedSummary,
-    TransactionFilter, TransactionRead,
+    BalancePoint, BalanceRead, Keyset, NetLiqBar, OrderFilter, OrderRead, Paged, PositionRead,
+    SyncedSummary, TransactionFilter, TransactionRead,
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
 use crate::secrets::{CipherError, Sealed, SecretContext};
-use crate::tastytrade::model::{Balance, Order, Position, Record, TradingStatus, Transaction};
+use crate::tastytrade::model::{
+    Balance, NetLiqPoint, Order, Position, Record, TradingStatus, Transaction,
+};
 use crate::tastytrade::{AccessToken, BrokerError, CodeExchange, Environment, Grant, Session};
 
 /// The IAM actions a port's adapter calls.
@@ -327,6 +329,13 @@ pub trait SyncStore: Send + Sync {
         rows: &[Record<Transaction>],
     ) -> impl Future<Output = Result<Stored, DbError>> + Send;
 
+    /// Net-liq bars, by their time.
+    fn upsert_net_liq_history(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<NetLiqPoint>],
+    ) -> impl Future<Output = Result<Stored, DbError>> + Send;
+
     /// Orders with their legs and fills; the legs and fills a stored order no longer carries
     /// are marked removed by `task_id`.
     fn upsert_orders(
@@ -429,6 +438,14 @@ pub trait SyncedReads: Send + Sync {
         currency: &str,
         range: (Option<NaiveDate>, Option<NaiveDate>),
     ) -> impl Future<Output = Result<Vec<BalancePoint>, DbError>> + Send;
+
+    /// The account's net-liq bars on the UTC days `[from, to]`, oldest first.
+    fn net_liq_history(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+        range: (Option<NaiveDate>, Option<NaiveDate>),
+    ) -> impl Future<Output = Result<Vec<NetLiqBar>, DbError>> + Send;
 
     /// The account's current balances, one per currency.
     fn balances(

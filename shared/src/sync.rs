@@ -31,7 +31,7 @@ use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext};
 use crate::tastytrade::model::{Balance, BrokerId, Order, Record, Transaction, net_positions};
 use crate::tastytrade::{
     AccessToken, BrokerError, CurrentBalances, Grant, OrderQuery, Pages, Parsed, Session,
-    SnapshotQuery, TimeOfDay, TransactionQuery,
+    SnapshotQuery, TimeBack, TimeOfDay, TransactionQuery,
 };
 
 /// Tunables of the sync, from the worker's configuration.
@@ -582,6 +582,13 @@ impl Deadline {
     }
 }
 
+/// Whether a best-effort stage may fail alone: the broker answered no, or kept failing after
+/// the client's retries. A lost grant, throttling or the invocation's end stop the sync as
+/// they would anywhere.
+fn spares_the_sync(e: &BrokerError) -> bool {
+    e.refused() || matches!(e, BrokerError::Transient { .. })
+}
+
 /// Whether `cursor` is where `message` already resumed: no step forward.
 fn same_cursor(message: &TaskMessage, cursor: &Cursor) -> bool {
     (message.cursor.as_ref())
@@ -651,6 +658,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         let currencies = self.balances(&session, counts).await?;
         if self.resume.is_none() {
             self.trading_status(&session).await?;
+            self.net_liq_history(&session, counts).await?;
         }
         self.positions(&session, counts).await?;
         if self.runs(Stage::Transactions) {
@@ -793,6 +801,40 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         for unreadable in rejected {
             tracing::warn!(reason = %unreadable.reason, "the trading status does not parse; the stored one is kept");
         }
+        Ok(())
+    }
+
+    /// The account's net-liq chart, read once per sync like the trading status: all of it on
+    /// a full sync, else from the last bar stored. It is best-effort: when the broker refuses
+    /// it (it serves no sandbox session, reference §1) or fails, the stored history stays, the
+    /// task carries a warning and the sync goes on.
+    async fn net_liq_history(
+        &self,
+        session: &Session<'_, B>,
+        counts: &mut Counts,
+    ) -> Result<(), SyncError> {
+        const STAGE: &str = "net_liq_history";
+        let since = (self.message.kind != TaskKind::Full)
+            .then_some(self.account.net_liq_synced_to)
+            .flatten();
+        let window = TimeBack::covering(since, self.now);
+        let number = &self.account.account_number;
+        let Parsed { items, rejected } = match session.net_liq_history(number, window).await {
+            Ok(parsed) => parsed,
+            Err(e) if spares_the_sync(&e) => {
+                tracing::warn!(error = %e, "no net-liq history; the stored one is kept");
+                crate::metrics::sync_warning(STAGE);
+                counts.warn(STAGE, "tastytrade did not serve the net-liq history; the history stored before is kept");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let read = items.len() + rejected.len();
+        let store = &self.deps.store;
+        let stored = store.upsert_net_liq_history(self.account, &items).await?;
+        let aside = self.settle(STAGE, &items, rejected, &stored).await?;
+        counts.add(STAGE, read, stored.changed);
+        counts.reject(STAGE, aside);
         Ok(())
     }
 
@@ -1369,6 +1411,13 @@ mod tests {
             &format!("/accounts/{NUMBER}/positions"),
             json!({"data": {"items": []}}),
         );
+        let bars = (months.iter())
+            .map(|at| json!({"time": at.format("%Y-%m-%d %H:%M:%S+00").to_string(), "open": "100.0", "close": "101.5"}))
+            .collect::<Vec<_>>();
+        broker.serve(
+            &format!("/accounts/{NUMBER}/net-liq/history"),
+            json!({"data": {"items": bars}}),
+        );
         broker.serve(
             &format!("/accounts/{NUMBER}/orders/live"),
             json!({"data": {"items": []}}),
@@ -1425,6 +1474,7 @@ mod tests {
             orders_synced_to: None,
             snapshots_synced_to: None,
             quarantined: 0,
+            net_liq_synced_to: None,
             refresh_token: seal(Purpose::RefreshToken, "refresh").await,
             client_secret: Some(seal(Purpose::ClientSecret, "secret").await),
             access_token: None,
@@ -1476,7 +1526,9 @@ mod tests {
         };
         let stored = deps.store.stored(account).unwrap();
         assert_eq!((stored.transactions.len(), stored.orders.len()), (36, 36));
-        assert_eq!(counts.total_written(), 36 + 36 + 36 + 2, "{counts:?}");
+        assert_eq!(stored.net_liq.len(), 36);
+        // Transactions, orders, snapshots, net-liq bars; the balance and today's capture.
+        assert_eq!(counts.total_written(), 4 * 36 + 2, "{counts:?}");
         assert_eq!(stored.status, AccountStatus::Success);
         assert!(
             stored.account.transactions_synced_to.is_some()
@@ -1746,6 +1798,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_net_liq_history_is_read_whole_on_a_full_sync_and_from_the_last_bar_after() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        let path = format!("/accounts/{NUMBER}/net-liq/history");
+
+        sync(&deps, account, TaskKind::Full).await;
+        sync(&deps, account, TaskKind::Incremental).await;
+
+        let windows: Vec<String> = (deps.broker.calls_to(&path).iter())
+            .filter_map(|c| c.param("time-back").map(str::to_owned))
+            .collect();
+        // The fixture's last bar is six weeks old.
+        assert_eq!(windows, ["all", "3m"]);
+        let stored = deps.store.stored(account).unwrap();
+        assert_eq!(stored.net_liq.len(), 36);
+    }
+
+    #[tokio::test]
+    async fn a_net_liq_history_the_broker_refuses_is_a_warning_and_keeps_the_stored_bars() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        sync(&deps, account, TaskKind::Full).await;
+        let refusal = BrokerError::Permanent {
+            status: Some(403),
+            code: Some("forbidden".into()),
+            message: "not for this session".into(),
+        };
+        let path = format!("/accounts/{NUMBER}/net-liq/history");
+        deps.broker.fail_next(&path, refusal);
+
+        let (outcome, _) = sync(&deps, account, TaskKind::Incremental).await;
+
+        let Outcome::Completed(counts) = outcome else {
+            panic!("the sync did not complete: {outcome:?}");
+        };
+        assert!(
+            counts.warnings.contains_key("net_liq_history"),
+            "{counts:?}"
+        );
+        assert_eq!(deps.store.stored(account).unwrap().net_liq.len(), 36);
+    }
+
+    #[tokio::test]
     async fn a_trading_status_the_model_cannot_read_keeps_the_stored_one_and_the_sync_completes() {
         let deps = fake_worker();
         let account = linked_account(&deps).await;
@@ -1781,9 +1876,9 @@ mod tests {
 
         assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
         let calls = &deps.broker.calls()[before..];
-        // accounts, balances, trading status, positions, transactions, orders, live orders,
-        // snapshots (USD)
-        assert_eq!(calls.len(), 8, "{calls:?}");
+        // accounts, balances, trading status, net-liq history, positions, transactions,
+        // orders, live orders, snapshots (USD)
+        assert_eq!(calls.len(), 9, "{calls:?}");
         let reads = transaction_reads(&deps);
         let (start, _) = reads.last().unwrap();
         let start: DateTime<Utc> = start.parse().unwrap();

@@ -221,6 +221,7 @@ async fn a_worker_sync_prints_emf_lines_that_follow_the_specification() {
             "balance_snapshots",
             "SELECT count(*) FROM account_balance_snapshots WHERE source = 'broker'",
         ),
+        ("net_liq_history", "SELECT count(*) FROM net_liq_history"),
     ] {
         let count: i64 = client.query_one(sql, &[]).await.unwrap().get(0);
         assert!(count > 0, "the sync stored no {entity}");

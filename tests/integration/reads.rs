@@ -4,8 +4,9 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tastysync_local::gateway;
 use tastysync_shared::api::BASE_PATH;
 use tastysync_shared::domain::tasks::TaskKind;
@@ -269,6 +270,34 @@ async fn the_account_its_positions_and_balances_read_back_as_the_broker_holds_th
         eod,
         "every USD day"
     );
+    // Each bar's time, close and total close, in the API's names or the broker's.
+    let bars = |bars: &Value, total: &str| -> Vec<(DateTime<Utc>, Decimal, Decimal)> {
+        (bars.as_array().unwrap().iter())
+            .map(|b| {
+                let text = |key: &str| b[key].as_str().unwrap();
+                let time = DateTime::parse_from_rfc3339(text("time"))
+                    .or_else(|_| DateTime::parse_from_str(text("time"), "%Y-%m-%d %H:%M:%S%#z"));
+                let amount = |key: &str| Decimal::from_str(text(key)).unwrap().normalize();
+                (time.unwrap().to_utc(), amount("close"), amount(total))
+            })
+            .collect()
+    };
+    assert_eq!(
+        bars(&all["net_liq"], "total_close"),
+        bars(&truth["net-liq-history"], "total-close"),
+        "the net-liq chart as the broker draws it"
+    );
+    let (_, euro) = get(
+        &served,
+        &token,
+        &format!("{base}/balance-history?currency=EUR"),
+    )
+    .await;
+    assert_eq!(
+        euro["net_liq"],
+        json!([]),
+        "the broker charts net liq in USD only"
+    );
     let (status, chart) = get(
         &served,
         &token,
@@ -453,6 +482,31 @@ async fn the_read_queries_use_indexes_on_a_100k_transaction_account() {
     .collect();
     assert!(
         !plan.join("\n").contains("Seq Scan on positions"),
+        "{plan:?}"
+    );
+    // Hourly bars for six years, for each account.
+    client
+        .batch_execute(
+            "INSERT INTO net_liq_history (account_id, time, close, raw)
+             SELECT a.id, timestamptz '2021-01-01' + n * interval '1 hour', n, '{}'
+             FROM tastytrade_accounts a, generate_series(1, 50000) AS n;
+             ANALYZE net_liq_history;",
+        )
+        .await
+        .unwrap();
+    let to = chrono::NaiveDate::from_ymd_opt(2022, 3, 1);
+    let plan: Vec<String> = (client
+        .query(
+            &format!("EXPLAIN {}", tastysync_shared::db::reads::NET_LIQ_HISTORY),
+            &[&account, &"user-a", &from, &to],
+        )
+        .await
+        .unwrap()
+        .iter())
+    .map(|r| r.get(0))
+    .collect();
+    assert!(
+        !plan.join("\n").contains("Seq Scan on net_liq_history"),
         "{plan:?}"
     );
 }

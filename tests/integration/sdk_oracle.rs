@@ -122,6 +122,7 @@ async fn the_public_sdk_reads_every_endpoint_it_models_without_a_validation_erro
         "orders",
         "live_orders",
         "trading_status",
+        "net_liq_history",
         "order",
         "balances",
         "balance_snapshots",

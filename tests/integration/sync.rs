@@ -185,6 +185,7 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
         reversals: 1,
         fills: 3,
         close_positions: 1,
+        net_liq_bars: 2,
         ..Activity::default()
     };
     let outcome = w.sim.simulator.add_activity(&number, &activity).unwrap();
@@ -231,6 +232,16 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
         "start-date",
         snapshots - trailing,
     );
+    let net_liq: Vec<&str> = (requests.iter())
+        .filter(|r| r.path.ends_with("/net-liq/history"))
+        .filter_map(|r| r.query.iter().find(|(k, _)| k == "time-back"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        net_liq,
+        ["1m"],
+        "the net-liq read starts at the last bar stored"
+    );
 
     let refreshes = Stats::get(&deps.broker.stats().token_refreshes);
     w.sim.simulator.clear_requests();
@@ -246,12 +257,17 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
         "an incremental sync with nothing new rewrote {:?}",
         idle.written
     );
-    // The README's count: accounts, balances, trading status, positions, one page each of
-    // transactions and orders, the live orders, a page of snapshots per currency (two).
+    // The README's count: accounts, balances, trading status, net-liq history, positions,
+    // one page each of transactions and orders, the live orders, a page of snapshots per
+    // currency (two).
     let calls: Vec<String> = (w.sim.simulator.requests().iter())
         .map(|r| r.path.clone())
         .collect();
-    assert_eq!(calls.len(), 9, "an idle incremental sync called {calls:#?}");
+    assert_eq!(
+        calls.len(),
+        10,
+        "an idle incremental sync called {calls:#?}"
+    );
 }
 
 /// Every read of the paths ending in `path_end` asked for `key` (a time or a date), and none
@@ -946,6 +962,7 @@ async fn a_worker_killed_again_and_again_across_full_and_incremental_syncs_still
                 fills: rng.usize(0..3),
                 close_positions: rng.usize(0..2),
                 day_trades: rng.i64(0..2),
+                net_liq_bars: rng.usize(0..2),
                 ..Activity::default()
             };
             w.sim.simulator.add_activity(&number, &activity).unwrap();

@@ -59,6 +59,7 @@ MODELS = (
     "PlacedOrder",
     "AccountBalance",
     "AccountBalanceSnapshot",
+    "NetLiqOhlc",
 )
 for name in MODELS:
     setattr(tastytrade.account, name, recording(getattr(tastytrade.account, name)))
@@ -112,6 +113,10 @@ async def main():
         )
         await check("live_orders", account.get_live_orders(session))
         await check("trading_status", account.get_trading_status(session))
+        await check(
+            "net_liq_history",
+            account.get_net_liquidating_value_history(session, time_back="all"),
+        )
         if orders:
             await check("order", account.get_order(session, orders[0].id))
         for currency in ("USD", "EUR"):

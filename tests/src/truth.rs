@@ -161,6 +161,7 @@ pub async fn assert_database_equals_truth(
         expected,
         "the trading status as sent"
     );
+    assert_net_liq_history_equals(client, id, &truth["net-liq-history"]).await;
     let status: String = client
         .query_one(
             "SELECT last_sync_status FROM tastytrade_accounts WHERE id = $1",
@@ -170,6 +171,54 @@ pub async fn assert_database_equals_truth(
         .unwrap()
         .get(0);
     assert_eq!(status, "SUCCESS");
+}
+
+/// The fields of a net-liq bar, in the broker's names and the table's columns.
+const NET_LIQ_FIELDS: [(&str, &str); 12] = [
+    ("open", "open"),
+    ("high", "high"),
+    ("low", "low"),
+    ("close", "close"),
+    ("pending-cash-open", "pending_cash_open"),
+    ("pending-cash-high", "pending_cash_high"),
+    ("pending-cash-low", "pending_cash_low"),
+    ("pending-cash-close", "pending_cash_close"),
+    ("total-open", "total_open"),
+    ("total-high", "total_high"),
+    ("total-low", "total_low"),
+    ("total-close", "total_close"),
+];
+
+/// Every bar stored equals the simulator's, time and amounts, and no bar is missing or extra.
+async fn assert_net_liq_history_equals(client: &tokio_postgres::Client, id: Uuid, truth: &Value) {
+    let columns: Vec<String> = (NET_LIQ_FIELDS.iter())
+        .map(|(_, column)| format!("{column}::text"))
+        .collect();
+    let sql = format!(
+        "SELECT to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00', {}
+         FROM net_liq_history WHERE account_id = $1 ORDER BY time",
+        columns.join(", ")
+    );
+    let amount = |text: Option<&str>| text.map(|t| Decimal::from_str(t).unwrap().normalize());
+    let stored: Vec<(String, Vec<Option<Decimal>>)> = (client.query(&sql, &[&id]).await.unwrap())
+        .iter()
+        .map(|row| {
+            let values = (1..=NET_LIQ_FIELDS.len())
+                .map(|i| amount(row.get::<_, Option<&str>>(i)))
+                .collect();
+            (row.get(0), values)
+        })
+        .collect();
+    let expected: Vec<(String, Vec<Option<Decimal>>)> = (truth.as_array().unwrap().iter())
+        .map(|bar| {
+            let values = (NET_LIQ_FIELDS.iter())
+                .map(|(field, _)| amount(bar[*field].as_str()))
+                .collect();
+            (bar["time"].as_str().unwrap().to_owned(), values)
+        })
+        .collect();
+    assert_eq!(stored.len(), expected.len(), "net-liq bars");
+    assert!(stored == expected, "net-liq bars differ");
 }
 
 pub async fn stored_ids(

@@ -87,6 +87,7 @@ pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
     }
     let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
     print_rows(&row_counts(&pool, &ids).await?, started.elapsed());
+    api.print_net_liq(accounts[0].0, &accounts[0].1).await?;
 
     let (id, number) = &accounts[0];
     if let Broker::Simulated(sim) = &broker {
@@ -205,7 +206,7 @@ async fn add_activity(
 ) -> Result<(), DemoError> {
     let added: Value = reqwest::Client::new()
         .post(format!("{}/__sim/accounts/{number}/activity", sim.credentials.base_url))
-        .json(&json!({"transactions": 25, "days_back": 2, "finalize_fees": true, "reversals": 2, "fills": 5, "close_positions": 1}))
+        .json(&json!({"transactions": 25, "days_back": 2, "finalize_fees": true, "reversals": 2, "fills": 5, "close_positions": 1, "net_liq_bars": 1}))
         .send()
         .await?
         .error_for_status()?
@@ -257,6 +258,32 @@ impl Api {
             return Err(DemoError::Api(format!("{path} answered {status}: {text}")));
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The account's last net-liq bars, as the read API serves them to a chart.
+    async fn print_net_liq(&self, id: Uuid, number: &str) -> Result<(), DemoError> {
+        let path = format!("/tastytrade-accounts/{id}/balance-history?points=1000");
+        let history = self.call(reqwest::Method::GET, &path, None, 200).await?;
+        let bars = history["net_liq"].as_array().cloned().unwrap_or_default();
+        println!(
+            "
+last net-liq bars of {number} (GET {path}):"
+        );
+        println!(
+            "  {:<22} {:>14} {:>14} {:>14}",
+            "time", "close", "pending cash", "total"
+        );
+        for bar in bars.iter().rev().take(5).rev() {
+            let text = |key: &str| bar[key].as_str().unwrap_or("-").to_owned();
+            println!(
+                "  {:<22} {:>14} {:>14} {:>14}",
+                text("time"),
+                text("close"),
+                text("pending_cash_close"),
+                text("total_close")
+            );
+        }
+        Ok(())
     }
 
     /// Links the grant; returns the accounts it reached, as (id, account number).
@@ -391,7 +418,7 @@ async fn row_counts(
     pool: &tastysync_shared::db::PgPool,
     ids: &[Uuid],
 ) -> Result<Vec<(&'static str, i64)>, DemoError> {
-    const TABLES: [&str; 7] = [
+    const TABLES: [&str; 8] = [
         "transactions",
         "orders",
         "order_legs",
@@ -399,6 +426,7 @@ async fn row_counts(
         "positions",
         "account_balances",
         "account_balance_snapshots",
+        "net_liq_history",
     ];
     let client = pool
         .get()

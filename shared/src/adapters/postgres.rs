@@ -12,13 +12,15 @@ use crate::domain::accounts::{
     NewCredential, SyncAccount, SyncedData,
 };
 use crate::domain::reads::{
-    BalancePoint, BalanceRead, Keyset, OrderFilter, OrderRead, Paged, PositionRead, SyncedSummary,
-    TransactionFilter, TransactionRead,
+    BalancePoint, BalanceRead, Keyset, NetLiqBar, OrderFilter, OrderRead, Paged, PositionRead,
+    SyncedSummary, TransactionFilter, TransactionRead,
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore, SyncedReads};
 use crate::secrets::Sealed;
-use crate::tastytrade::model::{Balance, Order, Position, Record, TradingStatus, Transaction};
+use crate::tastytrade::model::{
+    Balance, NetLiqPoint, Order, Position, Record, TradingStatus, Transaction,
+};
 
 /// [`AccountRepo`] and [`DueAccounts`] over the pool.
 #[derive(Debug, Clone)]
@@ -79,6 +81,15 @@ impl SyncedReads for PgAccounts {
         range: (Option<NaiveDate>, Option<NaiveDate>),
     ) -> Result<Vec<BalancePoint>, DbError> {
         reads::balance_history(&self.pool, user_id, account_id, currency, range).await
+    }
+
+    async fn net_liq_history(
+        &self,
+        user_id: &str,
+        account_id: Uuid,
+        range: (Option<NaiveDate>, Option<NaiveDate>),
+    ) -> Result<Vec<NetLiqBar>, DbError> {
+        reads::net_liq_history(&self.pool, user_id, account_id, range).await
     }
 
     async fn synced(
@@ -232,6 +243,15 @@ impl SyncStore for PgSyncStore {
             .collect();
         let then = Then::DeletePositionsExcept(&held);
         sync::store_page(&self.pool, owner(account), rows, (), then).await
+    }
+
+    async fn upsert_net_liq_history(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<NetLiqPoint>],
+    ) -> Result<Stored, DbError> {
+        let owner = owner(account);
+        sync::store_page(&self.pool, owner, rows, (), Then::Commit).await
     }
 
     async fn upsert_transactions(

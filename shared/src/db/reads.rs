@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::reads::{
-    BalancePoint, BalanceRead, FillRead, Keyset, LegRead, OptionLeg, OrderFilter, OrderRead, Paged,
-    PositionRead, SyncedSummary, TradingStatusRead, TransactionFilter, TransactionRead,
+    BalancePoint, BalanceRead, FillRead, Keyset, LegRead, NetLiqBar, OptionLeg, OrderFilter,
+    OrderRead, Paged, PositionRead, SyncedSummary, TradingStatusRead, TransactionFilter,
+    TransactionRead,
 };
 
 const OWNED: &str = "
@@ -282,6 +283,47 @@ pub async fn balance_history(
             date: r.get(0),
             net_liquidating_value: r.get(1),
             cash_balance: r.get(2),
+        })
+        .collect())
+}
+
+pub const NET_LIQ_HISTORY: &str = "
+    SELECT h.time, h.open::text, h.high::text, h.low::text, h.close::text,
+           h.pending_cash_open::text, h.pending_cash_high::text, h.pending_cash_low::text,
+           h.pending_cash_close::text, h.total_open::text, h.total_high::text,
+           h.total_low::text, h.total_close::text
+    FROM net_liq_history h
+    JOIN tastytrade_accounts a ON a.id = h.account_id AND a.user_id = $2
+    WHERE h.account_id = $1
+      AND ($3::date IS NULL OR h.time >= $3::date::timestamp AT TIME ZONE 'UTC')
+      AND ($4::date IS NULL OR h.time < ($4::date + 1)::timestamp AT TIME ZONE 'UTC')
+    ORDER BY h.time";
+
+/// The account's net-liq bars on the UTC days `[from, to]`, oldest first.
+pub async fn net_liq_history(
+    pool: &Pool,
+    user_id: &str,
+    account_id: Uuid,
+    (from, to): (Option<NaiveDate>, Option<NaiveDate>),
+) -> Result<Vec<NetLiqBar>, DbError> {
+    let params: [&(dyn ToSql + Sync); 4] = [&account_id, &user_id, &from, &to];
+    let rows = pool.get().await?.query(NET_LIQ_HISTORY, &params).await?;
+    Ok(rows
+        .iter()
+        .map(|r| NetLiqBar {
+            time: r.get(0),
+            open: r.get(1),
+            high: r.get(2),
+            low: r.get(3),
+            close: r.get(4),
+            pending_cash_open: r.get(5),
+            pending_cash_high: r.get(6),
+            pending_cash_low: r.get(7),
+            pending_cash_close: r.get(8),
+            total_open: r.get(9),
+            total_high: r.get(10),
+            total_low: r.get(11),
+            total_close: r.get(12),
         })
         .collect())
 }

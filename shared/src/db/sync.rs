@@ -13,7 +13,7 @@ use crate::domain::accounts::{BalanceTarget, SyncAccount, trading_day};
 use crate::domain::rows::{Gone, Quarantined, Rejection, Stored};
 use crate::secrets::{Purpose, Sealed};
 use crate::tastytrade::model::{
-    Balance, Fill, Leg, Order, Position, Record, TradingStatus, Transaction,
+    Balance, Fill, Leg, NetLiqPoint, Order, Position, Record, TradingStatus, Transaction,
 };
 use crate::tastytrade::occ::{self, OptionSymbol};
 
@@ -21,7 +21,8 @@ const LOAD_ACCOUNT: &str = "
     SELECT a.id, a.user_id, a.account_number, a.environment, a.credential_id,
            c.grant_kind = 'personal', a.opened_at, a.transactions_synced_to, a.orders_synced_to,
            a.balance_snapshots_synced_to,
-           (SELECT count(*) FROM quarantined_rows q WHERE q.account_id = a.id)
+           (SELECT count(*) FROM quarantined_rows q WHERE q.account_id = a.id),
+           (SELECT max(h.time) FROM net_liq_history h WHERE h.account_id = a.id)
     FROM tastytrade_accounts a JOIN tastytrade_credentials c ON c.id = a.credential_id
     WHERE a.id = $1 AND a.unlinked_at IS NULL";
 
@@ -109,6 +110,7 @@ pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAc
         orders_synced_to: row.get(8),
         snapshots_synced_to: row.get(9),
         quarantined: u64::try_from(row.get::<_, i64>(10)).unwrap_or_default(),
+        net_liq_synced_to: row.get(11),
         refresh_token,
         client_secret,
         access_token,
@@ -340,6 +342,7 @@ page_upsert!(
     Transaction => upsert_transactions,
     Order => upsert_orders,
     Position => upsert_positions,
+    NetLiqPoint => upsert_net_liq_history,
 );
 
 impl PageUpsert for Balance {
@@ -605,6 +608,32 @@ fn transaction_execution(c: &mut Columns<'_, Transaction>) {
         .text("destination_venue", |x| x.destination_venue.clone())
         .numeric("agency_price", |x| x.agency_price)
         .numeric("principal_price", |x| x.principal_price);
+}
+
+/// Upserts net-liq bars by their time.
+async fn upsert_net_liq_history(
+    client: &impl GenericClient,
+    owner: Owner<'_>,
+    rows: &[Record<NetLiqPoint>],
+) -> Result<Stored, DbError> {
+    let mut c = Columns::new("net_liq_history", rows.iter().map(|r| &r.item));
+    c.constant("account_id", "uuid", owner.account_id)
+        .col("time", "timestamptz", |x| x.time)
+        .numeric("open", |x| x.open)
+        .numeric("high", |x| x.high)
+        .numeric("low", |x| x.low)
+        .numeric("close", |x| x.close)
+        .numeric("pending_cash_open", |x| x.pending_cash_open)
+        .numeric("pending_cash_high", |x| x.pending_cash_high)
+        .numeric("pending_cash_low", |x| x.pending_cash_low)
+        .numeric("pending_cash_close", |x| x.pending_cash_close)
+        .numeric("total_open", |x| x.total_open)
+        .numeric("total_high", |x| x.total_high)
+        .numeric("total_low", |x| x.total_low)
+        .numeric("total_close", |x| x.total_close)
+        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+    let changed = execute(client, &c, &["account_id", "time"]).await?;
+    Ok(Stored::changed(changed))
 }
 
 /// A transaction without an execution time is dated by its trade date, then by its creation;

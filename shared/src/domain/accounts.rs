@@ -153,6 +153,8 @@ pub struct SyncAccount {
     pub snapshots_synced_to: Option<NaiveDate>,
     /// Rows of the account in quarantine when the sync started.
     pub quarantined: u64,
+    /// The time of the latest net-liq bar stored.
+    pub net_liq_synced_to: Option<DateTime<Utc>>,
     pub refresh_token: Sealed,
     pub client_secret: Option<Sealed>,
     /// The access token cached by an earlier sync, sealed, with its expiry.

@@ -230,13 +230,37 @@ pub struct BalancePoint {
     pub cash_balance: Option<String>,
 }
 
-/// A chart's series: one currency's end-of-day values, oldest first.
+/// One bar of the broker's net-liq chart: the account's net liquidating value, its pending
+/// cash, and their total, each as open, high, low and close.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct NetLiqBar {
+    pub time: DateTime<Utc>,
+    pub open: Option<String>,
+    pub high: Option<String>,
+    pub low: Option<String>,
+    pub close: Option<String>,
+    pub pending_cash_open: Option<String>,
+    pub pending_cash_high: Option<String>,
+    pub pending_cash_low: Option<String>,
+    pub pending_cash_close: Option<String>,
+    pub total_open: Option<String>,
+    pub total_high: Option<String>,
+    pub total_low: Option<String>,
+    pub total_close: Option<String>,
+}
+
+/// A chart's series: one currency's end-of-day values, oldest first, and (in USD, the
+/// currency the broker charts it in) the net-liq history over the same days.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct BalanceHistory {
     pub currency: String,
     /// Whether the range held more days than `points` and every n-th was kept.
     pub downsampled: bool,
     pub points: Vec<BalancePoint>,
+    /// Whether the range held more bars than `points` and every n-th was kept.
+    pub net_liq_downsampled: bool,
+    /// The broker's net-liq bars, oldest first; empty for any currency but USD.
+    pub net_liq: Vec<NetLiqBar>,
 }
 
 /// At most `max` of `rows`, evenly spaced, the first and the last always kept.

@@ -188,6 +188,10 @@ pub struct Counts {
     /// Stored rows marked removed because the broker no longer returns them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub removed: std::collections::BTreeMap<String, u64>,
+    /// Best-effort stages the sync completed without, by stage, with what the user should
+    /// know (what they stored before is kept).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub warnings: std::collections::BTreeMap<String, String>,
 }
 
 impl Counts {
@@ -204,6 +208,10 @@ impl Counts {
 
     pub fn remove(&mut self, entity: &str, removed: u64) {
         *self.removed.entry(entity.to_owned()).or_default() += removed;
+    }
+
+    pub fn warn(&mut self, stage: &str, message: &str) {
+        self.warnings.insert(stage.to_owned(), message.to_owned());
     }
 
     pub fn total_rejected(&self) -> u64 {

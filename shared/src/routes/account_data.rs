@@ -209,9 +209,16 @@ pub async fn balance_history<A: AccountRepo + SyncedReads>(
     let days = (deps.accounts)
         .balance_history(&user, id, &currency, range)
         .await?;
+    let bars = if currency == "USD" {
+        deps.accounts.net_liq_history(&user, id, range).await?
+    } else {
+        Vec::new()
+    };
     let body = BalanceHistory {
         downsampled: days.len() > points,
         points: downsample(&days, points),
+        net_liq_downsampled: bars.len() > points,
+        net_liq: downsample(&bars, points),
         currency,
     };
     Ok(http::json(200, &body))

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::marker::PhantomData;
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Months, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -11,7 +11,8 @@ use serde_json::Value;
 use super::client::Session;
 use super::error::BrokerError;
 use super::model::{
-    AccountAuthority, Balance, Order, Position, QuoteToken, Record, TradingStatus, Transaction,
+    AccountAuthority, Balance, NetLiqPoint, Order, Position, QuoteToken, Record, TradingStatus,
+    Transaction,
 };
 use crate::domain::rows::Quarantined;
 use crate::ports::Broker;
@@ -38,6 +39,50 @@ impl Sort {
             Sort::Asc => "Asc",
             Sort::Desc => "Desc",
         }
+    }
+}
+
+/// How far back `GET /accounts/{n}/net-liq/history` reaches (`time-back`). The SDKs send
+/// `start-time` no more, since the broker once ignored it (reference §3.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimeBack {
+    Month,
+    ThreeMonths,
+    SixMonths,
+    Year,
+    All,
+}
+
+impl TimeBack {
+    const BOUNDED: [(TimeBack, u32); 4] = [
+        (TimeBack::Month, 1),
+        (TimeBack::ThreeMonths, 3),
+        (TimeBack::SixMonths, 6),
+        (TimeBack::Year, 12),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeBack::Month => "1m",
+            TimeBack::ThreeMonths => "3m",
+            TimeBack::SixMonths => "6m",
+            TimeBack::Year => "1y",
+            TimeBack::All => "all",
+        }
+    }
+
+    /// The shortest window that still reaches back to `since` from `now` (with a day to
+    /// spare): an hourly sync reads a month, one after a long outage as far as it must.
+    /// Never `1d` or `1w`: the broker's shortest windows chart finer bars than the rest, and
+    /// one series should keep one spacing.
+    pub fn covering(since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Self {
+        let Some(since) = since else {
+            return TimeBack::All;
+        };
+        let since = since - TimeDelta::days(1);
+        (Self::BOUNDED.into_iter())
+            .find(|(_, months)| now.checked_sub_months(Months::new(*months)) <= Some(since))
+            .map_or(TimeBack::All, |(window, _)| window)
     }
 }
 
@@ -315,6 +360,21 @@ impl<'c, B: Broker> Session<'c, B> {
                 .await?,
         )?;
         Ok(Parsed::parse(vec![body.data]))
+    }
+
+    /// `GET /accounts/{n}/net-liq/history` over `time_back`, oldest bar first (not
+    /// paginated). A bar the model cannot read is set aside; the rest are kept.
+    pub async fn net_liq_history(
+        &self,
+        account_number: &str,
+        time_back: TimeBack,
+    ) -> Result<Parsed<NetLiqPoint>, BrokerError> {
+        let query = [("time-back".to_owned(), time_back.as_str().to_owned())];
+        let body: ItemsEnvelope = envelope(
+            self.get(&account_path(account_number, "/net-liq/history"), &query)
+                .await?,
+        )?;
+        Ok(Parsed::parse(body.data.items))
     }
 
     /// `GET /accounts/{n}/positions` (not paginated).
@@ -595,5 +655,23 @@ impl<'s, 'c, T: DeserializeOwned, B: Broker> Pages<'s, 'c, T, B> {
         self.previous_ids.clear();
         self.restarted = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_liq_reads_reach_back_to_the_last_bar_stored_in_the_shortest_window() {
+        let now: DateTime<Utc> = "2026-12-02T18:00:00Z".parse().unwrap();
+        let ago = |days| Some(now - TimeDelta::days(days));
+
+        assert_eq!(TimeBack::covering(None, now), TimeBack::All);
+        assert_eq!(TimeBack::covering(ago(0), now), TimeBack::Month);
+        assert_eq!(TimeBack::covering(ago(28), now), TimeBack::Month);
+        assert_eq!(TimeBack::covering(ago(31), now), TimeBack::ThreeMonths);
+        assert_eq!(TimeBack::covering(ago(200), now), TimeBack::Year);
+        assert_eq!(TimeBack::covering(ago(400), now), TimeBack::All);
     }
 }

@@ -17,7 +17,7 @@ pub mod occ;
 pub mod wire;
 
 pub use api::{
-    CurrentBalances, OrderQuery, Page, Pages, Parsed, SnapshotQuery, Sort, TimeOfDay,
+    CurrentBalances, OrderQuery, Page, Pages, Parsed, SnapshotQuery, Sort, TimeBack, TimeOfDay,
     TransactionQuery,
 };
 pub use client::{

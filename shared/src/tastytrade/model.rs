@@ -102,6 +102,40 @@ pub struct TradingStatus {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// `items[]` of `GET /accounts/{n}/net-liq/history`: one bar of the account's net liquidating
+/// value, with its pending cash and the total of both. `time` is the bar's key, so a bar
+/// without a readable one cannot be stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NetLiqPoint {
+    #[serde(deserialize_with = "wire::net_liq_time")]
+    pub time: DateTime<Utc>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub open: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub high: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub low: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub close: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub pending_cash_open: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub pending_cash_high: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub pending_cash_low: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub pending_cash_close: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub total_open: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub total_high: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub total_low: Option<Decimal>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub total_close: Option<Decimal>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Transaction {
@@ -500,6 +534,8 @@ impl BrokerId for Order {
 impl BrokerId for Balance {}
 
 impl BrokerId for Position {}
+
+impl BrokerId for NetLiqPoint {}
 
 #[cfg(test)]
 mod tests {

@@ -100,6 +100,17 @@ pub fn parse_timestamp(raw: &str) -> Result<Option<DateTime<Utc>>, String> {
         .map_err(|e| format!("{s:?} is not a timestamp: {e}"))
 }
 
+/// The net-liq history's `time`, `"2023-06-08 13:30:00+00"` (reference §4.8.4): not ISO 8601,
+/// and its offset has hours only. An ISO 8601 one is read too, should the broker mend it.
+pub fn net_liq_time<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let raw = String::deserialize(d)?;
+    let s = raw.trim();
+    DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%#z")
+        .or_else(|_| DateTime::parse_from_rfc3339(s))
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| D::Error::custom(format!("{s:?} is not a net-liq time")))
+}
+
 /// A `YYYY-MM-DD` date. A malformed one (a fixture has `"2021-03-82680"`) becomes `None`:
 /// these are informational dates, and the row matters more than the field.
 pub fn lenient_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
@@ -177,5 +188,27 @@ mod tests {
         assert_eq!(z, offset);
         assert_eq!(z, millis);
         assert_eq!(z, millis_text);
+    }
+
+    #[test]
+    fn net_liq_times_read_the_brokers_hour_offset_and_iso_8601() {
+        #[derive(Deserialize)]
+        struct Bar {
+            #[serde(deserialize_with = "net_liq_time")]
+            time: DateTime<Utc>,
+        }
+        let bar = |json: &str| serde_json::from_str::<Bar>(json).map(|b| b.time);
+        let expected = DateTime::parse_from_rfc3339("2023-06-08T13:30:00Z").unwrap();
+
+        assert_eq!(
+            bar(r#"{"time":"2023-06-08 13:30:00+00"}"#).unwrap(),
+            expected
+        );
+        assert_eq!(
+            bar(r#"{"time":"2023-06-08 15:30:00+02"}"#).unwrap(),
+            expected
+        );
+        assert_eq!(bar(r#"{"time":"2023-06-08T13:30:00Z"}"#).unwrap(), expected);
+        assert!(bar(r#"{"time":"2023-06-08"}"#).is_err());
     }
 }

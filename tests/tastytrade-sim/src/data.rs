@@ -35,7 +35,60 @@ pub struct Account {
     pub positions: Vec<Position>,
     pub balances: Vec<Balance>,
     pub snapshots: Vec<Snapshot>,
+    /// `GET /accounts/{n}/net-liq/history`, oldest first.
+    pub net_liq: Vec<NetLiqBar>,
     pub trading_status: TradingStatus,
+}
+
+/// One bar of the net-liq chart: the value, the pending cash and their total, each as open,
+/// high, low and close.
+#[derive(Debug, Clone)]
+pub struct NetLiqBar {
+    pub time: DateTime<Utc>,
+    pub value: [Decimal; 4],
+    pub pending_cash: [Decimal; 4],
+}
+
+impl NetLiqBar {
+    /// A day's bar that opens at `open` and closes at `close`, its range a quarter of the move
+    /// beyond each end; pending cash follows the day of the year so that it is not all zero.
+    pub fn moving(time: DateTime<Utc>, open: Decimal, close: Decimal) -> Self {
+        let reach = ((close - open).abs() / Decimal::from(4)).round_dp(2);
+        let pending = -money(i64::from(time.ordinal() % 7) * 1_250);
+        Self {
+            time,
+            value: [
+                open,
+                open.max(close) + reach,
+                open.min(close) - reach,
+                close,
+            ],
+            pending_cash: [pending; 4],
+        }
+    }
+
+    pub fn close(&self) -> Decimal {
+        self.value[3]
+    }
+
+    /// Every field the SDK's `NetLiqOhlc` requires, as decimal strings, and the broker's
+    /// `time` format (reference §4.8.4).
+    pub fn render(&self) -> Value {
+        let mut m = Map::new();
+        let names = ["open", "high", "low", "close"];
+        for (i, name) in names.iter().enumerate() {
+            let total = self.value[i] + self.pending_cash[i];
+            m.insert((*name).into(), json!(self.value[i].to_string()));
+            m.insert(
+                format!("pending-cash-{name}"),
+                json!(self.pending_cash[i].to_string()),
+            );
+            m.insert(format!("total-{name}"), json!(total.to_string()));
+        }
+        let time = self.time.format("%Y-%m-%d %H:%M:%S+00").to_string();
+        m.insert("time".into(), json!(time));
+        Value::Object(m)
+    }
 }
 
 /// `GET /accounts/{n}/trading-status`: what the account may do today.
@@ -704,6 +757,7 @@ impl Generator {
             },
         ];
         let snapshots = self.snapshots(opened_at.date_naive(), end.date_naive());
+        let net_liq = net_liq_bars(&snapshots, end.date_naive());
         // From the account's place, not the generator's stream: the rest of the data stays as
         // the seed always made it.
         let trading_status = TradingStatus {
@@ -731,6 +785,7 @@ impl Generator {
             positions,
             balances,
             snapshots,
+            net_liq,
             trading_status,
         }
     }
@@ -1196,6 +1251,22 @@ impl Generator {
         }
         out
     }
+}
+
+/// One bar per USD end-of-day snapshot before `until` (today's close is still to come), at
+/// the close (16:00 New York, 20:00 or 21:00 UTC; 20:00 here), each opening where the one
+/// before closed. Derived, so it draws nothing from the generator's stream.
+fn net_liq_bars(snapshots: &[Snapshot], until: NaiveDate) -> Vec<NetLiqBar> {
+    let mut bars: Vec<NetLiqBar> = Vec::new();
+    let usd = snapshots.iter().filter(|s| s.currency == "USD");
+    for s in usd.filter(|s| s.date < until) {
+        let open = bars
+            .last()
+            .map_or(s.net_liquidating_value, NetLiqBar::close);
+        let time = day_start(s.date) + Duration::hours(20);
+        bars.push(NetLiqBar::moving(time, open, s.net_liquidating_value));
+    }
+    bars
 }
 
 /// Reversals were generated pointing at their target's execution time; point them at its id.

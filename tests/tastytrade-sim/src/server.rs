@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -102,6 +102,8 @@ pub enum Poison {
     /// The first position comes as two lots of its symbol, as the broker's non-net view lists
     /// them: twice the quantity, and the quantity again the other way.
     DuplicatePosition,
+    /// The oldest net-liq bar has no `time`.
+    NetLiqWithoutTime,
 }
 
 impl Quirks {
@@ -153,6 +155,17 @@ impl Quirks {
             (self.poisoned(Poison::SnapshotWithoutDate), nth(1), &mut row)
         {
             fields.remove("snapshot-date");
+        }
+        row
+    }
+
+    fn net_liq(&self, account: &crate::data::Account, bar: &crate::data::NetLiqBar) -> Value {
+        let mut row = bar.render();
+        let oldest = account.net_liq.first().is_some_and(|b| b.time == bar.time);
+        if let (true, true, Value::Object(fields)) =
+            (self.poisoned(Poison::NetLiqWithoutTime), oldest, &mut row)
+        {
+            fields.remove("time");
         }
         row
     }
@@ -221,6 +234,8 @@ pub struct Activity {
     pub close_currencies: bool,
     /// Day trades made now: the trading status counts them.
     pub day_trades: i64,
+    /// New net-liq bars, one a second up to now, each moving the value by $123.45.
+    pub net_liq_bars: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -236,6 +251,7 @@ pub struct ActivityOutcome {
     /// The orders that lost their first leg, with that leg's symbol.
     pub dropped_legs: Vec<(i64, String)>,
     pub closed_currencies: Vec<String>,
+    pub net_liq_bars: usize,
 }
 
 /// What a script or test needs to act as a linked user.
@@ -527,6 +543,16 @@ impl Simulator {
         let at = Utc::now() - Duration::days(activity.days_back);
         let mut outcome = ActivityOutcome::default();
 
+        let bars = &mut inner.accounts[index].net_liq;
+        for _ in 0..activity.net_liq_bars {
+            let last = bars.last().map(|b| (b.time, b.close()));
+            let (last_time, open) = last.unwrap_or((at, crate::data::money(5_000_000)));
+            let now = Utc::now().with_nanosecond(0).unwrap_or(at);
+            let time = now.max(last_time + Duration::seconds(1));
+            let close = open + crate::data::money(12_345);
+            bars.push(crate::data::NetLiqBar::moving(time, open, close));
+            outcome.net_liq_bars += 1;
+        }
         if activity.day_trades > 0 {
             let status = &mut inner.accounts[index].trading_status;
             status.day_trade_count += activity.day_trades;
@@ -649,6 +675,7 @@ impl Simulator {
             "positions": account.positions.iter().map(|p| json!({"symbol": p.symbol, "quantity": p.quantity.to_string()})).collect::<Vec<_>>(),
             "balances": account.balances.iter().map(|b| json!({"currency": b.currency, "cash-balance": b.cash_balance.to_string()})).collect::<Vec<_>>(),
             "snapshots": {"count": account.snapshots.len()},
+            "net-liq-history": account.net_liq.iter().map(|b| b.render()).collect::<Vec<_>>(),
             "trading-status": account.trading_status.render(&account.number),
         }))
     }
@@ -663,6 +690,7 @@ impl Simulator {
             .route("/accounts/{account}/balances/{currency}", get(balance))
             .route("/accounts/{account}/balance-snapshots", get(snapshots))
             .route("/accounts/{account}/trading-status", get(trading_status))
+            .route("/accounts/{account}/net-liq/history", get(net_liq_history))
             .route("/accounts/{account}/orders", get(orders))
             .route("/accounts/{account}/orders/live", get(live_orders))
             .route("/accounts/{account}/orders/{id}", get(order_by_id))
@@ -1269,6 +1297,44 @@ async fn trading_status(State(sim): State<Simulator>, Path(number): Path<String>
     let inner = sim.lock();
     let account = inner.account(&number)?;
     let body = json!({"context": format!("/accounts/{number}/trading-status"), "data": account.trading_status.render(&number)});
+    Ok(axum::Json(body).into_response())
+}
+
+/// `time-back` (or `start-time`, which the broker once ignored and the sim honours) picks
+/// the bars; with neither the broker refuses, as the SDK's own check says.
+async fn net_liq_history(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(q);
+    let now = Utc::now();
+    let from = match (param(&p, "start-time"), param(&p, "time-back")) {
+        (Some(start), _) => Some(
+            DateTime::parse_from_rfc3339(start)
+                .map_err(|_| Reject::invalid("start-time", "does not have a valid value"))?
+                .with_timezone(&Utc),
+        ),
+        (None, Some("all")) => None,
+        (None, Some(back)) => match back {
+            "1d" => now.checked_sub_signed(Duration::days(1)),
+            "1w" => now.checked_sub_signed(Duration::weeks(1)),
+            "1m" => now.checked_sub_months(chrono::Months::new(1)),
+            "3m" => now.checked_sub_months(chrono::Months::new(3)),
+            "6m" => now.checked_sub_months(chrono::Months::new(6)),
+            "1y" => now.checked_sub_months(chrono::Months::new(12)),
+            _ => return Err(Reject::invalid("time-back", "does not have a valid value")),
+        },
+        (None, None) => return Err(Reject::invalid("time-back", "is missing")),
+    };
+    let inner = sim.lock();
+    let account = inner.account(&number)?;
+    let items: Vec<Value> = (account.net_liq.iter())
+        .filter(|b| from.is_none_or(|from| b.time >= from))
+        .map(|b| inner.quirks.net_liq(account, b))
+        .collect();
+    let body =
+        json!({"context": format!("/accounts/{number}/net-liq/history"), "data": {"items": items}});
     Ok(axum::Json(body).into_response())
 }
 
