@@ -348,7 +348,7 @@ impl Modify for BearerAuth {
         crate::routes::sync_tasks::status,
         crate::routes::sync_tasks::account_tasks,
     ),
-    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead, crate::domain::reads::SyncedSummary, crate::domain::reads::TradingStatusRead, AccountDetail, crate::domain::reads::OrderPage, crate::domain::reads::OrderRead, crate::domain::reads::LegRead, crate::domain::reads::FillRead, crate::domain::reads::BalanceHistory, crate::domain::reads::BalancePoint, crate::domain::reads::NetLiqBar)),
+    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead, crate::domain::reads::SyncedSummary, crate::domain::reads::TradingStatusRead, AccountDetail, crate::domain::reads::OrderPage, crate::domain::reads::OrderRead, crate::domain::reads::LegRead, crate::domain::reads::FillRead, crate::domain::reads::BalanceHistory, crate::domain::reads::BalancePoint, crate::domain::reads::NetLiqBar, crate::domain::reads::GreeksRead)),
     modifiers(&BearerAuth),
     security(("jwt" = [])),
 )]

@@ -24,9 +24,11 @@ use crate::ports::{
     SyncQueue, SyncStore, TaskCreator, TaskError, TaskHistory, TaskReader, TaskUpdater,
     TokenOpener, TokenSealer,
 };
-use crate::secrets::{CipherError, Sealed, SecretContext};
+use crate::secrets::{CipherError, Purpose, Sealed, SecretContext};
+use crate::tastytrade::dxlink::{FeedRead, Greeks, PositionGreeks, QuoteFeed};
 use crate::tastytrade::model::{
-    Balance, BrokerId, NetLiqPoint, Order, Position, Record, TradingStatus, Transaction,
+    Balance, BrokerId, ComplexOrder, NetLiqPoint, Order, Position, Record, TradingStatus,
+    Transaction, Watchlist,
 };
 use crate::tastytrade::{AccessToken, BrokerError, CodeExchange, Environment, Grant};
 
@@ -540,6 +542,7 @@ pub struct StoredSync {
     pub last_error: Option<String>,
     pub transactions: BTreeMap<i64, serde_json::Value>,
     pub orders: BTreeMap<i64, serde_json::Value>,
+    pub complex_orders: BTreeMap<i64, serde_json::Value>,
     /// Rows written per balance target: current balances, broker snapshots, captures.
     pub balance_writes: BTreeMap<&'static str, usize>,
     pub positions: Vec<serde_json::Value>,
@@ -547,6 +550,11 @@ pub struct StoredSync {
     pub trading_status: Option<serde_json::Value>,
     /// Net-liq bars by time, as the broker sent them.
     pub net_liq: BTreeMap<DateTime<Utc>, serde_json::Value>,
+    /// The greeks stored on positions, by position symbol.
+    pub greeks: BTreeMap<String, PositionGreeks>,
+    /// The grant's watchlists by name, as the broker sent them, and when they were claimed.
+    pub watchlists: BTreeMap<String, serde_json::Value>,
+    pub watchlists_read_at: Option<DateTime<Utc>>,
     /// Rows set aside, by entity and row key (the broker id, else the JSON), with when they
     /// were last seen.
     pub quarantined: BTreeMap<(&'static str, String), (Quarantined, DateTime<Utc>)>,
@@ -569,10 +577,14 @@ impl InMemorySyncStore {
             last_error: None,
             transactions: BTreeMap::new(),
             orders: BTreeMap::new(),
+            complex_orders: BTreeMap::new(),
             balance_writes: BTreeMap::new(),
             positions: Vec::new(),
             trading_status: None,
             net_liq: BTreeMap::new(),
+            greeks: BTreeMap::new(),
+            watchlists: BTreeMap::new(),
+            watchlists_read_at: None,
             removed: BTreeMap::new(),
             quarantined: BTreeMap::new(),
         };
@@ -682,15 +694,20 @@ impl SyncStore for InMemorySyncStore {
         })
     }
 
-    async fn store_access_token(
+    async fn cache_token(
         &self,
         credential_id: Uuid,
+        purpose: Purpose,
         sealed: &Sealed,
         expires_at: DateTime<Utc>,
     ) -> Result<(), DbError> {
         for stored in locked(&self.accounts).values_mut() {
             if stored.account.credential_id == credential_id {
-                stored.account.access_token = Some((sealed.clone(), expires_at));
+                let cached = Some((sealed.clone(), expires_at));
+                match purpose {
+                    Purpose::QuoteToken => stored.account.quote_token = cached,
+                    _ => stored.account.access_token = cached,
+                }
             }
         }
         Ok(())
@@ -732,6 +749,74 @@ impl SyncStore for InMemorySyncStore {
     ) -> Result<Stored, DbError> {
         self.with(account.id, |s| {
             Stored::changed(upsert_by_id(&mut s.transactions, rows))
+        })
+    }
+
+    async fn claim_watchlists(
+        &self,
+        credential_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        // One grant's accounts share its claim, as they share the credential row.
+        let mut accounts = locked(&self.accounts);
+        let grant = accounts
+            .values_mut()
+            .filter(|s| s.account.credential_id == credential_id);
+        let mut claimed = false;
+        for stored in grant {
+            if stored.watchlists_read_at.is_none_or(|at| at < since) {
+                claimed = true;
+            }
+            stored.watchlists_read_at = Some(Utc::now());
+        }
+        Ok(claimed)
+    }
+
+    async fn replace_watchlists(
+        &self,
+        credential_id: Uuid,
+        rows: &[Record<Watchlist>],
+        keep_unlisted: bool,
+    ) -> Result<u64, DbError> {
+        let mut accounts = locked(&self.accounts);
+        let mut written = 0;
+        for stored in accounts
+            .values_mut()
+            .filter(|s| s.account.credential_id == credential_id)
+        {
+            if !keep_unlisted {
+                stored.watchlists.clear();
+            }
+            for row in rows {
+                stored
+                    .watchlists
+                    .insert(row.item.name.clone(), row.raw.clone());
+            }
+            written = rows.len() as u64;
+        }
+        Ok(written)
+    }
+
+    async fn store_greeks(
+        &self,
+        account_id: Uuid,
+        rows: &[PositionGreeks],
+    ) -> Result<u64, DbError> {
+        self.with(account_id, |s| {
+            for row in rows {
+                s.greeks.insert(row.symbol.clone(), row.clone());
+            }
+            rows.len() as u64
+        })
+    }
+
+    async fn upsert_complex_orders(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<ComplexOrder>],
+    ) -> Result<Stored, DbError> {
+        self.with(account.id, |s| {
+            Stored::changed(upsert_by_id(&mut s.complex_orders, rows))
         })
     }
 
@@ -914,6 +999,10 @@ struct BrokerState {
     issued: HashSet<String>,
     refreshes: u32,
     refresh_failures: VecDeque<BrokerError>,
+    /// The market-data feed: the events it sends, by symbol, and the reads it saw.
+    greeks: HashMap<String, Greeks>,
+    greeks_failures: VecDeque<BrokerError>,
+    greeks_reads: Vec<Vec<String>>,
 }
 
 /// The broker's HTTP API in memory: bodies and row sets by path, paginated with `per-page` and
@@ -952,6 +1041,22 @@ impl FakeBroker {
             .entry(path.to_owned())
             .or_default()
             .push_back(error);
+    }
+
+    /// The market-data feed sends `events` (one per symbol) to the reads that ask for them.
+    pub fn serve_greeks(&self, events: Vec<Greeks>) {
+        let mut state = locked(&self.state);
+        state.greeks = events.into_iter().map(|g| (g.symbol.clone(), g)).collect();
+    }
+
+    /// The next read of the market-data feed fails with `error`.
+    pub fn fail_next_greeks(&self, error: BrokerError) {
+        locked(&self.state).greeks_failures.push_back(error);
+    }
+
+    /// The symbols each read of the market-data feed asked for.
+    pub fn greeks_reads(&self) -> Vec<Vec<String>> {
+        locked(&self.state).greeks_reads.clone()
     }
 
     /// Every access token issued so far stops working, as after the broker rotates them.
@@ -1047,6 +1152,24 @@ fn page_of(rows: Vec<&serde_json::Value>, query: &[(String, String)]) -> serde_j
 }
 
 impl Broker for FakeBroker {
+    async fn greeks(
+        &self,
+        _feed: &QuoteFeed,
+        symbols: &[String],
+        _wait: std::time::Duration,
+    ) -> Result<FeedRead, BrokerError> {
+        let mut state = locked(&self.state);
+        state.greeks_reads.push(symbols.to_vec());
+        if let Some(error) = state.greeks_failures.pop_front() {
+            return Err(error);
+        }
+        let events: Vec<Greeks> = (symbols.iter())
+            .filter_map(|s| state.greeks.get(s).cloned())
+            .collect();
+        let stopped = (events.len() < symbols.len()).then(|| "the time ran out".to_owned());
+        Ok(FeedRead { events, stopped })
+    }
+
     async fn refresh(&self, _grant: &Grant) -> Result<AccessToken, BrokerError> {
         if let Some(error) = locked(&self.state).refresh_failures.pop_front() {
             return Err(error);

@@ -51,6 +51,7 @@ pub mod secrets;
 pub mod sync;
 pub mod tastytrade;
 pub mod telemetry;
+pub mod tls;
 pub mod wiring;
 
 /// Why a function could not start: it names the variable, secret or client at fault.

@@ -27,9 +27,11 @@ use crate::domain::reads::{
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
-use crate::secrets::{CipherError, Sealed, SecretContext};
+use crate::secrets::{CipherError, Purpose, Sealed, SecretContext};
+use crate::tastytrade::dxlink::{FeedRead, PositionGreeks, QuoteFeed};
 use crate::tastytrade::model::{
-    Balance, NetLiqPoint, Order, Position, Record, TradingStatus, Transaction,
+    Balance, ComplexOrder, NetLiqPoint, Order, Position, Record, TradingStatus, Transaction,
+    Watchlist,
 };
 use crate::tastytrade::{AccessToken, BrokerError, CodeExchange, Environment, Grant, Session};
 
@@ -299,10 +301,12 @@ pub trait SyncStore: Send + Sync {
         error: &str,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
 
-    /// Caches the grant's current access token, sealed, with its expiry.
-    fn store_access_token(
+    /// Caches one of the grant's short-lived tokens (`AccessToken`, `QuoteToken`), sealed,
+    /// with its expiry.
+    fn cache_token(
         &self,
         credential_id: Uuid,
+        purpose: Purpose,
         sealed: &Sealed,
         expires_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
@@ -327,6 +331,37 @@ pub trait SyncStore: Send + Sync {
         &self,
         account: &SyncAccount,
         rows: &[Record<Transaction>],
+    ) -> impl Future<Output = Result<Stored, DbError>> + Send;
+
+    /// Whether this sync reads the grant's watchlists: no sync of the grant's accounts did
+    /// since `since`. Claiming records the read.
+    fn claim_watchlists(
+        &self,
+        credential_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, DbError>> + Send;
+
+    /// The customer's watchlists replace the grant's; those the broker no longer lists are
+    /// deleted unless `keep_unlisted`. How many were written or deleted.
+    fn replace_watchlists(
+        &self,
+        credential_id: Uuid,
+        rows: &[Record<Watchlist>],
+        keep_unlisted: bool,
+    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+
+    /// The feed's greeks onto the account's positions, by symbol; how many changed.
+    fn store_greeks(
+        &self,
+        account_id: Uuid,
+        rows: &[PositionGreeks],
+    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+
+    /// Complex orders, by id (their child orders go through `upsert_orders`).
+    fn upsert_complex_orders(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<ComplexOrder>],
     ) -> impl Future<Output = Result<Stored, DbError>> + Send;
 
     /// Net-liq bars, by their time.
@@ -495,6 +530,15 @@ pub trait Broker: Send + Sync + Sized {
         query: &[(String, String)],
         token: &AccessToken,
     ) -> impl Future<Output = Result<serde_json::Value, BrokerError>> + Send;
+
+    /// One Greeks event per symbol of `symbols` (streamer symbols) from the market-data feed,
+    /// collected for at most `wait`.
+    fn greeks(
+        &self,
+        feed: &QuoteFeed,
+        symbols: &[String],
+        wait: std::time::Duration,
+    ) -> impl Future<Output = Result<FeedRead, BrokerError>> + Send;
 
     /// A session for one grant; `cached` is an access token persisted earlier, if any.
     fn session(&self, grant: Grant, cached: Option<AccessToken>) -> Session<'_, Self> {

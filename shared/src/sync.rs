@@ -28,7 +28,11 @@ use crate::ports::{
     TaskUpdater, TokenCipher, TokenOpener, TokenSealer,
 };
 use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext};
-use crate::tastytrade::model::{Balance, BrokerId, Order, Record, Transaction, net_positions};
+use crate::tastytrade::dxlink::{PositionGreeks, QuoteFeed};
+use crate::tastytrade::model::{
+    Balance, BrokerId, Order, Position, Record, Transaction, net_positions,
+};
+use crate::tastytrade::occ::{self, OptionSymbol};
 use crate::tastytrade::{
     AccessToken, BrokerError, CurrentBalances, Grant, OrderQuery, Pages, Parsed, Session,
     SnapshotQuery, TimeBack, TimeOfDay, TransactionQuery,
@@ -53,6 +57,11 @@ pub struct SyncSettings {
     /// Every broker call ends this long (at most a quarter of the invocation's time) before the
     /// deadline, however slow the broker: the time to store the last page and hand over.
     pub handover_reserve: std::time::Duration,
+    /// How long the greeks stage waits for the market-data feed's events.
+    pub greeks_wait: std::time::Duration,
+    /// A grant's watchlists are read at most this often by its accounts' syncs (a full sync
+    /// always reads them).
+    pub watchlists_every: TimeDelta,
 }
 
 impl Default for SyncSettings {
@@ -65,6 +74,8 @@ impl Default for SyncSettings {
             max_history: TimeDelta::days(366 * 15),
             deadline_margin: std::time::Duration::from_secs(20),
             handover_reserve: std::time::Duration::from_secs(5),
+            greeks_wait: std::time::Duration::from_secs(5),
+            watchlists_every: TimeDelta::minutes(15),
         }
     }
 }
@@ -457,21 +468,32 @@ async fn cached_access_token<
     deps: &SyncDeps<S, C, T, Q, B>,
     account: &SyncAccount,
 ) -> Option<AccessToken> {
-    let (sealed, expires_at) = account.access_token.as_ref()?;
+    let (token, expires_at) = open_cached(deps, account, Purpose::AccessToken).await?;
+    Some(AccessToken { token, expires_at })
+}
+
+/// A short-lived token an earlier sync cached, sealed, while it has two minutes left.
+async fn open_cached<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    deps: &SyncDeps<S, C, T, Q, B>,
+    account: &SyncAccount,
+    purpose: Purpose,
+) -> Option<(SecretString, DateTime<Utc>)> {
+    let cached = match purpose {
+        Purpose::QuoteToken => account.quote_token.as_ref(),
+        _ => account.access_token.as_ref(),
+    };
+    let (sealed, expires_at) = cached?;
     if *expires_at <= Utc::now() + TimeDelta::minutes(2) {
         return None;
     }
     let context = SecretContext {
-        purpose: Purpose::AccessToken,
+        purpose,
         user_id: &account.user_id,
         credential_id: account.credential_id,
     };
     // A cache that cannot be opened is only a cache: mint a new token instead.
     let token = deps.cipher.open(context, sealed).await.ok()?;
-    Some(AccessToken {
-        token,
-        expires_at: *expires_at,
-    })
+    Some((token, *expires_at))
 }
 
 async fn open_grant<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
@@ -659,16 +681,27 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         if self.resume.is_none() {
             self.trading_status(&session).await?;
             self.net_liq_history(&session, counts).await?;
+            self.watchlists(&session, counts).await?;
         }
-        self.positions(&session, counts).await?;
+        let held = self.positions(&session, counts).await?;
+        if self.resume.is_none() {
+            self.greeks(&session, &held, counts).await?;
+        }
         if self.runs(Stage::Transactions) {
             self.paged::<Transaction>(&session, &currencies, counts)
                 .await?;
         }
         if self.runs(Stage::Orders) {
             self.paged::<Order>(&session, &currencies, counts).await?;
-            match self.live_orders(&session, counts).await {
-                // The windows are done: the continuation reads only the live orders again.
+            // After the windows, which store the groups' orders as well: the first writes to
+            // the orders tables are whole pages, so the statements the connection caches are
+            // planned for a table that is not nearly empty.
+            let after_windows = match self.live_orders(&session, counts).await {
+                Ok(()) => self.complex_orders(&session, counts).await,
+                failed => failed,
+            };
+            match after_windows {
+                // The windows are done: the continuation reads only these again.
                 Err(SyncError::Broker(BrokerError::OutOfTime)) => {
                     return Err(self.checkpoint(Stage::Orders, self.now, counts));
                 }
@@ -714,16 +747,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         let current = session.access_token().await?;
         let cached_secret = cached.map(|t| t.token.expose_secret());
         if cached_secret != Some(current.token.expose_secret()) {
-            let context = SecretContext {
-                purpose: Purpose::AccessToken,
-                user_id: &self.account.user_id,
-                credential_id: self.account.credential_id,
-            };
-            let sealed = self.deps.cipher.seal(context, &current.token).await?;
-            let credential = self.account.credential_id;
-            self.deps
-                .store
-                .store_access_token(credential, &sealed, current.expires_at)
+            self.cache(Purpose::AccessToken, &current.token, current.expires_at)
                 .await?;
         }
         let number = &self.account.account_number;
@@ -735,6 +759,27 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         } else {
             Err(SyncError::Gone("the grant no longer reaches this account"))
         }
+    }
+
+    /// Seals `secret` and caches it on the grant until `expires_at`.
+    async fn cache(
+        &self,
+        purpose: Purpose,
+        secret: &SecretString,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), SyncError> {
+        let context = SecretContext {
+            purpose,
+            user_id: &self.account.user_id,
+            credential_id: self.account.credential_id,
+        };
+        let sealed = self.deps.cipher.seal(context, secret).await?;
+        let credential = self.account.credential_id;
+        let store = &self.deps.store;
+        store
+            .cache_token(credential, purpose, &sealed, expires_at)
+            .await?;
+        Ok(())
     }
 
     /// The current balances, also recorded as today's intraday snapshot; their currencies.
@@ -838,13 +883,92 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         Ok(())
     }
 
-    /// The account's positions, replacing the set in one transaction. The lots of a symbol
-    /// become one position; a position that cannot be stored keeps its stored row.
-    async fn positions(
+    /// The account's complex orders (OCO, OTOCO...), every page once per sync (by the
+    /// invocation that finishes the orders' windows): the endpoint takes no time filter. Each group is stored with its child orders, which go where every
+    /// order goes, marked with the group's id and their tag.
+    async fn complex_orders(
         &self,
         session: &Session<'_, B>,
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
+        const STAGE: &str = "complex_orders";
+        let mut pages = session.complex_orders(&self.account.account_number);
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            let read = page.items.len() + page.rejected.len();
+            let store = &self.deps.store;
+            let stored = store
+                .upsert_complex_orders(self.account, &page.items)
+                .await?;
+            let aside = self
+                .settle(STAGE, &page.items, page.rejected, &stored)
+                .await?;
+            counts.add(STAGE, read, stored.changed);
+            counts.reject(STAGE, aside);
+            let children = (page.items.iter())
+                .flat_map(|c| c.item.children())
+                .collect();
+            let Parsed { items, rejected } = Parsed::<Order>::parse(children);
+            self.write::<Order>(items, rejected, counts).await?;
+        }
+        Ok(())
+    }
+
+    /// The customer's watchlists, onto the grant: a full sync reads them, any other only when
+    /// no sync of the grant's accounts did within `watchlists_every`, so a grant of several
+    /// accounts reads them once. Best-effort like the chart. Watchlists the broker no longer
+    /// lists are deleted, unless one could not be read (its name is then unknown).
+    async fn watchlists(
+        &self,
+        session: &Session<'_, B>,
+        counts: &mut Counts,
+    ) -> Result<(), SyncError> {
+        const STAGE: &str = "watchlists";
+        let credential = self.account.credential_id;
+        let since = self.now - self.deps.settings.watchlists_every;
+        let claimed = self.deps.store.claim_watchlists(credential, since).await?;
+        if !claimed && self.message.kind != TaskKind::Full {
+            return Ok(());
+        }
+        let Parsed { items, rejected } = match session.watchlists().await {
+            Ok(parsed) => parsed,
+            Err(e) if spares_the_sync(&e) => {
+                tracing::warn!(error = %e, "no watchlists; the stored ones are kept");
+                crate::metrics::sync_warning(STAGE);
+                counts.warn(
+                    STAGE,
+                    "tastytrade did not serve the watchlists; the ones stored before are kept",
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for unreadable in &rejected {
+            tracing::warn!(reason = %unreadable.reason, "a watchlist does not parse; none is deleted");
+        }
+        if !rejected.is_empty() {
+            let message = format!(
+                "{} watchlists could not be read; no stored watchlist was deleted",
+                rejected.len()
+            );
+            counts.warn(STAGE, &message);
+        }
+        let store = &self.deps.store;
+        let written = store
+            .replace_watchlists(credential, &items, !rejected.is_empty())
+            .await?;
+        counts.add(STAGE, items.len() + rejected.len(), written);
+        Ok(())
+    }
+
+    /// The account's positions, replacing the set in one transaction. The lots of a symbol
+    /// become one position; a position that cannot be stored keeps its stored row. Returns
+    /// the positions read.
+    async fn positions(
+        &self,
+        session: &Session<'_, B>,
+        counts: &mut Counts,
+    ) -> Result<Vec<Record<Position>>, SyncError> {
         self.progress("positions", 20, counts).await?;
         let number = &self.account.account_number;
         let Parsed { items, rejected } = session.positions(number, true).await?;
@@ -865,7 +989,104 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
             counts.add("positions", read, stored.changed);
             counts.reject("positions", aside);
         }
+        Ok(positions)
+    }
+
+    /// The equity-option positions' greeks from the market-data feed (DXLink), read once per
+    /// sync like the trading status. Best-effort: a refused quote token, a failed feed or one
+    /// that stops early is a warning on the task, and a position the feed sent nothing for
+    /// keeps its previous greeks with their time. Future options are left out: their feed
+    /// symbols follow exchange conventions the OCC symbol does not carry (see `occ`).
+    async fn greeks(
+        &self,
+        session: &Session<'_, B>,
+        held: &[Record<Position>],
+        counts: &mut Counts,
+    ) -> Result<(), SyncError> {
+        const STAGE: &str = "greeks";
+        let options: std::collections::HashMap<String, &str> = (held.iter())
+            .filter_map(|p| match occ::parse(&p.item.symbol) {
+                Some(OptionSymbol::Occ(o)) => Some((o.streamer_symbol(), p.item.symbol.as_str())),
+                _ => None,
+            })
+            .collect();
+        if options.is_empty() {
+            return Ok(());
+        }
+        let mut symbols: Vec<String> = options.keys().cloned().collect();
+        symbols.sort();
+        let wait = self.deps.settings.greeks_wait;
+        let read = match self.quote_feed(session).await {
+            Ok(feed) => self.deps.broker.greeks(&feed, &symbols, wait).await,
+            Err(e) => Err(e),
+        };
+        let read = match read {
+            Ok(read) => read,
+            Err(e) if spares_the_sync(&e) => {
+                tracing::warn!(error = %e, "no greeks; the stored ones are kept");
+                crate::metrics::sync_warning(STAGE);
+                counts.warn(
+                    STAGE,
+                    "the market-data feed did not answer; positions keep their previous greeks",
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let read_at = Utc::now();
+        let rows: Vec<PositionGreeks> = (read.events.into_iter())
+            .filter_map(|greeks| {
+                let symbol = (*options.get(&greeks.symbol)?).to_owned();
+                let time = greeks.time.unwrap_or(read_at);
+                Some(PositionGreeks {
+                    symbol,
+                    time,
+                    greeks,
+                })
+            })
+            .collect();
+        let written = self.deps.store.store_greeks(self.account.id, &rows).await?;
+        counts.add(STAGE, rows.len(), written);
+        if let Some(reason) = read.stopped {
+            let missing = symbols.len() - rows.len();
+            tracing::warn!(missing, reason, "greeks missing for some option positions");
+            crate::metrics::sync_warning(STAGE);
+            let message = format!(
+                "no greeks arrived for {missing} of {} option positions ({reason}); they keep their previous greeks",
+                symbols.len()
+            );
+            counts.warn(STAGE, &message);
+        }
         Ok(())
+    }
+
+    /// The market-data feed's URL and token: the cached one while it lives, else a fresh one
+    /// from `/api-quote-tokens`, cached sealed for its lifetime.
+    async fn quote_feed(&self, session: &Session<'_, B>) -> Result<QuoteFeed, BrokerError> {
+        let cached = open_cached(self.deps, self.account, Purpose::QuoteToken).await;
+        if let Some(feed) = cached.and_then(|(json, _)| QuoteFeed::from_cache(&json)) {
+            return Ok(feed);
+        }
+        let token = session.quote_token().await?;
+        let feed = QuoteFeed {
+            url: token.dxlink_url.ok_or_else(|| BrokerError::Permanent {
+                status: None,
+                code: None,
+                message: "the quote token came without a dxlink-url".into(),
+            })?,
+            token: token.token,
+        };
+        let expires_at = token
+            .expires_at
+            .unwrap_or_else(|| Utc::now() + TimeDelta::hours(1));
+        let sealed = self
+            .cache(Purpose::QuoteToken, &feed.to_cache(), expires_at)
+            .await;
+        if let Err(e) = sealed {
+            // Only a cache: the next sync asks for another token.
+            tracing::warn!(error = %e, "the quote token could not be cached");
+        }
+        Ok(feed)
     }
 
     /// After a page is stored: the rows that did not parse or could not be stored go to
@@ -1418,6 +1639,16 @@ mod tests {
             &format!("/accounts/{NUMBER}/net-liq/history"),
             json!({"data": {"items": bars}}),
         );
+        // An OCO pair, whose orders the order search lists too, as the broker does.
+        let child = |id: i64, tag: &str| json!({"id": id, "account-number": NUMBER, "status": "Cancelled", "received-at": months[13] + TimeDelta::hours(1), "complex-order-id": 4000, "complex-order-tag": tag, "legs": []});
+        broker.serve(
+            &format!("/accounts/{NUMBER}/complex-orders"),
+            json!({"data": {"items": [{"id": 4000, "account-number": NUMBER, "type": "OCO", "orders": [child(3000, "OCO::orders"), child(3001, "OCO::orders")]}]}}),
+        );
+        broker.serve(
+            "/watchlists",
+            json!({"data": {"items": [{"name": "Tech", "watchlist-entries": [{"symbol": "AAPL", "instrument-type": "Equity"}], "order-index": 1}]}}),
+        );
         broker.serve(
             &format!("/accounts/{NUMBER}/orders/live"),
             json!({"data": {"items": []}}),
@@ -1432,11 +1663,15 @@ mod tests {
             transactions,
             RowFilter::Instant("executed-at"),
         );
-        let orders = months
+        let mut orders: Vec<serde_json::Value> = months
             .iter()
             .enumerate()
             .map(|(i, at)| json!({"id": 2000 + i, "account-number": NUMBER, "status": "Filled", "received-at": at, "legs": []}))
             .collect();
+        orders.splice(
+            14..14,
+            [child(3000, "OCO::orders"), child(3001, "OCO::orders")],
+        );
         broker.serve_rows(
             &format!("/accounts/{NUMBER}/orders"),
             orders,
@@ -1475,6 +1710,7 @@ mod tests {
             snapshots_synced_to: None,
             quarantined: 0,
             net_liq_synced_to: None,
+            quote_token: None,
             refresh_token: seal(Purpose::RefreshToken, "refresh").await,
             client_secret: Some(seal(Purpose::ClientSecret, "secret").await),
             access_token: None,
@@ -1525,10 +1761,14 @@ mod tests {
             panic!("{outcome:?}")
         };
         let stored = deps.store.stored(account).unwrap();
-        assert_eq!((stored.transactions.len(), stored.orders.len()), (36, 36));
+        // The monthly orders and the two of the complex order.
+        assert_eq!((stored.transactions.len(), stored.orders.len()), (36, 38));
         assert_eq!(stored.net_liq.len(), 36);
-        // Transactions, orders, snapshots, net-liq bars; the balance and today's capture.
-        assert_eq!(counts.total_written(), 4 * 36 + 2, "{counts:?}");
+        assert_eq!(stored.complex_orders.len(), 1);
+        // Transactions, orders, snapshots, net-liq bars; the balance and today's capture; the
+        // watchlist; the complex order and its two orders.
+        assert_eq!(counts.total_written(), 4 * 36 + 2 + 1 + 3, "{counts:?}");
+        assert!(stored.watchlists.contains_key("Tech"));
         assert_eq!(stored.status, AccountStatus::Success);
         assert!(
             stored.account.transactions_synced_to.is_some()
@@ -1815,6 +2055,97 @@ mod tests {
         assert_eq!(stored.net_liq.len(), 36);
     }
 
+    /// The account holds an SPY call and shares; the feed answers for the call.
+    fn holds_an_option(deps: &FakeWorker) -> &'static str {
+        const CALL: &str = "SPY   260320C00600000";
+        deps.broker.serve(
+            &format!("/accounts/{NUMBER}/positions"),
+            json!({"data": {"items": [
+                {"account-number": NUMBER, "symbol": CALL, "instrument-type": "Equity Option", "quantity": "2", "quantity-direction": "Long"},
+                {"account-number": NUMBER, "symbol": "SPY", "instrument-type": "Equity", "quantity": "100", "quantity-direction": "Long"},
+            ]}}),
+        );
+        deps.broker.serve(
+            "/api-quote-tokens",
+            json!({"data": {"token": "dxlink-1", "dxlink-url": "wss://feed.example/realtime", "expires-at": Utc::now() + TimeDelta::hours(24)}}),
+        );
+        let number = |n: i64, scale: u32| Some(rust_decimal::Decimal::new(n, scale));
+        deps.broker
+            .serve_greeks(vec![crate::tastytrade::dxlink::Greeks {
+                symbol: ".SPY260320C600".into(),
+                time: DateTime::from_timestamp_millis(1_796_000_000_000),
+                price: number(1234, 2),
+                volatility: number(21, 2),
+                delta: number(55, 2),
+                gamma: number(1, 2),
+                theta: number(-8, 2),
+                rho: number(3, 2),
+                vega: number(40, 2),
+            }]);
+        CALL
+    }
+
+    #[tokio::test]
+    async fn option_positions_get_the_feeds_greeks_and_the_quote_token_is_cached_for_its_life() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        let call = holds_an_option(&deps);
+
+        sync(&deps, account, TaskKind::Full).await;
+        sync(&deps, account, TaskKind::Incremental).await;
+
+        let stored = deps.store.stored(account).unwrap();
+        let greeks = &stored.greeks[call];
+        assert_eq!(greeks.greeks.delta, Some(rust_decimal::Decimal::new(55, 2)));
+        assert_eq!(
+            greeks.time,
+            DateTime::from_timestamp_millis(1_796_000_000_000).unwrap()
+        );
+        assert_eq!(
+            deps.broker.greeks_reads(),
+            [
+                vec![".SPY260320C600".to_owned()],
+                vec![".SPY260320C600".to_owned()]
+            ],
+            "only the option is asked for"
+        );
+        assert_eq!(
+            deps.broker.calls_to("/api-quote-tokens").len(),
+            1,
+            "the second sync reused the sealed quote token"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_feed_that_refuses_or_stays_silent_is_a_warning_and_the_sync_completes() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        let call = holds_an_option(&deps);
+        sync(&deps, account, TaskKind::Full).await;
+        let refusal = BrokerError::Permanent {
+            status: None,
+            code: Some("unauthorized".into()),
+            message: "the market-data feed refused the quote token".into(),
+        };
+        deps.broker.fail_next_greeks(refusal);
+
+        let (refused, _) = sync(&deps, account, TaskKind::Incremental).await;
+        deps.broker.serve_greeks(Vec::new());
+        let (silent, _) = sync(&deps, account, TaskKind::Incremental).await;
+
+        for outcome in [refused, silent] {
+            let Outcome::Completed(counts) = outcome else {
+                panic!("the sync did not complete: {outcome:?}");
+            };
+            assert!(counts.warnings.contains_key("greeks"), "{counts:?}");
+        }
+        let stored = deps.store.stored(account).unwrap();
+        assert!(
+            stored.greeks.contains_key(call),
+            "the first read's greeks stay"
+        );
+    }
+
     #[tokio::test]
     async fn a_net_liq_history_the_broker_refuses_is_a_warning_and_keeps_the_stored_bars() {
         let deps = fake_worker();
@@ -1876,9 +2207,9 @@ mod tests {
 
         assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
         let calls = &deps.broker.calls()[before..];
-        // accounts, balances, trading status, net-liq history, positions, transactions,
-        // orders, live orders, snapshots (USD)
-        assert_eq!(calls.len(), 9, "{calls:?}");
+        // accounts, balances, trading status, net-liq history, complex orders, positions,
+        // transactions, orders, live orders, snapshots (USD)
+        assert_eq!(calls.len(), 10, "{calls:?}");
         let reads = transaction_reads(&deps);
         let (start, _) = reads.last().unwrap();
         let start: DateTime<Utc> = start.parse().unwrap();
@@ -1906,7 +2237,7 @@ mod tests {
         assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
         assert!(invocations > 3, "it continued {invocations} times");
         let stored = deps.store.stored(account).unwrap();
-        assert_eq!((stored.transactions.len(), stored.orders.len()), (36, 36));
+        assert_eq!((stored.transactions.len(), stored.orders.len()), (36, 38));
         let reads = transaction_reads(&deps);
         let distinct: std::collections::HashSet<_> = reads.iter().collect();
         assert_eq!(

@@ -6,6 +6,7 @@
 mod authorization;
 mod aws_resources;
 mod fuzz;
+mod greeks;
 mod iam;
 mod link;
 mod local_stack;

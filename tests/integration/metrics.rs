@@ -222,6 +222,12 @@ async fn a_worker_sync_prints_emf_lines_that_follow_the_specification() {
             "SELECT count(*) FROM account_balance_snapshots WHERE source = 'broker'",
         ),
         ("net_liq_history", "SELECT count(*) FROM net_liq_history"),
+        ("watchlists", "SELECT count(*) FROM watchlists"),
+        ("complex_orders", "SELECT count(*) FROM complex_orders"),
+        (
+            "greeks",
+            "SELECT count(*) FROM positions WHERE greeks_updated_at IS NOT NULL",
+        ),
     ] {
         let count: i64 = client.query_one(sql, &[]).await.unwrap().get(0);
         assert!(count > 0, "the sync stored no {entity}");

@@ -210,6 +210,32 @@ async fn the_account_its_positions_and_balances_read_back_as_the_broker_holds_th
             .any(|p| p["option"]["option_type"].is_string() && p["option"]["strike"].is_string()),
         "option positions carry their parsed option: {positions}"
     );
+    let greeks = truth["greeks"].as_object().unwrap();
+    assert!(!greeks.is_empty());
+    for (symbol, expected) in greeks {
+        let position = (positions.as_array().unwrap().iter())
+            .find(|p| p["symbol"] == symbol.as_str())
+            .unwrap();
+        let served = &position["greeks"];
+        for (field, truth_field) in [
+            ("delta", "delta"),
+            ("implied_volatility", "volatility"),
+            ("theoretical_price", "price"),
+        ] {
+            let amount = |v: &Value| Decimal::from_str(v.as_str().unwrap()).unwrap().normalize();
+            assert_eq!(
+                amount(&served[field]),
+                amount(&expected[truth_field]),
+                "{symbol} {field}"
+            );
+        }
+        let as_of = DateTime::parse_from_rfc3339(served["as_of"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            Some(as_of.timestamp_millis()),
+            expected["time"].as_i64(),
+            "{symbol}"
+        );
+    }
     let (status, detail) = get(&served, &token, &base).await;
     assert_eq!(status, 200, "{detail}");
     assert_eq!(detail["account"]["last_sync_status"], "SUCCESS");

@@ -1,7 +1,8 @@
 //! The public tastytrade Python SDK (`tastytrade` on PyPI, pinned in
 //! `infra/local/requirements.txt`) reads every simulator endpoint it has a model for through its
-//! own pydantic models (`tests/sdk/oracle.py`). A simulator the broker's most used client
-//! cannot read is not the broker.
+//! own pydantic models, and the simulator's market-data feed through its own DXLink streamer
+//! (`tests/sdk/oracle.py`). A simulator the broker's most used client cannot read is not the
+//! broker.
 
 use std::path::Path;
 
@@ -121,11 +122,14 @@ async fn the_public_sdk_reads_every_endpoint_it_models_without_a_validation_erro
         "positions",
         "orders",
         "live_orders",
+        "complex_orders",
         "trading_status",
         "net_liq_history",
         "order",
         "balances",
         "balance_snapshots",
+        "watchlists",
+        "greeks",
         "quote_tokens",
     ] {
         let read: u64 = (results.iter())

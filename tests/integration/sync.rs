@@ -100,7 +100,10 @@ pub(crate) async fn run_task(deps: &SyncWorker, account_id: Uuid, kind: TaskKind
 }
 
 /// One account with a year of history, linked by user-a and fully synced.
-async fn one_synced_account(transactions: usize, orders: usize) -> (World, SyncWorker, Uuid) {
+pub(crate) async fn one_synced_account(
+    transactions: usize,
+    orders: usize,
+) -> (World, SyncWorker, Uuid) {
     let w = world_with(Sizes {
         accounts: 1,
         transactions,
@@ -186,6 +189,7 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
         fills: 3,
         close_positions: 1,
         net_liq_bars: 2,
+        complex_orders: 1,
         ..Activity::default()
     };
     let outcome = w.sim.simulator.add_activity(&number, &activity).unwrap();
@@ -257,17 +261,81 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
         "an incremental sync with nothing new rewrote {:?}",
         idle.written
     );
-    // The README's count: accounts, balances, trading status, net-liq history, positions,
-    // one page each of transactions and orders, the live orders, a page of snapshots per
-    // currency (two).
+    // The README's count: accounts, balances, trading status, net-liq history, complex
+    // orders, positions, one page each of transactions and orders, the live orders, a page of
+    // snapshots per currency (two).
     let calls: Vec<String> = (w.sim.simulator.requests().iter())
         .map(|r| r.path.clone())
         .collect();
     assert_eq!(
         calls.len(),
-        10,
+        11,
         "an idle incremental sync called {calls:#?}"
     );
+}
+
+#[tokio::test]
+async fn watchlists_are_the_grants_read_once_a_quarter_hour_and_follow_the_customers_adds_and_deletes()
+ {
+    let w = world_with(Sizes {
+        accounts: 2,
+        transactions: 60,
+        orders: 10,
+        years: 1,
+    })
+    .await;
+    let linked = link_personal(&w, "user-a").await;
+    let deps = worker(&w);
+    assert!(drain(&w, &deps).await.is_empty());
+    let accounts: Vec<(Uuid, String)> = (linked.iter())
+        .map(|a| {
+            let id = a["id"].as_str().unwrap().parse().unwrap();
+            (id, a["account_number"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_database_equals_truth(&w, &accounts[0].1).await;
+    let activity = Activity {
+        add_watchlists: 1,
+        delete_watchlists: 1,
+        ..Activity::default()
+    };
+    let outcome = w
+        .sim
+        .simulator
+        .add_activity(&accounts[0].1, &activity)
+        .unwrap();
+    assert_eq!(
+        (
+            outcome.added_watchlists.len(),
+            outcome.deleted_watchlists.len()
+        ),
+        (1, 1)
+    );
+    // The link's full syncs read them minutes ago; a quarter hour later one sync of the grant
+    // reads them for both accounts.
+    w.sim.simulator.clear_requests();
+    for (id, _) in &accounts {
+        run_task(&deps, *id, TaskKind::Incremental).await;
+    }
+    let reads = |w: &World| {
+        (w.sim.simulator.requests().iter())
+            .filter(|r| r.path == "/watchlists")
+            .count()
+    };
+    assert_eq!(reads(&w), 0, "read by the link's full syncs minutes ago");
+    let client = w.db.client().await;
+    let an_hour_ago =
+        "UPDATE tastytrade_credentials SET watchlists_read_at = now() - interval '1 hour'";
+    client.execute(an_hour_ago, &[]).await.unwrap();
+
+    for (id, _) in &accounts {
+        run_task(&deps, *id, TaskKind::Incremental).await;
+    }
+
+    assert_eq!(reads(&w), 1, "one read for the grant's two accounts");
+    for (_, number) in &accounts {
+        assert_database_equals_truth(&w, number).await;
+    }
 }
 
 /// Every read of the paths ending in `path_end` asked for `key` (a time or a date), and none

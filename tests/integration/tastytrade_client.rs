@@ -324,7 +324,7 @@ async fn order_search_needs_a_start_under_the_pinned_version_and_pages_by_200() 
         }
     }
     let truth = truth(&sim, &account);
-    assert_eq!(orders, 1_000);
+    assert_eq!(orders, truth["orders"]["count"].as_u64().unwrap());
     assert_eq!(legs as u64, truth["orders"]["legs"].as_u64().unwrap());
     assert_eq!(fills as u64, truth["orders"]["fills"].as_u64().unwrap());
 }

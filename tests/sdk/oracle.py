@@ -16,7 +16,10 @@ from datetime import date, timedelta
 import tastytrade.account
 import tastytrade.session
 from pydantic import ValidationError
-from tastytrade import Account, Session
+from tastytrade import Account, DXLinkStreamer, Session
+from tastytrade.dxfeed import Greeks
+from tastytrade.instruments import Option
+from tastytrade.watchlists import PrivateWatchlist
 
 RESULTS = []
 # The endpoint being read, so that a model refusing a row says where the row came from.
@@ -57,6 +60,7 @@ MODELS = (
     "Transaction",
     "CurrentPosition",
     "PlacedOrder",
+    "PlacedComplexOrder",
     "AccountBalance",
     "AccountBalanceSnapshot",
     "NetLiqOhlc",
@@ -92,19 +96,41 @@ async def quote_token(session):
     return data
 
 
+async def greeks(session, positions):
+    """The SDK's own DXLink streamer against the simulator's feed: one Greeks event for each
+    option held, through the handshake, COMPACT data and the SDK's Greeks model."""
+    symbols = sorted(
+        {
+            Option.occ_to_streamer_symbol(p.symbol)
+            for p in positions
+            if getattr(p.instrument_type, "value", p.instrument_type) == "Equity Option"
+        }
+    )
+    if not symbols:
+        raise ValueError("no option positions to ask greeks for")
+    async with DXLinkStreamer(session) as streamer:
+        await streamer.subscribe(Greeks, symbols)
+        events = [await asyncio.wait_for(streamer.get_event(Greeks), 10) for _ in symbols]
+    missing = set(symbols) - {e.event_symbol for e in events}
+    if missing:
+        raise KeyError(f"no greeks for {sorted(missing)}")
+    return events
+
+
 async def main():
     session = Session(os.environ["TT_SECRET"], os.environ["TT_REFRESH"])
     # The SDK knows only tastytrade's two hosts; point its one client at the simulator.
     session._client.base_url = os.environ["TT_BASE_URL"]
     await check("customer", session.get_customer())
     accounts = await check("accounts", Account.get(session)) or []
+    held = []
     for account in accounts:
         opened = account.opened_at.date() if account.opened_at else date(2000, 1, 1)
         await check(
             "transactions",
             account.get_history(session, start_date=opened, per_page=2000, page_offset=None),
         )
-        await check("positions", account.get_positions(session, include_marks=True))
+        held += await check("positions", account.get_positions(session, include_marks=True)) or []
         orders = await check(
             "orders",
             account.get_order_history(
@@ -112,6 +138,10 @@ async def main():
             ),
         )
         await check("live_orders", account.get_live_orders(session))
+        await check(
+            "complex_orders",
+            account.get_complex_order_history(session, per_page=200, page_offset=None),
+        )
         await check("trading_status", account.get_trading_status(session))
         await check(
             "net_liq_history",
@@ -130,6 +160,8 @@ async def main():
                 time_of_day="EOD",
             ),
         )
+    await check("watchlists", PrivateWatchlist.get(session))
+    await check("greeks", greeks(session, held))
     await check("quote_tokens", quote_token(session))
     print(json.dumps(RESULTS))
 

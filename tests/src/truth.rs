@@ -162,6 +162,9 @@ pub async fn assert_database_equals_truth(
         "the trading status as sent"
     );
     assert_net_liq_history_equals(client, id, &truth["net-liq-history"]).await;
+    assert_greeks_equal(client, id, &truth["greeks"]).await;
+    assert_watchlists_equal(client, id, &truth["watchlists"]).await;
+    assert_complex_orders_equal(client, id, &truth["complex-orders"]).await;
     let status: String = client
         .query_one(
             "SELECT last_sync_status FROM tastytrade_accounts WHERE id = $1",
@@ -171,6 +174,137 @@ pub async fn assert_database_equals_truth(
         .unwrap()
         .get(0);
     assert_eq!(status, "SUCCESS");
+}
+
+/// Each complex order with its type, trigger order and other orders, and each of those
+/// stored as an order of the group.
+async fn assert_complex_orders_equal(client: &tokio_postgres::Client, id: Uuid, truth: &Value) {
+    let stored: Vec<Value> = client
+        .query(
+            "SELECT tastytrade_complex_order_id, type, trigger_order_id, order_ids,
+                    (SELECT count(*) FROM orders o WHERE o.account_id = c.account_id
+                       AND o.complex_order_id = c.tastytrade_complex_order_id
+                       AND o.removed_at IS NULL)
+             FROM complex_orders c WHERE account_id = $1 ORDER BY tastytrade_complex_order_id",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let grouped = r.get::<_, i64>(4);
+            serde_json::json!({"id": r.get::<_, i64>(0), "type": r.get::<_, Option<String>>(1),
+                "trigger-order-id": r.get::<_, Option<i64>>(2), "order-ids": r.get::<_, Value>(3),
+                "grouped": grouped})
+        })
+        .collect();
+    let mut expected: Vec<Value> = truth.as_array().unwrap().clone();
+    for group in &mut expected {
+        let members = group["order-ids"].as_array().unwrap().len()
+            + usize::from(group["trigger-order-id"].is_i64());
+        group["grouped"] = serde_json::json!(members);
+    }
+    expected.sort_by_key(|g| g["id"].as_i64());
+    assert_eq!(stored, expected, "complex orders");
+}
+
+/// A watchlist as compared: name, group, order and its entries' symbols and types in order.
+type WatchlistRow = (
+    String,
+    Option<String>,
+    Option<i64>,
+    Vec<String>,
+    Vec<Option<String>>,
+);
+
+/// The account's grant holds exactly the customer's watchlists, entries in order.
+async fn assert_watchlists_equal(client: &tokio_postgres::Client, id: Uuid, truth: &Value) {
+    let mut stored: Vec<WatchlistRow> = client
+        .query(
+            "SELECT w.name, w.group_name, w.order_index,
+                    coalesce(array_agg(e.symbol ORDER BY e.position)
+                             FILTER (WHERE e.symbol IS NOT NULL), '{}'),
+                    coalesce(array_agg(e.instrument_type ORDER BY e.position)
+                             FILTER (WHERE e.symbol IS NOT NULL), '{}')
+             FROM tastytrade_accounts a
+             JOIN watchlists w ON w.credential_id = a.credential_id
+             LEFT JOIN watchlist_entries e
+                    ON e.credential_id = w.credential_id AND e.watchlist_name = w.name
+             WHERE a.id = $1
+             GROUP BY w.name, w.group_name, w.order_index ORDER BY w.name",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let mut expected: Vec<WatchlistRow> = (truth.as_array().unwrap().iter())
+        .map(|w| {
+            let entries = w["watchlist-entries"].as_array().unwrap();
+            (
+                w["name"].as_str().unwrap().to_owned(),
+                w["group-name"].as_str().map(str::to_owned),
+                w["order-index"].as_i64(),
+                entries
+                    .iter()
+                    .map(|e| e["symbol"].as_str().unwrap().to_owned())
+                    .collect(),
+                (entries.iter())
+                    .map(|e| e["instrument-type"].as_str().map(str::to_owned))
+                    .collect(),
+            )
+        })
+        .collect();
+    // Sorted here, not by the database's collation.
+    stored.sort();
+    expected.sort();
+    assert_eq!(stored, expected, "watchlists");
+}
+
+/// Every option position carries the feed's greeks, to its six decimals, at the event's time.
+pub async fn assert_greeks_equal(client: &tokio_postgres::Client, id: Uuid, truth: &Value) {
+    let rows = client
+        .query(
+            "SELECT symbol, theoretical_price::text, implied_volatility::text, delta::text,
+                    gamma::text, theta::text, rho::text, vega::text,
+                    (extract(epoch FROM greeks_updated_at) * 1000)::bigint
+             FROM positions WHERE account_id = $1 AND symbol = ANY($2)",
+            &[&id, &truth.as_object().unwrap().keys().collect::<Vec<_>>()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        truth.as_object().unwrap().len(),
+        "option positions with greeks"
+    );
+    let amount = |text: Option<&str>| text.map(|t| Decimal::from_str(t).unwrap().normalize());
+    for row in &rows {
+        let symbol: &str = row.get(0);
+        let expected = &truth[symbol];
+        let names = [
+            "price",
+            "volatility",
+            "delta",
+            "gamma",
+            "theta",
+            "rho",
+            "vega",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(
+                amount(row.get(i + 1)),
+                amount(expected[*name].as_str()),
+                "{symbol} {name}"
+            );
+        }
+        assert_eq!(
+            row.get::<_, Option<i64>>(8),
+            expected["time"].as_i64(),
+            "{symbol} greeks time"
+        );
+    }
 }
 
 /// The fields of a net-liq bar, in the broker's names and the table's columns.

@@ -87,6 +87,7 @@ pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
     }
     let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
     print_rows(&row_counts(&pool, &ids).await?, started.elapsed());
+    api.print_greeks(accounts[0].0, &accounts[0].1).await?;
     api.print_net_liq(accounts[0].0, &accounts[0].1).await?;
 
     let (id, number) = &accounts[0];
@@ -258,6 +259,38 @@ impl Api {
             return Err(DemoError::Api(format!("{path} answered {status}: {text}")));
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The account's option positions with their greeks, as the read API serves them.
+    async fn print_greeks(&self, id: Uuid, number: &str) -> Result<(), DemoError> {
+        let path = format!("/tastytrade-accounts/{id}/positions");
+        let positions = self.call(reqwest::Method::GET, &path, None, 200).await?;
+        println!(
+            "
+option positions of {number} with their greeks (GET {path}):"
+        );
+        println!(
+            "  {:<22} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8}  as of",
+            "symbol", "qty", "delta", "gamma", "theta", "vega", "IV"
+        );
+        let options =
+            (positions.as_array().into_iter().flatten()).filter(|p| p["option"].is_object());
+        for p in options {
+            let g = &p["greeks"];
+            let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+            println!(
+                "  {:<22} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8}  {}",
+                text(&p["symbol"]),
+                text(&p["quantity"]),
+                text(&g["delta"]),
+                text(&g["gamma"]),
+                text(&g["theta"]),
+                text(&g["vega"]),
+                text(&g["implied_volatility"]),
+                text(&g["as_of"])
+            );
+        }
+        Ok(())
     }
 
     /// The account's last net-liq bars, as the read API serves them to a chart.

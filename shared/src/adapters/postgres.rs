@@ -17,9 +17,11 @@ use crate::domain::reads::{
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore, SyncedReads};
-use crate::secrets::Sealed;
+use crate::secrets::{Purpose, Sealed};
+use crate::tastytrade::dxlink::PositionGreeks;
 use crate::tastytrade::model::{
-    Balance, NetLiqPoint, Order, Position, Record, TradingStatus, Transaction,
+    Balance, ComplexOrder, NetLiqPoint, Order, Position, Record, TradingStatus, Transaction,
+    Watchlist,
 };
 
 /// [`AccountRepo`] and [`DueAccounts`] over the pool.
@@ -213,13 +215,14 @@ impl SyncStore for PgSyncStore {
         sync::mark_failed(&self.pool, account_id, credential_id, status, error).await
     }
 
-    async fn store_access_token(
+    async fn cache_token(
         &self,
         credential_id: Uuid,
+        purpose: Purpose,
         sealed: &Sealed,
         expires_at: DateTime<Utc>,
     ) -> Result<(), DbError> {
-        sync::store_access_token(&self.pool, credential_id, sealed, expires_at).await
+        sync::cache_token(&self.pool, credential_id, purpose, sealed, expires_at).await
     }
 
     async fn upsert_balances(
@@ -243,6 +246,40 @@ impl SyncStore for PgSyncStore {
             .collect();
         let then = Then::DeletePositionsExcept(&held);
         sync::store_page(&self.pool, owner(account), rows, (), then).await
+    }
+
+    async fn claim_watchlists(
+        &self,
+        credential_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        sync::claim_watchlists(&self.pool, credential_id, since).await
+    }
+
+    async fn replace_watchlists(
+        &self,
+        credential_id: Uuid,
+        rows: &[Record<Watchlist>],
+        keep_unlisted: bool,
+    ) -> Result<u64, DbError> {
+        sync::replace_watchlists(&self.pool, credential_id, rows, keep_unlisted).await
+    }
+
+    async fn store_greeks(
+        &self,
+        account_id: Uuid,
+        rows: &[PositionGreeks],
+    ) -> Result<u64, DbError> {
+        sync::store_greeks(&self.pool, account_id, rows).await
+    }
+
+    async fn upsert_complex_orders(
+        &self,
+        account: &SyncAccount,
+        rows: &[Record<ComplexOrder>],
+    ) -> Result<Stored, DbError> {
+        let owner = owner(account);
+        sync::store_page(&self.pool, owner, rows, (), Then::Commit).await
     }
 
     async fn upsert_net_liq_history(

@@ -9,8 +9,6 @@ pub mod migrations;
 pub mod reads;
 pub mod sync;
 
-use std::sync::Arc;
-
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use secrecy::ExposeSecret;
 use tokio_postgres::error::SqlState;
@@ -205,18 +203,7 @@ impl Credentials {
 }
 
 fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    // The provider is named rather than taken from the process default, which panics when
-    // two providers are linked into one binary.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the aws-lc-rs provider supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+    tokio_postgres_rustls::MakeRustlsConnect::new(crate::tls::client_config().as_ref().clone())
 }
 
 #[cfg(test)]

@@ -11,9 +11,9 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::domain::reads::{
-    BalancePoint, BalanceRead, FillRead, Keyset, LegRead, NetLiqBar, OptionLeg, OrderFilter,
-    OrderRead, Paged, PositionRead, SyncedSummary, TradingStatusRead, TransactionFilter,
-    TransactionRead,
+    BalancePoint, BalanceRead, FillRead, GreeksRead, Keyset, LegRead, NetLiqBar, OptionLeg,
+    OrderFilter, OrderRead, Paged, PositionRead, SyncedSummary, TradingStatusRead,
+    TransactionFilter, TransactionRead,
 };
 
 const OWNED: &str = "
@@ -45,7 +45,9 @@ pub const POSITIONS: &str = "
     SELECT p.symbol, p.underlying_symbol, p.instrument_type, p.quantity::text,
            p.multiplier::text, p.average_open_price::text, p.close_price::text, p.mark::text,
            p.option_root, p.option_expiration, p.option_type, p.strike_price::text,
-           p.expires_at, p.updated_at
+           p.expires_at, p.updated_at, p.delta::text, p.gamma::text, p.theta::text,
+           p.vega::text, p.rho::text, p.implied_volatility::text, p.theoretical_price::text,
+           p.greeks_updated_at
     FROM positions p JOIN tastytrade_accounts a ON a.id = p.account_id AND a.user_id = $2
     WHERE p.account_id = $1 ORDER BY p.symbol";
 
@@ -432,6 +434,18 @@ fn position(r: &Row) -> PositionRead {
         close_price: r.get(6),
         mark: r.get(7),
         option,
+        greeks: r
+            .get::<_, Option<DateTime<Utc>>>(21)
+            .map(|as_of| GreeksRead {
+                delta: r.get(14),
+                gamma: r.get(15),
+                theta: r.get(16),
+                vega: r.get(17),
+                rho: r.get(18),
+                implied_volatility: r.get(19),
+                theoretical_price: r.get(20),
+                as_of,
+            }),
         expires_at: r.get::<_, Option<DateTime<Utc>>>(12),
         updated_at: r.get(13),
     }

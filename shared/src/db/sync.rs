@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{GenericClient, Pool};
+use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -12,8 +13,10 @@ use crate::domain::accounts::AccountStatus;
 use crate::domain::accounts::{BalanceTarget, SyncAccount, trading_day};
 use crate::domain::rows::{Gone, Quarantined, Rejection, Stored};
 use crate::secrets::{Purpose, Sealed};
+use crate::tastytrade::dxlink::PositionGreeks;
 use crate::tastytrade::model::{
-    Balance, Fill, Leg, NetLiqPoint, Order, Position, Record, TradingStatus, Transaction,
+    Balance, ComplexOrder, Fill, Leg, NetLiqPoint, Order, Position, Record, TradingStatus,
+    Transaction, Watchlist,
 };
 use crate::tastytrade::occ::{self, OptionSymbol};
 
@@ -30,27 +33,28 @@ const LOAD_SECRETS: &str = "
     SELECT purpose, scheme_version, kms_key_id, wrapped_key, nonce, ciphertext, expires_at
     FROM tastytrade_credential_secrets WHERE credential_id = $1";
 
-const STORE_ACCESS_TOKEN: &str = "
+const CACHE_TOKEN: &str = "
     INSERT INTO tastytrade_credential_secrets
         (credential_id, purpose, scheme_version, kms_key_id, wrapped_key, nonce, ciphertext, expires_at)
-    VALUES ($1, 'access_token', $2, $3, $4, $5, $6, $7)
+    VALUES ($1, $8, $2, $3, $4, $5, $6, $7)
     ON CONFLICT (credential_id, purpose) DO UPDATE SET
         scheme_version = EXCLUDED.scheme_version, kms_key_id = EXCLUDED.kms_key_id,
         wrapped_key = EXCLUDED.wrapped_key, nonce = EXCLUDED.nonce,
         ciphertext = EXCLUDED.ciphertext, expires_at = EXCLUDED.expires_at";
 
-/// Caches the grant's current access token, sealed, so the next sync within its lifetime does
-/// not mint another one.
-pub async fn store_access_token(
+/// Caches one of the grant's short-lived tokens, sealed, so the next sync within its lifetime
+/// does not mint another one.
+pub async fn cache_token(
     pool: &Pool,
     credential_id: Uuid,
+    purpose: Purpose,
     sealed: &Sealed,
     expires_at: DateTime<Utc>,
 ) -> Result<(), DbError> {
     let client = pool.get().await?;
     client
         .execute(
-            STORE_ACCESS_TOKEN,
+            CACHE_TOKEN,
             &[
                 &credential_id,
                 &sealed.scheme_version,
@@ -59,6 +63,7 @@ pub async fn store_access_token(
                 &sealed.nonce,
                 &sealed.ciphertext,
                 &expires_at,
+                &purpose.as_str(),
             ],
         )
         .await?;
@@ -75,6 +80,7 @@ pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAc
     let mut refresh_token = None;
     let mut client_secret = None;
     let mut access_token = None;
+    let mut quote_token = None;
     for s in client.query(LOAD_SECRETS, &[&credential_id]).await? {
         let sealed = Sealed {
             scheme_version: s.get(1),
@@ -88,6 +94,11 @@ pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAc
             p if p == Purpose::ClientSecret.as_str() => client_secret = Some(sealed),
             p if p == Purpose::AccessToken.as_str() => {
                 access_token = s
+                    .get::<_, Option<DateTime<Utc>>>(6)
+                    .map(|expires| (sealed, expires));
+            }
+            p if p == Purpose::QuoteToken.as_str() => {
+                quote_token = s
                     .get::<_, Option<DateTime<Utc>>>(6)
                     .map(|expires| (sealed, expires));
             }
@@ -114,6 +125,7 @@ pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAc
         refresh_token,
         client_secret,
         access_token,
+        quote_token,
     }))
 }
 
@@ -343,6 +355,7 @@ page_upsert!(
     Order => upsert_orders,
     Position => upsert_positions,
     NetLiqPoint => upsert_net_liq_history,
+    ComplexOrder => upsert_complex_orders,
 );
 
 impl PageUpsert for Balance {
@@ -608,6 +621,167 @@ fn transaction_execution(c: &mut Columns<'_, Transaction>) {
         .text("destination_venue", |x| x.destination_venue.clone())
         .numeric("agency_price", |x| x.agency_price)
         .numeric("principal_price", |x| x.principal_price);
+}
+
+const CLAIM_WATCHLISTS: &str = "
+    UPDATE tastytrade_credentials SET watchlists_read_at = now()
+    WHERE id = $1 AND (watchlists_read_at IS NULL OR watchlists_read_at < $2) RETURNING id";
+
+/// Whether this sync reads the grant's watchlists: none did since `since` (the claim is now).
+pub async fn claim_watchlists(
+    pool: &Pool,
+    credential_id: Uuid,
+    since: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    let claimed = client
+        .query_opt(CLAIM_WATCHLISTS, &[&credential_id, &since])
+        .await?;
+    Ok(claimed.is_some())
+}
+
+// The watchlists whose row changed come back, and only their entries are rewritten.
+const UPSERT_WATCHLISTS: &str = "
+    INSERT INTO watchlists (credential_id, name, group_name, order_index, raw)
+    SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::jsonb[])
+    ON CONFLICT (credential_id, name) DO UPDATE SET group_name = EXCLUDED.group_name,
+        order_index = EXCLUDED.order_index, raw = EXCLUDED.raw
+    WHERE (watchlists.group_name, watchlists.order_index, watchlists.raw)
+          IS DISTINCT FROM (EXCLUDED.group_name, EXCLUDED.order_index, EXCLUDED.raw)
+    RETURNING name";
+
+const DELETE_WATCHLIST_ENTRIES: &str = "
+    DELETE FROM watchlist_entries WHERE credential_id = $1 AND watchlist_name = ANY($2)";
+
+const INSERT_WATCHLIST_ENTRIES: &str = "
+    INSERT INTO watchlist_entries (credential_id, watchlist_name, position, symbol, instrument_type)
+    SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[])";
+
+const DELETE_UNLISTED_WATCHLISTS: &str = "
+    DELETE FROM watchlists WHERE credential_id = $1 AND NOT (name = ANY($2))";
+
+/// The customer's watchlists replace the grant's in one transaction: changed ones rewritten
+/// with their entries, those the broker no longer lists deleted unless `keep_unlisted` (some
+/// could not be read, so their names are unknown). How many were written or deleted.
+pub async fn replace_watchlists(
+    pool: &Pool,
+    credential_id: Uuid,
+    rows: &[Record<Watchlist>],
+    keep_unlisted: bool,
+) -> Result<u64, DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let names: Vec<&str> = rows.iter().map(|r| r.item.name.as_str()).collect();
+    let groups: Vec<Option<&str>> = (rows.iter())
+        .map(|r| r.item.group_name.as_deref())
+        .collect();
+    let orders: Vec<Option<i64>> = rows.iter().map(|r| r.item.order_index).collect();
+    let raws: Vec<&serde_json::Value> = rows.iter().map(|r| &r.raw).collect();
+    let changed: Vec<String> = (tx
+        .query(
+            UPSERT_WATCHLISTS,
+            &[&credential_id, &names, &groups, &orders, &raws],
+        )
+        .await?)
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.execute(DELETE_WATCHLIST_ENTRIES, &[&credential_id, &changed])
+        .await?;
+    let (mut lists, mut positions, mut symbols, mut kinds) = (vec![], vec![], vec![], vec![]);
+    for row in rows.iter().filter(|r| changed.contains(&r.item.name)) {
+        let entries = row.item.watchlist_entries.iter().flatten();
+        for (position, entry) in (0_i32..).zip(entries) {
+            lists.push(row.item.name.as_str());
+            positions.push(position);
+            symbols.push(entry.symbol.as_str());
+            kinds.push(entry.instrument_type.as_deref());
+        }
+    }
+    let params: [&(dyn ToSql + Sync); 5] = [&credential_id, &lists, &positions, &symbols, &kinds];
+    tx.execute(INSERT_WATCHLIST_ENTRIES, &params).await?;
+    let deleted = if keep_unlisted {
+        0
+    } else {
+        tx.execute(DELETE_UNLISTED_WATCHLISTS, &[&credential_id, &names])
+            .await?
+    };
+    tx.commit().await?;
+    Ok(changed.len() as u64 + deleted)
+}
+
+// Only the positions the feed answered for are touched; the others keep their greeks and the
+// time those were read.
+const STORE_GREEKS: &str = "
+    UPDATE positions p SET theoretical_price = g.price, implied_volatility = g.volatility,
+        delta = g.delta, gamma = g.gamma, theta = g.theta, rho = g.rho, vega = g.vega,
+        greeks_updated_at = g.time
+    FROM UNNEST($2::text[], $3::timestamptz[], $4::numeric[], $5::numeric[], $6::numeric[],
+                $7::numeric[], $8::numeric[], $9::numeric[], $10::numeric[])
+        AS g(symbol, time, price, volatility, delta, gamma, theta, rho, vega)
+    WHERE p.account_id = $1 AND p.symbol = g.symbol
+      AND (p.theoretical_price, p.implied_volatility, p.delta, p.gamma, p.theta, p.rho, p.vega,
+           p.greeks_updated_at)
+          IS DISTINCT FROM (g.price, g.volatility, g.delta, g.gamma, g.theta, g.rho, g.vega, g.time)";
+
+pub async fn store_greeks(
+    pool: &Pool,
+    account_id: Uuid,
+    rows: &[PositionGreeks],
+) -> Result<u64, DbError> {
+    let column = |f: fn(&PositionGreeks) -> Option<Decimal>| rows.iter().map(f).collect::<Vec<_>>();
+    let symbols: Vec<&str> = rows.iter().map(|r| r.symbol.as_str()).collect();
+    let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.time).collect();
+    let (price, volatility) = (column(|r| r.greeks.price), column(|r| r.greeks.volatility));
+    let (delta, gamma) = (column(|r| r.greeks.delta), column(|r| r.greeks.gamma));
+    let (theta, rho, vega) = (
+        column(|r| r.greeks.theta),
+        column(|r| r.greeks.rho),
+        column(|r| r.greeks.vega),
+    );
+    let params: [&(dyn ToSql + Sync); 10] = [
+        &account_id,
+        &symbols,
+        &times,
+        &price,
+        &volatility,
+        &delta,
+        &gamma,
+        &theta,
+        &rho,
+        &vega,
+    ];
+    Ok(pool.get().await?.execute(STORE_GREEKS, &params).await?)
+}
+
+/// Upserts complex orders by id (their child orders are stored as orders).
+async fn upsert_complex_orders(
+    client: &impl GenericClient,
+    owner: Owner<'_>,
+    rows: &[Record<ComplexOrder>],
+) -> Result<Stored, DbError> {
+    let mut c = Columns::new("complex_orders", rows.iter().map(|r| &r.item));
+    c.constant("account_id", "uuid", owner.account_id)
+        .col("tastytrade_complex_order_id", "bigint", |x| x.id)
+        .col("account_number", "text", |x| {
+            owner.number(&x.account_number)
+        })
+        .text("type", |x| x.kind.clone())
+        .timestamptz("terminal_at", |x| x.terminal_at)
+        .numeric("ratio_price_threshold", |x| x.ratio_price_threshold)
+        .text("ratio_price_comparator", |x| {
+            x.ratio_price_comparator.clone()
+        })
+        .col(
+            "ratio_price_is_threshold_based_on_notional",
+            "boolean",
+            |x| x.ratio_price_is_threshold_based_on_notional,
+        )
+        .col("trigger_order_id", "bigint", ComplexOrder::trigger_order_id)
+        .col("order_ids", "jsonb", |x| serde_json::json!(x.order_ids()))
+        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+    let changed = execute(client, &c, &["account_id", "tastytrade_complex_order_id"]).await?;
+    Ok(Stored::changed(changed))
 }
 
 /// Upserts net-liq bars by their time.

@@ -159,6 +159,8 @@ pub struct SyncAccount {
     pub client_secret: Option<Sealed>,
     /// The access token cached by an earlier sync, sealed, with its expiry.
     pub access_token: Option<(Sealed, DateTime<Utc>)>,
+    /// The market-data feed's token and URL cached by an earlier sync, sealed, with expiry.
+    pub quote_token: Option<(Sealed, DateTime<Utc>)>,
 }
 
 /// The trading day an instant belongs to: the broker dates its snapshots by the New York

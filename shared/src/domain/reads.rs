@@ -95,6 +95,20 @@ pub struct OptionLeg {
     pub strike: String,
 }
 
+/// An option's greeks from the market-data feed, as of the feed's event time. A value the
+/// feed sent as `NaN` is absent.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct GreeksRead {
+    pub delta: Option<String>,
+    pub gamma: Option<String>,
+    pub theta: Option<String>,
+    pub vega: Option<String>,
+    pub rho: Option<String>,
+    pub implied_volatility: Option<String>,
+    pub theoretical_price: Option<String>,
+    pub as_of: DateTime<Utc>,
+}
+
 /// A held position: quantity signed (short is negative), the option parsed when it is one.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct PositionRead {
@@ -107,6 +121,8 @@ pub struct PositionRead {
     pub close_price: Option<String>,
     pub mark: Option<String>,
     pub option: Option<OptionLeg>,
+    /// Absent until the feed first answered for the option.
+    pub greeks: Option<GreeksRead>,
     pub expires_at: Option<DateTime<Utc>>,
     /// When this row was last written by a sync.
     pub updated_at: DateTime<Utc>,

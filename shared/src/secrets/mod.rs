@@ -27,6 +27,8 @@ pub enum Purpose {
     RefreshToken,
     ClientSecret,
     AccessToken,
+    /// The market-data feed's (DXLink) token and URL, as JSON.
+    QuoteToken,
 }
 
 impl Purpose {
@@ -35,6 +37,7 @@ impl Purpose {
             Purpose::RefreshToken => "refresh_token",
             Purpose::ClientSecret => "client_secret",
             Purpose::AccessToken => "access_token",
+            Purpose::QuoteToken => "quote_token",
         }
     }
 }

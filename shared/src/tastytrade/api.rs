@@ -11,8 +11,8 @@ use serde_json::Value;
 use super::client::Session;
 use super::error::BrokerError;
 use super::model::{
-    AccountAuthority, Balance, NetLiqPoint, Order, Position, QuoteToken, Record, TradingStatus,
-    Transaction,
+    AccountAuthority, Balance, ComplexOrder, NetLiqPoint, Order, Position, QuoteToken, Record,
+    TradingStatus, Transaction, Watchlist,
 };
 use crate::domain::rows::Quarantined;
 use crate::ports::Broker;
@@ -21,6 +21,7 @@ use crate::ports::Broker;
 pub const MAX_TRANSACTIONS_PER_PAGE: u32 = 2000;
 pub const MAX_SNAPSHOTS_PER_PAGE: u32 = 2000;
 pub const MAX_ORDERS_PER_PAGE: u32 = 200;
+pub const MAX_COMPLEX_ORDERS_PER_PAGE: u32 = 200;
 
 /// How many times a scan starts over because rows shifted under it before it gives up.
 const MAX_RESCANS: u32 = 3;
@@ -295,7 +296,7 @@ impl<T> Default for Parsed<T> {
 
 impl<T: DeserializeOwned> Parsed<T> {
     /// Parses each row alone, so that one the model cannot read costs only itself.
-    fn parse(rows: Vec<Value>) -> Self {
+    pub fn parse(rows: Vec<Value>) -> Self {
         let mut parsed = Self::default();
         for raw in rows {
             match T::deserialize(&raw) {
@@ -374,6 +375,12 @@ impl<'c, B: Broker> Session<'c, B> {
             self.get(&account_path(account_number, "/net-liq/history"), &query)
                 .await?,
         )?;
+        Ok(Parsed::parse(body.data.items))
+    }
+
+    /// `GET /watchlists`: the customer's own watchlists (not paginated).
+    pub async fn watchlists(&self) -> Result<Parsed<Watchlist>, BrokerError> {
+        let body: ItemsEnvelope = envelope(self.get("/watchlists", &[]).await?)?;
         Ok(Parsed::parse(body.data.items))
     }
 
@@ -506,6 +513,17 @@ impl<'c, B: Broker> Session<'c, B> {
             account_path(account_number, "/orders/live"),
             Query::default(),
             MAX_ORDERS_PER_PAGE,
+        )
+    }
+
+    /// `GET /accounts/{n}/complex-orders`: every complex order of the account (the endpoint
+    /// takes no time filter), with their child orders.
+    pub fn complex_orders(&self, account_number: &str) -> Pages<'_, 'c, ComplexOrder, B> {
+        Pages::new(
+            self,
+            account_path(account_number, "/complex-orders"),
+            Query::default(),
+            MAX_COMPLEX_ORDERS_PER_PAGE,
         )
     }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use super::dxlink::{FeedRead, QuoteFeed};
 use super::error::BrokerError;
 use crate::Retry;
 use crate::config::{ConfigError, Env};
@@ -219,6 +220,8 @@ impl TokenResponse {
 #[derive(Debug)]
 pub struct TastytradeClient {
     http: reqwest::Client,
+    /// For the market-data websocket (DXLink).
+    tls: std::sync::Arc<rustls::ClientConfig>,
     config: BrokerConfig,
     stats: Stats,
 }
@@ -243,6 +246,7 @@ impl TastytradeClient {
             })?;
         Ok(Self {
             http,
+            tls: crate::tls::client_config(),
             config,
             stats: Stats::default(),
         })
@@ -383,6 +387,15 @@ enum TokenEncoding {
 }
 
 impl Broker for TastytradeClient {
+    async fn greeks(
+        &self,
+        feed: &QuoteFeed,
+        symbols: &[String],
+        wait: Duration,
+    ) -> Result<FeedRead, BrokerError> {
+        super::dxlink::read_greeks(feed, symbols, wait, self.tls.clone()).await
+    }
+
     async fn exchange_code(
         &self,
         environment: Environment,

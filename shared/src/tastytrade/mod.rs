@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod client;
+pub mod dxlink;
 pub mod error;
 pub mod model;
 pub mod occ;

@@ -102,6 +102,71 @@ pub struct TradingStatus {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// `items[]` of `GET /accounts/{n}/complex-orders`: an OCO, OTO, OTOCO, PAIRS or BLAST group
+/// (TW `PlacedComplexOrder`). Its child orders are orders like any other, kept as sent here and
+/// read with the model of `/orders` by the sync.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ComplexOrder {
+    #[serde(deserialize_with = "wire::id")]
+    pub id: i64,
+    pub account_number: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default, deserialize_with = "wire::timestamp")]
+    pub terminal_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "wire::decimal")]
+    pub ratio_price_threshold: Option<Decimal>,
+    pub ratio_price_comparator: Option<String>,
+    #[serde(default, deserialize_with = "wire::lenient_bool")]
+    pub ratio_price_is_threshold_based_on_notional: Option<bool>,
+    #[serde(default)]
+    pub trigger_order: Option<serde_json::Value>,
+    #[serde(default)]
+    pub orders: Vec<serde_json::Value>,
+}
+
+impl ComplexOrder {
+    /// The child orders, the trigger order first.
+    pub fn children(&self) -> Vec<serde_json::Value> {
+        (self.trigger_order.iter().chain(&self.orders))
+            .filter(|o| o.is_object())
+            .cloned()
+            .collect()
+    }
+
+    /// The ids of the orders besides the trigger order, in the group's order.
+    pub fn order_ids(&self) -> Vec<i64> {
+        (self.orders.iter())
+            .filter_map(|o| o.get("id").and_then(serde_json::Value::as_i64))
+            .collect()
+    }
+
+    pub fn trigger_order_id(&self) -> Option<i64> {
+        (self.trigger_order.as_ref()).and_then(|o| o.get("id")?.as_i64())
+    }
+}
+
+/// `items[]` of `GET /watchlists`: one of the customer's watchlists (TW `PrivateWatchlist`).
+/// The name is its key at the broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Watchlist {
+    pub name: String,
+    pub group_name: Option<String>,
+    #[serde(default, deserialize_with = "wire::optional_id")]
+    pub order_index: Option<i64>,
+    #[serde(default)]
+    pub watchlist_entries: Option<Vec<WatchlistEntry>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct WatchlistEntry {
+    pub symbol: String,
+    pub instrument_type: Option<String>,
+}
+
 /// `items[]` of `GET /accounts/{n}/net-liq/history`: one bar of the account's net liquidating
 /// value, with its pending cash and the total of both. `time` is the bar's key, so a bar
 /// without a readable one cannot be stored.
@@ -536,6 +601,14 @@ impl BrokerId for Balance {}
 impl BrokerId for Position {}
 
 impl BrokerId for NetLiqPoint {}
+
+impl BrokerId for Watchlist {}
+
+impl BrokerId for ComplexOrder {
+    fn broker_id(&self) -> Option<i64> {
+        Some(self.id)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -37,6 +37,21 @@ impl OptionKind {
     }
 }
 
+impl OccOption {
+    /// The market-data feed's name for the option (TW `Option.occ_to_streamer_symbol`):
+    /// `.`, the root, `YYMMDD`, `C`/`P` and the strike without trailing zeros
+    /// (`.SPY260306C700`, `.SPXW250620P5412.5`).
+    pub fn streamer_symbol(&self) -> String {
+        format!(
+            ".{}{}{}{}",
+            self.root,
+            self.expiration.format("%y%m%d"),
+            self.kind.as_char(),
+            self.strike.normalize()
+        )
+    }
+}
+
 /// `None` for anything that is not an option symbol (equities, futures, crypto).
 pub fn parse(symbol: &str) -> Option<OptionSymbol> {
     if symbol.starts_with("./") {
@@ -112,6 +127,18 @@ mod tests {
             Decimal::from_str("2.5").unwrap()
         );
         assert_eq!(occ("BRKB  250117C00450000").root, "BRKB");
+    }
+
+    #[test]
+    fn streamer_symbols_drop_the_padding_and_the_strikes_trailing_zeros() {
+        assert_eq!(
+            occ("SPY   260306C00700000").streamer_symbol(),
+            ".SPY260306C700"
+        );
+        assert_eq!(
+            occ("SPXW  250620P05412500").streamer_symbol(),
+            ".SPXW250620P5412.5"
+        );
     }
 
     #[test]

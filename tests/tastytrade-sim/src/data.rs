@@ -35,9 +35,48 @@ pub struct Account {
     pub positions: Vec<Position>,
     pub balances: Vec<Balance>,
     pub snapshots: Vec<Snapshot>,
+    pub complex_orders: Vec<ComplexOrder>,
     /// `GET /accounts/{n}/net-liq/history`, oldest first.
     pub net_liq: Vec<NetLiqBar>,
     pub trading_status: TradingStatus,
+}
+
+/// One of the customer's watchlists (`GET /watchlists`).
+#[derive(Debug, Clone)]
+pub struct Watchlist {
+    pub name: String,
+    pub order_index: i64,
+    /// Symbol and instrument type, in the customer's order.
+    pub entries: Vec<(String, &'static str)>,
+}
+
+impl Watchlist {
+    /// The customer's watchlists before any activity.
+    pub fn seeded() -> Vec<Watchlist> {
+        let list = |name: &str, order_index, symbols: &[&str]| Watchlist {
+            name: name.to_owned(),
+            order_index,
+            entries: (symbols.iter())
+                .map(|s| ((*s).to_owned(), "Equity"))
+                .collect(),
+        };
+        vec![
+            list("Tech", 1, &["AAPL", "MSFT", "NVDA"]),
+            list("Income", 2, &["SCHD", "SPY"]),
+            list("Index", 3, &["SPY", "QQQ", "IWM", "DIA"]),
+        ]
+    }
+
+    /// The SDK's `PrivateWatchlist` fields.
+    pub fn render(&self) -> Value {
+        let entries: Vec<Value> = (self.entries.iter())
+            .map(|(symbol, kind)| json!({"symbol": symbol, "instrument-type": kind}))
+            .collect();
+        json!({
+            "name": self.name, "watchlist-entries": entries,
+            "group-name": "main", "order-index": self.order_index,
+        })
+    }
 }
 
 /// One bar of the net-liq chart: the value, the pending cash and their total, each as open,
@@ -240,6 +279,41 @@ pub struct Order {
     pub updated_at: DateTime<Utc>,
     pub terminal_at: Option<DateTime<Utc>>,
     pub legs: Vec<OrderLeg>,
+    /// The complex order it belongs to, and its tag there (`OTOCO::trigger-order`).
+    pub complex: Option<(i64, String)>,
+}
+
+/// `GET /accounts/{n}/complex-orders`: a group of the account's orders.
+#[derive(Debug, Clone)]
+pub struct ComplexOrder {
+    pub id: i64,
+    pub kind: &'static str,
+    pub trigger: Option<i64>,
+    pub orders: Vec<i64>,
+}
+
+impl ComplexOrder {
+    /// The SDK's `PlacedComplexOrder`: the group with its child orders rendered whole.
+    pub fn render(&self, account: &str, orders: &[Order]) -> Value {
+        let order = |id: i64| (orders.iter().find(|o| o.id == id)).map(|o| o.render(account));
+        let children: Vec<Value> = self.orders.iter().filter_map(|id| order(*id)).collect();
+        let mut m = Map::new();
+        m.insert("id".into(), json!(self.id));
+        m.insert("account-number".into(), json!(account));
+        m.insert("type".into(), json!(self.kind));
+        m.insert("orders".into(), json!(children));
+        if let Some(trigger) = self.trigger.and_then(order) {
+            m.insert("trigger-order".into(), trigger);
+        }
+        let terminal = (self.orders.iter())
+            .filter_map(|id| orders.iter().find(|o| o.id == *id)?.terminal_at)
+            .max();
+        if let Some(at) = terminal {
+            m.insert("terminal-at".into(), json!(iso(at)));
+        }
+        m.insert("related-orders".into(), json!([]));
+        Value::Object(m)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -303,6 +377,10 @@ impl Order {
             if self.status == "Cancelled" {
                 m.insert("cancelled-at".into(), json!(iso(t)));
             }
+        }
+        if let Some((id, tag)) = &self.complex {
+            m.insert("complex-order-id".into(), json!(id));
+            m.insert("complex-order-tag".into(), json!(tag));
         }
         if self.time_in_force == "GTC" {
             m.insert(
@@ -785,6 +863,7 @@ impl Generator {
             positions,
             balances,
             snapshots,
+            complex_orders: Vec::new(),
             net_liq,
             trading_status,
         }
@@ -1167,6 +1246,7 @@ impl Generator {
             updated_at: at + Duration::seconds(5),
             terminal_at: terminal.then(|| at + Duration::seconds(4)),
             legs,
+            complex: None,
         }
     }
 
@@ -1250,6 +1330,46 @@ impl Generator {
             day += Duration::days(1);
         }
         out
+    }
+}
+
+impl Generator {
+    /// An OCO pair and an OTOCO bracket for every account, their orders among the account's
+    /// orders three days before the anchor. Drawn after every account's history, so the rest
+    /// of the data stays as the seed always made it.
+    pub fn complex_orders(&mut self, accounts: &mut [Account]) {
+        let at = day_start(self.anchor - Duration::days(3)) + Duration::hours(15);
+        for account in accounts.iter_mut() {
+            self.complex_order(account, "OCO", at);
+            self.complex_order(account, "OTOCO", at);
+        }
+    }
+
+    /// A `kind` group placed at `at` (an OTOCO has a trigger order), its orders among the
+    /// account's.
+    pub fn complex_order(&mut self, account: &mut Account, kind: &'static str, at: DateTime<Utc>) {
+        let id = self.next_order_id + 1_000_000_000;
+        let count = if kind == "OTOCO" { 3 } else { 2 };
+        let mut ids = Vec::new();
+        for n in 0..count {
+            let mut order = self.order(at + Duration::minutes(n), false);
+            let role = if kind == "OTOCO" && n == 0 {
+                "trigger-order"
+            } else {
+                "orders"
+            };
+            order.complex = Some((id, format!("{kind}::{role}")));
+            ids.push(order.id);
+            account.orders.push(order);
+        }
+        let trigger = (kind == "OTOCO").then(|| ids.remove(0));
+        account.complex_orders.push(ComplexOrder {
+            id,
+            kind,
+            trigger,
+            orders: ids,
+        });
+        account.orders.sort_by_key(|o| (o.received_at, o.id));
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! - [`data`]: the deterministic customer: accounts, transactions, orders, positions,
 //!   balances, snapshots, generated from a seed and rendered as the broker renders them.
+//! - [`dxlink`]: the market-data feed (DXLink websocket) with greeks for option positions.
 //! - [`server`]: the HTTP API (the broker's paths, envelope, pagination limits, errors, OAuth)
 //!   and the `/__sim` control API (new activity, revocation, faults, ground truth).
 //!
@@ -11,6 +12,7 @@
 //! binary runs it standalone.
 
 pub mod data;
+pub mod dxlink;
 pub mod server;
 
 pub use server::{

@@ -72,6 +72,8 @@ pub struct Faults {
     /// The next this many API requests answer 401 although their token is valid, as the
     /// broker has done right after a refresh; each one refused counts down.
     pub unauthorized_next: u32,
+    /// The market-data feed's faults.
+    pub dxlink: crate::dxlink::DxLinkFaults,
 }
 
 /// What a real account shows and the seeded simulator does not unless asked:
@@ -234,6 +236,11 @@ pub struct Activity {
     pub close_currencies: bool,
     /// Day trades made now: the trading status counts them.
     pub day_trades: i64,
+    /// New OCO groups placed now, each with its two orders.
+    pub complex_orders: usize,
+    /// The customer adds this many watchlists, and deletes this many of the oldest.
+    pub add_watchlists: usize,
+    pub delete_watchlists: usize,
     /// New net-liq bars, one a second up to now, each moving the value by $123.45.
     pub net_liq_bars: usize,
 }
@@ -252,6 +259,9 @@ pub struct ActivityOutcome {
     pub dropped_legs: Vec<(i64, String)>,
     pub closed_currencies: Vec<String>,
     pub net_liq_bars: usize,
+    pub complex_orders: usize,
+    pub added_watchlists: Vec<String>,
+    pub deleted_watchlists: Vec<String>,
 }
 
 /// What a script or test needs to act as a linked user.
@@ -325,9 +335,28 @@ struct Inner {
     /// Every request to the broker's endpoints, in order.
     requests: Vec<Recorded>,
     counter: u64,
+    /// The customer's watchlists.
+    watchlists: Vec<crate::data::Watchlist>,
+    /// Where the market-data feed listens (`ws://`), and the quote tokens it takes.
+    dxlink_url: String,
+    dxlink_tokens: std::collections::HashSet<String>,
+    /// Every Greeks event carries this time (the simulator's start, to the millisecond).
+    greeks_time_ms: i64,
 }
 
 impl Inner {
+    /// The greeks of the account's option positions, by position symbol.
+    fn option_greeks(&self, account: &Account) -> Vec<(String, crate::dxlink::Greeks)> {
+        let (seed, today) = (self.config.seed, self.config.anchor);
+        (account.positions.iter())
+            .filter(|p| p.instrument_type == "Equity Option")
+            .filter_map(|p| {
+                let greeks = crate::dxlink::price(seed, &p.symbol, today, self.greeks_time_ms)?;
+                Some((p.symbol.clone(), greeks))
+            })
+            .collect()
+    }
+
     fn account(&self, number: &str) -> Result<&Account, Reject> {
         self.accounts
             .iter()
@@ -371,7 +400,8 @@ fn record_issued(secret: &str) {
 impl Simulator {
     pub fn new(config: Config) -> Self {
         let mut generator = Generator::new(config.seed, config.anchor);
-        let accounts = generator.accounts(&config.sizes);
+        let mut accounts = generator.accounts(&config.sizes);
+        generator.complex_orders(&mut accounts);
         let refresh_token = format!(
             "rt-{:016x}",
             config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -402,6 +432,11 @@ impl Simulator {
             served: 0,
             requests: Vec::new(),
             counter: 0,
+            watchlists: crate::data::Watchlist::seeded(),
+            // No feed until `serve` binds one.
+            dxlink_url: "ws://127.0.0.1:9".to_owned(),
+            dxlink_tokens: std::collections::HashSet::new(),
+            greeks_time_ms: Utc::now().timestamp_millis(),
             generator,
             accounts,
             config,
@@ -428,6 +463,9 @@ impl Simulator {
         let simulator = Self::new(config);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let feed = tokio::net::TcpListener::bind((addr.ip(), 0)).await?;
+        simulator.lock().dxlink_url = format!("ws://{}", feed.local_addr()?);
+        tokio::spawn(crate::dxlink::serve(feed, simulator.clone()));
         let router = simulator.router();
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
@@ -543,6 +581,26 @@ impl Simulator {
         let at = Utc::now() - Duration::days(activity.days_back);
         let mut outcome = ActivityOutcome::default();
 
+        for _ in 0..activity.delete_watchlists.min(inner.watchlists.len()) {
+            outcome
+                .deleted_watchlists
+                .push(inner.watchlists.remove(0).name);
+        }
+        for _ in 0..activity.add_watchlists {
+            inner.counter += 1;
+            let name = format!("Added {}", inner.counter);
+            let entries = vec![
+                ("TSLA".to_owned(), "Equity"),
+                ("/ESZ6".to_owned(), "Future"),
+            ];
+            let order_index = inner.counter as i64;
+            inner.watchlists.push(crate::data::Watchlist {
+                name: name.clone(),
+                order_index,
+                entries,
+            });
+            outcome.added_watchlists.push(name);
+        }
         let bars = &mut inner.accounts[index].net_liq;
         for _ in 0..activity.net_liq_bars {
             let last = bars.last().map(|b| (b.time, b.close()));
@@ -607,6 +665,11 @@ impl Simulator {
             account.orders.push(order);
             outcome.fills += 1;
         }
+        for _ in 0..activity.complex_orders {
+            let at = Utc::now() - Duration::minutes(5);
+            inner.generator.complex_order(account, "OCO", at);
+            outcome.complex_orders += 1;
+        }
         if activity.fill_working_days_back > 0 {
             let at = Utc::now() - Duration::days(activity.fill_working_days_back);
             for order in &mut account.orders {
@@ -645,6 +708,35 @@ impl Simulator {
         Some(outcome)
     }
 
+    /// Greeks events from now on carry the present time; returns it (epoch milliseconds).
+    pub fn advance_greeks_time(&self) -> i64 {
+        let now = Utc::now().timestamp_millis();
+        self.lock().greeks_time_ms = now;
+        now
+    }
+
+    pub fn dxlink_faults(&self) -> crate::dxlink::DxLinkFaults {
+        self.lock().faults.dxlink.clone()
+    }
+
+    /// Whether `token` is a quote token this simulator handed out.
+    pub fn dxlink_token_valid(&self, token: &str) -> bool {
+        self.lock().dxlink_tokens.contains(token)
+    }
+
+    /// The Greeks events of `symbols` (feed symbols) the feed knows: those of the option
+    /// positions of every account, in the order asked.
+    pub fn greeks(&self, symbols: &[&str]) -> Vec<crate::dxlink::Greeks> {
+        let inner = self.lock();
+        let priced: Vec<crate::dxlink::Greeks> = (inner.accounts.iter())
+            .flat_map(|a| inner.option_greeks(a))
+            .map(|(_, g)| g)
+            .collect();
+        (symbols.iter())
+            .filter_map(|s| priced.iter().find(|g| g.streamer_symbol == *s).cloned())
+            .collect()
+    }
+
     /// The ground truth a correct sync of `account_number` ends with.
     pub fn truth(&self, account_number: &str) -> Option<Value> {
         let inner = self.lock();
@@ -676,6 +768,11 @@ impl Simulator {
             "balances": account.balances.iter().map(|b| json!({"currency": b.currency, "cash-balance": b.cash_balance.to_string()})).collect::<Vec<_>>(),
             "snapshots": {"count": account.snapshots.len()},
             "net-liq-history": account.net_liq.iter().map(|b| b.render()).collect::<Vec<_>>(),
+            "complex-orders": account.complex_orders.iter().map(|c| json!({
+                "id": c.id, "type": c.kind, "trigger-order-id": c.trigger, "order-ids": c.orders,
+            })).collect::<Vec<_>>(),
+            "watchlists": inner.watchlists.iter().map(crate::data::Watchlist::render).collect::<Vec<_>>(),
+            "greeks": inner.option_greeks(account).into_iter().map(|(symbol, g)| (symbol, g.render())).collect::<serde_json::Map<_, _>>(),
             "trading-status": account.trading_status.render(&account.number),
         }))
     }
@@ -691,8 +788,10 @@ impl Simulator {
             .route("/accounts/{account}/balance-snapshots", get(snapshots))
             .route("/accounts/{account}/trading-status", get(trading_status))
             .route("/accounts/{account}/net-liq/history", get(net_liq_history))
+            .route("/watchlists", get(watchlists))
             .route("/accounts/{account}/orders", get(orders))
             .route("/accounts/{account}/orders/live", get(live_orders))
+            .route("/accounts/{account}/complex-orders", get(complex_orders))
             .route("/accounts/{account}/orders/{id}", get(order_by_id))
             .route("/api-quote-tokens", get(quote_token))
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
@@ -1300,6 +1399,14 @@ async fn trading_status(State(sim): State<Simulator>, Path(number): Path<String>
     Ok(axum::Json(body).into_response())
 }
 
+/// The customer's own watchlists, whichever account the grant reaches.
+async fn watchlists(State(sim): State<Simulator>) -> Response {
+    let items: Vec<Value> = (sim.lock().watchlists.iter())
+        .map(crate::data::Watchlist::render)
+        .collect();
+    axum::Json(json!({"context": "/watchlists", "data": {"items": items}})).into_response()
+}
+
 /// `time-back` (or `start-time`, which the broker once ignored and the sim honours) picks
 /// the bars; with neither the broker refuses, as the SDK's own check says.
 async fn net_liq_history(
@@ -1499,16 +1606,45 @@ async fn live_orders(
     ))
 }
 
+/// Every complex order of the account, newest first as the broker lists them, paginated.
+async fn complex_orders(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let p = params(q);
+    let (per_page, offset) = paging(&p, 10, 200)?;
+    let inner = sim.lock();
+    let account = inner.account(&number)?;
+    let all = &account.complex_orders;
+    let window = (all.iter().rev())
+        .skip(offset * per_page)
+        .take(per_page)
+        .map(|c| c.render(&number, &account.orders))
+        .collect();
+    Ok(page_of(
+        &format!("/accounts/{number}/complex-orders"),
+        window,
+        all.len(),
+        per_page,
+        offset,
+    ))
+}
+
 async fn quote_token(State(sim): State<Simulator>) -> Response {
-    let token = {
+    let (token, url) = {
         let mut inner = sim.lock();
         inner.counter += 1;
-        format!("dxlink-{}", inner.counter)
+        let nonce = inner.fault_rng.u64(..);
+        let token = format!("dxlink-{}-{nonce:x}", inner.counter);
+        inner.dxlink_tokens.insert(token.clone());
+        (token, inner.dxlink_url.clone())
     };
+    record_issued(&token);
     let now = Utc::now();
     axum::Json(json!({"context": "/api-quote-tokens", "data": {
         "token": token,
-        "dxlink-url": "wss://tasty-openapi-ws.dxfeed.com/realtime",
+        "dxlink-url": url,
         "level": "api",
         "issued-at": now.to_rfc3339(),
         "expires-at": (now + Duration::hours(24)).to_rfc3339(),
