@@ -884,8 +884,9 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
     }
 
     /// The account's complex orders (OCO, OTOCO...), every page once per sync (by the
-    /// invocation that finishes the orders' windows): the endpoint takes no time filter. Each group is stored with its child orders, which go where every
-    /// order goes, marked with the group's id and their tag.
+    /// invocation that finishes the orders' windows): the endpoint takes no time filter. Each
+    /// group is stored with its child orders, which go where every order goes, marked with the
+    /// group's id and their tag.
     async fn complex_orders(
         &self,
         session: &Session<'_, B>,
@@ -1016,9 +1017,17 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         let mut symbols: Vec<String> = options.keys().cloned().collect();
         symbols.sort();
         let wait = self.deps.settings.greeks_wait;
-        let read = match self.quote_feed(session).await {
-            Ok(feed) => self.deps.broker.greeks(&feed, &symbols, wait).await,
-            Err(e) => Err(e),
+        let read_with = |feed: Result<QuoteFeed, BrokerError>| async {
+            self.deps.broker.greeks(&feed?, &symbols, wait).await
+        };
+        let cached = open_cached(self.deps, self.account, Purpose::QuoteToken).await;
+        let read = match cached.and_then(|(json, _)| QuoteFeed::from_cache(&json)) {
+            // A cached token the feed refuses (revoked before its time) is replaced once.
+            Some(feed) => match read_with(Ok(feed)).await {
+                Err(e) if e.refused() => read_with(self.fresh_quote_feed(session).await).await,
+                read => read,
+            },
+            None => read_with(self.fresh_quote_feed(session).await).await,
         };
         let read = match read {
             Ok(read) => read,
@@ -1060,13 +1069,9 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         Ok(())
     }
 
-    /// The market-data feed's URL and token: the cached one while it lives, else a fresh one
-    /// from `/api-quote-tokens`, cached sealed for its lifetime.
-    async fn quote_feed(&self, session: &Session<'_, B>) -> Result<QuoteFeed, BrokerError> {
-        let cached = open_cached(self.deps, self.account, Purpose::QuoteToken).await;
-        if let Some(feed) = cached.and_then(|(json, _)| QuoteFeed::from_cache(&json)) {
-            return Ok(feed);
-        }
+    /// A fresh market-data feed URL and token from `/api-quote-tokens`, cached sealed for
+    /// its lifetime.
+    async fn fresh_quote_feed(&self, session: &Session<'_, B>) -> Result<QuoteFeed, BrokerError> {
         let token = session.quote_token().await?;
         let feed = QuoteFeed {
             url: token.dxlink_url.ok_or_else(|| BrokerError::Permanent {
@@ -2127,9 +2132,16 @@ mod tests {
             code: Some("unauthorized".into()),
             message: "the market-data feed refused the quote token".into(),
         };
+        // The cached token, then the fresh one that replaces it.
+        deps.broker.fail_next_greeks(refusal.clone());
         deps.broker.fail_next_greeks(refusal);
 
         let (refused, _) = sync(&deps, account, TaskKind::Incremental).await;
+        assert_eq!(
+            deps.broker.calls_to("/api-quote-tokens").len(),
+            2,
+            "the refused cached token was replaced once"
+        );
         deps.broker.serve_greeks(Vec::new());
         let (silent, _) = sync(&deps, account, TaskKind::Incremental).await;
 
