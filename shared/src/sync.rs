@@ -993,11 +993,13 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         Ok(positions)
     }
 
-    /// The equity-option positions' greeks from the market-data feed (DXLink), read once per
-    /// sync like the trading status. Best-effort: a refused quote token, a failed feed or one
-    /// that stops early is a warning on the task, and a position the feed sent nothing for
-    /// keeps its previous greeks with their time. Future options are left out: their feed
-    /// symbols follow exchange conventions the OCC symbol does not carry (see `occ`).
+    /// The option positions' greeks from the market-data feed (DXLink), read once per sync
+    /// like the trading status. Best-effort: a refused quote token, a failed feed or one that
+    /// stops early is a warning on the task, and a position the feed sent nothing for keeps
+    /// its previous greeks with their time. An option's feed symbol is the position's
+    /// `streamer-symbol` when the broker sends one, else, for an equity option, derived from
+    /// the OCC symbol; a future option without one is left out, since its feed symbol follows
+    /// exchange conventions its symbol does not carry (see `occ`).
     async fn greeks(
         &self,
         session: &Session<'_, B>,
@@ -1006,9 +1008,14 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
     ) -> Result<(), SyncError> {
         const STAGE: &str = "greeks";
         let options: std::collections::HashMap<String, &str> = (held.iter())
-            .filter_map(|p| match occ::parse(&p.item.symbol) {
-                Some(OptionSymbol::Occ(o)) => Some((o.streamer_symbol(), p.item.symbol.as_str())),
-                _ => None,
+            .filter_map(|p| {
+                let option = occ::parse(&p.item.symbol)?;
+                let sent = (p.item.streamer_symbol.clone()).filter(|s| !s.trim().is_empty());
+                let feed_symbol = sent.or(match option {
+                    OptionSymbol::Occ(o) => Some(o.streamer_symbol()),
+                    OptionSymbol::FutureOption => None,
+                })?;
+                Some((feed_symbol, p.item.symbol.as_str()))
             })
             .collect();
         if options.is_empty() {
@@ -2060,7 +2067,8 @@ mod tests {
         assert_eq!(stored.net_liq.len(), 36);
     }
 
-    /// The account holds an SPY call and shares; the feed answers for the call.
+    /// The account holds an SPY call, shares and two future options, one of them with the
+    /// feed symbol the broker can send; the feed answers for the call and that future option.
     fn holds_an_option(deps: &FakeWorker) -> &'static str {
         const CALL: &str = "SPY   260320C00600000";
         deps.broker.serve(
@@ -2068,6 +2076,8 @@ mod tests {
             json!({"data": {"items": [
                 {"account-number": NUMBER, "symbol": CALL, "instrument-type": "Equity Option", "quantity": "2", "quantity-direction": "Long"},
                 {"account-number": NUMBER, "symbol": "SPY", "instrument-type": "Equity", "quantity": "100", "quantity-direction": "Long"},
+                {"account-number": NUMBER, "symbol": "./ESZ6 E2AX6 261113P6100", "instrument-type": "Future Option", "streamer-symbol": "./E2AX26P6100:XCME", "quantity": "1", "quantity-direction": "Short"},
+                {"account-number": NUMBER, "symbol": "./NQZ6 Q2AX6 261113C21000", "instrument-type": "Future Option", "quantity": "1", "quantity-direction": "Long"},
             ]}}),
         );
         deps.broker.serve(
@@ -2075,18 +2085,21 @@ mod tests {
             json!({"data": {"token": "dxlink-1", "dxlink-url": "wss://feed.example/realtime", "expires-at": Utc::now() + TimeDelta::hours(24)}}),
         );
         let number = |n: i64, scale: u32| Some(rust_decimal::Decimal::new(n, scale));
-        deps.broker
-            .serve_greeks(vec![crate::tastytrade::dxlink::Greeks {
-                symbol: ".SPY260320C600".into(),
-                time: DateTime::from_timestamp_millis(1_796_000_000_000),
-                price: number(1234, 2),
-                volatility: number(21, 2),
-                delta: number(55, 2),
-                gamma: number(1, 2),
-                theta: number(-8, 2),
-                rho: number(3, 2),
-                vega: number(40, 2),
-            }]);
+        let greeks = |symbol: &str, delta| crate::tastytrade::dxlink::Greeks {
+            symbol: symbol.into(),
+            time: DateTime::from_timestamp_millis(1_796_000_000_000),
+            price: number(1234, 2),
+            volatility: number(21, 2),
+            delta: number(delta, 2),
+            gamma: number(1, 2),
+            theta: number(-8, 2),
+            rho: number(3, 2),
+            vega: number(40, 2),
+        };
+        (deps.broker).serve_greeks(vec![
+            greeks(".SPY260320C600", 55),
+            greeks("./E2AX26P6100:XCME", -30),
+        ]);
         CALL
     }
 
@@ -2106,13 +2119,16 @@ mod tests {
             greeks.time,
             DateTime::from_timestamp_millis(1_796_000_000_000).unwrap()
         );
+        let asked = vec!["./E2AX26P6100:XCME".to_owned(), ".SPY260320C600".to_owned()];
         assert_eq!(
             deps.broker.greeks_reads(),
-            [
-                vec![".SPY260320C600".to_owned()],
-                vec![".SPY260320C600".to_owned()]
-            ],
-            "only the option is asked for"
+            [asked.clone(), asked],
+            "the options with a feed symbol, not the shares"
+        );
+        let future = &stored.greeks["./ESZ6 E2AX6 261113P6100"];
+        assert_eq!(
+            future.greeks.delta,
+            Some(rust_decimal::Decimal::new(-30, 2))
         );
         assert_eq!(
             deps.broker.calls_to("/api-quote-tokens").len(),

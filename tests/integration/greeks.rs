@@ -23,7 +23,7 @@ async fn stored_greeks(
     let rows = client
         .query(
             "SELECT symbol, delta::text, (extract(epoch FROM greeks_updated_at) * 1000)::bigint
-             FROM positions WHERE account_id = $1 AND option_type IS NOT NULL",
+             FROM positions WHERE account_id = $1 AND instrument_type LIKE '% Option'",
             &[&account_id],
         )
         .await

@@ -292,6 +292,8 @@ impl Transaction {
 #[serde(rename_all = "kebab-case")]
 pub struct Position {
     pub symbol: String,
+    /// The market-data feed's name for it (the SPEC lists it; not every answer has it).
+    pub streamer_symbol: Option<String>,
     pub account_number: Option<String>,
     pub underlying_symbol: Option<String>,
     pub instrument_type: Option<String>,

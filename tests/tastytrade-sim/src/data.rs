@@ -438,6 +438,9 @@ pub struct Position {
     pub expires_at: Option<DateTime<Utc>>,
     pub quantity_as_string: bool,
     pub created_at: DateTime<Utc>,
+    /// The market-data feed's name for an option (`streamer-symbol`, which the SPEC lists on
+    /// positions).
+    pub streamer_symbol: Option<String>,
 }
 
 impl Position {
@@ -496,6 +499,9 @@ impl Position {
         m.insert("realized-today".into(), json!("0.0"));
         m.insert("realized-today-effect".into(), json!("None"));
         m.insert("realized-today-date".into(), json!(today.to_string()));
+        if let Some(feed) = &self.streamer_symbol {
+            m.insert("streamer-symbol".into(), json!(feed));
+        }
         if include_marks {
             m.insert("mark".into(), json!(self.mark.to_string()));
             m.insert("mark-price".into(), json!(self.mark.to_string()));
@@ -1270,10 +1276,12 @@ impl Generator {
                 expires_at: None,
                 quantity_as_string: i % 2 == 0,
                 created_at: opened_at + Duration::days(30 * i as i64),
+                streamer_symbol: None,
             });
             let at = day_start(self.anchor);
             let (symbol, underlying, expiry) = self.option_symbol(at);
             out.push(Position {
+                streamer_symbol: crate::dxlink::streamer_symbol(&symbol),
                 symbol,
                 underlying,
                 instrument_type: "Equity Option",
@@ -1306,6 +1314,7 @@ impl Generator {
             expires_at: Some(day_start(self.anchor + Duration::days(20)) + Duration::hours(21)),
             quantity_as_string: false,
             created_at: day_start(self.anchor - Duration::days(5)),
+            streamer_symbol: Some("./E2AX26P6100:XCME".into()),
         });
         out
     }

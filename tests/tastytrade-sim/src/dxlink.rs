@@ -71,16 +71,57 @@ pub fn streamer_symbol(occ: &str) -> Option<String> {
     Some(format!(".{}{}{strike}", root.trim_end(), &tail[..7]))
 }
 
-/// Black-Scholes greeks of `occ` on `today`: the underlying's price and volatility come from
-/// the seed and its name, the rate is 4%. Theta is per day, vega and rho per point.
-pub fn price(seed: u64, occ: &str, today: NaiveDate, time_ms: i64) -> Option<Greeks> {
-    let streamer_symbol = streamer_symbol(occ)?;
-    let occ = occ.trim_end();
-    let (root, tail) = occ.split_at(occ.len() - 15);
-    let expiry = NaiveDate::parse_from_str(&format!("20{}", &tail[..6]), "%Y%m%d").ok()?;
-    let call = &tail[6..7] == "C";
-    let strike = tail[7..].parse::<f64>().ok()? / 1000.0;
-    let hash = fnv(root.trim_end()) ^ seed;
+/// The greeks of an option position on `today`: an equity option's from its OCC symbol, a
+/// future option's from its feed symbol, the strike and type that end its symbol
+/// (`261113P6100`) and its expiry.
+pub fn price_position(
+    seed: u64,
+    position: &crate::data::Position,
+    today: NaiveDate,
+    time_ms: i64,
+) -> Option<Greeks> {
+    match position.instrument_type {
+        "Equity Option" => {
+            let occ = position.symbol.trim_end();
+            let (root, tail) = occ.split_at(occ.len().checked_sub(15)?);
+            let expiry = NaiveDate::parse_from_str(&format!("20{}", &tail[..6]), "%Y%m%d").ok()?;
+            let strike = tail[7..].parse::<f64>().ok()? / 1000.0;
+            let option = (root.trim_end(), expiry, &tail[6..7] == "C", strike);
+            price(seed, streamer_symbol(occ)?, option, today, time_ms)
+        }
+        "Future Option" => {
+            let tail = position.symbol.split_whitespace().last()?;
+            let strike = tail.get(7..)?.parse::<f64>().ok()?;
+            let expiry = position.expires_at?.date_naive();
+            let option = (
+                position.underlying.as_str(),
+                expiry,
+                tail.get(6..7)? == "C",
+                strike,
+            );
+            price(
+                seed,
+                position.streamer_symbol.clone()?,
+                option,
+                today,
+                time_ms,
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Black-Scholes greeks of an option (root, expiry, call, strike) on `today`: the
+/// underlying's price and volatility come from the seed and the root, the rate is 4%. Theta
+/// is per day, vega and rho per point.
+fn price(
+    seed: u64,
+    streamer_symbol: String,
+    (root, expiry, call, strike): (&str, NaiveDate, bool, f64),
+    today: NaiveDate,
+    time_ms: i64,
+) -> Option<Greeks> {
+    let hash = fnv(root) ^ seed;
     let spot = strike * (0.85 + (hash % 300) as f64 / 1000.0);
     let sigma = 0.15 + ((hash >> 12) % 40) as f64 / 100.0;
     let rate = 0.04;
@@ -327,10 +368,11 @@ mod tests {
     #[test]
     fn greeks_are_deterministic_and_sane() {
         let today = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
-        let call = price(7, "SPY   260320C00600000", today, 1).unwrap();
-        let put = price(7, "SPY   260320P00600000", today, 1).unwrap();
+        let expiry = NaiveDate::from_ymd_opt(2026, 3, 20).unwrap();
+        let priced = |call| price(7, "X".into(), ("SPY", expiry, call, 600.0), today, 1);
+        let (call, put) = (priced(true).unwrap(), priced(false).unwrap());
 
-        assert_eq!(call, price(7, "SPY   260320C00600000", today, 1).unwrap());
+        assert_eq!(call, priced(true).unwrap());
         assert!(call.delta > Decimal::ZERO && call.delta < Decimal::ONE);
         assert!(put.delta < Decimal::ZERO && put.delta > Decimal::NEGATIVE_ONE);
         assert!(call.gamma > Decimal::ZERO && call.theta < Decimal::ZERO);

@@ -349,9 +349,8 @@ impl Inner {
     fn option_greeks(&self, account: &Account) -> Vec<(String, crate::dxlink::Greeks)> {
         let (seed, today) = (self.config.seed, self.config.anchor);
         (account.positions.iter())
-            .filter(|p| p.instrument_type == "Equity Option")
             .filter_map(|p| {
-                let greeks = crate::dxlink::price(seed, &p.symbol, today, self.greeks_time_ms)?;
+                let greeks = crate::dxlink::price_position(seed, p, today, self.greeks_time_ms)?;
                 Some((p.symbol.clone(), greeks))
             })
             .collect()
