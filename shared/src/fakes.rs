@@ -879,6 +879,13 @@ impl SyncStore for InMemorySyncStore {
                 }
                 Gone::OrdersById(ids) => ("orders", &mut s.orders, ids.to_vec()),
                 Gone::Balances { .. } => return 0,
+                Gone::ComplexOrders { seen } => {
+                    let unseen = (s.complex_orders.keys())
+                        .filter(|id| !seen.contains(id))
+                        .copied()
+                        .collect();
+                    ("complex_orders", &mut s.complex_orders, unseen)
+                }
             };
             let mut removed = 0;
             for id in picked {

@@ -886,7 +886,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
     /// The account's complex orders (OCO, OTOCO...), every page once per sync (by the
     /// invocation that finishes the orders' windows): the endpoint takes no time filter. Each
     /// group is stored with its child orders, which go where every order goes, marked with the
-    /// group's id and their tag.
+    /// group's id and their tag; a stored group the list no longer holds is marked removed.
     async fn complex_orders(
         &self,
         session: &Session<'_, B>,
@@ -894,8 +894,12 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
     ) -> Result<(), SyncError> {
         const STAGE: &str = "complex_orders";
         let mut pages = session.complex_orders(&self.account.account_number);
+        // Every group listed, read or not: the others are no longer listed.
+        let mut seen = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page?;
+            seen.extend(page.items.iter().map(|c| c.item.id));
+            seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
             let read = page.items.len() + page.rejected.len();
             let store = &self.deps.store;
             let stored = store
@@ -912,7 +916,8 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
             let Parsed { items, rejected } = Parsed::<Order>::parse(children);
             self.write::<Order>(items, rejected, counts).await?;
         }
-        Ok(())
+        let gone = Some(Gone::ComplexOrders { seen: &seen });
+        self.remove_gone(STAGE, gone, counts).await
     }
 
     /// The customer's watchlists, onto the grant: a full sync reads them, any other only when

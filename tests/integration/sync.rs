@@ -190,6 +190,7 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
         close_positions: 1,
         net_liq_bars: 2,
         complex_orders: 1,
+        drop_complex_orders: 1,
         ..Activity::default()
     };
     let outcome = w.sim.simulator.add_activity(&number, &activity).unwrap();
@@ -211,6 +212,11 @@ async fn an_incremental_sync_catches_late_postings_fee_changes_reversals_fills_a
     let counts = run_task(&deps, account_id, TaskKind::Incremental).await;
 
     assert!(counts.total_written() > 0);
+    assert_eq!(
+        counts.removed.get("complex_orders"),
+        Some(&1),
+        "the group no longer listed is marked removed"
+    );
     assert_database_equals_truth(&w, &number).await;
     let trailing = chrono::Duration::days(7);
     let requests = w.sim.simulator.requests();

@@ -185,7 +185,8 @@ async fn assert_complex_orders_equal(client: &tokio_postgres::Client, id: Uuid, 
                     (SELECT count(*) FROM orders o WHERE o.account_id = c.account_id
                        AND o.complex_order_id = c.tastytrade_complex_order_id
                        AND o.removed_at IS NULL)
-             FROM complex_orders c WHERE account_id = $1 ORDER BY tastytrade_complex_order_id",
+             FROM complex_orders c WHERE account_id = $1 AND removed_at IS NULL
+             ORDER BY tastytrade_complex_order_id",
             &[&id],
         )
         .await

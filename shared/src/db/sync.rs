@@ -490,6 +490,11 @@ const REMOVE_BALANCES: &str = "
     UPDATE account_balances SET removed_at = now(), removed_by_task = $2
     WHERE account_id = $1 AND removed_at IS NULL AND NOT (currency = ANY($3))";
 
+const REMOVE_COMPLEX_ORDERS: &str = "
+    UPDATE complex_orders SET removed_at = now(), removed_by_task = $2
+    WHERE account_id = $1 AND removed_at IS NULL
+      AND NOT (tastytrade_complex_order_id = ANY($3))";
+
 /// Marks removed, by `task_id`, the rows the broker no longer returns; how many (orders count
 /// without their legs and fills).
 pub async fn mark_removed(
@@ -515,6 +520,10 @@ pub async fn mark_removed(
         Gone::Balances { seen } => {
             let params: [&(dyn ToSql + Sync); 3] = [&account_id, &task_id, &seen];
             client.execute(REMOVE_BALANCES, &params).await?
+        }
+        Gone::ComplexOrders { seen } => {
+            let params: [&(dyn ToSql + Sync); 3] = [&account_id, &task_id, &seen];
+            client.execute(REMOVE_COMPLEX_ORDERS, &params).await?
         }
     };
     Ok(removed)
@@ -779,7 +788,8 @@ async fn upsert_complex_orders(
         )
         .col("trigger_order_id", "bigint", ComplexOrder::trigger_order_id)
         .col("order_ids", "jsonb", |x| serde_json::json!(x.order_ids()))
-        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect())
+        .present();
     let changed = execute(client, &c, &["account_id", "tastytrade_complex_order_id"]).await?;
     Ok(Stored::changed(changed))
 }

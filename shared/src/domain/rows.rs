@@ -79,6 +79,8 @@ pub enum Gone<'a> {
     OrdersById(&'a [i64]),
     /// The current balances in currencies other than `seen`.
     Balances { seen: &'a [String] },
+    /// The account's complex orders other than `seen` (the whole list was read).
+    ComplexOrders { seen: &'a [i64] },
 }
 
 /// `reason` quotes the broker's values, which may hold NUL characters.

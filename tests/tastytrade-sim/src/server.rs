@@ -238,6 +238,8 @@ pub struct Activity {
     pub day_trades: i64,
     /// New OCO groups placed now, each with its two orders.
     pub complex_orders: usize,
+    /// The broker stops listing this many of the oldest complex orders (their orders stay).
+    pub drop_complex_orders: usize,
     /// The customer adds this many watchlists, and deletes this many of the oldest.
     pub add_watchlists: usize,
     pub delete_watchlists: usize,
@@ -260,6 +262,7 @@ pub struct ActivityOutcome {
     pub closed_currencies: Vec<String>,
     pub net_liq_bars: usize,
     pub complex_orders: usize,
+    pub dropped_complex_orders: Vec<i64>,
     pub added_watchlists: Vec<String>,
     pub deleted_watchlists: Vec<String>,
 }
@@ -668,6 +671,12 @@ impl Simulator {
             let at = Utc::now() - Duration::minutes(5);
             inner.generator.complex_order(account, "OCO", at);
             outcome.complex_orders += 1;
+        }
+        let dropped = activity
+            .drop_complex_orders
+            .min(account.complex_orders.len());
+        for group in account.complex_orders.drain(..dropped) {
+            outcome.dropped_complex_orders.push(group.id);
         }
         if activity.fill_working_days_back > 0 {
             let at = Utc::now() - Duration::days(activity.fill_working_days_back);
