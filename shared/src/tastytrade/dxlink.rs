@@ -179,7 +179,8 @@ where
 {
     let mut text = message.to_string();
     let sent = socket.send(Message::text(text.as_str())).await;
-    // An AUTH message carries the quote token.
+    // An AUTH message carries the quote token: our copy is cleared (the websocket's frame
+    // buffer is the library's).
     text.zeroize();
     sent.map_err(|e| feed_error(format!("the feed connection failed: {e}")))
 }
