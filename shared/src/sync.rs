@@ -611,6 +611,32 @@ fn spares_the_sync(e: &BrokerError) -> bool {
     e.refused() || matches!(e, BrokerError::Transient { .. })
 }
 
+/// A best-effort stage's read: the value, or `None` when the broker's failure spares the sync
+/// (then the task carries `message` as a warning); a failure that does not spare it is the
+/// sync's.
+fn best_effort<T>(
+    read: Result<T, BrokerError>,
+    stage: &'static str,
+    message: &str,
+    counts: &mut Counts,
+) -> Result<Option<T>, BrokerError> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if spares_the_sync(&e) => {
+            tracing::warn!(stage, error = %e, "a best-effort stage read nothing; what it stored before is kept");
+            warn_stage(stage, message, counts);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Tells the user (the task's warnings) and ops (`SyncWarnings`) that `stage` fell short.
+fn warn_stage(stage: &'static str, message: &str, counts: &mut Counts) {
+    crate::metrics::sync_warning(stage);
+    counts.warn(stage, message);
+}
+
 /// Whether `cursor` is where `message` already resumed: no step forward.
 fn same_cursor(message: &TaskMessage, cursor: &Cursor) -> bool {
     (message.cursor.as_ref())
@@ -864,15 +890,11 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
             .flatten();
         let window = TimeBack::covering(since, self.now);
         let number = &self.account.account_number;
-        let Parsed { items, rejected } = match session.net_liq_history(number, window).await {
-            Ok(parsed) => parsed,
-            Err(e) if spares_the_sync(&e) => {
-                tracing::warn!(error = %e, "no net-liq history; the stored one is kept");
-                crate::metrics::sync_warning(STAGE);
-                counts.warn(STAGE, "tastytrade did not serve the net-liq history; the history stored before is kept");
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
+        let read = session.net_liq_history(number, window).await;
+        let message =
+            "tastytrade did not serve the net-liq history; the history stored before is kept";
+        let Some(Parsed { items, rejected }) = best_effort(read, STAGE, message, counts)? else {
+            return Ok(());
         };
         let read = items.len() + rejected.len();
         let store = &self.deps.store;
@@ -936,18 +958,10 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         if !claimed && self.message.kind != TaskKind::Full {
             return Ok(());
         }
-        let Parsed { items, rejected } = match session.watchlists().await {
-            Ok(parsed) => parsed,
-            Err(e) if spares_the_sync(&e) => {
-                tracing::warn!(error = %e, "no watchlists; the stored ones are kept");
-                crate::metrics::sync_warning(STAGE);
-                counts.warn(
-                    STAGE,
-                    "tastytrade did not serve the watchlists; the ones stored before are kept",
-                );
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
+        let message = "tastytrade did not serve the watchlists; the ones stored before are kept";
+        let read = best_effort(session.watchlists().await, STAGE, message, counts)?;
+        let Some(Parsed { items, rejected }) = read else {
+            return Ok(());
         };
         for unreadable in &rejected {
             tracing::warn!(reason = %unreadable.reason, "a watchlist does not parse; none is deleted");
@@ -957,7 +971,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
                 "{} watchlists could not be read; no stored watchlist was deleted",
                 rejected.len()
             );
-            counts.warn(STAGE, &message);
+            warn_stage(STAGE, &message, counts);
         }
         let store = &self.deps.store;
         let written = store
@@ -1041,18 +1055,9 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
             },
             None => read_with(self.fresh_quote_feed(session).await).await,
         };
-        let read = match read {
-            Ok(read) => read,
-            Err(e) if spares_the_sync(&e) => {
-                tracing::warn!(error = %e, "no greeks; the stored ones are kept");
-                crate::metrics::sync_warning(STAGE);
-                counts.warn(
-                    STAGE,
-                    "the market-data feed did not answer; positions keep their previous greeks",
-                );
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
+        let message = "the market-data feed did not answer; positions keep their previous greeks";
+        let Some(read) = best_effort(read, STAGE, message, counts)? else {
+            return Ok(());
         };
         let read_at = Utc::now();
         let rows: Vec<PositionGreeks> = (read.events.into_iter())
@@ -1071,12 +1076,11 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
         if let Some(reason) = read.stopped {
             let missing = symbols.len() - rows.len();
             tracing::warn!(missing, reason, "greeks missing for some option positions");
-            crate::metrics::sync_warning(STAGE);
             let message = format!(
                 "no greeks arrived for {missing} of {} option positions ({reason}); they keep their previous greeks",
                 symbols.len()
             );
-            counts.warn(STAGE, &message);
+            warn_stage(STAGE, &message, counts);
         }
         Ok(())
     }
