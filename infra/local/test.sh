@@ -2,7 +2,8 @@
 # `make test`: every test of the workspace against a fresh private stack ("test"), then the
 # secrets scan over everything the tests left behind: their logs and their workers' logs, every
 # database of the cluster and every task table, against every secret the simulators issued.
-# Arguments go to the test runner (`make soak` passes a filter).
+# Arguments go to the test runner (`make soak` passes a filter); a run without any also runs
+# the web app's tests (infra/local/web.sh test), before the scan, which covers their logs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -22,6 +23,9 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 else
   cargo test --workspace --no-fail-fast "$@" || status=$?
+fi
+if [ "$#" -eq 0 ]; then
+  "$here/web.sh" test || status=$?
 fi
 cargo run -q -p tastysync-tests --bin tastysync-scan-secrets || status=$?
 exit "$status"

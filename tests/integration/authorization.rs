@@ -161,3 +161,112 @@ async fn every_documented_route_refuses_strangers_with_401_and_other_users_ids_w
         );
     }
 }
+
+/// The local gateway answers CORS as the template's `CorsConfiguration` says, for the origins
+/// the stack allows: what the web app needs to call the API from its own origin, and to read a
+/// 429's `Retry-After`.
+#[tokio::test]
+async fn the_gateway_answers_cors_as_the_template_configures_it() {
+    let Served {
+        w, account, env, ..
+    } = served_account().await;
+    let env = env.with("CORS_ALLOW_ORIGINS", "http://app.test, http://other.test");
+    let running = gateway::start(&env, &w.aws.sdk, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let rules = tastysync_local::template::cors(
+        &tastysync_local::template::parse(tastysync_local::template::TEMPLATE).unwrap(),
+    )
+    .unwrap();
+    let trigger = format!(
+        "{}{BASE_PATH}/sync/tastytrade/{account}/trigger",
+        running.url
+    );
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, &trigger)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+
+    let allowed = preflight("http://app.test").await.unwrap();
+    let refused = preflight("http://evil.test").await.unwrap();
+
+    assert_eq!(allowed.status(), 204);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        header(&allowed, "access-control-allow-origin").as_deref(),
+        Some("http://app.test")
+    );
+    assert_eq!(
+        header(&allowed, "access-control-allow-methods"),
+        Some(rules.allow_methods.join(","))
+    );
+    assert!(rules.allow_methods.contains(&"POST".to_owned()));
+    assert_eq!(
+        header(&allowed, "access-control-allow-headers"),
+        Some(rules.allow_headers.join(","))
+    );
+    assert_eq!(
+        header(&allowed, "access-control-max-age"),
+        Some(rules.max_age.to_string())
+    );
+    assert_eq!(header(&refused, "access-control-allow-origin"), None);
+
+    // The dev token the web app signs in with is one the authorizer accepts.
+    let token: Value = http
+        .get(format!("{}/__local/dev-token?sub=user-a", running.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap();
+    let post = || {
+        http.post(&trigger)
+            .header("origin", "http://other.test")
+            .bearer_auth(token)
+            .send()
+    };
+    let first = post().await.unwrap();
+    assert_eq!(first.status(), 202);
+    // Wait until the first manual sync is no longer on its way: then the cooldown answers.
+    let mut second = post().await.unwrap();
+    for _ in 0..300 {
+        if second.status() == 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        second = post().await.unwrap();
+    }
+    assert_eq!(second.status(), 429);
+    assert_eq!(
+        header(&second, "access-control-allow-origin").as_deref(),
+        Some("http://other.test")
+    );
+    assert!(
+        header(&second, "access-control-expose-headers")
+            .is_some_and(|h| h.split(',').any(|n| n.eq_ignore_ascii_case("retry-after"))),
+        "the browser may read Retry-After"
+    );
+    assert!(header(&second, "retry-after").is_some());
+    let stranger = http
+        .get(format!("{}{BASE_PATH}/tastytrade-accounts", running.url))
+        .header("origin", "http://app.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 401);
+    assert_eq!(
+        header(&stranger, "access-control-allow-origin").as_deref(),
+        Some("http://app.test"),
+        "a 401 is readable too, so the app can tell a lapsed session"
+    );
+}

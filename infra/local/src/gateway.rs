@@ -5,6 +5,11 @@
 //!   turned into the API Gateway v2 event the function would receive, with the claims in the
 //!   authorizer context; unmatched routes answer `{"message":"Not Found"}` and missing or bad
 //!   tokens `{"message":"Unauthorized"}`, as API Gateway does.
+//! - CORS as the template's `CorsConfiguration` says, for the origins in `CORS_ALLOW_ORIGINS`
+//!   (the template's `CorsAllowOrigins`): preflights answered by the gateway, the allowed
+//!   origin and exposed headers added to every answer, 401s included.
+//! - `GET /__local/dev-token?sub=USER`: a dev JWT, so that the web app signs in locally as its
+//!   token provider would with the deployment's identity provider. Nothing like it is deployed.
 //! - The worker: [`Poller`] feeds `sync-worker` from the FIFO queue with the mapping's
 //!   semantics (batches of ten, visibility timeout, partial batch failures).
 //! - The schedule: an incremental tick every `LOCAL_SCHEDULE_SECONDS` (default 300; 0 turns it
@@ -18,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -52,18 +57,26 @@ fn jwt_key(env: &Env) -> Vec<u8> {
 
 /// A dev JWT for `sub`, valid for `ttl`.
 pub fn dev_token(env: &Env, sub: &str, ttl: Duration) -> String {
+    sign(
+        &jwt_key(env),
+        sub,
+        i64::try_from(ttl.as_secs()).unwrap_or(3600),
+    )
+}
+
+fn sign(key: &[u8], sub: &str, ttl_seconds: i64) -> String {
     let now = chrono::Utc::now().timestamp();
     let claims = json!({
         "sub": sub,
         "iss": DEV_ISSUER,
         "aud": DEV_AUDIENCE,
         "iat": now,
-        "exp": now + i64::try_from(ttl.as_secs()).unwrap_or(3600),
+        "exp": now + ttl_seconds,
     });
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(&jwt_key(env)),
+        &EncodingKey::from_secret(key),
     )
     .unwrap_or_default()
 }
@@ -77,6 +90,75 @@ struct Functions {
     status: SyncStatus,
     decoding: DecodingKey,
     validation: Validation,
+    cors: Cors,
+    jwt_key: Vec<u8>,
+}
+
+/// The template's CORS rules with the stack's origins.
+struct Cors {
+    rules: crate::template::Cors,
+    origins: Vec<String>,
+}
+
+impl Cors {
+    fn from_env(env: &Env) -> Result<Self, GatewayError> {
+        let template = crate::template::parse(crate::template::TEMPLATE)?;
+        let origins = env
+            .optional("CORS_ALLOW_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        Ok(Self {
+            rules: crate::template::cors(&template)?,
+            origins,
+        })
+    }
+
+    /// The request's origin when it is one of the allowed.
+    fn allowed<'h>(&self, headers: &'h HeaderMap) -> Option<&'h HeaderValue> {
+        let origin = headers.get(header::ORIGIN)?;
+        let text = origin.to_str().ok()?;
+        self.origins
+            .iter()
+            .any(|o| o == "*" || o == text)
+            .then_some(origin)
+    }
+
+    /// API Gateway answers a preflight itself, whatever the routes; an origin it does not
+    /// allow gets no CORS headers, which the browser takes as a refusal.
+    fn preflight(&self, headers: &HeaderMap) -> Response {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        if let Some(origin) = self.allowed(headers) {
+            let h = response.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            let join = |v: &[String]| HeaderValue::from_str(&v.join(",")).ok();
+            if let Some(v) = join(&self.rules.allow_methods) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
+            }
+            if let Some(v) = join(&self.rules.allow_headers) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+            }
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, self.rules.max_age.into());
+            h.insert(header::VARY, HeaderValue::from_static("origin"));
+        }
+        response
+    }
+
+    fn decorate(&self, headers: &HeaderMap, response: &mut Response) {
+        let Some(origin) = self.allowed(headers) else {
+            return;
+        };
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(header::VARY, HeaderValue::from_static("origin"));
+        if let Ok(v) = HeaderValue::from_str(&self.rules.expose_headers.join(",")) {
+            if !self.rules.expose_headers.is_empty() {
+                h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +169,8 @@ pub enum GatewayError {
     Config(#[from] tastysync_shared::config::ConfigError),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
+    #[error(transparent)]
+    Template(#[from] crate::template::TemplateError),
 }
 
 /// A gateway serving in the background.
@@ -112,6 +196,8 @@ pub async fn start(env: &Env, sdk: &SdkConfig, addr: SocketAddr) -> Result<Runni
         status: SyncStatus::from_env(env, &sdk_of(Function::SyncStatus)).await?,
         decoding: DecodingKey::from_secret(&jwt_key(env)),
         validation,
+        cors: Cors::from_env(env)?,
+        jwt_key: jwt_key(env),
     });
     let worker_sdk = sdk_of(Function::SyncWorker);
     let worker = SyncWorker::from_env(env, &worker_sdk).await?;
@@ -171,6 +257,35 @@ async fn serve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        return functions.cors.preflight(&headers);
+    }
+    let mut response = if method == Method::GET && uri.path() == "/__local/dev-token" {
+        dev_token_response(functions, &uri)
+    } else {
+        route(functions, &method, &uri, &headers, body).await
+    };
+    functions.cors.decorate(&headers, &mut response);
+    response
+}
+
+/// A dev JWT for the `sub` asked for (`dev-user` by default), valid for an hour.
+fn dev_token_response(functions: &Functions, uri: &Uri) -> Response {
+    const TTL_SECONDS: i64 = 3600;
+    let sub = url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "sub")
+        .map_or_else(|| "dev-user".to_owned(), |(_, v)| v.into_owned());
+    let token = sign(&functions.jwt_key, &sub, TTL_SECONDS);
+    axum::Json(json!({ "token": token, "expires_in": TTL_SECONDS })).into_response()
+}
+
+async fn route(
+    functions: &Functions,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path();
     let Some((route, params)) = path.strip_prefix(BASE_PATH).and_then(|under| {
         ROUTES
@@ -182,11 +297,11 @@ async fn serve(
     if body.len() > MAX_PAYLOAD_BYTES {
         return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
     }
-    let Some(claims) = authorize(functions, &headers) else {
+    let Some(claims) = authorize(functions, headers) else {
         return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized");
     };
     let route_key = format!("{} {BASE_PATH}{}", route.method, route.path);
-    let event = event(&route_key, &method, &uri, &headers, &body, &params, claims);
+    let event = event(&route_key, method, uri, headers, &body, &params, claims);
     let request = match lambda_http::request::from_str(&event.to_string()) {
         Ok(request) => request,
         Err(e) => {

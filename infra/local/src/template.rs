@@ -98,3 +98,34 @@ pub fn policies(template: &Value) -> Result<BTreeMap<String, BTreeSet<String>>, 
         .map(|(name, function)| Ok((name, granted(template, function)?)))
         .collect()
 }
+
+/// The HTTP API's CORS configuration, as API Gateway applies it: the origins are the
+/// `CorsAllowOrigins` parameter, which the local gateway takes from `CORS_ALLOW_ORIGINS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: u64,
+}
+
+pub fn cors(template: &Value) -> Result<Cors, TemplateError> {
+    let config = &template["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"];
+    if config.is_null() {
+        return Err(TemplateError::Shape(
+            "HttpApi has no CorsConfiguration".into(),
+        ));
+    }
+    let list = |key: &str| -> Vec<String> {
+        config[key]
+            .as_sequence()
+            .map(|items| items.iter().map(|v| str_of(v).to_owned()).collect())
+            .unwrap_or_default()
+    };
+    Ok(Cors {
+        allow_methods: list("AllowMethods"),
+        allow_headers: list("AllowHeaders"),
+        expose_headers: list("ExposeHeaders"),
+        max_age: untagged(&config["MaxAge"]).as_u64().unwrap_or(0),
+    })
+}

@@ -1,5 +1,5 @@
 //! `tastytrade-sim --listen 127.0.0.1:PORT [--seed N] [--accounts N] [--transactions N]
-//! [--orders N] [--years N] [--token-seconds N]`
+//! [--orders N] [--years N] [--token-seconds N] [--client-id ID --client-secret SECRET]`
 //!
 //! Serves the simulator and prints one JSON line on stdout with `base_url`, `client_id`,
 //! `client_secret`, `refresh_token` and `account_numbers`, so scripts can link against it.
@@ -13,6 +13,7 @@ use tastytrade_sim::server::Config;
 async fn main() -> ExitCode {
     let mut config = Config::default();
     let mut listen = "127.0.0.1:0".to_owned();
+    let (mut client_id, mut client_secret) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let Some(value) = args.next() else {
@@ -27,6 +28,14 @@ async fn main() -> ExitCode {
         let applied = match flag.as_str() {
             "--listen" => {
                 listen = value.clone();
+                Ok(())
+            }
+            "--client-id" => {
+                client_id = Some(value.clone());
+                Ok(())
+            }
+            "--client-secret" => {
+                client_secret = Some(value.clone());
                 Ok(())
             }
             "--seed" => number().map(|n| config.seed = n),
@@ -53,7 +62,18 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match serde_json::to_string(&running.credentials) {
+    let credentials = match (client_id, client_secret) {
+        (Some(id), Some(secret)) => {
+            running.simulator.register_client(&id, &secret);
+            running.simulator.credentials(&running.credentials.base_url)
+        }
+        (None, None) => running.credentials,
+        _ => {
+            eprintln!("--client-id and --client-secret go together");
+            return ExitCode::from(2);
+        }
+    };
+    match serde_json::to_string(&credentials) {
         Ok(line) => println!("{line}"),
         Err(e) => {
             eprintln!("{e}");

@@ -551,10 +551,23 @@ impl Simulator {
         refresh_token
     }
 
+    /// The user revokes the grant: its refresh token and, as RFC 7009 §2.1 advises, the access
+    /// tokens issued from it stop working.
     pub fn revoke(&self, refresh_token: &str) {
-        if let Some(grant) = self.lock().grants.get_mut(refresh_token) {
+        let mut inner = self.lock();
+        if let Some(grant) = inner.grants.get_mut(refresh_token) {
             grant.revoked = true;
+            inner.tokens.retain(|_, t| t.refresh_token != refresh_token);
         }
+    }
+
+    /// The deployment's OAuth client is the one registered here (`make stack` and the web
+    /// tests register the local stack's, so the code flow works against the simulator).
+    pub fn register_client(&self, client_id: &str, client_secret: &str) {
+        record_issued(client_secret);
+        let mut inner = self.lock();
+        client_id.clone_into(&mut inner.client_id);
+        client_secret.clone_into(&mut inner.client_secret);
     }
 
     /// Adds `count` transactions executed `days_back` days ago (late postings when > 0).
