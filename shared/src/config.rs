@@ -101,6 +101,9 @@ pub struct DatabaseConfig {
     /// Connections per process. A Lambda instance serves one event at a time, so a handful is
     /// plenty, and thousands of instances times a large pool would exhaust RDS Proxy.
     pub max_connections: usize,
+    /// The role every connection acts as (`SET ROLE`) once it is open; `None`: the login user.
+    /// The wiring sets it from the function ([`crate::wiring::Function::database_role`]).
+    pub role: Option<&'static str>,
 }
 
 /// Where the connection settings come from.
@@ -144,6 +147,7 @@ impl DatabaseConfig {
         Ok(Self {
             source,
             max_connections,
+            role: None,
         })
     }
 }

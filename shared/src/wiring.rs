@@ -66,6 +66,16 @@ impl Function {
         Function::Migrate,
     ];
 
+    /// The database role the function's queries run as; `None`: the login user. The read
+    /// routes may read and never write (V16), so a missing grant fails their tests as it
+    /// would fail them on Aurora.
+    pub fn database_role(self) -> Option<&'static str> {
+        match self {
+            Function::AccountData | Function::SyncStatus => Some(db::READER_ROLE),
+            _ => None,
+        }
+    }
+
     /// The crate's name, which is also the function's name in the template's `CodeUri`.
     pub fn name(self) -> &'static str {
         match self {
@@ -115,8 +125,24 @@ impl Function {
     }
 }
 
-async fn accounts_from_env(env: &Env, sdk: &SdkConfig) -> Result<PgAccounts, StartupError> {
-    Ok(PgAccounts::new(db::pool_from_env(env, sdk).await?))
+/// The function's pool: the database settings of the environment, acting as the function's
+/// [`Function::database_role`].
+async fn pool_for(
+    function: Function,
+    env: &Env,
+    sdk: &SdkConfig,
+) -> Result<deadpool_postgres::Pool, StartupError> {
+    let mut config = crate::config::DatabaseConfig::from_env(env)?;
+    config.role = function.database_role();
+    Ok(db::pool(&config, sdk).await?)
+}
+
+async fn accounts_for(
+    function: Function,
+    env: &Env,
+    sdk: &SdkConfig,
+) -> Result<PgAccounts, StartupError> {
+    Ok(PgAccounts::new(pool_for(function, env, sdk).await?))
 }
 
 fn secrets_from(sdk: &SdkConfig) -> SecretsManager {
@@ -148,7 +174,7 @@ impl Accounts {
     /// The database settings ([`crate::config::DatabaseConfig`]) and `UNLINK_SYNCED_DATA`.
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            accounts: accounts_from_env(env, sdk).await?,
+            accounts: accounts_for(Function::Accounts, env, sdk).await?,
             unlink_data: unlink_policy(env)?,
         })
     }
@@ -158,7 +184,7 @@ impl AccountData {
     /// The database settings.
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            accounts: accounts_from_env(env, sdk).await?,
+            accounts: accounts_for(Function::AccountData, env, sdk).await?,
         })
     }
 }
@@ -169,7 +195,7 @@ impl LinkAccount {
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         let secrets = DeploymentSecrets::load(&secrets_from(sdk), env).await?;
         Ok(Self {
-            accounts: accounts_from_env(env, sdk).await?,
+            accounts: accounts_for(Function::LinkAccount, env, sdk).await?,
             broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
             cipher: cipher_from_env(env, sdk)?,
             tasks: tasks_from_env(env, sdk)?,
@@ -185,7 +211,7 @@ impl SyncTrigger {
     /// The database settings, `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`TaskSettings`].
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            accounts: accounts_from_env(env, sdk).await?,
+            accounts: accounts_for(Function::SyncTrigger, env, sdk).await?,
             tasks: tasks_from_env(env, sdk)?,
             queue: queue_from_env(env, sdk)?,
             settings: TaskSettings::from_env(env)?,
@@ -197,7 +223,7 @@ impl SyncStatus {
     /// The database settings and `TASKS_TABLE`.
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            accounts: accounts_from_env(env, sdk).await?,
+            accounts: accounts_for(Function::SyncStatus, env, sdk).await?,
             tasks: tasks_from_env(env, sdk)?,
         })
     }
@@ -207,7 +233,7 @@ impl SyncScheduler {
     /// The database settings, `TASKS_TABLE`, `SYNC_QUEUE_URL` and the [`ScheduleSettings`].
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
-            accounts: accounts_from_env(env, sdk).await?,
+            accounts: accounts_for(Function::SyncScheduler, env, sdk).await?,
             tasks: tasks_from_env(env, sdk)?,
             queue: queue_from_env(env, sdk)?,
             settings: ScheduleSettings::from_env(env)?,
@@ -225,7 +251,7 @@ impl SyncWorker {
             None => None,
         };
         Ok(Self {
-            store: PgSyncStore::new(db::pool_from_env(env, sdk).await?),
+            store: PgSyncStore::new(pool_for(Function::SyncWorker, env, sdk).await?),
             broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
             cipher: cipher_from_env(env, sdk)?,
             tasks: tasks_from_env(env, sdk)?,

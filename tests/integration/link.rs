@@ -92,7 +92,7 @@ pub(crate) async fn world_on(sizes: Sizes, db: TestDb) -> World {
         unlink_data: SyncedData::Keep,
     };
     let account_data = AccountDataDeps {
-        accounts: PgAccounts::new(db.pool.clone()),
+        accounts: PgAccounts::new(db.pool_of(Function::AccountData).await),
     };
     World {
         sim,

@@ -251,3 +251,63 @@ async fn legs_stored_by_their_place_are_rekeyed_by_symbol_and_action_with_their_
         ]
     );
 }
+
+/// The read routes act as `tastysync_reader` (V16): every table, later ones included, reads
+/// through it and none takes a write, so a read path that tried one fails here as on Aurora.
+#[tokio::test]
+async fn the_read_routes_role_reads_every_table_and_writes_none() {
+    use tastysync_shared::wiring::Function;
+    let db = TestDb::migrated().await;
+    let admin = db.client().await;
+    let tables = tastysync_tests::texts(
+        &admin,
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
+    )
+    .await;
+    let reader = db.pool_of(Function::AccountData).await.get().await.unwrap();
+
+    let acting_as: String = reader
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(acting_as, "tastysync_reader");
+    assert!(tables.len() > TABLES.len(), "{tables:?}");
+    for table in &tables {
+        reader
+            .query(&format!("SELECT 1 FROM {table} LIMIT 1"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("the reader cannot read {table}: {e}"));
+        for write in [
+            format!("DELETE FROM {table} WHERE false"),
+            format!(
+                "UPDATE {table} SET {} = {0} WHERE false",
+                first_column(&db, table).await
+            ),
+        ] {
+            let refused = reader.execute(&write, &[]).await.unwrap_err();
+            assert_eq!(
+                refused.code(),
+                Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+                "{write}: {refused}"
+            );
+        }
+    }
+    // The functions that write keep the login user's rights.
+    assert_eq!(Function::LinkAccount.database_role(), None);
+    assert_eq!(Function::SyncWorker.database_role(), None);
+}
+
+async fn first_column(db: &TestDb, table: &str) -> String {
+    db.client()
+        .await
+        .query_one(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position LIMIT 1",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}

@@ -38,9 +38,9 @@ fn trigger_deps(w: &World) -> SyncTrigger {
     }
 }
 
-fn status_deps(w: &World) -> SyncStatus {
+async fn status_deps(w: &World) -> SyncStatus {
     StatusDeps {
-        accounts: PgAccounts::new(w.db.pool.clone()),
+        accounts: PgAccounts::new(w.db.pool_of(Function::SyncStatus).await),
         tasks: w.aws.tasks_of(Function::SyncStatus),
     }
 }
@@ -66,7 +66,7 @@ async fn status(w: &World, user: &str, task: &str) -> (u16, Value) {
     let path = format!("/api/v1/sync/status/{task}");
     read(
         sync_status::handle(
-            &status_deps(w),
+            &status_deps(w).await,
             request(&as_user(with_path(event("sync-status.json"), &path), user)),
         )
         .await,
@@ -77,7 +77,7 @@ async fn account_tasks(w: &World, user: &str, account: &str) -> (u16, Value) {
     let path = format!("/api/v1/tastytrade-accounts/{account}/sync-tasks");
     read(
         sync_status::handle(
-            &status_deps(w),
+            &status_deps(w).await,
             request(&as_user(
                 with_path(event("account-sync-tasks.json"), &path),
                 user,
@@ -233,7 +233,7 @@ async fn another_users_task_and_account_are_404_and_no_claims_is_401() {
         .as_object_mut()
         .unwrap()
         .remove("authorizer");
-    let (code, body) = read(sync_status::handle(&status_deps(&w), request(&anonymous)).await);
+    let (code, body) = read(sync_status::handle(&status_deps(&w).await, request(&anonymous)).await);
     assert_eq!(code, 401, "{body}");
     assert_eq!(
         queued_messages(&w).await.len(),

@@ -135,6 +135,7 @@ impl TestDb {
         let config = DatabaseConfig {
             source: DatabaseSource::Url(SecretString::from(url.clone())),
             max_connections: 8,
+            role: None,
         };
         // A URL source never calls AWS.
         let pool = db::pool(&config, &aws::sdk_config().await)
@@ -176,6 +177,21 @@ impl TestDb {
             ))
             .await
             .expect("the accounts insert");
+    }
+
+    /// A pool that acts on this database as `function` does: as its role, when it has one.
+    pub async fn pool_of(
+        &self,
+        function: tastysync_shared::wiring::Function,
+    ) -> deadpool_postgres::Pool {
+        let config = DatabaseConfig {
+            source: DatabaseSource::Url(SecretString::from(self.url.clone())),
+            max_connections: 4,
+            role: function.database_role(),
+        };
+        db::pool(&config, &aws::sdk_config().await)
+            .await
+            .expect("the test database URL is valid")
     }
 
     pub async fn client(&self) -> deadpool_postgres::Object {

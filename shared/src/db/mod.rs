@@ -9,7 +9,7 @@ pub mod migrations;
 pub mod reads;
 pub mod sync;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
 use secrecy::ExposeSecret;
 use tokio_postgres::error::SqlState;
 
@@ -149,9 +149,20 @@ pub async fn pool(config: &DatabaseConfig, sdk: &SdkConfig) -> Result<Pool, DbEr
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Ok(Pool::builder(manager)
-        .max_size(config.max_connections)
-        .build()?)
+    let mut builder = Pool::builder(manager).max_size(config.max_connections);
+    if let Some(role) = config.role {
+        // Before the pool hands the connection out: no query of the function ever runs as the
+        // login user. The role is one of the wiring's constants, never input.
+        builder = builder.post_create(Hook::async_fn(move |client, _| {
+            Box::pin(async move {
+                client
+                    .batch_execute(&format!("SET ROLE \"{role}\""))
+                    .await
+                    .map_err(HookError::Backend)
+            })
+        }));
+    }
+    Ok(builder.build()?)
 }
 
 /// A stored environment name.
@@ -181,6 +192,9 @@ pub async fn pool_from_env(
 ) -> Result<Pool, crate::StartupError> {
     Ok(pool(&DatabaseConfig::from_env(env)?, sdk).await?)
 }
+
+/// The read routes' role (V16): it may read every table and write none.
+pub const READER_ROLE: &str = "tastysync_reader";
 
 /// The RDS-managed secret of the database user (RDS Proxy authenticates with the same one).
 #[derive(serde::Deserialize)]

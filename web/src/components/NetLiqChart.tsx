@@ -1,7 +1,7 @@
 "use client";
 
 import { AreaSeries, ColorType, createChart, type UTCTimestamp } from "lightweight-charts";
-import { useEffect, useRef } from "react";
+import { useEffect, useMemo, useRef } from "react";
 import { money } from "@/lib/format";
 import type { BalanceHistory } from "@/services/tastytradeService";
 
@@ -26,7 +26,7 @@ export function chartPoints(history: BalanceHistory): Point[] {
 /** Net liquidating value over time, with a text summary that is also what screen readers read. */
 export function NetLiqChart({ history }: { history: BalanceHistory }) {
   const container = useRef<HTMLDivElement>(null);
-  const points = chartPoints(history);
+  const points = useMemo(() => chartPoints(history), [history]);
   useEffect(() => {
     const element = container.current;
     if (!element || points.length === 0) return;
@@ -63,7 +63,7 @@ export function NetLiqChart({ history }: { history: BalanceHistory }) {
     );
     chart.timeScale().fitContent();
     return () => chart.remove();
-  }, [points.map((p) => `${p.day}=${p.value}`).join()]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [points]);
 
   const first = points[0];
   const last = points[points.length - 1];

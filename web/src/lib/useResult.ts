@@ -18,7 +18,7 @@ export function useResult<T>(load: () => Promise<Result<T>>, deps: readonly unkn
     if (!quiet) setValue({ state: "loading" });
     const result = await load();
     if (mine === generation.current) setValue({ state: "done", ...result });
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // `load` is a new closure on every render; `deps` say when it means a new request.
   }, deps);
   useEffect(() => {
     void run(false);

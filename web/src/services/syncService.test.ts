@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createSyncService, rowsWritten, type SyncTask } from "./syncService";
-import { recordingApi } from "./fakeApi";
+import { recordingApi } from "@/test/recordingApi";
 
 const ACCOUNT = "6f1c1c1e-8a51-4c0e-9d5a-0d1f5e0c1a11";
 const TASK = "0b8f7a52-3c9e-4b4f-8a43-2c5a7c1d9e01";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createTastytradeService } from "./tastytradeService";
-import { failingApi, recordingApi } from "./fakeApi";
+import { failingApi, recordingApi } from "@/test/recordingApi";
 
 const ACCOUNT = "6f1c1c1e-8a51-4c0e-9d5a-0d1f5e0c1a11";
 
