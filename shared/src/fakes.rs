@@ -742,6 +742,24 @@ impl SyncStore for InMemorySyncStore {
         })
     }
 
+    async fn update_positions(
+        &self,
+        account: &SyncAccount,
+        held: &[Record<Position>],
+        closed: &[String],
+    ) -> Result<Stored, DbError> {
+        self.with(account.id, |s| {
+            let symbol = |raw: &serde_json::Value| raw["symbol"].as_str().map(str::to_owned);
+            let changed: Vec<String> = (held.iter().map(|r| r.item.symbol.clone()))
+                .chain(closed.iter().cloned())
+                .collect();
+            s.positions
+                .retain(|raw| symbol(raw).is_none_or(|s| !changed.contains(&s)));
+            s.positions.extend(held.iter().map(|r| r.raw.clone()));
+            Stored::changed((held.len() + closed.len()) as u64)
+        })
+    }
+
     async fn upsert_transactions(
         &self,
         account: &SyncAccount,

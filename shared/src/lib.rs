@@ -12,7 +12,8 @@
 //!   declaring the IAM actions of its adapter; [`adapters`]: those ports on DynamoDB, SQS and
 //!   Postgres (KMS in [`secrets`], the SQL in [`db`]).
 //! - Use cases: [`routes`] (link, unlink, list, trigger, status), [`sync`] (the sync of one
-//!   account, run by the worker), [`schedule`] (the scheduler's ticks).
+//!   account, run by the worker), [`schedule`] (the scheduler's ticks), [`realtime`] (the
+//!   account streamer: notifications stored as they come, gaps healed by realtime syncs).
 //! - [`iam`]: a function's AWS actions, derived from the ports its dependencies hold;
 //!   [`wiring`]: the composition root, every `from_env` and each function's actions.
 //! - `fakes` (tests and the `test-util` feature): every port in memory, for the fast tier of
@@ -45,6 +46,7 @@ pub mod iam;
 pub mod metrics;
 pub mod oauth_state;
 pub mod ports;
+pub mod realtime;
 pub mod routes;
 pub mod schedule;
 pub mod secrets;

@@ -41,6 +41,10 @@ pub const REAUTH_REQUIRED: &str = "ReauthRequired";
 pub const QUEUE_LAG: &str = "QueueLag";
 /// Messages the scheduler queued, by `kind`.
 pub const SYNCS_QUEUED: &str = "SyncsQueued";
+/// Time from the broker's stamp on a streamer notification to its row committed, by `kind`.
+pub const NOTIFICATION_LAG: &str = "NotificationLag";
+/// Grants of a streamer invocation that never connected (`shard`): the disconnected alarm.
+pub const GRANTS_UNCONNECTED: &str = "StreamerGrantsUnconnected";
 
 #[derive(Debug, thiserror::Error)]
 #[error("could not install the metrics recorder: {0}")]
@@ -68,6 +72,8 @@ pub fn init(function: &'static str, env: &Env) -> Result<&'static Collector, Met
     metrics::describe_counter!(SYNC_WARNINGS, Unit::Count, "best-effort stages skipped");
     metrics::describe_histogram!(QUEUE_LAG, Unit::Milliseconds, "queue wait");
     metrics::describe_counter!(SYNCS_QUEUED, Unit::Count, "syncs queued by the schedule");
+    metrics::describe_histogram!(NOTIFICATION_LAG, Unit::Milliseconds, "notification to row");
+    metrics::describe_gauge!(GRANTS_UNCONNECTED, Unit::Count, "grants never connected");
     Ok(collector)
 }
 
@@ -123,4 +129,12 @@ pub fn broker_throttled() {
 
 pub fn syncs_queued(kind: &'static str, queued: usize) {
     metrics::counter!(SYNCS_QUEUED, "kind" => kind).increment(queued as u64);
+}
+
+pub fn notification_stored(kind: &'static str, lag: Duration) {
+    metrics::histogram!(NOTIFICATION_LAG, "kind" => kind).record(lag.as_secs_f64() * 1000.0);
+}
+
+pub fn grants_unconnected(shard: u32, grants: u64) {
+    metrics::gauge!(GRANTS_UNCONNECTED, "shard" => shard.to_string()).set(grants as f64);
 }

@@ -33,6 +33,7 @@ use crate::tastytrade::model::{
     Balance, ComplexOrder, NetLiqPoint, Order, Position, Record, TradingStatus, Transaction,
     Watchlist,
 };
+use crate::tastytrade::streamer::AccountStream;
 use crate::tastytrade::{AccessToken, BrokerError, CodeExchange, Environment, Grant, Session};
 
 /// The IAM actions a port's adapter calls.
@@ -327,6 +328,15 @@ pub trait SyncStore: Send + Sync {
         also_held: &[String],
     ) -> impl Future<Output = Result<Stored, DbError>> + Send;
 
+    /// Some of the account's positions changed (the streamer's `CurrentPosition`): `held`
+    /// upserted, `closed` (by symbol) deleted, the others untouched.
+    fn update_positions(
+        &self,
+        account: &SyncAccount,
+        held: &[Record<Position>],
+        closed: &[String],
+    ) -> impl Future<Output = Result<Stored, DbError>> + Send;
+
     fn upsert_transactions(
         &self,
         account: &SyncAccount,
@@ -500,6 +510,63 @@ pub trait SecretSource: Send + Sync {
         arn: &str,
     ) -> impl Future<Output = Result<Option<SecretString>, Box<dyn std::error::Error + Send + Sync>>>
     + Send;
+}
+
+/// The broker's account streamer: a session per grant (see
+/// [`crate::tastytrade::streamer`]).
+pub trait AccountStreams: Send + Sync {
+    /// Connects and subscribes to `accounts` with `token`.
+    fn account_stream(
+        &self,
+        environment: Environment,
+        accounts: &[String],
+        token: &AccessToken,
+    ) -> impl Future<Output = Result<AccountStream, BrokerError>> + Send;
+}
+
+/// The grants one streamer shard serves, and the lease that says who serves them.
+pub trait StreamerShards: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// The linked accounts, with their sealed secrets, of the grants in `shard` of `shards`.
+    fn shard_accounts(
+        &self,
+        shard: u32,
+        shards: u32,
+    ) -> impl Future<Output = Result<Vec<SyncAccount>, DbError>> + Send;
+}
+
+/// Who holds a streamer shard, until when at the latest (its invocation's end), and until
+/// when it has promised to be alive (renewed every few seconds: a holder that died is
+/// replaced once its promise lapses, not when its invocation would have ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardHolder {
+    pub holder: Uuid,
+    pub until: DateTime<Utc>,
+    pub alive_until: DateTime<Utc>,
+}
+
+/// The shard leases (DynamoDB): one holder at a time, taken over near its end.
+pub trait ShardLeases: Send + Sync {
+    const ACTIONS: Actions;
+
+    fn holder(
+        &self,
+        shard: u32,
+    ) -> impl Future<Output = Result<Option<ShardHolder>, TaskError>> + Send;
+
+    /// Takes the lease for `me` if its holder and end are still as `seen` left them (`None`:
+    /// no lease, or one that has ended). Renewing is taking it from oneself. False when
+    /// someone else changed it first.
+    fn take(
+        &self,
+        shard: u32,
+        me: ShardHolder,
+        seen: Option<ShardHolder>,
+    ) -> impl Future<Output = Result<bool, TaskError>> + Send;
+
+    /// Lets the lease go, if `me` still holds it.
+    fn release(&self, shard: u32, me: Uuid) -> impl Future<Output = Result<(), TaskError>> + Send;
 }
 
 /// The broker's HTTP API: its token endpoint and authenticated reads, each retried as the

@@ -283,9 +283,41 @@ async fn queue_page<A: SchedulerAccounts, T: SchedulerTasks, Q: SyncQueue>(
             created_at: now,
         })
         .collect();
+    let queued = queue_tasks(
+        (&deps.accounts, &deps.tasks, &deps.queue),
+        deps.settings.concurrency,
+        &tasks,
+    )
+    .await?;
+    report.already_started += queued.already_started;
+    report.queued += queued.sent;
+    report.refused += queued.refused;
+    Ok(())
+}
+
+/// What [`queue_tasks`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Queued {
+    pub sent: usize,
+    pub already_started: usize,
+    pub refused: usize,
+}
+
+/// Creates `tasks` (ids that name them, so a repeat finds its task), sends the messages of the
+/// ones not started yet in batches, and marks their accounts queued. A task whose message the
+/// queue refused is marked failed: whoever queues the account next retries it.
+pub async fn queue_tasks<
+    A: AccountRepo,
+    T: TaskCreator + TaskReader + TaskUpdater,
+    Q: SyncQueue,
+>(
+    (accounts, task_store, queue): (&A, &T, &Q),
+    concurrency: usize,
+    tasks: &[NewTask],
+) -> Result<Queued, ScheduleError> {
     let mut sending: Vec<&NewTask> = Vec::with_capacity(tasks.len());
-    for chunk in tasks.chunks(deps.settings.concurrency.max(1)) {
-        let fresh = try_join_all(chunk.iter().map(|task| still_to_send(&deps.tasks, task))).await?;
+    for chunk in tasks.chunks(concurrency.max(1)) {
+        let fresh = try_join_all(chunk.iter().map(|task| still_to_send(task_store, task))).await?;
         sending.extend(
             chunk
                 .iter()
@@ -294,29 +326,30 @@ async fn queue_page<A: SchedulerAccounts, T: SchedulerTasks, Q: SyncQueue>(
                 .map(|(t, _)| t),
         );
     }
-    report.already_started += tasks.len() - sending.len();
     let messages: Vec<_> = sending.iter().map(|t| t.message()).collect();
-    let refused = deps.queue.enqueue_batch(&messages).await?;
+    let refused = queue.enqueue_batch(&messages).await?;
     let sent: Vec<Uuid> = sending
         .iter()
         .filter(|t| !refused.contains(&t.task_id))
         .map(|t| t.account_id)
         .collect();
-    deps.accounts.mark_queued(&sent).await?;
-    report.queued += sent.len();
-    report.refused += refused.len();
-    for task_id in refused {
+    accounts.mark_queued(&sent).await?;
+    for task_id in &refused {
         let nothing = Counts::default();
         let update = TaskUpdate::finished(
             TaskStatus::Failed,
             &nothing,
-            Some("the sync could not be queued; the next tick retries it"),
+            Some("the sync could not be queued; it is queued again later"),
         );
-        if let Err(e) = deps.tasks.update(task_id, update).await {
+        if let Err(e) = task_store.update(*task_id, update).await {
             tracing::warn!(task_id = %task_id, error = %e, "refused task not marked failed");
         }
     }
-    Ok(())
+    Ok(Queued {
+        sent: sent.len(),
+        already_started: tasks.len() - sending.len(),
+        refused: refused.len(),
+    })
 }
 
 #[cfg(test)]

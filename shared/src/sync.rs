@@ -500,21 +500,28 @@ async fn open_grant<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue
     deps: &SyncDeps<S, C, T, Q, B>,
     account: &SyncAccount,
 ) -> Result<Grant, SyncError> {
+    grant_of(&deps.cipher, deps.oauth_client.as_ref(), account).await
+}
+
+/// The account's grant, its secrets opened: the user's own OAuth client for a personal grant,
+/// else the deployment's.
+pub(crate) async fn grant_of<C: TokenOpener>(
+    cipher: &C,
+    oauth_client: Option<&OAuthClient>,
+    account: &SyncAccount,
+) -> Result<Grant, SyncError> {
     let context = |purpose| SecretContext {
         purpose,
         user_id: &account.user_id,
         credential_id: account.credential_id,
     };
-    let refresh_token = deps
-        .cipher
+    let refresh_token = cipher
         .open(context(Purpose::RefreshToken), &account.refresh_token)
         .await?;
-    let (client_id, client_secret) = match (&account.client_secret, &deps.oauth_client) {
+    let (client_id, client_secret) = match (&account.client_secret, oauth_client) {
         (Some(sealed), _) => (
             None,
-            deps.cipher
-                .open(context(Purpose::ClientSecret), sealed)
-                .await?,
+            cipher.open(context(Purpose::ClientSecret), sealed).await?,
         ),
         (None, Some(client)) => (
             Some(client.client_id.clone()),

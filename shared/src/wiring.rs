@@ -17,6 +17,7 @@ use crate::config::{ConfigError, Env};
 use crate::db;
 use crate::iam::Permissions;
 use crate::oauth_state::StateSigner;
+use crate::realtime::{StreamerDeps, StreamerSettings};
 use crate::routes::account_data::AccountDataDeps;
 use crate::routes::accounts::{AccountsDeps, unlink_policy};
 use crate::routes::link::{LinkDeps, OAuthSettings};
@@ -40,6 +41,9 @@ pub type SyncStatus = StatusDeps<PgAccounts, DynamoTasks>;
 pub type SyncScheduler = SchedulerDeps<PgAccounts, DynamoTasks, SqsQueue>;
 /// `sync-worker`'s dependencies in production.
 pub type SyncWorker = SyncDeps<PgSyncStore, KmsEnvelope, DynamoTasks, SqsQueue, TastytradeClient>;
+/// `account-streamer`'s dependencies in production.
+pub type AccountStreamer =
+    StreamerDeps<PgSyncStore, KmsEnvelope, PgAccounts, DynamoTasks, SqsQueue, TastytradeClient>;
 
 /// Every function of the deployment (its crate under `functions/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,11 +55,12 @@ pub enum Function {
     SyncStatus,
     SyncScheduler,
     SyncWorker,
+    AccountStreamer,
     Migrate,
 }
 
 impl Function {
-    pub const ALL: [Function; 8] = [
+    pub const ALL: [Function; 9] = [
         Function::Accounts,
         Function::AccountData,
         Function::LinkAccount,
@@ -63,6 +68,7 @@ impl Function {
         Function::SyncStatus,
         Function::SyncScheduler,
         Function::SyncWorker,
+        Function::AccountStreamer,
         Function::Migrate,
     ];
 
@@ -86,6 +92,7 @@ impl Function {
             Function::SyncStatus => "sync-status",
             Function::SyncScheduler => "sync-scheduler",
             Function::SyncWorker => "sync-worker",
+            Function::AccountStreamer => "account-streamer",
             Function::Migrate => "migrate",
         }
     }
@@ -119,6 +126,7 @@ impl Function {
                 actions.extend(sqs::CONSUMER_ACTIONS);
                 actions
             }
+            Function::AccountStreamer => AccountStreamer::actions(),
             // It applies the migrations over a pool, nothing else.
             Function::Migrate => db::POOL_ACTIONS.iter().copied().collect(),
         }
@@ -147,6 +155,18 @@ async fn accounts_for(
 
 fn secrets_from(sdk: &SdkConfig) -> SecretsManager {
     SecretsManager::new(aws_sdk_secretsmanager::Client::new(sdk))
+}
+
+/// The deployment's OAuth client (`OAUTH_CLIENT_SECRET_ARN`), when authorization-code grants
+/// are linked.
+async fn oauth_client_from_env(
+    env: &Env,
+    sdk: &SdkConfig,
+) -> Result<Option<OAuthClient>, StartupError> {
+    match env.optional("OAUTH_CLIENT_SECRET_ARN") {
+        Some(arn) => Ok(Some(OAuthClient::load(&secrets_from(sdk), arn).await?)),
+        None => Ok(None),
+    }
 }
 
 fn tasks_from_env(env: &Env, sdk: &SdkConfig) -> Result<DynamoTasks, ConfigError> {
@@ -246,10 +266,7 @@ impl SyncWorker {
     /// `SYNC_QUEUE_URL`, and `OAUTH_CLIENT_SECRET_ARN` when authorization-code grants are
     /// linked.
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
-        let oauth_client = match env.optional("OAUTH_CLIENT_SECRET_ARN") {
-            Some(arn) => Some(OAuthClient::load(&secrets_from(sdk), arn).await?),
-            None => None,
-        };
+        let oauth_client = oauth_client_from_env(env, sdk).await?;
         Ok(Self {
             store: PgSyncStore::new(pool_for(Function::SyncWorker, env, sdk).await?),
             broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
@@ -258,6 +275,26 @@ impl SyncWorker {
             queue: queue_from_env(env, sdk)?,
             oauth_client,
             settings: SyncSettings::default(),
+        })
+    }
+}
+
+impl AccountStreamer {
+    /// The database settings, the broker's URLs (the streamer's among them),
+    /// `TOKEN_KMS_KEY_ID`, `TASKS_TABLE`, `SYNC_QUEUE_URL`, `OAUTH_CLIENT_SECRET_ARN` when
+    /// authorization-code grants are linked, and the [`StreamerSettings`].
+    pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
+        let oauth_client = oauth_client_from_env(env, sdk).await?;
+        let pool = pool_for(Function::AccountStreamer, env, sdk).await?;
+        Ok(Self {
+            store: PgSyncStore::new(pool.clone()),
+            accounts: PgAccounts::new(pool),
+            broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
+            cipher: cipher_from_env(env, sdk)?,
+            tasks: tasks_from_env(env, sdk)?,
+            queue: queue_from_env(env, sdk)?,
+            oauth_client,
+            settings: StreamerSettings::from_env(env)?,
         })
     }
 }

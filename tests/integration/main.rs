@@ -17,6 +17,7 @@ mod orchestration;
 mod poison;
 mod quarantine;
 mod reads;
+mod realtime;
 mod schema;
 mod sdk_oracle;
 mod secrets_scan;

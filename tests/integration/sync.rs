@@ -31,7 +31,10 @@ use crate::tastytrade_client::attempts_per_call;
 use tastysync_tests::truth;
 
 pub(crate) fn worker(w: &World) -> SyncWorker {
-    let mut config = BrokerConfig::for_base_url(w.sim.credentials.base_url.parse().unwrap());
+    let mut config = BrokerConfig::for_simulator(
+        w.sim.credentials.base_url.parse().unwrap(),
+        w.sim.credentials.streamer_url.parse().unwrap(),
+    );
     config.retry = RetryPolicy {
         max_attempts: 6,
         base_delay: Duration::from_millis(2),
@@ -1293,7 +1296,10 @@ async fn a_full_sync_through_a_fault_storm_ends_equal_to_the_truth_with_retries_
     // Enough attempts that a request failing every one of them (0.45^12) is not expected in a
     // run of a few hundred; the cap itself is what is checked below.
     let max_attempts = 12;
-    let mut config = BrokerConfig::for_base_url(w.sim.credentials.base_url.parse().unwrap());
+    let mut config = BrokerConfig::for_simulator(
+        w.sim.credentials.base_url.parse().unwrap(),
+        w.sim.credentials.streamer_url.parse().unwrap(),
+    );
     config.retry = RetryPolicy {
         max_attempts,
         base_delay: Duration::from_millis(1),

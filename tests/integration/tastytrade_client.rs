@@ -40,7 +40,10 @@ fn client(sim: &Running) -> TastytradeClient {
 }
 
 fn client_retrying_for(sim: &Running, max_elapsed: Duration) -> TastytradeClient {
-    let mut config = BrokerConfig::for_base_url(sim.credentials.base_url.parse().unwrap());
+    let mut config = BrokerConfig::for_simulator(
+        sim.credentials.base_url.parse().unwrap(),
+        sim.credentials.streamer_url.parse().unwrap(),
+    );
     config.retry = RetryPolicy {
         max_attempts: 8,
         base_delay: Duration::from_millis(2),

@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::failed;
 use crate::domain::tasks::{ManualClaim, NewTask, TaskKind, TaskRecord, TaskStatus, TaskUpdate};
 use crate::ports::{
-    Actions, CooldownStore, LeaseStore, TaskCreator, TaskError, TaskHistory, TaskReader,
-    TaskUpdater,
+    Actions, CooldownStore, LeaseStore, ShardHolder, ShardLeases, TaskCreator, TaskError,
+    TaskHistory, TaskReader, TaskUpdater,
 };
 
 /// Task items outlive their task by this long, for the status API and for ops.
@@ -131,6 +131,10 @@ where
 impl DynamoTasks {
     fn lease_key(account_id: Uuid) -> HashMap<String, AttributeValue> {
         HashMap::from([("pk".to_owned(), s(format!("LEASE#ACCOUNT#{account_id}")))])
+    }
+
+    fn shard_key(shard: u32) -> HashMap<String, AttributeValue> {
+        HashMap::from([("pk".to_owned(), s(format!("LEASE#STREAMER#{shard}")))])
     }
 
     fn cooldown_key(account_id: Uuid) -> HashMap<String, AttributeValue> {
@@ -314,6 +318,83 @@ impl LeaseStore for DynamoTasks {
 
     async fn release_lease(&self, account_id: Uuid, holder: Uuid) -> Result<(), TaskError> {
         self.delete_if_held(Self::lease_key(account_id), "holder", holder)
+            .await
+    }
+}
+
+// A streamer shard's lease: who serves the shard's grants and until when. A new holder takes
+// it over only as it saw it (same holder, same end), so two that try at once cannot both win.
+impl ShardLeases for DynamoTasks {
+    const ACTIONS: Actions = &[GET_ITEM, PUT_ITEM, DELETE_ITEM];
+
+    async fn holder(&self, shard: u32) -> Result<Option<ShardHolder>, TaskError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::shard_key(shard)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(failed::<_, TaskError>(GET_ITEM))?;
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let holder =
+            (item.get("holder").and_then(|v| v.as_s().ok())).and_then(|h| Uuid::parse_str(h).ok());
+        let time = |name: &str| {
+            (item.get(name).and_then(|v| v.as_n().ok()))
+                .and_then(|n| n.parse().ok())
+                .and_then(chrono::DateTime::from_timestamp_millis)
+        };
+        let (until, alive_until) = (time("lease_until"), time("alive_until"));
+        Ok(holder
+            .zip(until)
+            .zip(alive_until)
+            .map(|((holder, until), alive_until)| ShardHolder {
+                holder,
+                until,
+                alive_until,
+            }))
+    }
+
+    async fn take(
+        &self,
+        shard: u32,
+        me: ShardHolder,
+        seen: Option<ShardHolder>,
+    ) -> Result<bool, TaskError> {
+        let now = Utc::now();
+        let mut item = Self::shard_key(shard);
+        item.insert("holder".into(), s(me.holder.to_string()));
+        item.insert("lease_until".into(), n(me.until.timestamp_millis()));
+        item.insert("alive_until".into(), n(me.alive_until.timestamp_millis()));
+        item.insert("expires_at".into(), n(me.until.timestamp() + 3600));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let put = match seen {
+            None => put
+                .condition_expression(
+                    "attribute_not_exists(pk) OR lease_until < :now OR alive_until < :now",
+                )
+                .expression_attribute_values(":now", n(now.timestamp_millis())),
+            Some(seen) => put
+                .condition_expression("holder = :seen AND lease_until = :seen_until")
+                .expression_attribute_values(":seen", s(seen.holder.to_string()))
+                .expression_attribute_values(":seen_until", n(seen.until.timestamp_millis())),
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(failed::<_, TaskError>(PUT_ITEM)(e)),
+        }
+    }
+
+    async fn release(&self, shard: u32, me: Uuid) -> Result<(), TaskError> {
+        self.delete_if_held(Self::shard_key(shard), "holder", me)
             .await
     }
 }

@@ -16,7 +16,7 @@ use crate::domain::reads::{
     SyncedSummary, TransactionFilter, TransactionRead,
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
-use crate::ports::{AccountRepo, Actions, DueAccounts, SyncStore, SyncedReads};
+use crate::ports::{AccountRepo, Actions, DueAccounts, StreamerShards, SyncStore, SyncedReads};
 use crate::secrets::{Purpose, Sealed};
 use crate::tastytrade::dxlink::PositionGreeks;
 use crate::tastytrade::model::{
@@ -166,6 +166,14 @@ impl PgSyncStore {
     }
 }
 
+impl StreamerShards for PgSyncStore {
+    const ACTIONS: Actions = POOL_ACTIONS;
+
+    async fn shard_accounts(&self, shard: u32, shards: u32) -> Result<Vec<SyncAccount>, DbError> {
+        sync::shard_accounts(&self.pool, shard, shards).await
+    }
+}
+
 impl SyncStore for PgSyncStore {
     const ACTIONS: Actions = POOL_ACTIONS;
 
@@ -246,6 +254,16 @@ impl SyncStore for PgSyncStore {
             .collect();
         let then = Then::DeletePositionsExcept(&held);
         sync::store_page(&self.pool, owner(account), rows, (), then).await
+    }
+
+    async fn update_positions(
+        &self,
+        account: &SyncAccount,
+        held: &[Record<Position>],
+        closed: &[String],
+    ) -> Result<Stored, DbError> {
+        let then = Then::DeletePositions(closed);
+        sync::store_page(&self.pool, owner(account), held, (), then).await
     }
 
     async fn claim_watchlists(

@@ -29,6 +29,15 @@ const LOAD_ACCOUNT: &str = "
     FROM tastytrade_accounts a JOIN tastytrade_credentials c ON c.id = a.credential_id
     WHERE a.id = $1 AND a.unlinked_at IS NULL";
 
+// Grants are spread over shards by their id's last two bytes, as accounts are over slots.
+const SHARD_ACCOUNTS: &str = "
+    SELECT id FROM tastytrade_accounts
+    WHERE credential_id IS NOT NULL AND NOT is_closed AND unlinked_at IS NULL
+      AND last_sync_status <> 'NEEDS_REAUTH'
+      AND (get_byte(uuid_send(credential_id), 14) * 256
+           + get_byte(uuid_send(credential_id), 15)) % $1 = $2
+    ORDER BY credential_id, id";
+
 const LOAD_SECRETS: &str = "
     SELECT purpose, scheme_version, kms_key_id, wrapped_key, nonce, ciphertext, expires_at
     FROM tastytrade_credential_secrets WHERE credential_id = $1";
@@ -71,6 +80,34 @@ pub async fn cache_token(
 }
 
 /// The account and its sealed grant; `None` when it was unlinked or deleted since queued.
+/// The linked accounts of the grants in `shard` of `shards`, loaded as a sync loads them,
+/// grouped by grant.
+pub async fn shard_accounts(
+    pool: &Pool,
+    shard: u32,
+    shards: u32,
+) -> Result<Vec<SyncAccount>, DbError> {
+    let (shard, shards) = (
+        i32::try_from(shard).unwrap_or(0),
+        i32::try_from(shards).unwrap_or(1),
+    );
+    let ids: Vec<Uuid> = {
+        let client = pool.get().await?;
+        let rows = client
+            .query(SHARD_ACCOUNTS, &[&shards.max(1), &shard])
+            .await?;
+        rows.iter().map(|r| r.get(0)).collect()
+    };
+    let mut accounts = Vec::with_capacity(ids.len());
+    for id in ids {
+        // One unlinked meanwhile is simply not served.
+        if let Some(account) = load_account(pool, id).await? {
+            accounts.push(account);
+        }
+    }
+    Ok(accounts)
+}
+
 pub async fn load_account(pool: &Pool, account_id: Uuid) -> Result<Option<SyncAccount>, DbError> {
     let client = pool.get().await?;
     let Some(row) = client.query_opt(LOAD_ACCOUNT, &[&account_id]).await? else {
@@ -267,6 +304,8 @@ pub enum Then<'a> {
     Commit,
     /// The page was the account's whole set of positions: the others are closed.
     DeletePositionsExcept(&'a [String]),
+    /// The streamer said these positions closed.
+    DeletePositions(&'a [String]),
 }
 
 /// Stores a page in one transaction. When a row breaks the batched statement (a value Postgres
@@ -324,9 +363,17 @@ pub async fn store_page<R: PageUpsert>(
 
 impl Then<'_> {
     async fn run(self, tx: &impl GenericClient, owner: Owner<'_>) -> Result<(), DbError> {
-        if let Then::DeletePositionsExcept(held) = self {
-            tx.execute(DELETE_CLOSED_POSITIONS, &[&owner.account_id, &held])
-                .await?;
+        match self {
+            Then::Commit => {}
+            Then::DeletePositionsExcept(held) => {
+                tx.execute(DELETE_CLOSED_POSITIONS, &[&owner.account_id, &held])
+                    .await?;
+            }
+            Then::DeletePositions(closed) if !closed.is_empty() => {
+                tx.execute(DELETE_POSITIONS, &[&owner.account_id, &closed])
+                    .await?;
+            }
+            Then::DeletePositions(_) => {}
         }
         Ok(())
     }
@@ -1060,6 +1107,7 @@ fn occ_option(position: &Position) -> Option<occ::OccOption> {
 
 const DELETE_CLOSED_POSITIONS: &str =
     "DELETE FROM positions WHERE account_id = $1 AND NOT (symbol = ANY($2))";
+const DELETE_POSITIONS: &str = "DELETE FROM positions WHERE account_id = $1 AND symbol = ANY($2)";
 
 /// Upserts the account's positions (their replace is [`store_page`] with
 /// [`Then::DeletePositionsExcept`]).

@@ -85,6 +85,9 @@ impl RetryPolicy {
 pub struct BrokerConfig {
     pub production_url: Url,
     pub sandbox_url: Url,
+    /// The account streamer (`wss://`) per environment.
+    pub production_streamer_url: Url,
+    pub sandbox_streamer_url: Url,
     /// Pinned `Accept-Version` per environment; the sandbox does not accept the header.
     pub production_accept_version: Option<String>,
     pub sandbox_accept_version: Option<String>,
@@ -104,6 +107,14 @@ impl BrokerConfig {
         Ok(Self {
             production_url: url("TASTYTRADE_PRODUCTION_URL", "https://api.tastyworks.com")?,
             sandbox_url: url("TASTYTRADE_SANDBOX_URL", "https://api.cert.tastyworks.com")?,
+            production_streamer_url: url(
+                "TASTYTRADE_STREAMER_URL",
+                "wss://streamer.tastyworks.com",
+            )?,
+            sandbox_streamer_url: url(
+                "TASTYTRADE_SANDBOX_STREAMER_URL",
+                "wss://streamer.cert.tastyworks.com",
+            )?,
             production_accept_version: Some(
                 env.optional("TASTYTRADE_ACCEPT_VERSION")
                     .unwrap_or("20261012")
@@ -125,11 +136,14 @@ impl BrokerConfig {
         })
     }
 
-    /// Every URL pointing at one simulator: what tests and the local stack use.
-    pub fn for_base_url(base: Url) -> Self {
+    /// Every URL pointing at one simulator (its API and its account streamer): what tests and
+    /// the benchmarks use.
+    pub fn for_simulator(base: Url, streamer: Url) -> Self {
         Self {
             production_url: base.clone(),
             sandbox_url: base,
+            production_streamer_url: streamer.clone(),
+            sandbox_streamer_url: streamer,
             production_accept_version: Some("20261012".into()),
             sandbox_accept_version: None,
             retry: RetryPolicy::default(),
@@ -386,6 +400,22 @@ enum TokenEncoding {
     Json,
 }
 
+impl crate::ports::AccountStreams for TastytradeClient {
+    async fn account_stream(
+        &self,
+        environment: Environment,
+        accounts: &[String],
+        token: &AccessToken,
+    ) -> Result<super::streamer::AccountStream, BrokerError> {
+        let url = match environment {
+            Environment::Production => &self.config.production_streamer_url,
+            Environment::Sandbox => &self.config.sandbox_streamer_url,
+        };
+        super::streamer::AccountStream::connect(url.as_str(), accounts, token, self.tls.clone())
+            .await
+    }
+}
+
 impl Broker for TastytradeClient {
     async fn greeks(
         &self,
@@ -533,6 +563,12 @@ impl<'c, B: Broker> Session<'c, B> {
         let fresh = self.bounded(self.broker.refresh(&self.grant)).await?;
         *slot = Some(fresh.clone());
         Ok(fresh)
+    }
+
+    /// Forgets `used` (a token the broker refused) unless another caller already replaced it:
+    /// the next [`Session::access_token`] mints a new one.
+    pub async fn forget(&self, used: &AccessToken) {
+        self.invalidate(used).await;
     }
 
     /// Forgets `used` unless another caller already replaced it.

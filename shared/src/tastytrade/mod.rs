@@ -7,6 +7,8 @@
 //! - [`model`]: the objects, lenient where the broker is loose, with the raw JSON kept.
 //! - [`wire`]: the deserializers for the broker's encodings (decimals, epoch times, ids).
 //! - [`occ`]: strike, expiry and call/put from an OCC option symbol.
+//! - [`streamer`]: the account streamer, the websocket that pushes orders, balances and
+//!   positions.
 //! - [`error`]: [`BrokerError`], in the categories the sync branches on.
 
 pub mod api;
@@ -15,6 +17,7 @@ pub mod dxlink;
 pub mod error;
 pub mod model;
 pub mod occ;
+pub mod streamer;
 pub mod wire;
 
 pub use api::{

@@ -43,9 +43,9 @@ use tastysync_shared::tastytrade::client::Stats;
 use tastysync_shared::tastytrade::{BrokerConfig, TastytradeClient};
 use tastysync_shared::wiring::{Function, LinkAccount, SyncWorker};
 use tastysync_tests::{QueueConsumer, TestAws, TestDb, event, request};
-use tastytrade_sim::Simulator;
 use tastytrade_sim::data::Sizes;
 use tastytrade_sim::server::Config;
+use tastytrade_sim::{Credentials, Simulator};
 
 fn size(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -171,7 +171,7 @@ async fn main() {
 
     // 2b. An incremental sync with nothing new, in this process.
     let (account_id, owner) = linked_account(&db).await;
-    let sync_deps = in_process_worker(&db, &aws, &base);
+    let sync_deps = in_process_worker(&db, &aws, &sim.credentials);
     let task = NewTask::new(&owner, account_id, TaskKind::Incremental);
     sync_deps.tasks.create(&task).await.expect("task");
     let idle_started = Instant::now();
@@ -351,7 +351,7 @@ async fn latency_run(
     let env = env.clone().with("DATABASE_URL", db.url.clone());
     link_simulated_grant(sim, aws, &env).await;
     let (account_id, owner) = linked_account(&db).await;
-    let deps = in_process_worker(&db, aws, &sim.credentials.base_url);
+    let deps = in_process_worker(&db, aws, &sim.credentials);
     let task = NewTask::new(&owner, account_id, TaskKind::Full);
     deps.tasks.create(&task).await.expect("task");
     sim.simulator.set_faults(tastytrade_sim::server::Faults {
@@ -573,9 +573,12 @@ async fn linked_account(db: &TestDb) -> (uuid::Uuid, String) {
     (row.get(0), row.get(1))
 }
 
-/// The worker's dependencies in this process, against `db`, the stack and the broker at `base`.
-fn in_process_worker(db: &TestDb, aws: &TestAws, base: &str) -> SyncWorker {
-    let mut broker = BrokerConfig::for_base_url(base.parse().expect("URL"));
+/// The worker's dependencies in this process, against `db`, the stack and the simulator.
+fn in_process_worker(db: &TestDb, aws: &TestAws, sim: &Credentials) -> SyncWorker {
+    let mut broker = BrokerConfig::for_simulator(
+        sim.base_url.parse().expect("URL"),
+        sim.streamer_url.parse().expect("URL"),
+    );
     broker.production_accept_version = None;
     SyncDeps {
         store: PgSyncStore::new(db.pool.clone()),

@@ -1164,9 +1164,55 @@ impl Generator {
     }
 
     pub fn order(&mut self, at: DateTime<Utc>, live: bool) -> Order {
+        self.order_as(at, live, None)
+    }
+
+    /// An order received at `at` and filled whole, with the `Trade` transaction of each fill.
+    pub fn filled_order(&mut self, at: DateTime<Utc>) -> (Order, Vec<Tx>) {
+        let order = self.order_as(at, false, Some("Filled"));
+        let fills = order
+            .legs
+            .iter()
+            .flat_map(|leg| leg.fills.iter().map(move |fill| (leg, fill)));
+        let mut trades = Vec::new();
+        for (leg, fill) in fills {
+            let mut tx = self.trade(fill.filled_at);
+            let sign = if leg.action.starts_with("Sell") {
+                Decimal::ONE
+            } else {
+                Decimal::NEGATIVE_ONE
+            };
+            tx.id = self.take_transaction_id();
+            tx.sub_type = leg.action.to_owned();
+            tx.action = Some(leg.action);
+            tx.description = format!(
+                "{} {} {} @ {}",
+                if sign > Decimal::ZERO {
+                    "Sold"
+                } else {
+                    "Bought"
+                },
+                fill.quantity,
+                leg.symbol,
+                fill.price
+            );
+            tx.symbol = Some(leg.symbol.clone());
+            tx.underlying = Some(order.underlying.clone());
+            tx.quantity = Some(fill.quantity);
+            tx.price = Some(fill.price);
+            tx.value = fill.quantity * fill.price * Decimal::from(100) * sign;
+            tx.order_id = Some(order.id);
+            trades.push(tx);
+        }
+        (order, trades)
+    }
+
+    fn order_as(&mut self, at: DateTime<Utc>, live: bool, status: Option<&'static str>) -> Order {
         self.next_order_id += 1 + i64::from(self.rng.u32(0..5));
         let legs_count = [1, 1, 2, 2, 4][self.rng.usize(0..5)];
-        let status = if live {
+        let status = if let Some(status) = status {
+            status
+        } else if live {
             "Live"
         } else {
             [

@@ -74,6 +74,8 @@ pub struct Faults {
     pub unauthorized_next: u32,
     /// The market-data feed's faults.
     pub dxlink: crate::dxlink::DxLinkFaults,
+    /// The account streamer's faults.
+    pub streamer: crate::streamer::StreamerFaults,
 }
 
 /// What a real account shows and the seeded simulator does not unless asked:
@@ -245,6 +247,13 @@ pub struct Activity {
     pub delete_watchlists: usize,
     /// New net-liq bars, one a second up to now, each moving the value by $123.45.
     pub net_liq_bars: usize,
+    /// Orders filled now, each with one `Trade` transaction per fill (pushed on the streamer
+    /// as `Order`; the transactions only over REST, as the broker has no such notification).
+    pub trades: usize,
+    /// The oldest working orders, this many, are cancelled now.
+    pub cancels: usize,
+    /// The first currency's cash balance and net liquidating value move by this many cents.
+    pub cash_change_cents: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -265,12 +274,20 @@ pub struct ActivityOutcome {
     pub dropped_complex_orders: Vec<i64>,
     pub added_watchlists: Vec<String>,
     pub deleted_watchlists: Vec<String>,
+    /// The orders `trades` filled, by id, and the transactions of their fills.
+    pub traded_orders: Vec<i64>,
+    pub trade_transactions: Vec<i64>,
+    pub cancelled_orders: Vec<i64>,
+    /// The notifications pushed to the account's streamer sessions.
+    pub notifications: usize,
 }
 
 /// What a script or test needs to act as a linked user.
 #[derive(Debug, Clone, Serialize)]
 pub struct Credentials {
     pub base_url: String,
+    /// The account streamer (`ws://`).
+    pub streamer_url: String,
     pub client_id: String,
     pub client_secret: String,
     pub refresh_token: String,
@@ -343,6 +360,10 @@ struct Inner {
     /// Where the market-data feed listens (`ws://`), and the quote tokens it takes.
     dxlink_url: String,
     dxlink_tokens: std::collections::HashSet<String>,
+    /// Where the account streamer listens (`ws://`), what it pushes, and its open sessions.
+    streamer_url: String,
+    streamer: tokio::sync::broadcast::Sender<crate::streamer::Push>,
+    streamer_sessions: usize,
     /// Every Greeks event carries this time (the simulator's start, to the millisecond).
     greeks_time_ms: i64,
 }
@@ -357,6 +378,13 @@ impl Inner {
                 Some((p.symbol.clone(), greeks))
             })
             .collect()
+    }
+
+    /// The grant behind `token` while the token is valid, unexpired and its grant unrevoked.
+    fn live_grant(&self, token: &str) -> Option<&GrantState> {
+        let state = self.tokens.get(token)?;
+        let grant = self.grants.get(&state.refresh_token)?;
+        (state.expires_at > Utc::now() && !grant.revoked).then_some(grant)
     }
 
     fn account(&self, number: &str) -> Result<&Account, Reject> {
@@ -438,6 +466,9 @@ impl Simulator {
             // No feed until `serve` binds one.
             dxlink_url: "ws://127.0.0.1:9".to_owned(),
             dxlink_tokens: std::collections::HashSet::new(),
+            streamer_url: "ws://127.0.0.1:9".to_owned(),
+            streamer: tokio::sync::broadcast::channel(4096).0,
+            streamer_sessions: 0,
             greeks_time_ms: Utc::now().timestamp_millis(),
             generator,
             accounts,
@@ -468,6 +499,9 @@ impl Simulator {
         let feed = tokio::net::TcpListener::bind((addr.ip(), 0)).await?;
         simulator.lock().dxlink_url = format!("ws://{}", feed.local_addr()?);
         tokio::spawn(crate::dxlink::serve(feed, simulator.clone()));
+        let streamer = tokio::net::TcpListener::bind((addr.ip(), 0)).await?;
+        simulator.lock().streamer_url = format!("ws://{}", streamer.local_addr()?);
+        tokio::spawn(crate::streamer::serve(streamer, simulator.clone()));
         let router = simulator.router();
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
@@ -486,6 +520,7 @@ impl Simulator {
         let inner = self.lock();
         Credentials {
             base_url: base_url.to_owned(),
+            streamer_url: inner.streamer_url.clone(),
             client_id: inner.client_id.clone(),
             client_secret: inner.client_secret.clone(),
             refresh_token: inner.grants.keys().next().cloned().unwrap_or_default(),
@@ -675,10 +710,56 @@ impl Simulator {
             account.transactions.push(reversal);
             outcome.reversals += 1;
         }
+        let mut pushed: Vec<Value> = Vec::new();
+        let push_order = |pushed: &mut Vec<Value>, order: &crate::data::Order| {
+            pushed.push(crate::streamer::notification(
+                "Order",
+                order.render(account_number),
+            ));
+        };
         for _ in 0..activity.fills {
             let order = inner.generator.order(Utc::now(), false);
+            push_order(&mut pushed, &order);
             account.orders.push(order);
             outcome.fills += 1;
+        }
+        for _ in 0..activity.trades {
+            // A second back, so that the fills (a few hundred milliseconds after the order)
+            // are not in the future of a read that follows at once.
+            let (order, trades) = inner
+                .generator
+                .filled_order(Utc::now() - Duration::seconds(1));
+            push_order(&mut pushed, &order);
+            outcome.traded_orders.push(order.id);
+            outcome
+                .trade_transactions
+                .extend(trades.iter().map(|t| t.id));
+            account.orders.push(order);
+            account.transactions.extend(trades);
+        }
+        let working = (account.orders.iter_mut())
+            .filter(|o| matches!(o.status, "Live" | "Received" | "Routed"))
+            .take(activity.cancels);
+        for order in working {
+            let now = Utc::now();
+            order.status = "Cancelled";
+            (order.updated_at, order.terminal_at) = (now, Some(now));
+            outcome.cancelled_orders.push(order.id);
+            push_order(&mut pushed, order);
+        }
+        if activity.cash_change_cents != 0
+            && let Some(balance) = account.balances.first_mut()
+        {
+            let change = crate::data::money(activity.cash_change_cents);
+            balance.cash_balance += change;
+            balance.net_liquidating_value += change;
+        }
+        if activity.cash_change_cents != 0 || activity.trades > 0 {
+            let today = inner.config.anchor;
+            for balance in account.balances.iter().take(1) {
+                let data = balance.render(account_number, today, Utc::now());
+                pushed.push(crate::streamer::notification("AccountBalance", data));
+            }
         }
         for _ in 0..activity.complex_orders {
             let at = Utc::now() - Duration::minutes(5);
@@ -704,8 +785,12 @@ impl Simulator {
             }
         }
         for _ in 0..activity.close_positions {
-            if account.positions.pop().is_some() {
+            if let Some(mut closed) = account.positions.pop() {
                 outcome.closed_positions += 1;
+                // A closed position comes once more, with nothing left.
+                closed.quantity = Decimal::ZERO;
+                let data = closed.render(account_number, true, inner.config.anchor);
+                pushed.push(crate::streamer::notification("CurrentPosition", data));
             }
         }
         account.transactions.sort_by_key(|t| (t.executed_at, t.id));
@@ -726,6 +811,20 @@ impl Simulator {
                 outcome.closed_currencies.push(balance.currency.to_owned());
             }
         }
+        for id in &outcome.filled_working {
+            if let Some(order) = account.orders.iter().find(|o| o.id == *id) {
+                push_order(&mut pushed, order);
+            }
+        }
+        outcome.notifications = pushed.len();
+        if !pushed.is_empty() {
+            let push = crate::streamer::Push::Notify {
+                account: account_number.to_owned(),
+                notifications: pushed,
+            };
+            // Nobody listening is no error: nothing is replayed, as on the broker.
+            let _ = inner.streamer.send(push);
+        }
         Some(outcome)
     }
 
@@ -734,6 +833,38 @@ impl Simulator {
         let now = Utc::now().timestamp_millis();
         self.lock().greeks_time_ms = now;
         now
+    }
+
+    /// Each new session receives what the activity API pushes from then on.
+    pub fn streamer_pushes(&self) -> tokio::sync::broadcast::Receiver<crate::streamer::Push> {
+        self.lock().streamer.subscribe()
+    }
+
+    pub(crate) fn streamer_sessions(&self, change: isize) {
+        let mut inner = self.lock();
+        inner.streamer_sessions = inner.streamer_sessions.saturating_add_signed(change);
+    }
+
+    /// How many account-streamer sessions are open.
+    pub fn streamer_connections(&self) -> usize {
+        self.lock().streamer_sessions
+    }
+
+    pub fn streamer_faults(&self) -> crate::streamer::StreamerFaults {
+        self.lock().faults.streamer.clone()
+    }
+
+    /// Whether `token` is a live access token whose grant reaches `account_number`.
+    pub fn streamer_token_reaches(&self, token: &str, account_number: &str) -> bool {
+        let inner = self.lock();
+        inner.live_grant(token).is_some_and(|grant| {
+            (grant.accounts.as_ref()).is_none_or(|a| a.iter().any(|n| n == account_number))
+        })
+    }
+
+    /// Closes every streamer session, as a broker restart or a network cut would.
+    pub fn drop_streamer_sessions(&self) {
+        let _ = self.lock().streamer.send(crate::streamer::Push::DropAll);
     }
 
     pub fn dxlink_faults(&self) -> crate::dxlink::DxLinkFaults {
@@ -828,6 +959,7 @@ impl Simulator {
             .route("/__sim/faults", post(set_faults))
             .route("/__sim/quirks", post(set_quirks))
             .route("/__sim/grants/revoke", post(revoke))
+            .route("/__sim/streamer/drop", post(drop_streamer))
             .route("/__sim/accounts/{account}/activity", post(add_activity))
             .route("/__sim/accounts/{account}/truth", get(truth))
             .route("/__sim/credentials", get(credentials_route))
@@ -929,28 +1061,16 @@ async fn authenticate(State(sim): State<Simulator>, mut request: Request, next: 
     let token = bearer(request.headers());
     {
         let mut inner = sim.lock();
-        let reach = (token.as_ref())
-            .and_then(|t| inner.tokens.get(t))
-            .and_then(|state| inner.grants.get(&state.refresh_token))
-            .map(|grant| Reach(grant.accounts.clone()));
-        let valid = token
-            .as_ref()
-            .and_then(|t| inner.tokens.get(t))
-            .is_some_and(|state| {
-                state.expires_at > Utc::now()
-                    && inner
-                        .grants
-                        .get(&state.refresh_token)
-                        .is_some_and(|g| !g.revoked)
-            });
-        if !valid {
+        let Some(reach) = (token.as_deref())
+            .and_then(|t| inner.live_grant(t))
+            .map(|grant| Reach(grant.accounts.clone()))
+        else {
             return token_invalid();
-        }
+        };
         if inner.faults.unauthorized_next > 0 {
             inner.faults.unauthorized_next -= 1;
             return token_invalid();
         }
-        let reach = reach.unwrap_or(Reach(None));
         // Account authority is enforced with 403 (reference §3, errors): a grant reads only
         // its own accounts.
         let number = request.uri().path().strip_prefix("/accounts/");
@@ -1899,6 +2019,11 @@ async fn add_activity(
         Some(outcome) => axum::Json(outcome).into_response(),
         None => Reject::NotFound.into_response(),
     }
+}
+
+async fn drop_streamer(State(sim): State<Simulator>) -> Response {
+    sim.drop_streamer_sessions();
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn truth(State(sim): State<Simulator>, Path(number): Path<String>) -> Response {
