@@ -221,6 +221,26 @@ struct QueueState {
     delays: Vec<(String, std::time::Duration)>,
 }
 
+/// The event bus in memory: what was published, in order.
+#[derive(Debug, Default)]
+pub struct InMemoryBus {
+    published: Mutex<Vec<crate::domain::events::Event>>,
+}
+
+impl InMemoryBus {
+    pub fn published(&self) -> Vec<crate::domain::events::Event> {
+        locked(&self.published).clone()
+    }
+}
+
+impl crate::ports::EventBus for InMemoryBus {
+    const ACTIONS: Actions = &[];
+
+    async fn publish(&self, events: &[crate::domain::events::Event]) {
+        locked(&self.published).extend_from_slice(events);
+    }
+}
+
 /// The sync queue in memory: what was sent, in order. A message identical to one already
 /// sent is dropped, as SQS FIFO drops a duplicate within its deduplication window.
 #[derive(Debug, Default)]

@@ -45,6 +45,8 @@ pub const SYNCS_QUEUED: &str = "SyncsQueued";
 pub const NOTIFICATION_LAG: &str = "NotificationLag";
 /// Grants of a streamer invocation that never connected (`shard`): the disconnected alarm.
 pub const GRANTS_UNCONNECTED: &str = "StreamerGrantsUnconnected";
+/// Events the bus still refused after every retry.
+pub const EVENTS_UNDELIVERED: &str = "EventsUndelivered";
 
 #[derive(Debug, thiserror::Error)]
 #[error("could not install the metrics recorder: {0}")]
@@ -74,6 +76,7 @@ pub fn init(function: &'static str, env: &Env) -> Result<&'static Collector, Met
     metrics::describe_counter!(SYNCS_QUEUED, Unit::Count, "syncs queued by the schedule");
     metrics::describe_histogram!(NOTIFICATION_LAG, Unit::Milliseconds, "notification to row");
     metrics::describe_gauge!(GRANTS_UNCONNECTED, Unit::Count, "grants never connected");
+    metrics::describe_counter!(EVENTS_UNDELIVERED, Unit::Count, "events not published");
     Ok(collector)
 }
 
@@ -137,4 +140,8 @@ pub fn notification_stored(kind: &'static str, lag: Duration) {
 
 pub fn grants_unconnected(shard: u32, grants: u64) {
     metrics::gauge!(GRANTS_UNCONNECTED, "shard" => shard.to_string()).set(grants as f64);
+}
+
+pub fn events_undelivered(events: usize) {
+    metrics::counter!(EVENTS_UNDELIVERED).increment(events as u64);
 }

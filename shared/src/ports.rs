@@ -21,6 +21,7 @@ use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
+use crate::domain::events::Event;
 use crate::domain::reads::{
     BalancePoint, BalanceRead, Keyset, NetLiqBar, OrderFilter, OrderRead, Paged, PositionRead,
     SyncedSummary, TransactionFilter, TransactionRead,
@@ -510,6 +511,15 @@ pub trait SecretSource: Send + Sync {
         arn: &str,
     ) -> impl Future<Output = Result<Option<SecretString>, Box<dyn std::error::Error + Send + Sync>>>
     + Send;
+}
+
+/// Where the app's backend hears what happened ([`Event`]). Publishing never fails the caller:
+/// the data is committed before and stays whatever becomes of its announcement; the adapter
+/// retries what the bus refuses, and logs and counts what it still could not publish.
+pub trait EventBus: Send + Sync {
+    const ACTIONS: Actions;
+
+    fn publish(&self, events: &[Event]) -> impl Future<Output = ()> + Send;
 }
 
 /// The broker's account streamer: a session per grant (see

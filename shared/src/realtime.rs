@@ -27,11 +27,13 @@ use uuid::Uuid;
 
 use crate::config::{ConfigError, Env};
 use crate::domain::accounts::{AccountStatus, BalanceTarget, SyncAccount};
+use crate::domain::events::Event;
 use crate::domain::tasks::{NewTask, TaskKind};
 use crate::iam::Permissions;
 use crate::ports::{
-    AccountRepo, AccountStreams, Actions, Broker, ShardHolder, ShardLeases, StreamerShards,
-    SyncQueue, SyncStore, TaskCreator, TaskError, TaskReader, TaskUpdater, TokenOpener,
+    AccountRepo, AccountStreams, Actions, Broker, EventBus, ShardHolder, ShardLeases,
+    StreamerShards, SyncQueue, SyncStore, TaskCreator, TaskError, TaskReader, TaskUpdater,
+    TokenOpener,
 };
 use crate::schedule::{ScheduleError, queue_tasks};
 use crate::secrets::OAuthClient;
@@ -107,7 +109,7 @@ impl<T: ShardLeases + TaskCreator + TaskReader + TaskUpdater> StreamerTasks for 
 
 /// What the streamer needs, built once per cold start.
 #[derive(Debug)]
-pub struct StreamerDeps<S, C, A, T, Q, B> {
+pub struct StreamerDeps<S, C, A, T, Q, B, E> {
     pub store: S,
     pub cipher: C,
     pub accounts: A,
@@ -116,10 +118,12 @@ pub struct StreamerDeps<S, C, A, T, Q, B> {
     pub broker: B,
     /// The deployment's OAuth client, for grants linked through the authorization-code flow.
     pub oauth_client: Option<OAuthClient>,
+    /// Where each stored notification is announced.
+    pub events: E,
     pub settings: StreamerSettings,
 }
 
-impl<S, C, A, T, Q, B> Permissions for StreamerDeps<S, C, A, T, Q, B>
+impl<S, C, A, T, Q, B, E> Permissions for StreamerDeps<S, C, A, T, Q, B, E>
 where
     S: SyncStore + StreamerShards,
     C: TokenOpener,
@@ -127,6 +131,7 @@ where
     T: StreamerTasks,
     Q: SyncQueue,
     B: Broker + AccountStreams,
+    E: EventBus,
 {
     fn held() -> Vec<Actions> {
         vec![
@@ -140,6 +145,7 @@ where
             <T as TaskReader>::ACTIONS,
             <T as TaskUpdater>::ACTIONS,
             Q::ACTIONS,
+            E::ACTIONS,
         ]
     }
 }
@@ -201,7 +207,7 @@ impl Tally {
     }
 }
 
-impl<S, C, A, T, Q, B> StreamerDeps<S, C, A, T, Q, B>
+impl<S, C, A, T, Q, B, E> StreamerDeps<S, C, A, T, Q, B, E>
 where
     S: SyncStore + StreamerShards,
     C: TokenOpener,
@@ -209,6 +215,7 @@ where
     T: StreamerTasks,
     Q: SyncQueue,
     B: Broker + AccountStreams,
+    E: EventBus,
 {
     /// Serves `shard` until `deadline` (the invocation's), or until a successor takes over.
     pub async fn run_shard(
@@ -550,7 +557,7 @@ where
             .find(|a| number.as_deref() == Some(a.account_number.as_str()));
         let kind = notification_kind(&notification);
         let store = &self.store;
-        let (written, reread) = match (notification, account) {
+        let (written, reread, event) = match (notification, account) {
             (Notification::Other(kind), _) => {
                 // A transfer posts transactions, which are only read over REST.
                 let reread = kind == "ExternalTransaction";
@@ -563,22 +570,35 @@ where
                 );
                 return None;
             }
-            (Notification::Order(row), Some(account)) => (
-                store
-                    .upsert_orders(account, writer, &[row])
-                    .await
-                    .map(|s| s.changed),
-                Some(account.id),
-            ),
-            (Notification::Balance(row), Some(account)) => (
-                store
+            (Notification::Order(row), Some(account)) => {
+                let event = Event::OrderUpdated {
+                    account_id: account.id,
+                    user_id: account.user_id.clone(),
+                    order_id: row.item.id,
+                    status: row.item.status.clone(),
+                };
+                let stored = store.upsert_orders(account, writer, &[row]).await;
+                (stored.map(|s| s.changed), Some(account.id), Some(event))
+            }
+            (Notification::Balance(row), Some(account)) => {
+                let event = Event::BalanceUpdated {
+                    account_id: account.id,
+                    user_id: account.user_id.clone(),
+                    currency: row.item.currency.clone(),
+                };
+                let stored = store
                     .upsert_balances(account, &[row], BalanceTarget::Current)
-                    .await
-                    .map(|s| s.changed),
-                None,
-            ),
+                    .await;
+                (stored.map(|s| s.changed), None, Some(event))
+            }
             (Notification::Position(row), Some(account)) => {
                 let closed = row.item.signed_quantity().is_none_or(|q| q.is_zero());
+                let event = Event::PositionsChanged {
+                    account_id: account.id,
+                    user_id: account.user_id.clone(),
+                    symbol: row.item.symbol.clone(),
+                    closed,
+                };
                 let stored = if closed {
                     store
                         .update_positions(account, &[], &[row.item.symbol])
@@ -586,10 +606,11 @@ where
                 } else {
                     store.update_positions(account, &[row], &[]).await
                 };
-                (stored.map(|s| s.changed), None)
+                (stored.map(|s| s.changed), None, Some(event))
             }
             (Notification::Unreadable { kind, row }, Some(account)) => (
                 store.quarantine(account.id, kind, &[row]).await.map(|()| 0),
+                None,
                 None,
             ),
         };
@@ -599,6 +620,10 @@ where
                 if let Some(sent_at) = sent_at {
                     let lag = (Utc::now() - sent_at).to_std().unwrap_or_default();
                     crate::metrics::notification_stored(kind, lag);
+                }
+                // Committed: now it may be announced.
+                if let Some(event) = event {
+                    self.events.publish(&[event]).await;
                 }
             }
             // The next sync reads the same object over REST; a realtime one is queued for it.

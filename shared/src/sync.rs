@@ -20,11 +20,12 @@ use crate::Retry;
 use crate::db::DbError;
 use crate::domain::accounts::AccountStatus;
 use crate::domain::accounts::{BalanceTarget, SyncAccount};
+use crate::domain::events::Event;
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{Counts, TaskKind, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::iam::Permissions;
 use crate::ports::{
-    Actions, Broker, LeaseStore, Redelivery, SyncQueue, SyncStore, TaskError, TaskReader,
+    Actions, Broker, EventBus, LeaseStore, Redelivery, SyncQueue, SyncStore, TaskError, TaskReader,
     TaskUpdater, TokenCipher, TokenOpener, TokenSealer,
 };
 use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext};
@@ -82,7 +83,14 @@ impl Default for SyncSettings {
 
 /// What the sync needs, built once per cold start.
 #[derive(Debug)]
-pub struct SyncDeps<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker> {
+pub struct SyncDeps<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+> {
     pub store: S,
     pub broker: B,
     pub cipher: C,
@@ -91,6 +99,8 @@ pub struct SyncDeps<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue
     pub queue: Q,
     /// The deployment's OAuth client, for grants linked through the authorization-code flow.
     pub oauth_client: Option<OAuthClient>,
+    /// Where a sync's end is announced.
+    pub events: P,
     pub settings: SyncSettings,
 }
 
@@ -103,8 +113,8 @@ impl<T: TaskReader + TaskUpdater + LeaseStore> WorkerTasks for T {}
 pub trait WorkerQueue: SyncQueue + Redelivery {}
 impl<Q: SyncQueue + Redelivery> WorkerQueue for Q {}
 
-impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker> Permissions
-    for SyncDeps<S, C, T, Q, B>
+impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P: EventBus>
+    Permissions for SyncDeps<S, C, T, Q, B, P>
 {
     fn held() -> Vec<Actions> {
         vec![
@@ -118,6 +128,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker> Pe
             <T as LeaseStore>::ACTIONS,
             <Q as SyncQueue>::ACTIONS,
             <Q as Redelivery>::ACTIONS,
+            P::ACTIONS,
         ]
     }
 }
@@ -214,19 +225,107 @@ impl SyncError {
 
 /// Runs one task message to an outcome, or asks for a retry. `deadline` is the invocation's
 /// (Lambda's) deadline: the sync hands over to a continuation before it.
-pub async fn run<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+pub async fn run<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     message: &TaskMessage,
     deadline: Option<Instant>,
 ) -> Result<Outcome, Retryable> {
     let span = tracing::info_span!("sync", task_id = %message.task_id, account_id = %message.account_id, kind = message.kind.as_str());
     // `instrument`, not `enter`: a guard held across an await would tag whatever else the
     // runtime polls on this thread meanwhile with this sync's ids.
-    run_in_span(deps, message, deadline).instrument(span).await
+    let outcome = run_in_span(deps, message, deadline)
+        .instrument(span.clone())
+        .await;
+    if let Ok(outcome) = &outcome {
+        announce(deps, message, outcome).instrument(span).await;
+    }
+    outcome
 }
 
-async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+/// Announces how the task ended, now that its rows and its task record are written: the
+/// record names the user and the error, and its creation starts the duration.
+async fn announce<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
+    message: &TaskMessage,
+    outcome: &Outcome,
+) {
+    if matches!(outcome, Outcome::Skipped | Outcome::Continued(_)) {
+        return;
+    }
+    let record = match deps.tasks.get(message.task_id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "task not read; its end is not announced");
+            return;
+        }
+    };
+    let (account_id, task_id, kind) = (message.account_id, message.task_id, message.kind);
+    let user_id = record.user_id.clone();
+    let error = |fallback: &str| {
+        record
+            .error_message
+            .clone()
+            .unwrap_or_else(|| fallback.into())
+    };
+    let events = match outcome {
+        Outcome::Completed(counts) => vec![Event::SyncCompleted {
+            account_id,
+            user_id,
+            task_id,
+            kind,
+            counts: counts.clone(),
+            duration_ms: u64::try_from((Utc::now() - record.created_at).num_milliseconds())
+                .unwrap_or_default(),
+        }],
+        Outcome::NeedsReauth => vec![
+            Event::SyncFailed {
+                account_id,
+                user_id: user_id.clone(),
+                task_id,
+                kind,
+                error: error("the grant was revoked"),
+            },
+            Event::AccountNeedsReauth {
+                account_id,
+                user_id,
+            },
+        ],
+        Outcome::Failed { category } => vec![Event::SyncFailed {
+            account_id,
+            user_id,
+            task_id,
+            kind,
+            error: error(category),
+        }],
+        Outcome::Skipped | Outcome::Continued(_) => Vec::new(),
+    };
+    deps.events.publish(&events).await;
+}
+
+async fn run_in_span<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     message: &TaskMessage,
     deadline: Option<Instant>,
 ) -> Result<Outcome, Retryable> {
@@ -318,8 +417,15 @@ fn lease_ttl(lease: TimeDelta, deadline: Option<Instant>) -> TimeDelta {
 }
 
 /// Queues the continuation that resumes at `cursor`, then records the cursor in the task.
-async fn continue_later<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+async fn continue_later<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     message: &TaskMessage,
     cursor: Cursor,
 ) -> Result<Outcome, Retryable> {
@@ -346,8 +452,15 @@ async fn continue_later<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQ
     Ok(Outcome::Continued(cursor))
 }
 
-async fn classify<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+async fn classify<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     task: Uuid,
     account: &SyncAccount,
     error: SyncError,
@@ -382,8 +495,15 @@ async fn classify<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, 
 /// A retryable error marks the task `retrying` and returns the [`Retryable`] to hand back to
 /// SQS; anything else fails the task and the account for good (`Ok(Outcome::Failed)`).
 /// `link` is the account and the grant the sync used, when it got as far as loading them.
-async fn retry_or_fail<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+async fn retry_or_fail<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     task: Uuid,
     (account_id, credential): (Uuid, Option<Uuid>),
     error: SyncError,
@@ -426,8 +546,15 @@ async fn retry_or_fail<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQu
     }
 }
 
-async fn finish<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+async fn finish<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     task: Uuid,
     status: TaskStatus,
     counts: &Counts,
@@ -439,8 +566,15 @@ async fn finish<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B:
     }
 }
 
-async fn progress<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+async fn progress<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     task: Uuid,
     stage: &str,
     percentage: u8,
@@ -464,8 +598,9 @@ async fn cached_access_token<
     T: WorkerTasks,
     Q: WorkerQueue,
     B: Broker,
+    P: EventBus,
 >(
-    deps: &SyncDeps<S, C, T, Q, B>,
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     account: &SyncAccount,
 ) -> Option<AccessToken> {
     let (token, expires_at) = open_cached(deps, account, Purpose::AccessToken).await?;
@@ -473,8 +608,15 @@ async fn cached_access_token<
 }
 
 /// A short-lived token an earlier sync cached, sealed, while it has two minutes left.
-async fn open_cached<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+async fn open_cached<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     account: &SyncAccount,
     purpose: Purpose,
 ) -> Option<(SecretString, DateTime<Utc>)> {
@@ -496,8 +638,15 @@ async fn open_cached<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueu
     Some((token, *expires_at))
 }
 
-async fn open_grant<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+async fn open_grant<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     account: &SyncAccount,
 ) -> Result<Grant, SyncError> {
     grant_of(&deps.cipher, deps.oauth_client.as_ref(), account).await
@@ -651,8 +800,15 @@ fn same_cursor(message: &TaskMessage, cursor: &Cursor) -> bool {
         .is_some_and(|c| &c == cursor)
 }
 
-async fn stages<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+async fn stages<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     message: &TaskMessage,
     account: &SyncAccount,
     deadline: Deadline,
@@ -682,8 +838,9 @@ async fn stages<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B:
 }
 
 /// One invocation's run of a task's stages: what every stage reads.
-struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker> {
-    deps: &'r SyncDeps<S, C, T, Q, B>,
+struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P: EventBus>
+{
+    deps: &'r SyncDeps<S, C, T, Q, B, P>,
     message: &'r TaskMessage,
     account: &'r SyncAccount,
     /// The fixed end of the whole sync, kept across continuations.
@@ -694,8 +851,8 @@ struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: 
     deadline: Deadline,
 }
 
-impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>
-    Run<'_, S, C, T, Q, B>
+impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P: EventBus>
+    Run<'_, S, C, T, Q, B, P>
 {
     /// accounts → balances → positions → the paged stages → the account's watermarks. The
     /// cheap stages run again on every continuation: they are a handful of rows.
@@ -1547,8 +1704,8 @@ fn day_start(day: NaiveDate) -> DateTime<Utc> {
 mod tests {
     use super::*;
     use crate::fakes::{
-        FakeBroker, InMemoryQueue, InMemorySyncStore, InMemoryTasks, PlainCipher, RowFilter,
-        StoredSync,
+        FakeBroker, InMemoryBus, InMemoryQueue, InMemorySyncStore, InMemoryTasks, PlainCipher,
+        RowFilter, StoredSync,
     };
     use crate::ports::TaskCreator;
     use serde_json::json;
@@ -1617,8 +1774,14 @@ mod tests {
         );
     }
 
-    type FakeWorker =
-        SyncDeps<InMemorySyncStore, PlainCipher, InMemoryTasks, InMemoryQueue, FakeBroker>;
+    type FakeWorker = SyncDeps<
+        InMemorySyncStore,
+        PlainCipher,
+        InMemoryTasks,
+        InMemoryQueue,
+        FakeBroker,
+        InMemoryBus,
+    >;
 
     const NUMBER: &str = "5WT00001";
 
@@ -1631,6 +1794,7 @@ mod tests {
             tasks: InMemoryTasks::default(),
             queue: InMemoryQueue::default(),
             oauth_client: None,
+            events: InMemoryBus::default(),
             settings: SyncSettings::default(),
         }
     }
@@ -1917,6 +2081,33 @@ mod tests {
     }
 
     /// Runs one delivery of a new `kind` task; `Err` when it asks the queue for a retry.
+    #[tokio::test]
+    async fn each_task_is_announced_once_when_it_ends_with_its_user_and_counts() {
+        let deps = fake_worker();
+        let account = linked_account(&deps).await;
+        deps.broker.fail_next(
+            "/customers/me/accounts",
+            BrokerError::GrantRevoked { code: None },
+        );
+
+        let (revoked, _) = sync(&deps, account, TaskKind::Manual).await;
+        let (completed, _) = sync(&deps, account, TaskKind::Full).await;
+
+        assert_eq!(revoked, Outcome::NeedsReauth);
+        let names: Vec<&str> = deps.events.published().iter().map(Event::name).collect();
+        assert_eq!(names, ["SyncFailed", "AccountNeedsReauth", "SyncCompleted"]);
+        let Event::SyncCompleted {
+            counts, user_id, ..
+        } = &deps.events.published()[2]
+        else {
+            panic!("the last is the completed sync");
+        };
+        assert_eq!(
+            (user_id.as_str(), Outcome::Completed(counts.clone())),
+            ("user-a", completed)
+        );
+    }
+
     async fn deliver(deps: &FakeWorker, account_id: Uuid) -> Result<Outcome, Retryable> {
         let task = crate::domain::tasks::NewTask::new("user-a", account_id, TaskKind::Manual);
         deps.tasks.create(&task).await.unwrap();

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::StartupError;
 use crate::adapters::dynamo::DynamoTasks;
+use crate::adapters::eventbridge::EventBridgeBus;
 use crate::adapters::postgres::{PgAccounts, PgSyncStore};
 use crate::adapters::secrets_manager::SecretsManager;
 use crate::adapters::sqs::{self, SqsQueue};
@@ -40,10 +41,18 @@ pub type SyncStatus = StatusDeps<PgAccounts, DynamoTasks>;
 /// `sync-scheduler`'s dependencies in production.
 pub type SyncScheduler = SchedulerDeps<PgAccounts, DynamoTasks, SqsQueue>;
 /// `sync-worker`'s dependencies in production.
-pub type SyncWorker = SyncDeps<PgSyncStore, KmsEnvelope, DynamoTasks, SqsQueue, TastytradeClient>;
+pub type SyncWorker =
+    SyncDeps<PgSyncStore, KmsEnvelope, DynamoTasks, SqsQueue, TastytradeClient, EventBridgeBus>;
 /// `account-streamer`'s dependencies in production.
-pub type AccountStreamer =
-    StreamerDeps<PgSyncStore, KmsEnvelope, PgAccounts, DynamoTasks, SqsQueue, TastytradeClient>;
+pub type AccountStreamer = StreamerDeps<
+    PgSyncStore,
+    KmsEnvelope,
+    PgAccounts,
+    DynamoTasks,
+    SqsQueue,
+    TastytradeClient,
+    EventBridgeBus,
+>;
 
 /// Every function of the deployment (its crate under `functions/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -183,6 +192,13 @@ fn queue_from_env(env: &Env, sdk: &SdkConfig) -> Result<SqsQueue, ConfigError> {
     ))
 }
 
+fn events_from_env(env: &Env, sdk: &SdkConfig) -> Result<EventBridgeBus, ConfigError> {
+    Ok(EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(sdk),
+        env.required("EVENT_BUS_NAME")?,
+    ))
+}
+
 fn cipher_from_env(env: &Env, sdk: &SdkConfig) -> Result<KmsEnvelope, ConfigError> {
     Ok(KmsEnvelope::new(
         aws_sdk_kms::Client::new(sdk),
@@ -263,8 +279,8 @@ impl SyncScheduler {
 
 impl SyncWorker {
     /// The database settings, the broker's URLs, `TOKEN_KMS_KEY_ID`, `TASKS_TABLE`,
-    /// `SYNC_QUEUE_URL`, and `OAUTH_CLIENT_SECRET_ARN` when authorization-code grants are
-    /// linked.
+    /// `SYNC_QUEUE_URL`, `EVENT_BUS_NAME`, and `OAUTH_CLIENT_SECRET_ARN` when
+    /// authorization-code grants are linked.
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         let oauth_client = oauth_client_from_env(env, sdk).await?;
         Ok(Self {
@@ -274,6 +290,7 @@ impl SyncWorker {
             tasks: tasks_from_env(env, sdk)?,
             queue: queue_from_env(env, sdk)?,
             oauth_client,
+            events: events_from_env(env, sdk)?,
             settings: SyncSettings::default(),
         })
     }
@@ -281,7 +298,8 @@ impl SyncWorker {
 
 impl AccountStreamer {
     /// The database settings, the broker's URLs (the streamer's among them),
-    /// `TOKEN_KMS_KEY_ID`, `TASKS_TABLE`, `SYNC_QUEUE_URL`, `OAUTH_CLIENT_SECRET_ARN` when
+    /// `TOKEN_KMS_KEY_ID`, `TASKS_TABLE`, `SYNC_QUEUE_URL`, `EVENT_BUS_NAME`,
+    /// `OAUTH_CLIENT_SECRET_ARN` when
     /// authorization-code grants are linked, and the [`StreamerSettings`].
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         let oauth_client = oauth_client_from_env(env, sdk).await?;
@@ -294,6 +312,7 @@ impl AccountStreamer {
             tasks: tasks_from_env(env, sdk)?,
             queue: queue_from_env(env, sdk)?,
             oauth_client,
+            events: events_from_env(env, sdk)?,
             settings: StreamerSettings::from_env(env)?,
         })
     }

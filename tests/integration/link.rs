@@ -67,6 +67,7 @@ pub(crate) async fn world_on(sizes: Sizes, db: TestDb) -> World {
         ("TOKEN_KMS_KEY_ID", aws.stack.kms_key_arn.as_str()),
         ("TASKS_TABLE", aws.stack.table.as_str()),
         ("SYNC_QUEUE_URL", aws.stack.queue_url.as_str()),
+        ("EVENT_BUS_NAME", aws.stack.event_bus.as_str()),
         ("SYNC_QUEUE_ARN", aws.stack.queue_arn.as_str()),
         (
             "OAUTH_CLIENT_SECRET_ARN",

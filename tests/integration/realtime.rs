@@ -18,7 +18,7 @@ use crate::link::World;
 use crate::sync::{assert_database_equals_truth, drain, one_synced_account};
 
 /// The streamer's dependencies in this process, with the cadences shortened for a test.
-fn streamer(w: &World, settings: StreamerSettings) -> AccountStreamer {
+pub(crate) fn streamer(w: &World, settings: StreamerSettings) -> AccountStreamer {
     let config = BrokerConfig::for_simulator(
         w.sim.credentials.base_url.parse().unwrap(),
         w.sim.credentials.streamer_url.parse().unwrap(),
@@ -31,6 +31,7 @@ fn streamer(w: &World, settings: StreamerSettings) -> AccountStreamer {
         tasks: w.aws.tasks_of(Function::AccountStreamer),
         queue: w.aws.queue_of(Function::AccountStreamer),
         oauth_client: None,
+        events: w.aws.events_of(Function::AccountStreamer),
         settings,
     }
 }
@@ -262,4 +263,100 @@ async fn a_shard_held_with_time_to_spare_is_left_alone_and_one_near_its_end_is_t
         "{held:?} {took_over:?}"
     );
     assert_eq!(took_over.served, Served::UntilDeadline);
+}
+
+/// The streamer binary outside Lambda against the world's stack: it serves shard 0 in a loop
+/// of invocations, renewing its lease every 5 s with a promise of 5 s more, and looks for the
+/// shard every second while another process holds it.
+fn streamer_command(w: &World) -> tokio::process::Command {
+    let binary = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("account-streamer");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests through `make test`",
+        binary.display()
+    );
+    let sim = &w.sim.credentials;
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .env("DATABASE_URL", &w.db.url)
+        .env("TOKEN_KMS_KEY_ID", &w.aws.stack.kms_key_arn)
+        .env("TASKS_TABLE", &w.aws.stack.table)
+        .env("SYNC_QUEUE_URL", &w.aws.stack.queue_url)
+        .env("EVENT_BUS_NAME", &w.aws.stack.event_bus)
+        .env("TASTYTRADE_PRODUCTION_URL", &sim.base_url)
+        .env("TASTYTRADE_SANDBOX_URL", &sim.base_url)
+        .env("TASTYTRADE_STREAMER_URL", &sim.streamer_url)
+        .env("TASTYTRADE_SANDBOX_STREAMER_URL", &sim.streamer_url)
+        .env("STREAMER_ALIVE_SECONDS", "5")
+        .env("STREAMER_TICK_SECONDS", "1")
+        .env("RUST_LOG", tastysync_tests::SUITE_LOG_FILTER)
+        .kill_on_drop(true);
+    match tastysync_tests::suite_log_file("streamer") {
+        Some(file) => {
+            let copy = file.try_clone().unwrap();
+            command.stdout(file).stderr(copy);
+        }
+        None => {
+            command.stdout(std::process::Stdio::null());
+        }
+    }
+    command
+}
+
+#[tokio::test]
+async fn a_killed_holder_is_replaced_by_the_next_process_and_the_gap_sync_restores_the_truth() {
+    let (w, worker, account_id) = one_synced_account(100, 20).await;
+    let number = w.sim.credentials.account_numbers[0].clone();
+    let sim = &w.sim.simulator;
+    let mut first = streamer_command(&w).spawn().unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the first process connected",
+        || async { sim.streamer_connections() == 1 && pending_realtime(&w, account_id).await == 1 },
+    )
+    .await;
+    assert!(drain(&w, &worker).await.is_empty());
+
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let killed = Instant::now();
+    // Nobody listens: these are never pushed, and only the gap sync can bring them.
+    let missed = sim
+        .add_activity(
+            &number,
+            &Activity {
+                trades: 2,
+                cash_change_cents: -5_000,
+                close_positions: 1,
+                ..Activity::default()
+            },
+        )
+        .unwrap();
+    let mut next = streamer_command(&w).spawn().unwrap();
+    eventually(
+        Duration::from_secs(120),
+        "the next process took over",
+        || async { sim.streamer_connections() == 1 && pending_realtime(&w, account_id).await == 1 },
+    )
+    .await;
+    let gap = killed.elapsed();
+    assert!(
+        gap < Duration::from_secs(120),
+        "took over {gap:?} after the kill"
+    );
+    assert!(drain(&w, &worker).await.is_empty());
+    for id in &missed.traded_orders {
+        assert_eq!(
+            stored_order_status(&w, *id).await.as_deref(),
+            Some("Filled")
+        );
+    }
+    assert_database_equals_truth(&w, &number).await;
+    next.start_kill().unwrap();
+    next.wait().await.unwrap();
 }

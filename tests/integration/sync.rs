@@ -48,6 +48,7 @@ pub(crate) fn worker(w: &World) -> SyncWorker {
         tasks: w.aws.tasks_of(Function::SyncWorker),
         queue: w.aws.queue_of(Function::SyncWorker),
         oauth_client: None,
+        events: w.aws.events_of(Function::SyncWorker),
         settings: SyncSettings::default(),
     }
 }
@@ -816,6 +817,7 @@ pub(crate) fn worker_command(w: &World) -> tokio::process::Command {
         .env("TASKS_TABLE", &w.aws.stack.table)
         .env("SYNC_QUEUE_URL", &w.aws.stack.queue_url)
         .env("SYNC_QUEUE_ARN", &w.aws.stack.queue_arn)
+        .env("EVENT_BUS_NAME", &w.aws.stack.event_bus)
         .env("TASTYTRADE_PRODUCTION_URL", &w.sim.credentials.base_url)
         .env("TASTYTRADE_SANDBOX_URL", &w.sim.credentials.base_url)
         // A killed worker's message comes back after this long, as after a Lambda crash.

@@ -18,6 +18,7 @@ use deadpool_postgres::Pool;
 use secrecy::SecretString;
 use tastysync_local::provision::{self, Names, Stack};
 use tastysync_shared::adapters::dynamo::DynamoTasks;
+use tastysync_shared::adapters::eventbridge::EventBridgeBus;
 use tastysync_shared::adapters::sqs::SqsQueue;
 use tastysync_shared::aws::{self, SdkConfig};
 use tastysync_shared::config::{DatabaseConfig, DatabaseSource, Env};
@@ -261,6 +262,13 @@ impl TestAws {
     }
 
     /// The token cipher, as `function` reaches it.
+    pub fn events_of(&self, function: Function) -> EventBridgeBus {
+        EventBridgeBus::new(
+            aws_sdk_eventbridge::Client::new(&self.sdk_of(function)),
+            &self.stack.event_bus,
+        )
+    }
+
     pub fn cipher_of(&self, function: Function) -> KmsEnvelope {
         KmsEnvelope::new(
             aws_sdk_kms::Client::new(&self.sdk_of(function)),

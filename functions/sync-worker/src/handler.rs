@@ -14,7 +14,7 @@ use tracing::Instrument;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use tastysync_shared::domain::tasks::TaskMessage;
 use tastysync_shared::metrics;
-use tastysync_shared::ports::{Broker, SyncStore, TokenCipher};
+use tastysync_shared::ports::{Broker, EventBus, SyncStore, TokenCipher};
 use tastysync_shared::sync::{self, Outcome, SyncDeps, WorkerQueue, WorkerTasks};
 
 /// First back-off between task-level retries; it doubles with every delivery, up to the cap.
@@ -31,8 +31,15 @@ pub fn retry_delay(receive_count: u32) -> Duration {
 /// Handles one batch; `deadline` is the invocation's. Each message gets an even share of the
 /// time still left when it starts, so the first of ten cannot spend the others' time: what a
 /// quick message leaves goes to the ones after it.
-pub async fn handle<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+pub async fn handle<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     event: SqsEvent,
     deadline: Option<Instant>,
 ) -> SqsBatchResponse {
@@ -69,8 +76,15 @@ fn message_deadline(deadline: Instant, left: usize) -> Instant {
 }
 
 /// Handles one message; true when it failed and must come back.
-async fn handle_record<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
-    deps: &SyncDeps<S, C, T, Q, B>,
+async fn handle_record<
+    S: SyncStore,
+    C: TokenCipher,
+    T: WorkerTasks,
+    Q: WorkerQueue,
+    B: Broker,
+    P: EventBus,
+>(
+    deps: &SyncDeps<S, C, T, Q, B, P>,
     record: &SqsMessage,
     deadline: Option<Instant>,
 ) -> bool {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tastysync_shared::aws::SdkConfig;
 use tastysync_shared::config::{ConfigError, Env};
 use tastysync_shared::metrics::Collector;
-use tastysync_shared::ports::{Broker, SyncStore, TokenCipher};
+use tastysync_shared::ports::{Broker, EventBus, SyncStore, TokenCipher};
 use tastysync_shared::sync::{SyncDeps, WorkerQueue, WorkerTasks};
 
 /// Where to poll and how.
@@ -93,9 +93,10 @@ impl Poller {
         T: WorkerTasks,
         Q: WorkerQueue,
         B: Broker,
+        P: EventBus,
     >(
         &self,
-        deps: &SyncDeps<S, C, T, Q, B>,
+        deps: &SyncDeps<S, C, T, Q, B, P>,
     ) -> Result<Option<Polled>, PollError> {
         let mut receive = self
             .sqs
@@ -178,9 +179,16 @@ impl Poller {
     }
 
     /// Polls until the queue has been empty for `exit_when_idle` (`None`: forever).
-    pub async fn run<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker>(
+    pub async fn run<
+        S: SyncStore,
+        C: TokenCipher,
+        T: WorkerTasks,
+        Q: WorkerQueue,
+        B: Broker,
+        P: EventBus,
+    >(
         &self,
-        deps: &SyncDeps<S, C, T, Q, B>,
+        deps: &SyncDeps<S, C, T, Q, B, P>,
         exit_when_idle: Option<Duration>,
         metrics: Option<&Collector>,
     ) -> Result<(), PollError> {

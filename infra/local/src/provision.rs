@@ -38,6 +38,7 @@ pub struct Names {
     pub kms_alias: String,
     pub oauth_client_secret: String,
     pub state_signing_secret: String,
+    pub event_bus: String,
 }
 
 impl Names {
@@ -49,6 +50,7 @@ impl Names {
             kms_alias: format!("alias/{prefix}tokens"),
             oauth_client_secret: format!("{prefix}tastytrade-oauth-client"),
             state_signing_secret: format!("{prefix}link-state-signing-key"),
+            event_bus: format!("{prefix}events"),
         }
     }
 }
@@ -65,6 +67,8 @@ pub struct Stack {
     pub kms_key_arn: String,
     pub oauth_client_secret_arn: String,
     pub state_signing_secret_arn: String,
+    pub event_bus: String,
+    pub event_bus_arn: String,
 }
 
 impl Stack {
@@ -77,6 +81,7 @@ impl Stack {
             ("TOKEN_KMS_KEY_ID", &self.kms_key_arn),
             ("OAUTH_CLIENT_SECRET_ARN", &self.oauth_client_secret_arn),
             ("STATE_SIGNING_SECRET_ARN", &self.state_signing_secret_arn),
+            ("EVENT_BUS_NAME", &self.event_bus),
         ]
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -132,6 +137,7 @@ pub async fn provision(
     );
     let state_signing_secret_arn =
         secret(&secrets, &names.state_signing_secret, &signing_key).await?;
+    let event_bus_arn = event_bus(sdk, &names.event_bus).await?;
     Ok(Stack {
         queue_url,
         queue_arn,
@@ -142,6 +148,8 @@ pub async fn provision(
         kms_key_arn,
         oauth_client_secret_arn,
         state_signing_secret_arn,
+        event_bus: names.event_bus.clone(),
+        event_bus_arn,
     })
 }
 
@@ -321,4 +329,22 @@ async fn secret(
         .map_err(aws_err("secret"))?
         .arn
         .ok_or(ProvisionError::Incomplete("secret"))
+}
+
+/// The stack's event bus (template: `EventBus`); its ARN.
+async fn event_bus(sdk: &SdkConfig, name: &str) -> Result<String, ProvisionError> {
+    let events = aws_sdk_eventbridge::Client::new(sdk);
+    if let Ok(found) = events.describe_event_bus().name(name).send().await {
+        return found
+            .arn
+            .ok_or(ProvisionError::Incomplete("DescribeEventBus"));
+    }
+    events
+        .create_event_bus()
+        .name(name)
+        .send()
+        .await
+        .map_err(aws_err("event bus"))?
+        .event_bus_arn
+        .ok_or(ProvisionError::Incomplete("CreateEventBus"))
 }

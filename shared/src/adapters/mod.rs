@@ -4,11 +4,13 @@
 //! - [`dynamo`]: the task ports (tasks, leases, cooldowns) on the DynamoDB task table.
 //! - [`sqs`]: the sync queue and the worker's redelivery back-off on SQS FIFO.
 //! - [`secrets_manager`]: the deployment's secrets.
+//! - [`eventbridge`]: the events the app's backend subscribes to, on the stack's bus.
 //! - [`postgres`]: the account ports over the pool (the SQL is in [`crate::db`]).
 //! - The KMS envelope is [`crate::secrets::KmsEnvelope`]; the sync's writes are still
 //!   [`crate::db::sync`] over the pool; the broker is [`crate::tastytrade`].
 
 pub mod dynamo;
+pub mod eventbridge;
 pub mod postgres;
 pub mod secrets_manager;
 pub mod sqs;

@@ -95,6 +95,7 @@ async fn main() {
         ("TOKEN_KMS_KEY_ID", aws.stack.kms_key_arn.as_str()),
         ("TASKS_TABLE", aws.stack.table.as_str()),
         ("SYNC_QUEUE_URL", aws.stack.queue_url.as_str()),
+        ("EVENT_BUS_NAME", aws.stack.event_bus.as_str()),
         (
             "OAUTH_CLIENT_SECRET_ARN",
             aws.stack.oauth_client_secret_arn.as_str(),
@@ -118,6 +119,7 @@ async fn main() {
         .env("TOKEN_KMS_KEY_ID", &aws.stack.kms_key_arn)
         .env("TASKS_TABLE", &aws.stack.table)
         .env("SYNC_QUEUE_URL", &aws.stack.queue_url)
+        .env("EVENT_BUS_NAME", &aws.stack.event_bus)
         .env("TASTYTRADE_SANDBOX_URL", &base)
         .env("SYNC_INVOCATION_SECONDS", "900")
         .env("RUST_LOG", "warn")
@@ -587,6 +589,7 @@ fn in_process_worker(db: &TestDb, aws: &TestAws, sim: &Credentials) -> SyncWorke
         tasks: aws.tasks_of(Function::SyncWorker),
         queue: aws.queue_of(Function::SyncWorker),
         oauth_client: None,
+        events: aws.events_of(Function::SyncWorker),
         settings: SyncSettings::default(),
     }
 }
