@@ -8,7 +8,8 @@
 //! The short overlap is harmless: every write is an idempotent upsert.
 //!
 //! Per grant: connect (a fresh access token), queue a `realtime` sync of its accounts (nothing
-//! missed while away is replayed: the gap is healed over REST), then store each notification
+//! missed while away is replayed: the gap is healed over REST; only a live hand-over, whose old
+//! socket stayed open until the new one was, has no gap), then store each notification
 //! as the sync stores the same object (`Order` with its legs and fills, `AccountBalance`,
 //! `CurrentPosition`), and, because transactions are never pushed, queue one `realtime` sync
 //! per account after a burst of order notifications settles. Heartbeats carry a token
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::future::join_all;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -62,6 +63,10 @@ pub struct StreamerSettings {
     pub reserve: Duration,
     /// How long a successor waits for its grants' first connects before taking over.
     pub connect_wait: Duration,
+    /// Grants opening or connecting at once (`STREAMER_CONNECT_CONCURRENCY`, default 32): a
+    /// shard of a thousand grants does not ask the broker and KMS for a thousand tokens at the
+    /// same moment.
+    pub connect_concurrency: usize,
     /// The first wait before a reconnect; it doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -78,6 +83,7 @@ impl Default for StreamerSettings {
             takeover_within: Duration::from_secs(90),
             reserve: Duration::from_secs(15),
             connect_wait: Duration::from_secs(20),
+            connect_concurrency: 32,
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
         }
@@ -98,6 +104,7 @@ impl StreamerSettings {
             shards,
             debounce: Duration::from_millis(env.parsed_or("STREAMER_DEBOUNCE_MS", 1500u64)?),
             alive_for: Duration::from_secs(env.parsed_or("STREAMER_ALIVE_SECONDS", 60u64)?),
+            connect_concurrency: env.parsed_or("STREAMER_CONNECT_CONCURRENCY", 32usize)?,
             ..defaults
         })
     }
@@ -278,11 +285,13 @@ where
         );
         let (stop, stopped) = watch::channel(false);
         let tally = Tally::default();
-        let serving = join_all(
-            grants
-                .into_iter()
-                .map(|accounts| self.serve_grant(accounts, stopped.clone(), &tally, me.holder)),
-        );
+        let connecting = Semaphore::new(settings.connect_concurrency.max(1));
+        // A live hand-over leaves no gap: the old holder's sockets stay open until ours are.
+        let heal_first = successor_of.is_none();
+        let serving = join_all(grants.into_iter().map(|accounts| {
+            let grant = (accounts, heal_first);
+            self.serve_grant(grant, stopped.clone(), (&tally, &connecting), me.holder)
+        }));
         let watching = self.watch_lease(shard, (me, successor_of), stop_at, &tally, report.grants);
         let ((), served) = tokio::join!(
             async {
@@ -365,12 +374,15 @@ where
     /// The grant's socket, kept connected until `stopped`.
     async fn serve_grant(
         &self,
-        accounts: Vec<SyncAccount>,
+        (accounts, mut heal): (Vec<SyncAccount>, bool),
         mut stopped: watch::Receiver<bool>,
-        tally: &Tally,
+        (tally, connecting): (&Tally, &Semaphore),
         writer: Uuid,
     ) {
         let first = &accounts[0];
+        // Opening the grant and connecting take their turn with the shard's other grants;
+        // listening does not.
+        let mut turn = connecting.acquire().await.ok();
         let grant = match crate::sync::grant_of(&self.cipher, self.oauth_client.as_ref(), first)
             .await
         {
@@ -388,6 +400,9 @@ where
         let mut first_attempt = true;
         let mut counted = false;
         while !*stopped.borrow() {
+            if turn.is_none() {
+                turn = connecting.acquire().await.ok();
+            }
             let connected = self.connect(&session, &numbers).await;
             if std::mem::take(&mut first_attempt) {
                 Tally::add(&tally.attempted, 1);
@@ -400,8 +415,11 @@ where
                     Tally::add(&tally.connects, 1);
                     backoff = settings.backoff;
                     // Nothing pushed while we were away comes again: read it over REST.
-                    let all: Vec<&SyncAccount> = accounts.iter().collect();
-                    self.queue_syncs(&all, tally).await;
+                    if std::mem::replace(&mut heal, true) {
+                        let all: Vec<&SyncAccount> = accounts.iter().collect();
+                        self.queue_syncs(&all, tally).await;
+                    }
+                    drop(turn.take());
                     let ended =
                         self.listen(&accounts, &session, stream, &mut stopped, tally, writer);
                     if let Err(e) = ended.await {
@@ -430,6 +448,8 @@ where
                     tracing::warn!(credential_id = %first.credential_id, error = %e, "streamer not connected");
                 }
             }
+            // The back-off is no one's turn.
+            drop(turn.take());
             tokio::select! {
                 _ = stopped.changed() => {}
                 () = tokio::time::sleep(backoff) => {}
@@ -557,6 +577,15 @@ where
             .find(|a| number.as_deref() == Some(a.account_number.as_str()));
         let kind = notification_kind(&notification);
         let store = &self.store;
+        // An account unlinked since this invocation loaded it (or linked again through another
+        // grant) takes nothing more from this socket: its data may have gone with the link.
+        if let Some(account) = account
+            && let Ok(current) = store.load_account(account.id).await
+            && current.is_none_or(|c| c.credential_id != account.credential_id)
+        {
+            tracing::info!(account_id = %account.id, kind, "account no longer linked through this grant; notification dropped");
+            return None;
+        }
         let (written, reread, event) = match (notification, account) {
             (Notification::Other(kind), _) => {
                 // A transfer posts transactions, which are only read over REST.

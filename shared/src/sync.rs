@@ -83,14 +83,7 @@ impl Default for SyncSettings {
 
 /// What the sync needs, built once per cold start.
 #[derive(Debug)]
-pub struct SyncDeps<
-    S: SyncStore,
-    C: TokenCipher,
-    T: WorkerTasks,
-    Q: WorkerQueue,
-    B: Broker,
-    P: EventBus,
-> {
+pub struct SyncDeps<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P> {
     pub store: S,
     pub broker: B,
     pub cipher: C,
@@ -317,14 +310,7 @@ async fn announce<
     deps.events.publish(&events).await;
 }
 
-async fn run_in_span<
-    S: SyncStore,
-    C: TokenCipher,
-    T: WorkerTasks,
-    Q: WorkerQueue,
-    B: Broker,
-    P: EventBus,
->(
+async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>(
     deps: &SyncDeps<S, C, T, Q, B, P>,
     message: &TaskMessage,
     deadline: Option<Instant>,
@@ -423,7 +409,7 @@ async fn continue_later<
     T: WorkerTasks,
     Q: WorkerQueue,
     B: Broker,
-    P: EventBus,
+    P,
 >(
     deps: &SyncDeps<S, C, T, Q, B, P>,
     message: &TaskMessage,
@@ -452,14 +438,7 @@ async fn continue_later<
     Ok(Outcome::Continued(cursor))
 }
 
-async fn classify<
-    S: SyncStore,
-    C: TokenCipher,
-    T: WorkerTasks,
-    Q: WorkerQueue,
-    B: Broker,
-    P: EventBus,
->(
+async fn classify<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>(
     deps: &SyncDeps<S, C, T, Q, B, P>,
     task: Uuid,
     account: &SyncAccount,
@@ -501,7 +480,7 @@ async fn retry_or_fail<
     T: WorkerTasks,
     Q: WorkerQueue,
     B: Broker,
-    P: EventBus,
+    P,
 >(
     deps: &SyncDeps<S, C, T, Q, B, P>,
     task: Uuid,
@@ -546,14 +525,7 @@ async fn retry_or_fail<
     }
 }
 
-async fn finish<
-    S: SyncStore,
-    C: TokenCipher,
-    T: WorkerTasks,
-    Q: WorkerQueue,
-    B: Broker,
-    P: EventBus,
->(
+async fn finish<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>(
     deps: &SyncDeps<S, C, T, Q, B, P>,
     task: Uuid,
     status: TaskStatus,
@@ -566,14 +538,7 @@ async fn finish<
     }
 }
 
-async fn progress<
-    S: SyncStore,
-    C: TokenCipher,
-    T: WorkerTasks,
-    Q: WorkerQueue,
-    B: Broker,
-    P: EventBus,
->(
+async fn progress<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>(
     deps: &SyncDeps<S, C, T, Q, B, P>,
     task: Uuid,
     stage: &str,
@@ -598,7 +563,7 @@ async fn cached_access_token<
     T: WorkerTasks,
     Q: WorkerQueue,
     B: Broker,
-    P: EventBus,
+    P,
 >(
     deps: &SyncDeps<S, C, T, Q, B, P>,
     account: &SyncAccount,
@@ -608,14 +573,7 @@ async fn cached_access_token<
 }
 
 /// A short-lived token an earlier sync cached, sealed, while it has two minutes left.
-async fn open_cached<
-    S: SyncStore,
-    C: TokenCipher,
-    T: WorkerTasks,
-    Q: WorkerQueue,
-    B: Broker,
-    P: EventBus,
->(
+async fn open_cached<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>(
     deps: &SyncDeps<S, C, T, Q, B, P>,
     account: &SyncAccount,
     purpose: Purpose,
@@ -638,14 +596,7 @@ async fn open_cached<
     Some((token, *expires_at))
 }
 
-async fn open_grant<
-    S: SyncStore,
-    C: TokenCipher,
-    T: WorkerTasks,
-    Q: WorkerQueue,
-    B: Broker,
-    P: EventBus,
->(
+async fn open_grant<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>(
     deps: &SyncDeps<S, C, T, Q, B, P>,
     account: &SyncAccount,
 ) -> Result<Grant, SyncError> {
@@ -800,14 +751,7 @@ fn same_cursor(message: &TaskMessage, cursor: &Cursor) -> bool {
         .is_some_and(|c| &c == cursor)
 }
 
-async fn stages<
-    S: SyncStore,
-    C: TokenCipher,
-    T: WorkerTasks,
-    Q: WorkerQueue,
-    B: Broker,
-    P: EventBus,
->(
+async fn stages<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>(
     deps: &SyncDeps<S, C, T, Q, B, P>,
     message: &TaskMessage,
     account: &SyncAccount,
@@ -838,8 +782,7 @@ async fn stages<
 }
 
 /// One invocation's run of a task's stages: what every stage reads.
-struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P: EventBus>
-{
+struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P> {
     deps: &'r SyncDeps<S, C, T, Q, B, P>,
     message: &'r TaskMessage,
     account: &'r SyncAccount,
@@ -851,7 +794,7 @@ struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: 
     deadline: Deadline,
 }
 
-impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P: EventBus>
+impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
     Run<'_, S, C, T, Q, B, P>
 {
     /// accounts → balances → positions → the paged stages → the account's watermarks. The

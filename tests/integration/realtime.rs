@@ -226,6 +226,64 @@ async fn a_dropped_socket_or_a_dead_token_reconnects_and_the_gap_is_synced() {
 }
 
 #[tokio::test]
+async fn an_account_unlinked_while_its_socket_is_open_takes_nothing_more_from_it() {
+    let (w, _worker, account_id) = one_synced_account(20, 5).await;
+    let number = w.sim.credentials.account_numbers[0].clone();
+    let deps = streamer(&w, quick());
+    let serving = deps.run_shard(0, Instant::now() + Duration::from_secs(60));
+    let test = async {
+        let sim = &w.sim.simulator;
+        eventually(Duration::from_secs(10), "connected", || async {
+            sim.streamer_connections() == 1 && pending_realtime(&w, account_id).await == 1
+        })
+        .await;
+        let client = w.db.client().await;
+        let orders = || async {
+            let sql = "SELECT count(*) FROM orders WHERE account_id = $1";
+            client
+                .query_one(sql, &[&account_id])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        };
+        let kept = orders().await;
+        assert_eq!(
+            crate::link::delete(&w, "user-a", &account_id.to_string()).await,
+            204
+        );
+
+        let outcome = sim
+            .add_activity(
+                &number,
+                &Activity {
+                    trades: 1,
+                    ..Activity::default()
+                },
+            )
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            stored_order_status(&w, outcome.traded_orders[0]).await,
+            None
+        );
+        assert_eq!(
+            orders().await,
+            kept,
+            "nothing more is written for the unlinked account"
+        );
+        assert_eq!(
+            pending_realtime(&w, account_id).await,
+            1,
+            "no sync is queued for it but the connect's"
+        );
+    };
+    tokio::select! {
+        report = serving => panic!("the shard stopped early: {report:?}"),
+        () = test => {}
+    }
+}
+
+#[tokio::test]
 async fn a_shard_held_with_time_to_spare_is_left_alone_and_one_near_its_end_is_taken_over() {
     let (w, _worker, _) = one_synced_account(20, 5).await;
     let settings = StreamerSettings {

@@ -14,6 +14,18 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::sdk_config_for(&env, Function::AccountStreamer).await;
     let deps = AccountStreamer::from_env(&env, &sdk).await?;
     let recorder = metrics::init("account-streamer", &env)?;
+    // One invocation stores notifications for up to fifteen minutes, more than the recorder
+    // buffers between flushes (100 values per histogram): flush as it goes, not only at the
+    // end as the runtime layer does.
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            if let Err(e) = recorder.flush(std::io::stdout().lock()) {
+                tracing::warn!(error = %e, "metrics not flushed");
+            }
+        }
+    });
     if !telemetry::in_lambda() {
         return account_streamer::run_locally(&deps, &env).await;
     }

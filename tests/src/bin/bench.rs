@@ -22,6 +22,9 @@
 //!    accounts (`BENCH_SCHEDULER_ACCOUNTS`) on the emulator, with a consumer draining the queue
 //!    as the workers would: total and slowest-tick seconds, messages queued and consumed, and
 //!    how many accounts were consumed more than once (0 is the only right answer).
+//! 8. Near-real-time (`src/bench/realtime.rs`; alone with `BENCH_ONLY=realtime`): fill to order
+//!    row and fill to transaction rows over 200 fills, and 1,000 grants on one streamer shard
+//!    (connect time, peak memory, CPU per notification). It ends with a `bench-json` line.
 //!
 //! The simulator runs in this process, so its memory is not counted as the worker's.
 
@@ -81,8 +84,59 @@ async fn simulator(transactions: usize, orders: usize) -> tastytrade_sim::server
     .expect("the simulator starts")
 }
 
+#[path = "../bench/realtime.rs"]
+mod realtime;
+
+/// The near-real-time rows of the table.
+fn print_realtime(figures: &realtime::Figures) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (order, transaction) = (&figures.fill_to_order, &figures.fill_to_transaction);
+    println!(
+        "| realtime: {} fills, fill to filled order row, p50 / p99 / max (goal p99 ≤ 1,000 ms) | {:.0} ms / {:.0} ms / {:.0} ms |",
+        figures.fills,
+        ms(order.p50),
+        ms(order.p99),
+        ms(order.max)
+    );
+    println!(
+        "| realtime: fill to its transaction rows, p50 / p99 / max (goal p99 ≤ 15,000 ms) | {:.0} ms / {:.0} ms / {:.0} ms |",
+        ms(transaction.p50),
+        ms(transaction.p99),
+        ms(transaction.max)
+    );
+    println!(
+        "| realtime: {} grants on one shard: all connected after / streamer peak RSS | {:.1} s / {:.1} MiB |",
+        figures.grants,
+        figures.connect_all.as_secs_f64(),
+        figures.peak_rss_mib
+    );
+    println!(
+        "| realtime: streamer CPU per notification ({} balance changes, heartbeats included) | {:.2} ms |",
+        figures.notifications,
+        ms(figures.cpu_per_notification)
+    );
+    println!(
+        "bench-json {}",
+        json!({
+            "realtime_fill_to_order_p99_ms": ms(order.p99).round(),
+            "realtime_fill_to_transaction_p99_ms": ms(transaction.p99).round(),
+            "realtime_streamer_grants": figures.grants,
+            "realtime_streamer_peak_rss_mib": (figures.peak_rss_mib * 10.0).round() / 10.0,
+            "realtime_cpu_per_notification_ms": (ms(figures.cpu_per_notification) * 100.0).round() / 100.0,
+        })
+    );
+}
+
 #[tokio::main]
 async fn main() {
+    // `BENCH_ONLY=realtime`: only the near-real-time figures (a few minutes instead of the
+    // whole table).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("realtime") {
+        println!("| figure | value |");
+        println!("|---|---|");
+        print_realtime(&realtime::figures().await);
+        return;
+    }
     let transactions = size("BENCH_TRANSACTIONS", 100_000);
     let orders = size("BENCH_ORDERS", 20_000);
     let sim = simulator(transactions, orders).await;
@@ -246,6 +300,9 @@ async fn main() {
     }
     let twice = per_account.values().filter(|&&n| n > 1).count();
 
+    // 8. Near-real-time.
+    let realtime = realtime::figures().await;
+
     println!("| figure | value |");
     println!("|---|---|");
     println!("| full sync: account size | {transactions} transactions, {orders} orders |");
@@ -320,6 +377,7 @@ async fn main() {
         "| scheduler: queued / consumed / accounts consumed twice | {fan_queued} / {} / {twice} |",
         consumed.len()
     );
+    print_realtime(&realtime);
 }
 
 struct LatencyRun {
