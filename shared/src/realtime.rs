@@ -506,8 +506,14 @@ where
                 _ = heartbeat.tick() => {
                     // A token near its end is replaced here, so the session never runs on a dead
                     // one (the broker would silently stop delivering).
-                    let token: AccessToken = session.access_token().await?;
-                    stream.heartbeat(&token).await?;
+                    let beat = async {
+                        let token: AccessToken = session.access_token().await?;
+                        stream.heartbeat(&token).await
+                    };
+                    // Not `?`: the bursts still settling are queued on the way out.
+                    if let Err(e) = beat.await {
+                        break Err(e);
+                    }
                 }
                 () = tokio::time::sleep_until(flush_at), if due.is_some() => {
                     let now = Instant::now();
