@@ -538,6 +538,9 @@ pub trait AccountStreams: Send + Sync {
 pub trait StreamerShards: Send + Sync {
     const ACTIONS: Actions;
 
+    /// How many grants have accounts to stream (linked, open, not waiting for a new link).
+    fn grant_count(&self) -> impl Future<Output = Result<u64, DbError>> + Send;
+
     /// The linked accounts, with their sealed secrets, of the grants in `shard` of `shards`.
     fn shard_accounts(
         &self,

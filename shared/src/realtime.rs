@@ -43,9 +43,14 @@ use crate::tastytrade::{AccessToken, BrokerError, Session};
 
 #[derive(Debug, Clone)]
 pub struct StreamerSettings {
-    /// How many shards the grants are spread over (`STREAMER_SHARDS`, default 1); the
-    /// schedule invokes each with `{"shard": n}`.
-    pub shards: u32,
+    /// Grants one shard serves at most (`STREAMER_GRANTS_PER_SHARD`, default 500: Lambda gives
+    /// a process 1,024 file descriptors and each grant holds a socket). The shard count follows
+    /// from the grants linked, ⌈grants / this⌉, at each invocation.
+    pub grants_per_shard: u32,
+    /// The shards the schedule invokes, `{"shard": 0}` to `{"shard": max_shards - 1}`
+    /// (`STREAMER_MAX_SHARDS`, default 8, the template's schedules); a shard beyond the count
+    /// the grants need exits at once.
+    pub max_shards: u32,
     /// The broker drops a socket silent for about a minute; the SDKs beat every 15–20 s.
     pub heartbeat_every: Duration,
     /// A burst of order notifications within this queues one transactions sync
@@ -75,7 +80,8 @@ pub struct StreamerSettings {
 impl Default for StreamerSettings {
     fn default() -> Self {
         Self {
-            shards: 1,
+            grants_per_shard: 500,
+            max_shards: 8,
             heartbeat_every: Duration::from_secs(15),
             debounce: Duration::from_millis(1500),
             lease_check_every: Duration::from_secs(5),
@@ -93,15 +99,18 @@ impl Default for StreamerSettings {
 impl StreamerSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let defaults = Self::default();
-        let shards: u32 = env.parsed_or("STREAMER_SHARDS", defaults.shards)?;
-        if shards == 0 {
-            return Err(ConfigError::Invalid {
-                name: "STREAMER_SHARDS",
-                reason: "must be at least 1".into(),
-            });
-        }
+        let at_least_one = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
+            match env.parsed_or(name, default)? {
+                0 => Err(ConfigError::Invalid {
+                    name,
+                    reason: "must be at least 1".into(),
+                }),
+                n => Ok(n),
+            }
+        };
         Ok(Self {
-            shards,
+            grants_per_shard: at_least_one("STREAMER_GRANTS_PER_SHARD", defaults.grants_per_shard)?,
+            max_shards: at_least_one("STREAMER_MAX_SHARDS", defaults.max_shards)?,
             debounce: Duration::from_millis(env.parsed_or("STREAMER_DEBOUNCE_MS", 1500u64)?),
             alive_for: Duration::from_secs(env.parsed_or("STREAMER_ALIVE_SECONDS", 60u64)?),
             connect_concurrency: env.parsed_or("STREAMER_CONNECT_CONCURRENCY", 32usize)?,
@@ -169,7 +178,7 @@ pub enum StreamerError {
     Db(#[from] crate::db::DbError),
     #[error(transparent)]
     Tasks(#[from] TaskError),
-    #[error("shard {shard} is not one of the {shards} configured")]
+    #[error("shard {shard} is not one of the {shards} the schedule invokes")]
     NoSuchShard { shard: u32, shards: u32 },
 }
 
@@ -182,6 +191,15 @@ pub enum Served {
     UntilDeadline,
     /// A successor took the lease over.
     HandedOver,
+    /// The grants linked fit in fewer shards than this one's number.
+    NotNeeded,
+}
+
+/// How many shards `grants` need, `per_shard` to a shard, within the `max` the schedule
+/// invokes (past that, shards hold more than `per_shard`; the invocation says so).
+pub fn shards_for(grants: u64, per_shard: u32, max: u32) -> u32 {
+    let needed = grants.div_ceil(u64::from(per_shard.max(1))).max(1);
+    u32::try_from(needed).unwrap_or(u32::MAX).min(max.max(1))
 }
 
 /// What one invocation did.
@@ -231,10 +249,10 @@ where
         deadline: std::time::Instant,
     ) -> Result<ShardReport, StreamerError> {
         let settings = &self.settings;
-        if shard >= settings.shards {
+        if shard >= settings.max_shards {
             return Err(StreamerError::NoSuchShard {
                 shard,
-                shards: settings.shards,
+                shards: settings.max_shards,
             });
         }
         let deadline = Instant::from_std(deadline);
@@ -255,6 +273,19 @@ where
             rows_written: 0,
             syncs_queued: 0,
         };
+        let grants = self.store.grant_count().await?;
+        let shards = shards_for(grants, settings.grants_per_shard, settings.max_shards);
+        if grants > u64::from(shards) * u64::from(settings.grants_per_shard) {
+            tracing::error!(
+                grants,
+                shards,
+                "more grants than the scheduled shards hold at their size; add schedules and raise STREAMER_MAX_SHARDS"
+            );
+        }
+        if shard >= shards {
+            report.served = Served::NotNeeded;
+            return Ok(report);
+        }
         let seen = self.tasks.holder(shard).await?;
         let now = Utc::now();
         // `Some`: a live lease near its end, taken over once our grants are connected.
@@ -274,7 +305,7 @@ where
                 None
             }
         };
-        let accounts = self.store.shard_accounts(shard, settings.shards).await?;
+        let accounts = self.store.shard_accounts(shard, shards).await?;
         let grants = by_grant(accounts);
         report.grants = grants.len();
         tracing::info!(
@@ -727,5 +758,23 @@ fn notification_kind(notification: &Notification) -> &'static str {
         Notification::Position(_) => "CurrentPosition",
         Notification::Unreadable { .. } => "Unreadable",
         Notification::Other(_) => "Other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shards_follow_the_grants_up_to_the_scheduled_ones() {
+        assert_eq!(shards_for(0, 500, 8), 1, "one shard even for no grant");
+        assert_eq!(shards_for(500, 500, 8), 1);
+        assert_eq!(shards_for(501, 500, 8), 2);
+        assert_eq!(shards_for(3, 2, 8), 2);
+        assert_eq!(
+            shards_for(10_000, 500, 8),
+            8,
+            "never more than the schedule invokes"
+        );
     }
 }

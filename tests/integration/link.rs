@@ -204,6 +204,19 @@ pub(crate) async fn link_personal(w: &World, user: &str) -> Vec<Value> {
     body.as_array().unwrap().clone()
 }
 
+/// Links the grant of `refresh_token` (from the simulator's `grant_for`) as `user`.
+pub(crate) async fn link_grant(w: &World, user: &str, refresh_token: &str) -> Vec<Value> {
+    let grant = json!({
+        "environment": "sandbox",
+        "refresh_token": refresh_token,
+        "client_secret": w.sim.credentials.client_secret,
+    });
+    let event = as_user(with_body(event("link-personal-grant.json"), &grant), user);
+    let (status, body) = send_link(w, event).await;
+    assert_eq!(status, 201, "{body}");
+    body.as_array().unwrap().clone()
+}
+
 async fn list(w: &World, user: &str) -> Vec<Value> {
     let (status, body) = send_accounts(w, as_user(event("accounts-list.json"), user)).await;
     assert_eq!(status, 200, "{body}");

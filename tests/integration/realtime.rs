@@ -284,6 +284,55 @@ async fn an_account_unlinked_while_its_socket_is_open_takes_nothing_more_from_it
 }
 
 #[tokio::test]
+async fn the_grants_are_spread_over_as_many_shards_as_their_number_needs() {
+    let w = crate::link::world_with(tastytrade_sim::data::Sizes {
+        accounts: 3,
+        transactions: 5,
+        orders: 1,
+        years: 1,
+    })
+    .await;
+    for number in &w.sim.credentials.account_numbers {
+        let grant = w.sim.simulator.grant_for(&[number.as_str()]);
+        crate::link::link_grant(&w, "user-a", &grant).await;
+    }
+    let client = w.db.client().await;
+    let sql = "SELECT count(*) FROM tastytrade_accounts WHERE NOT is_closed";
+    let open = usize::try_from(client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)).unwrap();
+    assert!(open >= 2, "enough open accounts for two shards");
+    let settings = StreamerSettings {
+        grants_per_shard: 2,
+        max_shards: 4,
+        ..quick()
+    };
+    let deps = streamer(&w, settings);
+    let until = Instant::now() + Duration::from_secs(30);
+
+    let beyond = deps.run_shard(2, until).await.unwrap();
+    assert_eq!(
+        beyond.served,
+        Served::NotNeeded,
+        "two shards hold three grants"
+    );
+    assert!(
+        deps.run_shard(4, until).await.is_err(),
+        "no schedule invokes a fifth"
+    );
+
+    let serving = async {
+        let (first, second) = tokio::join!(deps.run_shard(0, until), deps.run_shard(1, until));
+        panic!("the shards stopped early: {first:?} {second:?}");
+    };
+    let test = eventually(Duration::from_secs(10), "every grant connected", || async {
+        w.sim.simulator.streamer_connections() == open
+    });
+    tokio::select! {
+        () = serving => {}
+        _ = test => {}
+    }
+}
+
+#[tokio::test]
 async fn a_shard_held_with_time_to_spare_is_left_alone_and_one_near_its_end_is_taken_over() {
     let (w, _worker, _) = one_synced_account(20, 5).await;
     let settings = StreamerSettings {

@@ -169,6 +169,10 @@ impl PgSyncStore {
 impl StreamerShards for PgSyncStore {
     const ACTIONS: Actions = POOL_ACTIONS;
 
+    async fn grant_count(&self) -> Result<u64, DbError> {
+        sync::grant_count(&self.pool).await
+    }
+
     async fn shard_accounts(&self, shard: u32, shards: u32) -> Result<Vec<SyncAccount>, DbError> {
         sync::shard_accounts(&self.pool, shard, shards).await
     }

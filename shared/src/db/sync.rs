@@ -38,6 +38,11 @@ const SHARD_ACCOUNTS: &str = "
            + get_byte(uuid_send(credential_id), 15)) % $1 = $2
     ORDER BY credential_id, id";
 
+const GRANT_COUNT: &str = "
+    SELECT count(DISTINCT credential_id) FROM tastytrade_accounts
+    WHERE credential_id IS NOT NULL AND NOT is_closed AND unlinked_at IS NULL
+      AND last_sync_status <> 'NEEDS_REAUTH'";
+
 const LOAD_SECRETS: &str = "
     SELECT purpose, scheme_version, kms_key_id, wrapped_key, nonce, ciphertext, expires_at
     FROM tastytrade_credential_secrets WHERE credential_id = $1";
@@ -80,6 +85,13 @@ pub async fn cache_token(
 }
 
 /// The account and its sealed grant; `None` when it was unlinked or deleted since queued.
+/// How many grants have accounts to stream, as [`shard_accounts`] selects them.
+pub async fn grant_count(pool: &Pool) -> Result<u64, DbError> {
+    let client = pool.get().await?;
+    let count: i64 = client.query_one(GRANT_COUNT, &[]).await?.get(0);
+    Ok(u64::try_from(count).unwrap_or_default())
+}
+
 /// The linked accounts of the grants in `shard` of `shards`, loaded as a sync loads them,
 /// grouped by grant.
 pub async fn shard_accounts(
