@@ -159,6 +159,8 @@ fn function(w: &World, name: &str) -> tokio::process::Command {
         .env("TASTYTRADE_SANDBOX_STREAMER_URL", &sim.streamer_url)
         .env("SYNC_INVOCATION_SECONDS", "120")
         .env("STREAMER_TICK_SECONDS", "1")
+        // Every grant on one shard, as the figure says (the deployment's shards hold 500).
+        .env("STREAMER_GRANTS_PER_SHARD", "100000")
         .env("RUST_LOG", "warn")
         // Its metrics (EMF lines) would bury the table.
         .stdout(std::process::Stdio::null())
