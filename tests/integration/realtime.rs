@@ -84,6 +84,17 @@ async fn stored_transactions(w: &World, ids: &[i64]) -> i64 {
         .get(0)
 }
 
+/// Runs `test` while the shard is served; the shard stopping first fails the test.
+async fn while_serving<R: std::fmt::Debug>(
+    serving: impl std::future::Future<Output = R>,
+    test: impl std::future::Future<Output = ()>,
+) {
+    tokio::select! {
+        report = serving => panic!("the shard stopped early: {report:?}"),
+        () = test => {}
+    }
+}
+
 /// The account's realtime syncs still waiting for a worker.
 async fn pending_realtime(w: &World, account_id: Uuid) -> usize {
     let tasks = w.aws.tasks().recent(account_id, 100).await.unwrap();
@@ -144,10 +155,7 @@ async fn a_fill_is_an_order_row_at_once_and_its_transactions_come_with_the_sync_
         );
         assert_database_equals_truth(&w, &number).await;
     };
-    tokio::select! {
-        report = serving => panic!("the shard stopped early: {report:?}"),
-        () = test => {}
-    }
+    while_serving(serving, test).await;
 }
 
 #[tokio::test]
@@ -219,10 +227,7 @@ async fn a_dropped_socket_or_a_dead_token_reconnects_and_the_gap_is_synced() {
         assert!(drain(&w, &worker).await.is_empty());
         assert_database_equals_truth(&w, &number).await;
     };
-    tokio::select! {
-        report = serving => panic!("the shard stopped early: {report:?}"),
-        () = test => {}
-    }
+    while_serving(serving, test).await;
 }
 
 #[tokio::test]
@@ -277,10 +282,7 @@ async fn an_account_unlinked_while_its_socket_is_open_takes_nothing_more_from_it
             "no sync is queued for it but the connect's"
         );
     };
-    tokio::select! {
-        report = serving => panic!("the shard stopped early: {report:?}"),
-        () = test => {}
-    }
+    while_serving(serving, test).await;
 }
 
 #[tokio::test]
@@ -376,42 +378,10 @@ async fn a_shard_held_with_time_to_spare_is_left_alone_and_one_near_its_end_is_t
 /// of invocations, renewing its lease every 5 s with a promise of 5 s more, and looks for the
 /// shard every second while another process holds it.
 fn streamer_command(w: &World) -> tokio::process::Command {
-    let binary = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("account-streamer");
-    assert!(
-        binary.exists(),
-        "{} is missing: run the tests through `make test`",
-        binary.display()
-    );
-    let sim = &w.sim.credentials;
-    let mut command = tokio::process::Command::new(binary);
+    let mut command = crate::sync::function_command(w, "account-streamer");
     command
-        .env("DATABASE_URL", &w.db.url)
-        .env("TOKEN_KMS_KEY_ID", &w.aws.stack.kms_key_arn)
-        .env("TASKS_TABLE", &w.aws.stack.table)
-        .env("SYNC_QUEUE_URL", &w.aws.stack.queue_url)
-        .env("EVENT_BUS_NAME", &w.aws.stack.event_bus)
-        .env("TASTYTRADE_PRODUCTION_URL", &sim.base_url)
-        .env("TASTYTRADE_SANDBOX_URL", &sim.base_url)
-        .env("TASTYTRADE_STREAMER_URL", &sim.streamer_url)
-        .env("TASTYTRADE_SANDBOX_STREAMER_URL", &sim.streamer_url)
         .env("STREAMER_ALIVE_SECONDS", "5")
-        .env("STREAMER_TICK_SECONDS", "1")
-        .env("RUST_LOG", tastysync_tests::SUITE_LOG_FILTER)
-        .kill_on_drop(true);
-    match tastysync_tests::suite_log_file("streamer") {
-        Some(file) => {
-            let copy = file.try_clone().unwrap();
-            command.stdout(file).stderr(copy);
-        }
-        None => {
-            command.stdout(std::process::Stdio::null());
-        }
-    }
+        .env("STREAMER_TICK_SECONDS", "1");
     command
 }
 

@@ -785,32 +785,23 @@ async fn a_copy_of_a_message_already_handed_over_or_of_an_ended_task_does_nothin
     assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
 }
 
-/// The worker binary (built by `make test` before the tests run).
-fn worker_binary() -> std::path::PathBuf {
-    let dir = std::env::current_exe()
+/// The function binary `name` (built by `make test` before the tests run) against the world's
+/// stack and simulator, logging to a suite log file of its own (see
+/// [`tastysync_tests::capture_logs`]).
+pub(crate) fn function_command(w: &World, name: &str) -> tokio::process::Command {
+    let binary = std::env::current_exe()
         .unwrap()
         .parent()
+        .and_then(|deps| deps.parent())
         .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let binary = dir.join("sync-worker");
+        .join(name);
     assert!(
         binary.exists(),
         "{} is missing: run the tests through `make test`",
         binary.display()
     );
-    binary
-}
-
-fn spawn_worker(w: &World) -> tokio::process::Child {
-    worker_command(w).spawn().unwrap()
-}
-
-/// The worker binary in poll mode against the world's stack, with short invocations, logging
-/// to a suite log file of its own (see [`tastysync_tests::capture_logs`]).
-pub(crate) fn worker_command(w: &World) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(worker_binary());
+    let sim = &w.sim.credentials;
+    let mut command = tokio::process::Command::new(binary);
     command
         .env("DATABASE_URL", &w.db.url)
         .env("TOKEN_KMS_KEY_ID", &w.aws.stack.kms_key_arn)
@@ -818,8 +809,32 @@ pub(crate) fn worker_command(w: &World) -> tokio::process::Command {
         .env("SYNC_QUEUE_URL", &w.aws.stack.queue_url)
         .env("SYNC_QUEUE_ARN", &w.aws.stack.queue_arn)
         .env("EVENT_BUS_NAME", &w.aws.stack.event_bus)
-        .env("TASTYTRADE_PRODUCTION_URL", &w.sim.credentials.base_url)
-        .env("TASTYTRADE_SANDBOX_URL", &w.sim.credentials.base_url)
+        .env("TASTYTRADE_PRODUCTION_URL", &sim.base_url)
+        .env("TASTYTRADE_SANDBOX_URL", &sim.base_url)
+        .env("TASTYTRADE_STREAMER_URL", &sim.streamer_url)
+        .env("TASTYTRADE_SANDBOX_STREAMER_URL", &sim.streamer_url)
+        .env("RUST_LOG", tastysync_tests::SUITE_LOG_FILTER)
+        .kill_on_drop(true);
+    match tastysync_tests::suite_log_file(name) {
+        Some(file) => {
+            let copy = file.try_clone().unwrap();
+            command.stdout(file).stderr(copy);
+        }
+        None => {
+            command.stdout(std::process::Stdio::null());
+        }
+    }
+    command
+}
+
+fn spawn_worker(w: &World) -> tokio::process::Child {
+    worker_command(w).spawn().unwrap()
+}
+
+/// The worker binary in poll mode against the world's stack, with short invocations.
+pub(crate) fn worker_command(w: &World) -> tokio::process::Command {
+    let mut command = function_command(w, "sync-worker");
+    command
         // A killed worker's message comes back after this long, as after a Lambda crash.
         // (Three: a live worker's message must not come back while a loaded machine is slow.)
         .env("SYNC_VISIBILITY_SECONDS", "3")
@@ -832,18 +847,7 @@ pub(crate) fn worker_command(w: &World) -> tokio::process::Command {
         // One message in flight per receive: when two in-flight messages of a FIFO group come
         // back together, moto 5.2.5 delivers the second before the first (SQS keeps their
         // order), and a killed sync's lease then holds the other back for a whole back-off.
-        .env("SYNC_BATCH_SIZE", "1")
-        .env("RUST_LOG", tastysync_tests::SUITE_LOG_FILTER)
-        .kill_on_drop(true);
-    match tastysync_tests::suite_log_file("worker") {
-        Some(file) => {
-            let copy = file.try_clone().unwrap();
-            command.stdout(file).stderr(copy);
-        }
-        None => {
-            command.stdout(std::process::Stdio::null());
-        }
-    }
+        .env("SYNC_BATCH_SIZE", "1");
     command
 }
 

@@ -60,7 +60,7 @@ pub async fn texts(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
 /// the libraries under them.
 pub const SUITE_LOG_FILTER: &str = "info,tastysync_shared=debug,tastysync_local=debug,\
     tastytrade_sim=debug,accounts=debug,link_account=debug,migrate=debug,sync_scheduler=debug,\
-    sync_status=debug,sync_trigger=debug,sync_worker=debug,account_data=debug";
+    sync_status=debug,sync_trigger=debug,sync_worker=debug,account_data=debug,account_streamer=debug";
 
 /// Where this test process and the workers it starts write their logs: a file each in
 /// `TASTYSYNC_SUITE_LOGS`, which `make test` sets and scans for secrets after the suite.
