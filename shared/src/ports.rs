@@ -541,6 +541,13 @@ pub trait StreamerShards: Send + Sync {
     /// How many grants have accounts to stream (linked, open, not waiting for a new link).
     fn grant_count(&self) -> impl Future<Output = Result<u64, DbError>> + Send;
 
+    /// Whether the account is still linked through the grant `credential_id`.
+    fn still_linked(
+        &self,
+        account_id: Uuid,
+        credential_id: Uuid,
+    ) -> impl Future<Output = Result<bool, DbError>> + Send;
+
     /// The linked accounts, with their sealed secrets, of the grants in `shard` of `shards`.
     fn shard_accounts(
         &self,

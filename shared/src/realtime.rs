@@ -617,8 +617,7 @@ where
         // An account unlinked since this invocation loaded it (or linked again through another
         // grant) takes nothing more from this socket: its data may have gone with the link.
         if let Some(account) = account
-            && let Ok(current) = store.load_account(account.id).await
-            && current.is_none_or(|c| c.credential_id != account.credential_id)
+            && let Ok(false) = store.still_linked(account.id, account.credential_id).await
         {
             tracing::info!(account_id = %account.id, kind, "account no longer linked through this grant; notification dropped");
             return None;

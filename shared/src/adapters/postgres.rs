@@ -169,6 +169,10 @@ impl PgSyncStore {
 impl StreamerShards for PgSyncStore {
     const ACTIONS: Actions = POOL_ACTIONS;
 
+    async fn still_linked(&self, account_id: Uuid, credential_id: Uuid) -> Result<bool, DbError> {
+        sync::still_linked(&self.pool, account_id, credential_id).await
+    }
+
     async fn grant_count(&self) -> Result<u64, DbError> {
         sync::grant_count(&self.pool).await
     }

@@ -38,6 +38,10 @@ const SHARD_ACCOUNTS: &str = "
            + get_byte(uuid_send(credential_id), 15)) % $1 = $2
     ORDER BY credential_id, id";
 
+const STILL_LINKED: &str = "
+    SELECT EXISTS (SELECT 1 FROM tastytrade_accounts
+                   WHERE id = $1 AND credential_id = $2 AND unlinked_at IS NULL)";
+
 const GRANT_COUNT: &str = "
     SELECT count(DISTINCT credential_id) FROM tastytrade_accounts
     WHERE credential_id IS NOT NULL AND NOT is_closed AND unlinked_at IS NULL
@@ -85,6 +89,19 @@ pub async fn cache_token(
 }
 
 /// The account and its sealed grant; `None` when it was unlinked or deleted since queued.
+/// Whether the account is still linked through the grant `credential_id` (one indexed row).
+pub async fn still_linked(
+    pool: &Pool,
+    account_id: Uuid,
+    credential_id: Uuid,
+) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(STILL_LINKED, &[&account_id, &credential_id])
+        .await?;
+    Ok(row.get(0))
+}
+
 /// How many grants have accounts to stream, as [`shard_accounts`] selects them.
 pub async fn grant_count(pool: &Pool) -> Result<u64, DbError> {
     let client = pool.get().await?;
