@@ -936,7 +936,11 @@ impl SyncStore for InMemorySyncStore {
         })
     }
 
-    async fn working_orders(&self, account_id: Uuid) -> Result<Vec<i64>, DbError> {
+    async fn working_orders(
+        &self,
+        account_id: Uuid,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<i64>, DbError> {
         const TERMINAL: [&str; 6] = [
             "Filled",
             "Cancelled",
@@ -951,6 +955,11 @@ impl SyncStore for InMemorySyncStore {
                     raw["status"]
                         .as_str()
                         .is_some_and(|st| !TERMINAL.contains(&st))
+                })
+                .filter(|(_, raw)| {
+                    (raw["received-at"].as_str())
+                        .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+                        .is_none_or(|at| at < before)
                 })
                 .map(|(id, _)| *id)
                 .collect()
@@ -1234,6 +1243,16 @@ impl Broker for FakeBroker {
             refresh_token: SecretString::from(format!("refresh-for-{}", code.expose_secret())),
             access: self.issue(),
         })
+    }
+
+    /// One attempt per call: a failure planted for a path is what the sync sees.
+    fn retry_policy(&self) -> &crate::tastytrade::RetryPolicy {
+        static ONCE: std::sync::LazyLock<crate::tastytrade::RetryPolicy> =
+            std::sync::LazyLock::new(|| crate::tastytrade::RetryPolicy {
+                max_attempts: 1,
+                ..crate::tastytrade::RetryPolicy::default()
+            });
+        &ONCE
     }
 
     async fn get(

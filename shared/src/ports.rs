@@ -400,10 +400,12 @@ pub trait SyncStore: Send + Sync {
         gone: Gone<'_>,
     ) -> impl Future<Output = Result<u64, DbError>> + Send;
 
-    /// The account's stored orders that were still working (not in a terminal status).
+    /// The account's stored orders that were still working (not in a terminal status),
+    /// received before `before` or at no known time.
     fn working_orders(
         &self,
         account_id: Uuid,
+        before: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<i64>, DbError>> + Send;
 
     /// Sets rows of `entity` aside, or notes that they were seen again.
@@ -609,7 +611,8 @@ pub trait Broker: Send + Sync + Sized {
         redirect_uri: &str,
     ) -> impl Future<Output = Result<CodeExchange, BrokerError>> + Send;
 
-    /// GET `path` with `token`; the parsed body of a success, else the broker's error.
+    /// GET `path` with `token`, once; the parsed body of a success, else the broker's error.
+    /// [`Session`] retries it.
     fn get(
         &self,
         environment: Environment,
@@ -626,6 +629,13 @@ pub trait Broker: Send + Sync + Sized {
         symbols: &[String],
         wait: std::time::Duration,
     ) -> impl Future<Output = Result<FeedRead, BrokerError>> + Send;
+
+    /// How a session retries a GET that failed.
+    fn retry_policy(&self) -> &crate::tastytrade::RetryPolicy;
+
+    /// Counts a retry, and a 429 (for the stats and metrics).
+    fn note_retry(&self) {}
+    fn note_throttled(&self) {}
 
     /// A session for one grant; `cached` is an access token persisted earlier, if any.
     fn session(&self, grant: Grant, cached: Option<AccessToken>) -> Session<'_, Self> {

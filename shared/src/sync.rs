@@ -1,11 +1,14 @@
-//! The sync of one account: stages in order, each page one batched upsert, task state in
-//! DynamoDB and account status in Postgres.
+//! The sync of one account: each page one batched upsert, task state in DynamoDB and account
+//! status in Postgres.
 //!
-//! Stages: accounts → balances (+ an intraday capture) → positions (set replace) →
-//! transactions → orders (+ live) → EOD balance snapshots. A full sync reads from the
-//! account's opening; an incremental one from each entity's watermark minus a trailing window,
-//! because the broker changes rows after the fact. Re-running any task converges to the same
-//! rows.
+//! Stages: balances (+ an intraday capture), then side by side: the account's state (trading
+//! status, net-liq chart, watchlists, positions as a set replace, greeks), transactions,
+//! orders (+ live, + complex) and EOD balance snapshots. They share the grant's session, which
+//! keeps a few requests in flight (`SYNC_GRANT_CONCURRENCY`); each scan reads its next pages
+//! while the last one is written. A full sync reads from the account's opening; an incremental
+//! one from each entity's watermark minus a trailing window, because the broker changes rows
+//! after the fact, and skips what its watermarks show cannot have changed. Re-running any task
+//! converges to the same rows.
 
 use std::time::Instant;
 
@@ -35,7 +38,7 @@ use crate::tastytrade::model::{
 };
 use crate::tastytrade::occ::{self, OptionSymbol};
 use crate::tastytrade::{
-    AccessToken, BrokerError, CurrentBalances, Grant, OrderQuery, Pages, Parsed, Session,
+    AccessToken, BrokerError, CurrentBalances, Grant, OrderQuery, Page, Pages, Parsed, Session,
     SnapshotQuery, TimeBack, TimeOfDay, TransactionQuery,
 };
 
@@ -63,6 +66,8 @@ pub struct SyncSettings {
     /// A grant's watchlists are read at most this often by its accounts' syncs (a full sync
     /// always reads them).
     pub watchlists_every: TimeDelta,
+    /// Requests of one grant in flight at once (`SYNC_GRANT_CONCURRENCY`).
+    pub grant_concurrency: usize,
 }
 
 impl Default for SyncSettings {
@@ -77,6 +82,7 @@ impl Default for SyncSettings {
             handover_reserve: std::time::Duration::from_secs(5),
             greeks_wait: std::time::Duration::from_secs(5),
             watchlists_every: TimeDelta::minutes(15),
+            grant_concurrency: crate::tastytrade::client::DEFAULT_GRANT_CONCURRENCY,
         }
     }
 }
@@ -172,7 +178,7 @@ pub enum SyncError {
     #[error("the continuation's cursor could not be written")]
     Cursor(#[from] serde_json::Error),
     #[error("the invocation's deadline is near")]
-    Deadline(Cursor),
+    Deadline(Box<Cursor>),
     /// Every account has a cash balance; none at all means the broker's answer is not one we
     /// can trust, so nothing about the account is marked synced.
     #[error("tastytrade returned no balance for this account")]
@@ -360,7 +366,7 @@ async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueu
     let counts = match result {
         Ok(counts) => counts,
         Err((SyncError::Deadline(cursor), _)) if !same_cursor(message, &cursor) => {
-            return continue_later(deps, message, cursor).await;
+            return continue_later(deps, message, *cursor).await;
         }
         // Out of time without a step forward: a continuation would repeat this message (and
         // the queue would drop it as a duplicate), so the message itself comes back.
@@ -695,6 +701,14 @@ pub struct Cursor {
     pub from: DateTime<Utc>,
     pub now: DateTime<Utc>,
     pub counts: Counts,
+    /// The stages after `stage` that ran side by side with it and finished: the continuation
+    /// does not run them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<Stage>,
+    /// Where the stages after `stage` that ran side by side with it and stopped resume: no
+    /// stage loses what an invocation read of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later: Vec<(Stage, DateTime<Utc>)>,
 }
 
 /// The invocation's time: past `checkpoint_at` (checked after every page) the sync hands over
@@ -751,6 +765,97 @@ fn same_cursor(message: &TaskMessage, cursor: &Cursor) -> bool {
         .is_some_and(|c| &c == cursor)
 }
 
+/// A page as the scan handed it out, and whether it was the scan's last.
+type ReadPage<T> = (Result<Page<T>, BrokerError>, bool);
+
+/// Reads `pages` ahead of whoever stores them: the returned future hands each page to the
+/// receiver as it arrives, and never waits for the receiver, so the requests in flight keep
+/// moving while a page is stored (the scan's own bound keeps the pages in memory few). It ends
+/// when the scan does or the receiver is dropped.
+fn read_ahead<T: DeserializeOwned + Send + 'static, B: Broker>(
+    mut pages: Pages<'_, '_, T, B>,
+) -> (
+    impl Future<Output = ()>,
+    tokio::sync::mpsc::UnboundedReceiver<ReadPage<T>>,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let reading = async move {
+        while let Some(page) = pages.next().await {
+            if sender.send((page, pages.is_finished())).is_err() {
+                return;
+            }
+        }
+    };
+    (reading, receiver)
+}
+
+/// Runs the reading and the storing of a scan together (see [`read_ahead`]); the storing
+/// decides: once it ends, early or not, the reading is dropped with its requests.
+async fn overlapped<E>(
+    reading: impl Future<Output = ()>,
+    storing: impl Future<Output = Result<(), E>>,
+) -> Result<(), E> {
+    let (reading, storing) = (std::pin::pin!(reading), std::pin::pin!(storing));
+    match futures_util::future::select(reading, storing).await {
+        futures_util::future::Either::Left(((), storing)) => storing.await,
+        futures_util::future::Either::Right((stored, _reading)) => stored,
+    }
+}
+
+/// How a stage that ran beside others ended, and what it counted.
+type StageRun = (Result<(), SyncError>, Counts);
+
+/// A stage with counts of its own, so that it can run beside others.
+async fn counted(stage: impl AsyncFnOnce(&mut Counts) -> Result<(), SyncError>) -> StageRun {
+    let mut counts = Counts::default();
+    let result = stage(&mut counts).await;
+    (result, counts)
+}
+
+/// The stages that ran side by side, folded into the task's `counts` and one outcome: the
+/// first error that is not a checkpoint; else the checkpoint of the earliest paged stage that
+/// stopped at one, where the continuation resumes, noting the later stages that finished
+/// (`already` are those an earlier invocation finished); else success.
+fn side_by_side(
+    counts: &mut Counts,
+    already: &[Stage],
+    (state, state_counts): StageRun,
+    paged: [(Stage, StageRun); 3],
+) -> Result<(), SyncError> {
+    counts.absorb(state_counts);
+    let mut failure = state.err();
+    let (mut stopped, mut finished) = (Vec::<Cursor>::new(), already.to_vec());
+    for (stage, (result, stage_counts)) in paged {
+        counts.absorb(stage_counts);
+        match result {
+            Ok(()) => finished.push(stage),
+            Err(SyncError::Deadline(cursor)) => stopped.push(*cursor),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    stopped.sort_by_key(|c| c.stage);
+    let mut stopped = stopped.into_iter();
+    match stopped.next() {
+        Some(first) => {
+            finished.retain(|s| *s > first.stage);
+            finished.sort();
+            finished.dedup();
+            Err(SyncError::Deadline(Box::new(Cursor {
+                counts: counts.clone(),
+                finished,
+                later: stopped.map(|c| (c.stage, c.from)).collect(),
+                ..first
+            })))
+        }
+        None => Ok(()),
+    }
+}
+
 async fn stages<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>(
     deps: &SyncDeps<S, C, T, Q, B, P>,
     message: &TaskMessage,
@@ -774,10 +879,47 @@ async fn stages<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B:
         opened: account.opened_at.unwrap_or(now - deps.settings.max_history),
         resume,
         deadline,
+        spent: Spent::default(),
     };
-    match run.all_stages(&mut counts).await {
+    let result = run.all_stages(&mut counts).await;
+    tracing::info!(target: "tastysync::spent", spent = %run.spent.to_json(), "where the sync's time went");
+    match result {
         Ok(()) => Ok(counts),
         Err(e) => Err((e, counts)),
+    }
+}
+
+/// Where an invocation's time went, per entity: waiting for pages (a request slot of the
+/// grant, the broker's answer and its JSON), parsing them into the model, and writing them.
+/// The entities run side by side, so these overlap: they show which part holds a sync back,
+/// not how its wall time divides.
+#[derive(Debug, Default)]
+struct Spent(std::sync::Mutex<std::collections::BTreeMap<&'static str, [std::time::Duration; 3]>>);
+
+impl Spent {
+    fn add<T>(&self, entity: &'static str, page: &Page<T>, writing: std::time::Duration) {
+        let mut spent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let [fetching, parsing, written] = spent.entry(entity).or_default();
+        *fetching += page.fetched_in;
+        *parsing += page.parsed_in;
+        *written += writing;
+    }
+
+    /// `{"transactions": {"fetch_ms": .., "parse_ms": .., "write_ms": ..}, ...}`
+    fn to_json(&self) -> serde_json::Value {
+        let spent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let ms = |d: &std::time::Duration| d.as_millis() as u64;
+        (spent.iter())
+            .map(|(entity, [fetching, parsing, writing])| {
+                let parts = serde_json::json!({
+                    "fetch_ms": ms(fetching),
+                    "parse_ms": ms(parsing),
+                    "write_ms": ms(writing),
+                });
+                ((*entity).to_owned(), parts)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
 }
 
@@ -792,13 +934,16 @@ struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: 
     opened: DateTime<Utc>,
     resume: Option<Cursor>,
     deadline: Deadline,
+    spent: Spent,
 }
 
 impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
     Run<'_, S, C, T, Q, B, P>
 {
-    /// accounts → balances → positions → the paged stages → the account's watermarks. The
-    /// cheap stages run again on every continuation: they are a handful of rows.
+    /// accounts → balances → then side by side: the account's state (trading status, chart,
+    /// watchlists, positions and greeks), transactions, orders and balance snapshots → the
+    /// account's watermarks. The cheap stages run again on every continuation: they are a
+    /// handful of rows.
     async fn all_stages(&self, counts: &mut Counts) -> Result<(), SyncError> {
         self.progress("accounts", 0, counts).await?;
         let (id, credential) = (self.account.id, self.account.credential_id);
@@ -808,40 +953,63 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
             .deps
             .broker
             .session(open_grant(self.deps, self.account).await?, cached.clone())
+            .concurrency(self.deps.settings.grant_concurrency)
             .until(self.deadline.calls_until);
-        self.accounts(&session, cached.as_ref()).await?;
-        let currencies = self.balances(&session, counts).await?;
-        if self.resume.is_none() {
-            self.trading_status(&session).await?;
-            self.net_liq_history(&session, counts).await?;
-            self.watchlists(&session, counts).await?;
+        // A full sync asks whether the grant still reaches the account; any other lets the
+        // account's own endpoints tell (a grant that lost the account is refused there), and
+        // asks only then, which saves a call per sync.
+        if self.message.kind == TaskKind::Full {
+            self.reaches(&session).await?;
         }
-        let held = self.positions(&session, counts).await?;
-        if self.resume.is_none() {
-            self.greeks(&session, &held, counts).await?;
-        }
-        if self.runs(Stage::Transactions) {
-            self.paged::<Transaction>(&session, &currencies, counts)
-                .await?;
-        }
-        if self.runs(Stage::Orders) {
-            self.paged::<Order>(&session, &currencies, counts).await?;
-            // After the windows, which store the groups' orders as well: the first writes to
-            // the orders tables are whole pages, so the statements the connection caches are
-            // planned for a table that is not nearly empty.
-            let after_windows = match self.live_orders(&session, counts).await {
-                Ok(()) => self.complex_orders(&session, counts).await,
-                failed => failed,
-            };
-            match after_windows {
-                // The windows are done: the continuation reads only these again.
-                Err(SyncError::Broker(BrokerError::OutOfTime)) => {
-                    return Err(self.checkpoint(Stage::Orders, self.now, counts));
-                }
-                other => other?,
+        let currencies = match self.balances(&session, counts).await {
+            Err(SyncError::Broker(e)) if e.refused() => {
+                self.reaches(&session).await?;
+                return Err(e.into());
             }
-        }
-        self.paged::<Balance>(&session, &currencies, counts).await?;
+            read => read?,
+        };
+        self.keep_token(&session, cached.as_ref()).await?;
+        self.progress("history", 20, counts).await?;
+        // No stage below needs another's rows: they share the grant's few requests in flight,
+        // so the broker's latency is paid once for all of them, not once per stage.
+        let (session, currencies) = (&session, &currencies);
+        let state = counted(async |c| self.account_state(session, c).await);
+        let transactions = counted(async |c| {
+            if !self.runs(Stage::Transactions) {
+                return Ok(());
+            }
+            self.paged::<Transaction>(session, currencies, c).await
+        });
+        let orders = counted(async |c| {
+            if !self.runs(Stage::Orders) {
+                return Ok(());
+            }
+            self.orders(session, currencies, c).await
+        });
+        let snapshots = counted(async |c| {
+            if !self.runs(Stage::BalanceSnapshots) || !self.snapshots_due() {
+                return Ok(());
+            }
+            self.paged::<Balance>(session, currencies, c).await
+        });
+        // On the heap: side by side, the stages' futures are too large for a thread's stack.
+        let (state, transactions, orders, snapshots) = tokio::join!(
+            Box::pin(state),
+            Box::pin(transactions),
+            Box::pin(orders),
+            Box::pin(snapshots)
+        );
+        let already = (self.resume.as_ref()).map_or(&[][..], |c| &c.finished[..]);
+        side_by_side(
+            counts,
+            already,
+            state,
+            [
+                (Stage::Transactions, transactions),
+                (Stage::Orders, orders),
+                (Stage::BalanceSnapshots, snapshots),
+            ],
+        )?;
         if self.account.quarantined > 0 || counts.total_rejected() > 0 {
             let full = self.message.kind == TaskKind::Full;
             let store = &self.deps.store;
@@ -855,6 +1023,72 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         Ok(())
     }
 
+    /// Whether the end-of-day snapshots are read: by a full or deep sync, and by any other when
+    /// a market close has passed since the last sync that completed (the account's watermarks
+    /// all move at its end). The broker writes a day's snapshot at its close, so before the
+    /// next one there is nothing new to read; the trailing window of the next read, and the
+    /// daily deep sync, still catch a late one.
+    fn snapshots_due(&self) -> bool {
+        matches!(self.message.kind, TaskKind::Full | TaskKind::Deep)
+            || self.resume.is_some()
+            || (self.account.transactions_synced_to)
+                .is_none_or(|last| last < crate::domain::accounts::latest_close(self.now))
+    }
+
+    /// The account's state beside its history: trading status, net-liq chart and watchlists
+    /// (once per sync, by its first invocation), positions, and the options' greeks.
+    async fn account_state(
+        &self,
+        session: &Session<'_, B>,
+        counts: &mut Counts,
+    ) -> Result<(), SyncError> {
+        if self.resume.is_none() {
+            self.trading_status(session).await?;
+            self.net_liq_history(session, counts).await?;
+            self.watchlists(session, counts).await?;
+        }
+        let held = self.positions(session, counts).await?;
+        if self.resume.is_none() {
+            self.greeks(session, &held, counts).await?;
+        }
+        Ok(())
+    }
+
+    /// The orders' windows, then the live orders and the complex orders, which the windows
+    /// may not reach. A continuation after the windows reads only these two again.
+    ///
+    /// The complex orders (the endpoint takes no time filter) are read by a full or deep sync,
+    /// and by any other only when one of the account's orders changed: a group changes only
+    /// with its orders, which the windows and the live orders read.
+    async fn orders(
+        &self,
+        session: &Session<'_, B>,
+        currencies: &[String],
+        counts: &mut Counts,
+    ) -> Result<(), SyncError> {
+        self.paged::<Order>(session, currencies, counts).await?;
+        let after_windows = match self.live_orders(session, counts).await {
+            Ok(()) => {
+                let changed = counts.written.get(Order::STAGE_NAME).copied().unwrap_or(0);
+                let due = matches!(self.message.kind, TaskKind::Full | TaskKind::Deep)
+                    || self.resume.is_some()
+                    || changed > 0;
+                if due {
+                    self.complex_orders(session, counts).await
+                } else {
+                    Ok(())
+                }
+            }
+            failed => failed,
+        };
+        match after_windows {
+            Err(SyncError::Broker(BrokerError::OutOfTime)) => {
+                Err(self.checkpoint(Stage::Orders, self.now, counts))
+            }
+            other => other,
+        }
+    }
+
     async fn progress(
         &self,
         stage: &str,
@@ -864,25 +1098,40 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         progress(self.deps, self.message.task_id, stage, percentage, counts).await
     }
 
-    /// Whether `stage` runs in this invocation: not when a continuation resumes after it.
-    fn runs(&self, stage: Stage) -> bool {
-        self.resume.as_ref().is_none_or(|c| c.stage <= stage)
+    /// Where a continuation resumes `stage`, if it stopped inside it.
+    fn resumes_from(&self, stage: Stage) -> Option<DateTime<Utc>> {
+        let cursor = self.resume.as_ref()?;
+        if cursor.stage == stage {
+            return Some(cursor.from);
+        }
+        (cursor.later.iter()).find_map(|(s, from)| (*s == stage).then_some(*from))
     }
 
-    /// The grant still reaches the account; a token minted just now is kept, sealed, for the
-    /// syncs that follow within its lifetime.
-    async fn accounts(
+    /// Whether `stage` runs in this invocation: not when a continuation resumes after it, nor
+    /// when an earlier invocation finished it beside the stage the continuation resumes.
+    fn runs(&self, stage: Stage) -> bool {
+        (self.resume.as_ref()).is_none_or(|c| c.stage <= stage && !c.finished.contains(&stage))
+    }
+
+    /// Keeps a token minted just now, sealed, for the syncs that follow within its lifetime.
+    async fn keep_token(
         &self,
         session: &Session<'_, B>,
         cached: Option<&AccessToken>,
     ) -> Result<(), SyncError> {
-        let listed = session.accounts().await?;
         let current = session.access_token().await?;
         let cached_secret = cached.map(|t| t.token.expose_secret());
         if cached_secret != Some(current.token.expose_secret()) {
             self.cache(Purpose::AccessToken, &current.token, current.expires_at)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// The grant still reaches the account: the broker's list of the customer's accounts holds
+    /// it.
+    async fn reaches(&self, session: &Session<'_, B>) -> Result<(), SyncError> {
+        let listed = session.accounts().await?;
         let number = &self.account.account_number;
         if listed
             .iter()
@@ -1022,29 +1271,34 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
         const STAGE: &str = "complex_orders";
-        let mut pages = session.complex_orders(&self.account.account_number);
+        let (reading, mut pages) = read_ahead(session.complex_orders(&self.account.account_number));
         // Every group listed, read or not: the others are no longer listed.
         let mut seen = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page?;
-            seen.extend(page.items.iter().map(|c| c.item.id));
-            seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
-            let read = page.items.len() + page.rejected.len();
-            let store = &self.deps.store;
-            let stored = store
-                .upsert_complex_orders(self.account, &page.items)
-                .await?;
-            let aside = self
-                .settle(STAGE, &page.items, page.rejected, &stored)
-                .await?;
-            counts.add(STAGE, read, stored.changed);
-            counts.reject(STAGE, aside);
-            let children = (page.items.iter())
-                .flat_map(|c| c.item.children())
-                .collect();
-            let Parsed { items, rejected } = Parsed::<Order>::parse(children);
-            self.write::<Order>(items, rejected, counts).await?;
-        }
+        let storing = async {
+            while let Some((page, _)) = pages.recv().await {
+                let mut page = page?;
+                let started = std::time::Instant::now();
+                seen.extend(page.items.iter().map(|c| c.item.id));
+                seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
+                let read = page.items.len() + page.rejected.len();
+                let store = &self.deps.store;
+                let stored = store
+                    .upsert_complex_orders(self.account, &page.items)
+                    .await?;
+                let rejected = std::mem::take(&mut page.rejected);
+                let aside = self.settle(STAGE, &page.items, rejected, &stored).await?;
+                counts.add(STAGE, read, stored.changed);
+                counts.reject(STAGE, aside);
+                let children = (page.items.iter())
+                    .flat_map(|c| c.item.children())
+                    .collect();
+                let Parsed { items, rejected } = Parsed::<Order>::parse(children);
+                self.write::<Order>(items, rejected, counts).await?;
+                self.spent.add(STAGE, &page, started.elapsed());
+            }
+            Ok::<_, SyncError>(())
+        };
+        overlapped(reading, storing).await?;
         let gone = Some(Gone::ComplexOrders { seen: &seen });
         self.remove_gone(STAGE, gone, counts).await
     }
@@ -1264,14 +1518,13 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         currencies: &[String],
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
-        self.progress(E::STAGE_NAME, E::PROGRESS, counts).await?;
         let settings = &self.deps.settings;
-        let resumed = self.resume.as_ref().filter(|c| c.stage == E::STAGE);
-        if resumed.is_some_and(|c| c.from >= self.now) {
+        let resumed = self.resumes_from(E::STAGE);
+        if resumed.is_some_and(|from| from >= self.now) {
             // Handed over after its last window: only what follows the windows is left.
             return Ok(());
         }
-        let from = resumed.map(|c| c.from).unwrap_or_else(|| {
+        let from = resumed.unwrap_or_else(|| {
             let start = start_of(
                 self.message.kind,
                 E::watermark(self.account),
@@ -1292,32 +1545,36 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
             let mut seen = Vec::new();
             // Where a read cut short resumes: the last row read, or the window.
             let mut resume_at = start;
-            for mut pages in E::reads(session, &self.account.account_number, &window, currencies) {
-                while let Some(page) = pages.next().await {
-                    let page = match page {
-                        Ok(page) => page,
-                        Err(BrokerError::OutOfTime) => {
-                            return Err(self.checkpoint(E::STAGE, resume_at, counts));
+            for pages in E::reads(session, &self.account.account_number, &window, currencies) {
+                let (reading, mut pages) = read_ahead(pages);
+                let storing = async {
+                    while let Some((page, finished)) = pages.recv().await {
+                        let page = match page {
+                            Ok(page) => page,
+                            Err(BrokerError::OutOfTime) => {
+                                return Err(self.checkpoint(E::STAGE, resume_at, counts));
+                            }
+                            Err(e) => return Err(e.into()),
+                        };
+                        let reached = E::reached(&page.items);
+                        if E::RESUMES_WITHIN_A_WINDOW {
+                            resume_at = reached.unwrap_or(start).max(resume_at);
                         }
-                        Err(e) => return Err(e.into()),
-                    };
-                    let reached = E::reached(&page.items);
-                    if E::RESUMES_WITHIN_A_WINDOW {
-                        resume_at = reached.unwrap_or(start).max(resume_at);
+                        seen.extend(page.items.iter().filter_map(|r| r.item.broker_id()));
+                        seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
+                        self.write_page::<E>(E::STAGE_NAME, page, counts).await?;
+                        if E::RESUMES_WITHIN_A_WINDOW && self.deadline.passed() && !finished {
+                            let reached = reached.unwrap_or(start).max(start);
+                            // Rows come oldest first: everything before `reached` was read.
+                            let before = reached - TimeDelta::microseconds(1);
+                            self.remove_gone(E::STAGE_NAME, E::gone(start, before, &seen), counts)
+                                .await?;
+                            return Err(self.checkpoint(E::STAGE, reached, counts));
+                        }
                     }
-                    seen.extend(page.items.iter().filter_map(|r| r.item.broker_id()));
-                    seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
-                    self.write::<E>(page.items, page.rejected, counts).await?;
-                    if E::RESUMES_WITHIN_A_WINDOW && self.deadline.passed() && !pages.is_finished()
-                    {
-                        let reached = reached.unwrap_or(start).max(start);
-                        // Rows come oldest first: everything before `reached` was read.
-                        let before = reached - TimeDelta::microseconds(1);
-                        self.remove_gone(E::STAGE_NAME, E::gone(start, before, &seen), counts)
-                            .await?;
-                        return Err(self.checkpoint(E::STAGE, reached, counts));
-                    }
-                }
+                    Ok::<_, SyncError>(())
+                };
+                overlapped(reading, storing).await?;
             }
             self.remove_gone(E::STAGE_NAME, E::gone(start, end, &seen), counts)
                 .await?;
@@ -1325,6 +1582,23 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
                 return Err(self.checkpoint(E::STAGE, end, counts));
             }
         }
+        Ok(())
+    }
+
+    /// [`Run::write`] of a page, its time spent counted against `entity`.
+    async fn write_page<E: PagedEntity>(
+        &self,
+        entity: &'static str,
+        mut page: Page<E>,
+        counts: &mut Counts,
+    ) -> Result<(), SyncError> {
+        let started = std::time::Instant::now();
+        let (items, rejected) = (
+            std::mem::take(&mut page.items),
+            std::mem::take(&mut page.rejected),
+        );
+        self.write::<E>(items, rejected, counts).await?;
+        self.spent.add(entity, &page, started.elapsed());
         Ok(())
     }
 
@@ -1354,16 +1628,33 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
         let number = &self.account.account_number;
-        let working = self.deps.store.working_orders(self.account.id).await?;
-        let mut seen = std::collections::HashSet::new();
-        let mut live = session.live_orders(number);
-        while let Some(page) = live.next().await {
-            let page = page?;
-            seen.extend(page.items.iter().map(|r| r.item.id));
-            seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
-            self.write::<Order>(page.items, page.rejected, counts)
-                .await?;
+        // The windows just read every order received since they start: only an older order
+        // still working (a GTC order placed long ago) needs the live list, or its id.
+        let since = start_of(
+            self.message.kind,
+            Order::watermark(self.account),
+            self.opened,
+            &self.deps.settings,
+        );
+        let working = (self.deps.store)
+            .working_orders(self.account.id, since)
+            .await?;
+        if working.is_empty() {
+            return Ok(());
         }
+        let mut seen = std::collections::HashSet::new();
+        let (reading, mut live) = read_ahead(session.live_orders(number));
+        let storing = async {
+            while let Some((page, _)) = live.recv().await {
+                let page = page?;
+                seen.extend(page.items.iter().map(|r| r.item.id));
+                seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
+                self.write_page::<Order>("live_orders", page, counts)
+                    .await?;
+            }
+            Ok::<_, SyncError>(())
+        };
+        overlapped(reading, storing).await?;
         for id in working.into_iter().filter(|id| !seen.contains(id)) {
             match session.order(number, id).await {
                 Ok(order) => {
@@ -1405,12 +1696,14 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
     }
 
     fn checkpoint(&self, stage: Stage, from: DateTime<Utc>, counts: &Counts) -> SyncError {
-        SyncError::Deadline(Cursor {
+        SyncError::Deadline(Box::new(Cursor {
             stage,
             from,
             now: self.now,
             counts: counts.clone(),
-        })
+            finished: Vec::new(),
+            later: Vec::new(),
+        }))
     }
 }
 
@@ -1437,11 +1730,10 @@ impl Window {
 
 /// What a paged stage needs to know of the entity it reads: where it starts, how it is read
 /// and written, and where a read interrupted inside a window resumes.
-trait PagedEntity: BrokerId + DeserializeOwned + Send + Sync + Sized {
+trait PagedEntity: BrokerId + DeserializeOwned + Send + Sync + Sized + 'static {
     const STAGE: Stage;
     /// The task's stage label, and the key of its counts.
     const STAGE_NAME: &'static str;
-    const PROGRESS: u8;
     /// Rows come oldest first, so a read can resume at the last row's time; otherwise only
     /// whole windows resume.
     const RESUMES_WITHIN_A_WINDOW: bool;
@@ -1483,7 +1775,6 @@ trait PagedEntity: BrokerId + DeserializeOwned + Send + Sync + Sized {
 impl PagedEntity for Transaction {
     const STAGE: Stage = Stage::Transactions;
     const STAGE_NAME: &'static str = "transactions";
-    const PROGRESS: u8 = 30;
     const RESUMES_WITHIN_A_WINDOW: bool = true;
 
     fn watermark(account: &SyncAccount) -> Option<DateTime<Utc>> {
@@ -1529,7 +1820,6 @@ impl PagedEntity for Transaction {
 impl PagedEntity for Order {
     const STAGE: Stage = Stage::Orders;
     const STAGE_NAME: &'static str = "orders";
-    const PROGRESS: u8 = 60;
     const RESUMES_WITHIN_A_WINDOW: bool = true;
 
     fn watermark(account: &SyncAccount) -> Option<DateTime<Utc>> {
@@ -1580,7 +1870,6 @@ impl PagedEntity for Order {
 impl PagedEntity for Balance {
     const STAGE: Stage = Stage::BalanceSnapshots;
     const STAGE_NAME: &'static str = "balance_snapshots";
-    const PROGRESS: u8 = 85;
     const RESUMES_WITHIN_A_WINDOW: bool = false;
 
     fn watermark(account: &SyncAccount) -> Option<DateTime<Utc>> {
@@ -2028,8 +2317,9 @@ mod tests {
     async fn each_task_is_announced_once_when_it_ends_with_its_user_and_counts() {
         let deps = fake_worker();
         let account = linked_account(&deps).await;
+        // The first call of a sync that is not a full one.
         deps.broker.fail_next(
-            "/customers/me/accounts",
+            &format!("/accounts/{NUMBER}/balances"),
             BrokerError::GrantRevoked { code: None },
         );
 
@@ -2062,10 +2352,9 @@ mod tests {
         let deps = fake_worker();
         let account = linked_account(&deps).await;
         let unauthorized = || BrokerError::AuthExpired { code: None };
-        deps.broker
-            .fail_next("/customers/me/accounts", unauthorized());
-        deps.broker
-            .fail_next("/customers/me/accounts", unauthorized());
+        let balances = format!("/accounts/{NUMBER}/balances");
+        deps.broker.fail_next(&balances, unauthorized());
+        deps.broker.fail_next(&balances, unauthorized());
 
         let refused = deliver(&deps, account).await;
 
@@ -2385,9 +2674,11 @@ mod tests {
 
         assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
         let calls = &deps.broker.calls()[before..];
-        // accounts, balances, trading status, net-liq history, complex orders, positions,
-        // transactions, orders, live orders, snapshots (USD)
-        assert_eq!(calls.len(), 10, "{calls:?}");
+        // Balances, trading status, net-liq history, positions, transactions, orders: not the
+        // account list (the account's own endpoints answered), nor the snapshots (none since
+        // the last close), the complex orders (no order changed) or the live orders (no order
+        // older than the window still working).
+        assert_eq!(calls.len(), 6, "{calls:?}");
         let reads = transaction_reads(&deps);
         let (start, _) = reads.last().unwrap();
         let start: DateTime<Utc> = start.parse().unwrap();
@@ -2510,6 +2801,8 @@ mod tests {
             from: Utc::now() - TimeDelta::days(30),
             now: Utc::now(),
             counts,
+            finished: Vec::new(),
+            later: Vec::new(),
         }
     }
 
@@ -2560,6 +2853,85 @@ mod tests {
             "nothing recorded: this message stays live"
         );
         assert_eq!(stale_delivery(Some(&record), &task.message()), None);
+    }
+
+    fn deadline_at(stage: Stage) -> SyncError {
+        SyncError::Deadline(Box::new(cursor(stage)))
+    }
+
+    fn counted_once(entity: &str) -> Counts {
+        let mut counts = Counts::default();
+        counts.add(entity, 1, 1);
+        counts
+    }
+
+    #[test]
+    fn stages_side_by_side_resume_at_the_earliest_checkpoint_and_skip_the_later_ones_that_finished()
+    {
+        let mut counts = Counts::default();
+        let outcome = side_by_side(
+            &mut counts,
+            &[],
+            (Ok(()), counted_once("positions")),
+            [
+                (Stage::Transactions, (Ok(()), counted_once("transactions"))),
+                (
+                    Stage::Orders,
+                    (Err(deadline_at(Stage::Orders)), counted_once("orders")),
+                ),
+                (
+                    Stage::BalanceSnapshots,
+                    (Ok(()), counted_once("balance_snapshots")),
+                ),
+            ],
+        );
+        let Err(SyncError::Deadline(cursor)) = outcome else {
+            panic!("a checkpoint: {outcome:?}")
+        };
+        assert_eq!(cursor.stage, Stage::Orders);
+        assert_eq!(cursor.finished, [Stage::BalanceSnapshots], "not run again");
+        assert!(cursor.later.is_empty());
+        let entities: Vec<&str> = counts.read.keys().map(String::as_str).collect();
+        assert_eq!(
+            entities,
+            ["balance_snapshots", "orders", "positions", "transactions"]
+        );
+        assert_eq!(cursor.counts, counts, "the continuation carries the counts");
+    }
+
+    #[test]
+    fn a_failure_beside_a_checkpoint_is_the_outcome_and_stages_that_all_finish_succeed() {
+        let mut counts = Counts::default();
+        let outcome = side_by_side(
+            &mut counts,
+            &[],
+            (Ok(()), Counts::default()),
+            [
+                (
+                    Stage::Transactions,
+                    (Err(deadline_at(Stage::Transactions)), Counts::default()),
+                ),
+                (
+                    Stage::Orders,
+                    (Err(SyncError::NoBalance), counted_once("orders")),
+                ),
+                (Stage::BalanceSnapshots, (Ok(()), Counts::default())),
+            ],
+        );
+        assert!(matches!(outcome, Err(SyncError::NoBalance)), "{outcome:?}");
+        assert!(
+            side_by_side(
+                &mut Counts::default(),
+                &[],
+                (Ok(()), Counts::default()),
+                [
+                    (Stage::Transactions, (Ok(()), Counts::default())),
+                    (Stage::Orders, (Ok(()), Counts::default())),
+                    (Stage::BalanceSnapshots, (Ok(()), Counts::default())),
+                ],
+            )
+            .is_ok()
+        );
     }
 
     #[test]

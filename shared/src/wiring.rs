@@ -279,10 +279,14 @@ impl SyncScheduler {
 
 impl SyncWorker {
     /// The database settings, the broker's URLs, `TOKEN_KMS_KEY_ID`, `TASKS_TABLE`,
-    /// `SYNC_QUEUE_URL`, `EVENT_BUS_NAME`, and `OAUTH_CLIENT_SECRET_ARN` when
-    /// authorization-code grants are linked.
+    /// `SYNC_QUEUE_URL`, `EVENT_BUS_NAME`, `OAUTH_CLIENT_SECRET_ARN` when
+    /// authorization-code grants are linked, and `SYNC_GRANT_CONCURRENCY` (requests of one
+    /// grant in flight at once, 4 unless set).
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         let oauth_client = oauth_client_from_env(env, sdk).await?;
+        let defaults = SyncSettings::default();
+        let grant_concurrency =
+            env.parsed_or("SYNC_GRANT_CONCURRENCY", defaults.grant_concurrency)?;
         Ok(Self {
             store: PgSyncStore::new(pool_for(Function::SyncWorker, env, sdk).await?),
             broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
@@ -291,7 +295,10 @@ impl SyncWorker {
             queue: queue_from_env(env, sdk)?,
             oauth_client,
             events: events_from_env(env, sdk)?,
-            settings: SyncSettings::default(),
+            settings: SyncSettings {
+                grant_concurrency,
+                ..defaults
+            },
         })
     }
 }

@@ -206,10 +206,11 @@ pub(crate) fn attempts_per_call(requests: &[Recorded]) -> BTreeMap<String, usize
 
 #[tokio::test]
 async fn access_tokens_expiring_every_few_requests_are_refreshed_transparently() {
-    let sim = simulator(12_000, 10).await;
+    let sim = simulator(48_000, 10).await;
     let account = sim.credentials.account_numbers[0].clone();
+    // Every 8th request: the scan keeps four in flight, so a token lives about two rounds.
     sim.simulator.set_faults(Faults {
-        expire_tokens_every: 2,
+        expire_tokens_every: 8,
         ..Faults::default()
     });
     let client = client(&sim);

@@ -27,44 +27,7 @@ pub async fn assert_database_equals_truth(
         .unwrap()
         .get(0);
 
-    let ids = stored_ids(
-        client,
-        "SELECT tastytrade_transaction_id FROM transactions WHERE account_id = $1 AND removed_at IS NULL",
-        id,
-    )
-    .await;
-    let truth_ids = id_set(&truth["transactions"]["ids"]);
-    assert_eq!(ids.len(), truth_ids.len(), "transaction count");
-    assert!(ids == truth_ids, "transaction ids differ");
-    let sums = client
-        .query_one("SELECT coalesce(sum(net_value), 0)::text, coalesce(sum(value), 0)::text FROM transactions WHERE account_id = $1 AND removed_at IS NULL", &[&id])
-        .await
-        .unwrap();
-    let decimal = |v: &Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
-    assert_eq!(
-        Decimal::from_str(sums.get(0)).unwrap(),
-        decimal(&truth["transactions"]["net-value-sum"]),
-        "sum of signed net values"
-    );
-    assert_eq!(
-        Decimal::from_str(sums.get(1)).unwrap(),
-        decimal(&truth["transactions"]["value-sum"]),
-        "sum of signed values"
-    );
-
-    let order_ids = stored_ids(
-        client,
-        "SELECT tastytrade_order_id FROM orders WHERE account_id = $1 AND removed_at IS NULL",
-        id,
-    )
-    .await;
-    let truth_orders = id_set(&truth["orders"]["ids"]);
-    assert!(
-        order_ids == truth_orders,
-        "order ids differ ({} vs {})",
-        order_ids.len(),
-        truth_orders.len()
-    );
+    assert_history_equals_truth(client, truth, id).await;
     let count = |sql: &'static str| async move {
         client
             .query_one(sql, &[&id])
@@ -72,15 +35,7 @@ pub async fn assert_database_equals_truth(
             .unwrap()
             .get::<_, i64>(0)
     };
-    assert_eq!(
-        count("SELECT count(*) FROM order_legs WHERE account_id = $1 AND removed_at IS NULL").await,
-        truth["orders"]["legs"].as_i64().unwrap()
-    );
-    assert_eq!(
-        count("SELECT count(*) FROM order_fills WHERE account_id = $1 AND removed_at IS NULL")
-            .await,
-        truth["orders"]["fills"].as_i64().unwrap()
-    );
+    let decimal = |v: &Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
 
     let positions: BTreeSet<(String, String)> = client
         .query(
@@ -174,6 +129,66 @@ pub async fn assert_database_equals_truth(
         .unwrap()
         .get(0);
     assert_eq!(status, "SUCCESS");
+}
+
+/// Asserts the account `id` holds exactly the truth's history: the same transactions (ids and
+/// signed sums), orders (ids), order legs and fills (counts). What the bench's peer stores is
+/// held to it as well, in tables of its own (`search_path`).
+pub async fn assert_history_equals_truth(client: &tokio_postgres::Client, truth: &Value, id: Uuid) {
+    let ids = stored_ids(
+        client,
+        "SELECT tastytrade_transaction_id FROM transactions WHERE account_id = $1 AND removed_at IS NULL",
+        id,
+    )
+    .await;
+    let truth_ids = id_set(&truth["transactions"]["ids"]);
+    assert_eq!(ids.len(), truth_ids.len(), "transaction count");
+    assert!(ids == truth_ids, "transaction ids differ");
+    let sums = client
+        .query_one("SELECT coalesce(sum(net_value), 0)::text, coalesce(sum(value), 0)::text FROM transactions WHERE account_id = $1 AND removed_at IS NULL", &[&id])
+        .await
+        .unwrap();
+    let decimal = |v: &Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
+    assert_eq!(
+        Decimal::from_str(sums.get(0)).unwrap(),
+        decimal(&truth["transactions"]["net-value-sum"]),
+        "sum of signed net values"
+    );
+    assert_eq!(
+        Decimal::from_str(sums.get(1)).unwrap(),
+        decimal(&truth["transactions"]["value-sum"]),
+        "sum of signed values"
+    );
+
+    let order_ids = stored_ids(
+        client,
+        "SELECT tastytrade_order_id FROM orders WHERE account_id = $1 AND removed_at IS NULL",
+        id,
+    )
+    .await;
+    let truth_orders = id_set(&truth["orders"]["ids"]);
+    assert!(
+        order_ids == truth_orders,
+        "order ids differ ({} vs {})",
+        order_ids.len(),
+        truth_orders.len()
+    );
+    let count = |sql: &'static str| async move {
+        client
+            .query_one(sql, &[&id])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM order_legs WHERE account_id = $1 AND removed_at IS NULL").await,
+        truth["orders"]["legs"].as_i64().unwrap()
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM order_fills WHERE account_id = $1 AND removed_at IS NULL")
+            .await,
+        truth["orders"]["fills"].as_i64().unwrap()
+    );
 }
 
 /// Each complex order with its type, trigger order and other orders, and each of those

@@ -347,8 +347,12 @@ impl SyncStore for PgSyncStore {
         sync::mark_removed(&self.pool, account_id, task_id, gone).await
     }
 
-    async fn working_orders(&self, account_id: Uuid) -> Result<Vec<i64>, DbError> {
-        sync::working_orders(&self.pool, account_id).await
+    async fn working_orders(
+        &self,
+        account_id: Uuid,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<i64>, DbError> {
+        sync::working_orders(&self.pool, account_id, before).await
     }
 
     async fn quarantine(

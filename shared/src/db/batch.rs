@@ -16,7 +16,7 @@ trait Column: Sync + Send {
     fn keep(&mut self, kept: &[bool]);
 }
 
-impl<V: ToSql + Sync + Send + 'static> Column for Vec<V> {
+impl<V: ToSql + Sync + Send> Column for Vec<V> {
     fn sql(&self) -> &(dyn ToSql + Sync) {
         self
     }
@@ -32,16 +32,17 @@ fn keep_flagged<T>(values: &mut Vec<T>, kept: &[bool]) {
     values.retain(|_| flags.next().copied().unwrap_or(false));
 }
 
-/// The columns of one batched upsert, each with its SQL type and its values.
+/// The columns of one batched upsert, each with its SQL type and its values, which may borrow
+/// from the rows (`'r`), so that a page's text and raw JSON go to the statement uncopied.
 #[derive(Default)]
-pub(crate) struct Batch {
+pub(crate) struct Batch<'r> {
     columns: Vec<(&'static str, &'static str)>,
-    values: Vec<Box<dyn Column>>,
+    values: Vec<Box<dyn Column + 'r>>,
     /// Written when the row is inserted, never compared or updated afterwards.
     insert_only: Vec<&'static str>,
 }
 
-impl std::fmt::Debug for Batch {
+impl std::fmt::Debug for Batch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
             .field("columns", &self.columns)
@@ -49,8 +50,8 @@ impl std::fmt::Debug for Batch {
     }
 }
 
-impl Batch {
-    pub(crate) fn col<T: ToSql + Sync + Send + 'static>(
+impl<'r> Batch<'r> {
+    pub(crate) fn col<T: ToSql + Sync + Send + 'r>(
         &mut self,
         name: &'static str,
         sql_type: &'static str,
@@ -116,7 +117,7 @@ impl Batch {
 pub(crate) struct Columns<'r, R> {
     table: &'static str,
     rows: Vec<&'r R>,
-    batch: Batch,
+    batch: Batch<'r>,
     /// Per row, the first required column it lacks.
     missing: Vec<Option<&'static str>>,
 }
@@ -136,11 +137,11 @@ impl<'r, R> Columns<'r, R> {
         self.table
     }
 
-    pub(crate) fn col<V: ToSql + Sync + Send + 'static>(
+    pub(crate) fn col<V: ToSql + Sync + Send + 'r>(
         &mut self,
         name: &'static str,
         sql_type: &'static str,
-        value: impl Fn(&R) -> V,
+        value: impl Fn(&'r R) -> V,
     ) -> &mut Self {
         let values: Vec<V> = self.rows.iter().map(|r| value(r)).collect();
         self.batch.col(name, sql_type, values);
@@ -148,7 +149,7 @@ impl<'r, R> Columns<'r, R> {
     }
 
     /// Values gathered elsewhere, one per row.
-    pub(crate) fn values<V: ToSql + Sync + Send + 'static>(
+    pub(crate) fn values<V: ToSql + Sync + Send + 'r>(
         &mut self,
         name: &'static str,
         sql_type: &'static str,
@@ -160,7 +161,7 @@ impl<'r, R> Columns<'r, R> {
     }
 
     /// The same value on every row.
-    pub(crate) fn constant<V: ToSql + Clone + Sync + Send + 'static>(
+    pub(crate) fn constant<V: ToSql + Clone + Sync + Send + 'r>(
         &mut self,
         name: &'static str,
         sql_type: &'static str,
@@ -179,11 +180,11 @@ impl<'r, R> Columns<'r, R> {
 
     /// A column the table requires: a row without it is rejected (see [`Columns::rejected`]),
     /// never given a made-up value.
-    pub(crate) fn required<V: ToSql + Sync + Send + 'static>(
+    pub(crate) fn required<V: ToSql + Sync + Send + 'r>(
         &mut self,
         name: &'static str,
         sql_type: &'static str,
-        value: impl Fn(&R) -> Option<V>,
+        value: impl Fn(&'r R) -> Option<V>,
     ) -> &mut Self {
         let values: Vec<Option<V>> = self.rows.iter().map(|r| value(r)).collect();
         for (missing, v) in self.missing.iter_mut().zip(&values) {
@@ -232,10 +233,11 @@ impl<'r, R> Columns<'r, R> {
         self.rows.len()
     }
 
+    /// A text column, borrowed from the rows.
     pub(crate) fn text(
         &mut self,
         name: &'static str,
-        value: impl Fn(&R) -> Option<String>,
+        value: impl Fn(&'r R) -> Option<&'r str>,
     ) -> &mut Self {
         self.col(name, "text", value)
     }
@@ -280,7 +282,7 @@ impl<'r, R> Columns<'r, R> {
         self
     }
 
-    pub(crate) fn batch(&self) -> &Batch {
+    pub(crate) fn batch(&self) -> &Batch<'r> {
         &self.batch
     }
 }

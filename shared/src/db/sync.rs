@@ -450,14 +450,20 @@ impl PageUpsert for Balance {
 const WORKING_ORDERS: &str = "
     SELECT tastytrade_order_id FROM orders WHERE account_id = $1 AND removed_at IS NULL
       AND status NOT IN ('Filled', 'Cancelled', 'Rejected', 'Expired', 'Removed',
-                         'Partially Removed')";
+                         'Partially Removed')
+      AND (received_at IS NULL OR received_at < $2)";
 
-/// The account's stored orders in a status that can still change.
-pub async fn working_orders(pool: &Pool, account_id: Uuid) -> Result<Vec<i64>, DbError> {
+/// The account's stored orders in a status that can still change, received before `before`
+/// (or at no known time).
+pub async fn working_orders(
+    pool: &Pool,
+    account_id: Uuid,
+    before: DateTime<Utc>,
+) -> Result<Vec<i64>, DbError> {
     let rows = pool
         .get()
         .await?
-        .query(WORKING_ORDERS, &[&account_id])
+        .query(WORKING_ORDERS, &[&account_id, &before])
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
@@ -622,8 +628,10 @@ async fn upsert_transactions(
             owner.number(&x.account_number)
         })
         .required("transaction_type", "text", |x| x.transaction_type.clone())
-        .text("transaction_sub_type", |x| x.transaction_sub_type.clone())
-        .text("description", |x| x.description.clone())
+        .text("transaction_sub_type", |x| {
+            x.transaction_sub_type.as_deref()
+        })
+        .text("description", |x| x.description.as_deref())
         .required("executed_at", "timestamptz", executed_at)
         .required("transaction_date", "date", |x| {
             x.transaction_date
@@ -636,13 +644,13 @@ async fn upsert_transactions(
         .col("is_estimated_fee", "boolean", |x| {
             x.is_estimated_fee.unwrap_or(false)
         })
-        .text("symbol", |x| x.symbol.clone())
-        .text("underlying_symbol", |x| x.underlying_symbol.clone())
-        .text("instrument_type", |x| x.instrument_type.clone())
-        .text("action", |x| x.action.clone())
+        .text("symbol", |x| x.symbol.as_deref())
+        .text("underlying_symbol", |x| x.underlying_symbol.as_deref())
+        .text("instrument_type", |x| x.instrument_type.as_deref())
+        .text("action", |x| x.action.as_deref())
         .numeric("quantity", |x| x.quantity)
         .numeric("price", |x| x.price)
-        .text("currency", |x| x.currency.clone())
+        .text("currency", |x| x.currency.as_deref())
         .col("order_id", "bigint", |x| x.order_id)
         .col("leg_count", "integer", |x| {
             x.leg_count.and_then(|n| i32::try_from(n).ok())
@@ -652,7 +660,7 @@ async fn upsert_transactions(
             x.cost_basis_reconciliation_date
         })
         .col("broker_created_at", "timestamptz", |x| x.created_at)
-        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect())
+        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect())
         .present();
     transaction_fees(&mut c);
     transaction_execution(&mut c);
@@ -686,24 +694,24 @@ fn transaction_fees(c: &mut Columns<'_, Transaction>) {
         .numeric("other_charge", Transaction::signed_other_charge)
         .effect("other_charge_effect", |x| x.other_charge_effect)
         .text("other_charge_description", |x| {
-            x.other_charge_description.clone()
+            x.other_charge_description.as_deref()
         });
 }
 
 /// Where and how the trade was executed, as the exchange reported it.
 fn transaction_execution(c: &mut Columns<'_, Transaction>) {
-    c.text("exec_id", |x| x.exec_id.clone())
-        .text("ext_exec_id", |x| x.ext_exec_id.clone())
-        .text("ext_group_id", |x| x.ext_group_id.clone())
-        .text("ext_group_fill_id", |x| x.ext_group_fill_id.clone())
+    c.text("exec_id", |x| x.exec_id.as_deref())
+        .text("ext_exec_id", |x| x.ext_exec_id.as_deref())
+        .text("ext_group_id", |x| x.ext_group_id.as_deref())
+        .text("ext_group_fill_id", |x| x.ext_group_fill_id.as_deref())
         .text("ext_exchange_order_number", |x| {
-            x.ext_exchange_order_number.clone()
+            x.ext_exchange_order_number.as_deref()
         })
         .col("ext_global_order_number", "bigint", |x| {
             x.ext_global_order_number
         })
-        .text("exchange", |x| x.exchange.clone())
-        .text("destination_venue", |x| x.destination_venue.clone())
+        .text("exchange", |x| x.exchange.as_deref())
+        .text("destination_venue", |x| x.destination_venue.as_deref())
         .numeric("agency_price", |x| x.agency_price)
         .numeric("principal_price", |x| x.principal_price);
 }
@@ -851,11 +859,11 @@ async fn upsert_complex_orders(
         .col("account_number", "text", |x| {
             owner.number(&x.account_number)
         })
-        .text("type", |x| x.kind.clone())
+        .text("type", |x| x.kind.as_deref())
         .timestamptz("terminal_at", |x| x.terminal_at)
         .numeric("ratio_price_threshold", |x| x.ratio_price_threshold)
         .text("ratio_price_comparator", |x| {
-            x.ratio_price_comparator.clone()
+            x.ratio_price_comparator.as_deref()
         })
         .col(
             "ratio_price_is_threshold_based_on_notional",
@@ -864,7 +872,7 @@ async fn upsert_complex_orders(
         )
         .col("trigger_order_id", "bigint", ComplexOrder::trigger_order_id)
         .col("order_ids", "jsonb", |x| serde_json::json!(x.order_ids()))
-        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect())
+        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect())
         .present();
     let changed = execute(client, &c, &["account_id", "tastytrade_complex_order_id"]).await?;
     Ok(Stored::changed(changed))
@@ -891,7 +899,7 @@ async fn upsert_net_liq_history(
         .numeric("total_high", |x| x.total_high)
         .numeric("total_low", |x| x.total_low)
         .numeric("total_close", |x| x.total_close)
-        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect());
     let changed = execute(client, &c, &["account_id", "time"]).await?;
     Ok(Stored::changed(changed))
 }
@@ -937,12 +945,12 @@ async fn upsert_orders(
             owner.number(&x.account_number)
         })
         .required("status", "text", |x| x.status.clone())
-        .text("order_type", |o| o.order_type.clone())
-        .text("time_in_force", |o| o.time_in_force.clone())
+        .text("order_type", |o| o.order_type.as_deref())
+        .text("time_in_force", |o| o.time_in_force.as_deref())
         .numeric("size", |o| o.size)
-        .text("underlying_symbol", |o| o.underlying_symbol.clone())
+        .text("underlying_symbol", |o| o.underlying_symbol.as_deref())
         .text("underlying_instrument_type", |o| {
-            o.underlying_instrument_type.clone()
+            o.underlying_instrument_type.as_deref()
         })
         .numeric("price", Order::signed_price)
         .effect("price_effect", |o| o.price_effect)
@@ -953,9 +961,9 @@ async fn upsert_orders(
         .col("cancellable", "boolean", |x| x.cancellable)
         .col("editable", "boolean", |x| x.editable)
         .col("edited", "boolean", |x| x.edited)
-        .text("contingent_status", |o| o.contingent_status.clone())
-        .text("confirmation_status", |o| o.confirmation_status.clone())
-        .text("reject_reason", |o| o.reject_reason.clone())
+        .text("contingent_status", |o| o.contingent_status.as_deref())
+        .text("confirmation_status", |o| o.confirmation_status.as_deref())
+        .text("reject_reason", |o| o.reject_reason.as_deref())
         .timestamptz("received_at", |o| o.received_at)
         .timestamptz("in_flight_at", |o| o.in_flight_at)
         .timestamptz("live_at", |o| o.live_at)
@@ -965,10 +973,10 @@ async fn upsert_orders(
         .col("replaces_order_id", "bigint", |x| x.replaces_order_id)
         .col("replacing_order_id", "bigint", |x| x.replacing_order_id)
         .col("complex_order_id", "bigint", |x| x.complex_order_id)
-        .text("complex_order_tag", |o| o.complex_order_tag.clone())
-        .text("source", |o| o.source.clone())
-        .text("external_identifier", |o| o.external_identifier.clone())
-        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect())
+        .text("complex_order_tag", |o| o.complex_order_tag.as_deref())
+        .text("source", |o| o.source.as_deref())
+        .text("external_identifier", |o| o.external_identifier.as_deref())
+        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect())
         .present();
     let legs: Vec<OrderLeg<'_>> = rows
         .iter()
@@ -1100,8 +1108,8 @@ fn leg_columns<'r>(owner: Owner<'_>, legs: &'r [OrderLeg<'r>]) -> Columns<'r, Or
         .col("leg_key", "text", |l| l.key.clone())
         .col("leg_index", "smallint", |l| l.index)
         .required("symbol", "text", |l| l.leg.symbol.clone())
-        .text("instrument_type", |l| l.leg.instrument_type.clone())
-        .text("action", |l| l.leg.action.clone())
+        .text("instrument_type", |l| l.leg.instrument_type.as_deref())
+        .text("action", |l| l.leg.action.as_deref())
         .numeric("quantity", |l| l.leg.quantity)
         .numeric("remaining_quantity", |l| l.leg.remaining_quantity)
         .present();
@@ -1119,9 +1127,9 @@ fn fill_columns<'r>(owner: Owner<'_>, fills: &'r [LegFill<'r>]) -> Columns<'r, L
         .required("quantity", "numeric", |f| f.1.quantity)
         .numeric("fill_price", |f| f.1.fill_price)
         .required("filled_at", "timestamptz", |f| f.1.filled_at)
-        .text("destination_venue", |f| f.1.destination_venue.clone())
-        .text("ext_group_fill_id", |f| f.1.ext_group_fill_id.clone())
-        .text("ext_exec_id", |f| f.1.ext_exec_id.clone())
+        .text("destination_venue", |f| f.1.destination_venue.as_deref())
+        .text("ext_group_fill_id", |f| f.1.ext_group_fill_id.as_deref())
+        .text("ext_exec_id", |f| f.1.ext_exec_id.as_deref())
         .present();
     c
 }
@@ -1151,10 +1159,10 @@ async fn upsert_positions(
         .col("account_number", "text", |x| {
             owner.number(&x.account_number)
         })
-        .text("underlying_symbol", |p| p.underlying_symbol.clone())
-        .text("instrument_type", |p| p.instrument_type.clone())
+        .text("underlying_symbol", |p| p.underlying_symbol.as_deref())
+        .text("instrument_type", |p| p.instrument_type.as_deref())
         .required("quantity", "numeric", Position::signed_quantity)
-        .text("quantity_direction", |p| p.quantity_direction.clone())
+        .text("quantity_direction", |p| p.quantity_direction.as_deref())
         .numeric("multiplier", |p| p.multiplier)
         .numeric("average_open_price", |p| p.average_open_price)
         .numeric("average_daily_market_close_price", |p| {
@@ -1179,15 +1187,15 @@ async fn upsert_positions(
         .col("is_suppressed", "boolean", |x| x.is_suppressed)
         .col("is_frozen", "boolean", |x| x.is_frozen)
         .col("expires_at", "timestamptz", |x| x.expires_at)
-        .text("option_root", |p| occ_option(p).map(|o| o.root))
+        .col("option_root", "text", |p| occ_option(p).map(|o| o.root))
         .date("option_expiration", |p| occ_option(p).map(|o| o.expiration))
-        .text("option_type", |p| {
+        .col("option_type", "text", |p| {
             occ_option(p).map(|o| o.kind.as_char().to_owned())
         })
         .numeric("strike_price", |p| occ_option(p).map(|o| o.strike))
         .col("broker_created_at", "timestamptz", |x| x.created_at)
         .col("broker_updated_at", "timestamptz", |x| x.updated_at)
-        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect());
     let rejected = c.drop_rejected();
     let changed = execute(client, &c, &["account_id", "symbol"]).await?;
     Ok(Stored { changed, rejected })
@@ -1223,7 +1231,7 @@ async fn upsert_balances(
         .numeric("maintenance_requirement", |x| x.maintenance_requirement)
         .numeric("pending_cash", Balance::signed_pending_cash)
         .effect("pending_cash_effect", |x| x.pending_cash_effect)
-        .values("raw", "jsonb", rows.iter().map(|r| r.raw.clone()).collect());
+        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect());
     match target {
         BalanceTarget::Current => {
             c.numeric("available_trading_funds", |x| x.available_trading_funds)

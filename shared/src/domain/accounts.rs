@@ -169,6 +169,25 @@ pub fn trading_day(at: DateTime<Utc>) -> NaiveDate {
     at.with_timezone(&chrono_tz::America::New_York).date_naive()
 }
 
+/// The latest market close (16:00 New York) at or before `at`: a day's end-of-day snapshots
+/// exist from then on.
+pub fn latest_close(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    let new_york = chrono_tz::America::New_York;
+    let close_of = |day: NaiveDate| {
+        let close = day.and_hms_opt(16, 0, 0).unwrap_or_default();
+        (new_york.from_local_datetime(&close).earliest())
+            .map_or(at, |close| close.with_timezone(&Utc))
+    };
+    let today = trading_day(at);
+    let close = close_of(today);
+    if close <= at {
+        close
+    } else {
+        close_of(today.pred_opt().unwrap_or(today))
+    }
+}
+
 /// Where a balance row goes: the current balance, a broker snapshot, or our own capture.
 #[derive(Debug, Clone, Copy)]
 pub enum BalanceTarget {
@@ -181,6 +200,24 @@ pub enum BalanceTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_close_is_four_in_the_afternoon_in_new_york_today_or_the_day_before() {
+        let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+        // 16:00 EST is 21:00 UTC in December, 16:00 EDT 20:00 UTC in July.
+        assert_eq!(
+            latest_close(at("2026-12-03T21:30:00Z")),
+            at("2026-12-03T21:00:00Z")
+        );
+        assert_eq!(
+            latest_close(at("2026-12-03T20:59:00Z")),
+            at("2026-12-02T21:00:00Z")
+        );
+        assert_eq!(
+            latest_close(at("2026-07-01T03:00:00Z")),
+            at("2026-06-30T20:00:00Z")
+        );
+    }
 
     #[test]
     fn a_capture_is_dated_by_the_new_york_trading_day() {

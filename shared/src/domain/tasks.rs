@@ -214,6 +214,21 @@ impl Counts {
         self.warnings.insert(stage.to_owned(), message.to_owned());
     }
 
+    /// Adds what `other` counted (a stage that ran beside the others).
+    pub fn absorb(&mut self, other: Counts) {
+        for (mine, theirs) in [
+            (&mut self.read, other.read),
+            (&mut self.written, other.written),
+            (&mut self.rejected, other.rejected),
+            (&mut self.removed, other.removed),
+        ] {
+            for (entity, n) in theirs {
+                *mine.entry(entity).or_default() += n;
+            }
+        }
+        self.warnings.extend(other.warnings);
+    }
+
     pub fn total_rejected(&self) -> u64 {
         self.rejected.values().sum()
     }

@@ -1,7 +1,11 @@
 //! The endpoints the sync reads (reference §3), and pagination as a stream of pages.
 
 use std::collections::HashSet;
-use std::marker::PhantomData;
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 
 use chrono::{DateTime, Months, NaiveDate, SecondsFormat, TimeDelta, Utc};
 use serde::Deserialize;
@@ -554,30 +558,101 @@ pub struct Page<T> {
     /// True on the first page of a scan that started over: pages already handed out will be
     /// handed out again, which an idempotent upsert absorbs.
     pub restarted: bool,
+    /// How long the page took to arrive (a request slot of the grant, the broker's answer and
+    /// its JSON), and to parse into the model.
+    pub fetched_in: std::time::Duration,
+    pub parsed_in: std::time::Duration,
+    /// The page's place among the scan's buffered pages, free again once the page is dropped.
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// A scan of a paginated endpoint, one page in memory at a time.
+/// A scan of a paginated endpoint, a few pages in memory at a time.
+///
+/// The first page tells how many there are; from then on the scan keeps up to the session's
+/// concurrency of the following pages in flight, so the next pages arrive while the consumer
+/// stores the last one. Pages are handed out in order, whatever order they arrive in.
 ///
 /// Pages are offset-based, so a row inserted or removed before the cursor shifts every later
 /// page. The scan notices it two ways: a page that starts with a row of the previous page, and
 /// a final count different from the last `total-items`. Either way it starts over from page 0
 /// (a bounded number of times), and the consumer simply upserts the pages again.
-#[derive(Debug)]
 pub struct Pages<'s, 'c, T, B: Broker = super::TastytradeClient> {
     session: &'s Session<'c, B>,
     path: String,
     query: Query,
     per_page: u32,
+    /// The offset of the next page handed out.
     offset: u32,
+    /// The offset of the next page to ask for.
+    requested: u32,
+    /// The broker's page count, from the last page handed out.
+    total_pages: Option<u64>,
+    in_flight: FuturesOrdered<Fetch<'s, T>>,
+    /// Pages asked for and not yet dropped by the consumer: the scan's memory bound. A page
+    /// takes its place when it is asked for, in order, so the next page due always has one.
+    buffered: std::sync::Arc<tokio::sync::Semaphore>,
     received: u64,
     rescans: u32,
     restarted: bool,
     previous_ids: HashSet<i64>,
     done: bool,
-    _item: PhantomData<T>,
 }
 
-impl<'s, 'c, T: DeserializeOwned, B: Broker> Pages<'s, 'c, T, B> {
+impl<T, B: Broker> std::fmt::Debug for Pages<'_, '_, T, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pages")
+            .field("path", &self.path)
+            .field("offset", &self.offset)
+            .field("in_flight", &self.in_flight.len())
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A page on its way: its offset, and the page as received.
+type Fetch<'s, T> =
+    Pin<Box<dyn Future<Output = (u32, Result<Fetched<T>, BrokerError>)> + Send + 's>>;
+
+/// One page as received: its rows parsed, the ids of all of them, and the broker's counts.
+struct Fetched<T> {
+    parsed: Parsed<T>,
+    /// A row that does not parse still holds its place in the pages.
+    ids: HashSet<i64>,
+    rows: u64,
+    total_items: Option<u64>,
+    total_pages: Option<u64>,
+    fetched_in: std::time::Duration,
+    parsed_in: std::time::Duration,
+    held: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<T: DeserializeOwned> Fetched<T> {
+    fn parse(
+        body: Value,
+        fetched_in: std::time::Duration,
+        held: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Self, BrokerError> {
+        let started = std::time::Instant::now();
+        let body: ItemsEnvelope = envelope(body)?;
+        let rows = body.data.items;
+        let ids = (rows.iter())
+            .filter_map(|raw| raw.get("id").and_then(Value::as_i64))
+            .collect();
+        let pagination = body.pagination.as_ref();
+        Ok(Self {
+            ids,
+            rows: rows.len() as u64,
+            total_items: pagination.and_then(|p| p.total_items),
+            total_pages: pagination.and_then(|p| p.total_pages),
+            parsed: Parsed::parse(rows),
+            fetched_in,
+            parsed_in: started.elapsed(),
+            held,
+        })
+    }
+}
+
+impl<'s, 'c, T: DeserializeOwned + Send + 'static, B: Broker> Pages<'s, 'c, T, B> {
     fn new(session: &'s Session<'c, B>, path: String, query: Query, per_page: u32) -> Self {
         Self {
             session,
@@ -585,12 +660,19 @@ impl<'s, 'c, T: DeserializeOwned, B: Broker> Pages<'s, 'c, T, B> {
             query,
             per_page,
             offset: 0,
+            requested: 0,
+            total_pages: None,
+            in_flight: FuturesOrdered::new(),
+            // As many as requests may be in flight, the page being stored among them: memory
+            // stays a few pages whatever the history's length.
+            buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                session.concurrent_requests(),
+            )),
             received: 0,
             rescans: 0,
             restarted: false,
             previous_ids: HashSet::new(),
             done: false,
-            _item: PhantomData,
         }
     }
 
@@ -607,34 +689,73 @@ impl<'s, 'c, T: DeserializeOwned, B: Broker> Pages<'s, 'c, T, B> {
         let page = self.fetch().await;
         if page.is_err() {
             self.done = true;
+            self.in_flight.clear();
         }
         Some(page)
     }
 
+    /// Asks for the page at `self.requested`, which holds its place among the buffered pages.
+    fn request(&mut self, held: tokio::sync::OwnedSemaphorePermit) {
+        let (session, path, offset) = (self.session, self.path.clone(), self.requested);
+        let mut query = self.query.0.clone();
+        query.push(("per-page".into(), self.per_page.to_string()));
+        query.push(("page-offset".into(), offset.to_string()));
+        self.requested += 1;
+        self.in_flight.push_back(Box::pin(async move {
+            let started = std::time::Instant::now();
+            let body = session.get(&path, &query).await;
+            let page = body.and_then(|body| Fetched::parse(body, started.elapsed(), held));
+            (offset, page)
+        }));
+    }
+
+    /// Asks for as many of the following pages as the session has requests for and the
+    /// consumer has room.
+    fn read_ahead(&mut self) {
+        let Some(total) = self.total_pages else {
+            return;
+        };
+        while self.in_flight.len() < self.session.concurrent_requests()
+            && u64::from(self.requested) < total
+        {
+            let Ok(held) = self.buffered.clone().try_acquire_owned() else {
+                return;
+            };
+            self.request(held);
+        }
+    }
+
     async fn fetch(&mut self) -> Result<Page<T>, BrokerError> {
         loop {
-            let mut query = self.query.0.clone();
-            query.push(("per-page".into(), self.per_page.to_string()));
-            query.push(("page-offset".into(), self.offset.to_string()));
-            let body: ItemsEnvelope = envelope(self.session.get(&self.path, &query).await?)?;
-            let rows = body.data.items;
-            // A row that does not parse still holds its place in the pages.
-            let ids: HashSet<i64> = rows
-                .iter()
-                .filter_map(|raw| raw.get("id").and_then(Value::as_i64))
-                .collect();
+            self.read_ahead();
+            if self.in_flight.is_empty() {
+                let held = (self.buffered.clone().acquire_owned().await)
+                    .unwrap_or_else(|_| unreachable!("the scan's semaphore is never closed"));
+                self.request(held);
+            }
+            let Some((offset, fetched)) = self.in_flight.next().await else {
+                unreachable!("a page is in flight");
+            };
+            debug_assert_eq!(offset, self.offset, "pages arrive in order");
+            let Fetched {
+                parsed: Parsed { items, rejected },
+                ids,
+                rows,
+                total_items,
+                total_pages,
+                fetched_in,
+                parsed_in,
+                held,
+            } = fetched?;
             if !ids.is_disjoint(&self.previous_ids) {
                 self.start_over("rows shifted between pages")?;
                 continue;
             }
-            self.received += rows.len() as u64;
+            self.received += rows;
             self.previous_ids = ids;
-            let empty = rows.is_empty();
-            let Parsed { items, rejected } = Parsed::parse(rows);
-
-            let total_items = body.pagination.as_ref().and_then(|p| p.total_items);
-            let total_pages = body.pagination.as_ref().and_then(|p| p.total_pages);
-            let last = empty || total_pages.is_none_or(|pages| u64::from(self.offset) + 1 >= pages);
+            self.total_pages = total_pages;
+            let last =
+                rows == 0 || total_pages.is_none_or(|pages| u64::from(self.offset) + 1 >= pages);
             if last {
                 if let Some(expected) = total_items.filter(|&n| n != self.received) {
                     let received = self.received;
@@ -644,8 +765,11 @@ impl<'s, 'c, T: DeserializeOwned, B: Broker> Pages<'s, 'c, T, B> {
                     continue;
                 }
                 self.done = true;
+                // Pages past the last the broker counted, asked for before it said so.
+                self.in_flight.clear();
             } else {
                 self.offset += 1;
+                self.read_ahead();
             }
             let page = Page {
                 items,
@@ -653,6 +777,9 @@ impl<'s, 'c, T: DeserializeOwned, B: Broker> Pages<'s, 'c, T, B> {
                 page_offset: self.offset,
                 total_items,
                 restarted: self.restarted,
+                fetched_in,
+                parsed_in,
+                _held: Some(held),
             };
             self.restarted = false;
             return Ok(page);
@@ -669,6 +796,9 @@ impl<'s, 'c, T: DeserializeOwned, B: Broker> Pages<'s, 'c, T, B> {
         }
         tracing::info!(path = %self.path, reason = why, "pages shifted; scanning again");
         self.offset = 0;
+        self.requested = 0;
+        self.total_pages = None;
+        self.in_flight.clear();
         self.received = 0;
         self.previous_ids.clear();
         self.restarted = true;

@@ -72,6 +72,28 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// "Full jitter": a uniform delay up to the exponential bound, so that many clients
     /// throttled together do not come back together.
+    /// How long to wait before attempt `attempts + 1` of a call started at `started` that just
+    /// failed with `error`; `None` when the error is final or the policy's bounds are reached.
+    /// The broker's own `Retry-After`, when it sends one, wins over our guess.
+    fn retry_after(
+        &self,
+        error: &BrokerError,
+        attempts: u32,
+        started: Instant,
+    ) -> Option<Duration> {
+        let delay = match error {
+            BrokerError::RateLimited {
+                retry_after: Some(wait),
+                ..
+            } => (*wait).max(self.delay(attempts)),
+            _ => self.delay(attempts),
+        };
+        let retryable = error.retry() == Retry::Retryable
+            && attempts < self.max_attempts
+            && started.elapsed() + delay <= self.max_elapsed;
+        retryable.then_some(delay)
+    }
+
     fn delay(&self, attempt: u32) -> Duration {
         let bound = self
             .base_delay
@@ -350,7 +372,8 @@ impl TastytradeClient {
         Ok((status, retry_after, body))
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or the policy's bounds are reached.
+    /// Runs `attempt` until it succeeds, fails for good, or the policy's bounds are reached
+    /// (the token requests; a grant's reads are retried by their [`Session`]).
     async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T, BrokerError>
     where
         F: FnMut() -> Fut,
@@ -366,25 +389,12 @@ impl TastytradeClient {
                 Err(e) => e,
             };
             if matches!(error, BrokerError::RateLimited { .. }) {
-                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::broker_throttled();
+                self.note_throttled();
             }
-            // The broker's own `Retry-After`, when it sends one, over our guess.
-            let delay = match &error {
-                BrokerError::RateLimited {
-                    retry_after: Some(wait),
-                    ..
-                } => (*wait).max(policy.delay(attempts)),
-                _ => policy.delay(attempts),
-            };
-            if error.retry() == Retry::NonRetryable
-                || attempts >= policy.max_attempts
-                || started.elapsed() + delay > policy.max_elapsed
-            {
+            let Some(delay) = policy.retry_after(&error, attempts, started) else {
                 return Err(error);
-            }
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::broker_retry();
+            };
+            self.note_retry();
             tracing::debug!(attempt = attempts, error = %error, "retrying tastytrade call");
             tokio::time::sleep(delay).await;
         }
@@ -498,16 +508,39 @@ impl Broker for TastytradeClient {
         query: &[(String, String)],
         token: &AccessToken,
     ) -> Result<Value, BrokerError> {
-        self.with_retries(|| self.get_once(environment, path, query, token))
-            .await
+        self.get_once(environment, path, query, token).await
+    }
+
+    fn retry_policy(&self) -> &RetryPolicy {
+        &self.config.retry
+    }
+
+    fn note_retry(&self) {
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::broker_retry();
+    }
+
+    fn note_throttled(&self) {
+        self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::broker_throttled();
     }
 }
 
-/// Requests on behalf of one grant, sharing one access token.
+/// Requests of one grant in flight at once, unless the caller sets another bound.
+pub const DEFAULT_GRANT_CONCURRENCY: usize = 4;
+
+/// Requests on behalf of one grant, sharing one access token, at most a few at a time, all of
+/// them held back together when the broker throttles the grant.
 #[derive(Debug)]
 pub struct Session<'c, B: Broker = TastytradeClient> {
     broker: &'c B,
     grant: Grant,
+    /// tastytrade limits requests per user: one permit per request in flight.
+    permits: tokio::sync::Semaphore,
+    concurrency: usize,
+    /// After a 429 no request of the grant starts before this instant, so the requests in
+    /// flight beside the refused one do not keep the broker's limit tripped.
+    held_until: std::sync::Mutex<Option<Instant>>,
     /// Held across a refresh, so concurrent callers wait for one refresh instead of each
     /// starting their own (single flight).
     token: tokio::sync::Mutex<Option<AccessToken>>,
@@ -520,9 +553,50 @@ impl<'c, B: Broker> Session<'c, B> {
         Self {
             broker,
             grant,
+            permits: tokio::sync::Semaphore::new(DEFAULT_GRANT_CONCURRENCY),
+            concurrency: DEFAULT_GRANT_CONCURRENCY,
+            held_until: std::sync::Mutex::new(None),
             token: tokio::sync::Mutex::new(cached),
             until: None,
         }
+    }
+
+    /// At most `requests` (at least one) of the grant in flight at once.
+    #[must_use]
+    pub fn concurrency(mut self, requests: usize) -> Self {
+        self.concurrency = requests.max(1);
+        self.permits = tokio::sync::Semaphore::new(self.concurrency);
+        self
+    }
+
+    /// How many requests of the grant may be in flight at once: how far a scan reads ahead.
+    pub fn concurrent_requests(&self) -> usize {
+        self.concurrency
+    }
+
+    /// A request's permit, once no back-off the broker imposed on the grant is running. The
+    /// back-off is checked with the permit held, so a request that waited for its turn while
+    /// another was refused waits out the refusal too.
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        loop {
+            let permit = (self.permits.acquire().await)
+                .unwrap_or_else(|_| unreachable!("the session's semaphore is never closed"));
+            let held = *self.held_until.lock().unwrap_or_else(|e| e.into_inner());
+            match held {
+                Some(until) if until > Instant::now() => {
+                    drop(permit);
+                    tokio::time::sleep_until(until.into()).await;
+                }
+                _ => return permit,
+            }
+        }
+    }
+
+    /// Holds back every request of the grant for `wait`.
+    fn hold_back(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut held = self.held_until.lock().unwrap_or_else(|e| e.into_inner());
+        *held = Some(held.map_or(until, |h| h.max(until)));
     }
 
     /// Bounds every call of the session by `until`: one still waiting then (on the broker,
@@ -582,23 +656,52 @@ impl<'c, B: Broker> Session<'c, B> {
         }
     }
 
-    /// GET `path` and return the parsed body. A 401 refreshes the token once and retries once.
+    /// GET `path` and return the parsed body, retried within the broker's [`RetryPolicy`]: a
+    /// 401 refreshes the token once (and the call's attempts start again); a 429 holds back
+    /// every request of the grant, for the broker's `Retry-After` when it sends one; a network
+    /// failure or a 5xx waits alone.
     pub(crate) async fn get(
         &self,
         path: &str,
         query: &[(String, String)],
     ) -> Result<Value, BrokerError> {
-        let mut refreshed = false;
+        let policy = self.broker.retry_policy();
+        let (mut started, mut attempts, mut refreshed) = (Instant::now(), 0, false);
         loop {
+            attempts += 1;
             let token = self.access_token().await?;
             let environment = self.grant.environment;
-            let call = self.broker.get(environment, path, query, &token);
-            match self.bounded(call).await {
+            let call = async {
+                let _permit = self.permit().await;
+                self.broker.get(environment, path, query, &token).await
+            };
+            let error = match self.bounded(call).await {
+                Ok(body) => return Ok(body),
                 Err(BrokerError::AuthExpired { .. }) if !refreshed => {
                     self.invalidate(&token).await;
-                    refreshed = true;
+                    (started, attempts, refreshed) = (Instant::now(), 0, true);
+                    continue;
                 }
-                other => return other,
+                Err(e) => e,
+            };
+            let throttled = matches!(error, BrokerError::RateLimited { .. });
+            if throttled {
+                self.broker.note_throttled();
+            }
+            let Some(delay) = policy.retry_after(&error, attempts, started) else {
+                return Err(error);
+            };
+            self.broker.note_retry();
+            tracing::debug!(attempt = attempts, error = %error, "retrying tastytrade call");
+            if throttled {
+                // The grant's other requests wait as well (see `permit`).
+                self.hold_back(delay);
+            } else {
+                self.bounded(async {
+                    tokio::time::sleep(delay).await;
+                    Ok(())
+                })
+                .await?;
             }
         }
     }

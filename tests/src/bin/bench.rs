@@ -1,32 +1,35 @@
-//! `make bench`: figures for the sync, printed as a table (never asserted: these machines are
-//! shared and noisy).
+//! `make bench`: figures for the sync, printed as tables (never asserted: these machines are
+//! shared and noisy), then one `bench-json {...}` line holding every figure under a stable key.
 //!
-//! 1. A full sync of one simulated account (100,000 transactions, 20,000 orders by default;
-//!    `BENCH_TRANSACTIONS`, `BENCH_ORDERS`) by the release `sync-worker` binary in poll mode:
-//!    synced rows per second, and the worker process's peak resident memory (its `VmHWM`,
-//!    sampled every 50 ms until the sync completes).
-//! 2. The peer baseline: the tastyware `tastytrade` Python SDK (pinned in
-//!    `infra/local/requirements.txt`) fetches the same account's full history from the same
-//!    simulator and psycopg writes it with COPY into a staging table and one upsert
-//!    (`infra/local/baseline.py`): its rows per second beside ours, and the ratio.
-//! 3. An incremental sync with nothing new: broker calls made and rows rewritten.
-//! 4. The same full sync (`BENCH_LATENCY_TRANSACTIONS`, `BENCH_LATENCY_ORDERS`) with 80 ms
-//!    added to every broker response (`BENCH_LATENCY_MS`): wall time over the network floor,
-//!    the requests made times the latency (the sync pages one request at a time).
+//! 1. Like for like: a full sync of one simulated account (100,000 transactions, 20,000
+//!    orders; `BENCH_TRANSACTIONS`, `BENCH_ORDERS`) by the release `sync-worker` process, and
+//!    the peer on the same simulator: the tastyware `tastytrade` Python SDK (pinned in
+//!    `infra/local/requirements.txt`) fetching the history and psycopg writing the same rows
+//!    into copies of our tables (`infra/local/baseline.py`). Both sides' rows are checked
+//!    against the simulator's truth before a figure is printed; the ratio counts the same rows
+//!    on both sides (transactions, orders, legs, fills) over each side's wall time. Then the
+//!    same for a transactions-only account. Also: rows per second over every row we store, the
+//!    worker's peak resident memory (`VmHWM`, sampled every 50 ms), and where the sync's time
+//!    went per entity (the worker's `tastysync::spent` log line).
+//! 2. An incremental sync with nothing new: broker calls made and rows rewritten.
+//! 3. The full sync with 80 ms added to every broker response (`BENCH_LATENCY_MS`): wall time
+//!    over the concurrent floor (the requests, `SYNC_GRANT_CONCURRENCY` at a time, times the
+//!    latency) and over the sequential floor (one at a time).
+//! 4. Growth: transactions-only full syncs at 10,000 and 100,000 transactions, and 1,000,000
+//!    with `BENCH_SCALE=1`: rows per second and peak memory.
 //! 5. Function binaries (release, stripped): size, and the time from process start to the
 //!    first `GET /runtime/invocation/next` at a local Lambda Runtime API (median of 5).
 //! 6. Warm API handlers through the local gateway (JWT checked, API Gateway event built):
-//!    p50 and p99 of `BENCH_API_REQUESTS` (1,000) sequential calls to list accounts and to
-//!    read a sync status.
+//!    p50 and p99 of `BENCH_API_REQUESTS` (1,000) sequential calls per route.
 //! 7. Scheduler fan-out: an hour of ticks (`BENCH_SCHEDULER_TICKS`, default 12) over 10,000
 //!    accounts (`BENCH_SCHEDULER_ACCOUNTS`) on the emulator, with a consumer draining the queue
 //!    as the workers would: total and slowest-tick seconds, messages queued and consumed, and
 //!    how many accounts were consumed more than once (0 is the only right answer).
-//! 8. Near-real-time (`src/bench/realtime.rs`; alone with `BENCH_ONLY=realtime`): fill to order
-//!    row and fill to transaction rows over 200 fills, and 1,000 grants on one streamer shard
-//!    (connect time, peak memory, CPU per notification). It ends with a `bench-json` line.
+//! 8. Near-real-time (`src/bench/realtime.rs`): fill to order row and fill to transaction rows
+//!    over 200 fills, and 1,000 grants on one streamer shard.
 //!
-//! The simulator runs in this process, so its memory is not counted as the worker's.
+//! `BENCH_ONLY=sync` runs 1–4 only; `BENCH_ONLY=realtime` runs 8 only. The simulator runs in
+//! this process, so its memory is not counted as the worker's.
 
 // A benchmark that meets an error should stop loudly, like a test.
 #![allow(clippy::unwrap_used)]
@@ -87,65 +90,353 @@ async fn simulator(transactions: usize, orders: usize) -> tastytrade_sim::server
 #[path = "../bench/realtime.rs"]
 mod realtime;
 
-/// The near-real-time rows of the table.
-fn print_realtime(figures: &realtime::Figures) {
+/// The near-real-time rows of the table, and their figures for `bench-json`.
+fn realtime_rows(
+    figures: &realtime::Figures,
+) -> (
+    Vec<(String, String)>,
+    serde_json::Map<String, serde_json::Value>,
+) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (order, transaction) = (&figures.fill_to_order, &figures.fill_to_transaction);
-    println!(
-        "| realtime: {} fills, fill to filled order row, p50 / p99 / max (goal p99 ≤ 1,000 ms) | {:.0} ms / {:.0} ms / {:.0} ms |",
-        figures.fills,
-        ms(order.p50),
-        ms(order.p99),
-        ms(order.max)
-    );
-    println!(
-        "| realtime: fill to its transaction rows, p50 / p99 / max (goal p99 ≤ 15,000 ms) | {:.0} ms / {:.0} ms / {:.0} ms |",
-        ms(transaction.p50),
-        ms(transaction.p99),
-        ms(transaction.max)
-    );
-    println!(
-        "| realtime: {} grants on one shard: all connected after / streamer peak RSS | {:.1} s / {:.1} MiB |",
-        figures.grants,
-        figures.connect_all.as_secs_f64(),
-        figures.peak_rss_mib
-    );
-    println!(
-        "| realtime: streamer CPU per notification ({} balance changes, heartbeats included) | {:.2} ms |",
-        figures.notifications,
-        ms(figures.cpu_per_notification)
-    );
-    println!(
-        "bench-json {}",
-        json!({
-            "realtime_fill_to_order_p99_ms": ms(order.p99).round(),
-            "realtime_fill_to_transaction_p99_ms": ms(transaction.p99).round(),
-            "realtime_streamer_grants": figures.grants,
-            "realtime_streamer_peak_rss_mib": (figures.peak_rss_mib * 10.0).round() / 10.0,
-            "realtime_cpu_per_notification_ms": (ms(figures.cpu_per_notification) * 100.0).round() / 100.0,
-        })
-    );
+    let rows = vec![
+        (
+            format!(
+                "realtime: {} fills, fill to filled order row, p50 / p99 / max (goal p99 <= 1,000 ms)",
+                figures.fills
+            ),
+            format!(
+                "{:.0} ms / {:.0} ms / {:.0} ms",
+                ms(order.p50),
+                ms(order.p99),
+                ms(order.max)
+            ),
+        ),
+        (
+            "realtime: fill to its transaction rows, p50 / p99 / max (goal p99 <= 15,000 ms)"
+                .to_owned(),
+            format!(
+                "{:.0} ms / {:.0} ms / {:.0} ms",
+                ms(transaction.p50),
+                ms(transaction.p99),
+                ms(transaction.max)
+            ),
+        ),
+        (
+            format!(
+                "realtime: {} grants on one shard: all connected after / streamer peak RSS",
+                figures.grants
+            ),
+            format!(
+                "{:.1} s / {:.1} MiB",
+                figures.connect_all.as_secs_f64(),
+                figures.peak_rss_mib
+            ),
+        ),
+        (
+            format!(
+                "realtime: streamer CPU per notification ({} balance changes, heartbeats included)",
+                figures.notifications
+            ),
+            format!("{:.2} ms", ms(figures.cpu_per_notification)),
+        ),
+    ];
+    let json = json!({
+        "realtime_fill_to_order_p99_ms": ms(order.p99).round(),
+        "realtime_fill_to_transaction_p99_ms": ms(transaction.p99).round(),
+        "realtime_streamer_grants": figures.grants,
+        "realtime_streamer_peak_rss_mib": round1(figures.peak_rss_mib),
+        "realtime_cpu_per_notification_ms": round2(ms(figures.cpu_per_notification)),
+    });
+    let serde_json::Value::Object(json) = json else {
+        unreachable!("an object")
+    };
+    (rows, json)
+}
+
+/// The issue's targets beside today's figures (before #21) and this run's.
+struct Target {
+    figure: &'static str,
+    today: &'static str,
+    target: &'static str,
+    measured: String,
 }
 
 #[tokio::main]
 async fn main() {
-    // `BENCH_ONLY=realtime`: only the near-real-time figures (a few minutes instead of the
-    // whole table).
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("realtime") {
-        println!("| figure | value |");
-        println!("|---|---|");
-        print_realtime(&realtime::figures().await);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    // `BENCH_ONLY=realtime`: only the near-real-time figures (a few minutes).
+    if only == "realtime" {
+        let (rows, figures) = realtime_rows(&realtime::figures().await);
+        print_table(&rows);
+        println!("bench-json {}", serde_json::Value::Object(figures));
         return;
     }
+    let mut json = serde_json::Map::new();
+    let mut rows: Vec<(String, String)> = Vec::new();
     let transactions = size("BENCH_TRANSACTIONS", 100_000);
     let orders = size("BENCH_ORDERS", 20_000);
     let sim = simulator(transactions, orders).await;
-    let db = TestDb::migrated().await;
-    let oauth = json!({"client_id": sim.credentials.client_id, "client_secret": sim.credentials.client_secret});
-    let aws = TestAws::provisioned_with(&oauth).await;
-    let base = sim.credentials.base_url.clone();
-    let env = Env::from_pairs([
-        ("DATABASE_URL", db.url.as_str()),
+    let aws = TestAws::provisioned_with(&oauth(&sim)).await;
+    let env = stack_env(&sim, &aws);
+
+    // 1. Like for like: ours by the worker process, then the peer, on the same simulator.
+    let ours = worker_full_sync(&sim, &aws, &env).await;
+    let number = sim.credentials.account_numbers[0].clone();
+    let truth = sim.simulator.truth(&number).expect("the account's truth");
+    let peer = python_peer(&sim, &truth).await;
+    let same_rows = history_rows(&truth);
+    let ratio = peer.seconds / ours.wall.as_secs_f64();
+    let rows_per_s = ours.rows as f64 / ours.wall.as_secs_f64();
+    rows.push((
+        format!("full sync ({transactions} transactions, {orders} orders): wall time, every row stored ({}), rows/s, worker peak RSS", ours.rows),
+        format!("{:.2} s, {rows_per_s:.0} rows/s, {:.1} MiB", ours.wall.as_secs_f64(), ours.peak_mib),
+    ));
+    rows.push((
+        format!("like for like: the same {same_rows} rows (transactions, orders, legs, fills), checked on both sides; ours / the peer's (fetch + write)"),
+        format!("{:.2} s / {:.2} s ({:.2} + {:.2}) = {ratio:.2}x", ours.wall.as_secs_f64(), peer.seconds, peer.fetch_seconds, peer.write_seconds),
+    ));
+    rows.push((
+        "columns written per table: ours / the peer's (what the SDK's models carry)".to_owned(),
+        columns_compared(&ours.db, &peer.columns).await,
+    ));
+    for (entity, parts) in ours.spent.as_object().into_iter().flatten() {
+        let ms = |part: &str| parts[part].as_u64().unwrap_or(0);
+        rows.push((
+            format!("where the time went: {entity} (busy time; the entities overlap)"),
+            format!(
+                "waiting for pages {} ms, parsing {} ms, writing {} ms",
+                ms("fetch_ms"),
+                ms("parse_ms"),
+                ms("write_ms")
+            ),
+        ));
+    }
+
+    // 1b. A transactions-only account, as a new user's often is.
+    let only_transactions = simulator(transactions, 0).await;
+    let only_aws = TestAws::provisioned_with(&oauth(&only_transactions)).await;
+    let only_env = stack_env(&only_transactions, &only_aws);
+    let ours_tx = worker_full_sync(&only_transactions, &only_aws, &only_env).await;
+    let number_tx = &only_transactions.credentials.account_numbers[0];
+    let truth_tx = only_transactions.simulator.truth(number_tx).expect("truth");
+    let peer_tx = python_peer(&only_transactions, &truth_tx).await;
+    let ratio_tx = peer_tx.seconds / ours_tx.wall.as_secs_f64();
+    rows.push((
+        format!(
+            "like for like, transactions only: the same {} rows; ours / the peer's",
+            history_rows(&truth_tx)
+        ),
+        format!(
+            "{:.2} s / {:.2} s = {ratio_tx:.2}x",
+            ours_tx.wall.as_secs_f64(),
+            peer_tx.seconds
+        ),
+    ));
+
+    // 2. An incremental sync with nothing new, in this process.
+    let idle = idle_incremental(&ours.db, &aws, &sim).await;
+    rows.push((
+        "incremental, nothing new: broker calls / rows written / wall time".to_owned(),
+        format!(
+            "{} / {} / {:.2} s",
+            idle.calls,
+            idle.written,
+            idle.wall.as_secs_f64()
+        ),
+    ));
+    rows.push((
+        "incremental, nothing new: the calls by endpoint".to_owned(),
+        idle.endpoints.clone(),
+    ));
+
+    // 3. The full sync again, on a database of its own, with latency on every response.
+    let latency = latency_run(&sim, &aws, &env).await;
+    let over_concurrent = latency.wall.as_secs_f64() / latency.concurrent_floor.as_secs_f64();
+    let over_sequential = latency.wall.as_secs_f64() / latency.sequential_floor.as_secs_f64();
+    rows.push((
+        format!("full sync with {} ms per response: wall / concurrent floor ({} requests, {} at a time) / sequential floor", latency.latency_ms, latency.requests, latency.concurrency),
+        format!("{:.1} s / {:.1} s / {:.1} s", latency.wall.as_secs_f64(), latency.concurrent_floor.as_secs_f64(), latency.sequential_floor.as_secs_f64()),
+    ));
+
+    // 4. Growth: transactions-only accounts of 10k and 100k (above), and 1M when asked.
+    let mut growth = vec![(10_000, None), (transactions, Some(&ours_tx))];
+    let scale = std::env::var("BENCH_SCALE").as_deref() == Ok("1");
+    if scale {
+        growth.push((1_000_000, None));
+    }
+    let mut growth_json = serde_json::Map::new();
+    for (size, done) in growth {
+        let measured = match done {
+            Some(run) => (run.rows, run.wall, run.peak_mib),
+            None => {
+                let sim = simulator(size, 0).await;
+                let aws = TestAws::provisioned_with(&oauth(&sim)).await;
+                let run = worker_full_sync(&sim, &aws, &stack_env(&sim, &aws)).await;
+                (run.rows, run.wall, run.peak_mib)
+            }
+        };
+        let (stored, wall, peak) = measured;
+        let per_s = stored as f64 / wall.as_secs_f64();
+        rows.push((
+            format!("growth: {size} transactions only ({stored} rows): rows/s, worker peak RSS"),
+            format!("{per_s:.0} rows/s, {peak:.1} MiB"),
+        ));
+        growth_json.insert(
+            size.to_string(),
+            json!({"rows_per_s": per_s.round(), "peak_rss_mib": round1(peak)}),
+        );
+    }
+
+    let mut targets = vec![
+        Target {
+            figure: "like-for-like rows/s over the Python path (same rows, both checked)",
+            today: "0.93x (1.0x transactions only)",
+            target: ">= 3x, aiming at 5x",
+            measured: format!("{ratio:.2}x ({ratio_tx:.2}x transactions only)"),
+        },
+        Target {
+            figure: "full sync, 100k transactions + 20k orders, rows/s",
+            today: "21.9k",
+            target: ">= 50k",
+            measured: format!("{:.1}k", rows_per_s / 1000.0),
+        },
+        Target {
+            figure: "80 ms per response: wall time over the floor",
+            today: "1.68-1.90 of the sequential floor",
+            target: "<= 1.2 of the concurrent floor, <= 0.4 of the sequential one",
+            measured: format!(
+                "{over_concurrent:.2} of the concurrent floor, {over_sequential:.2} of the sequential one"
+            ),
+        },
+        Target {
+            figure: "idle incremental: broker calls / rows written",
+            today: "20 / 0",
+            target: "<= 7 / 0",
+            measured: format!("{} / {}", idle.calls, idle.written),
+        },
+        Target {
+            figure: "worker peak RSS during the 100k sync",
+            today: "50.3 MiB",
+            target: "<= 64 MiB",
+            measured: format!("{:.1} MiB", ours.peak_mib),
+        },
+    ];
+    json.extend([
+        ("like_for_like_ratio".to_owned(), json!(round2(ratio))),
+        (
+            "like_for_like_ratio_transactions_only".to_owned(),
+            json!(round2(ratio_tx)),
+        ),
+        ("rows_per_s".to_owned(), json!(rows_per_s.round())),
+        (
+            "latency_wall_over_concurrent_floor".to_owned(),
+            json!(round2(over_concurrent)),
+        ),
+        (
+            "latency_wall_over_sequential_floor".to_owned(),
+            json!(round2(over_sequential)),
+        ),
+        ("idle_calls".to_owned(), json!(idle.calls)),
+        ("idle_rows_written".to_owned(), json!(idle.written)),
+        (
+            "worker_peak_rss_mib".to_owned(),
+            json!(round1(ours.peak_mib)),
+        ),
+        ("growth".to_owned(), growth_json.into()),
+        ("spent".to_owned(), ours.spent.clone()),
+    ]);
+
+    if only != "sync" {
+        // 5. Function binaries: size and time to ready.
+        let binaries = startup_times(&env).await;
+        let largest = binaries.iter().map(|b| b.bytes).max().unwrap_or(0) as f64 / 1_048_576.0;
+        targets.push(Target {
+            figure: "largest function binary, stripped",
+            today: "16.6 MiB",
+            target: "<= 8 MiB",
+            measured: format!("{largest:.1} MiB"),
+        });
+        json.insert("max_binary_mib".to_owned(), json!(round1(largest)));
+        let slowest = binaries.iter().map(|b| b.ready).max().unwrap_or_default();
+        json.insert(
+            "max_start_to_ready_ms".to_owned(),
+            json!(round1(slowest.as_secs_f64() * 1000.0)),
+        );
+        for binary in &binaries {
+            rows.push((
+                format!(
+                    "binary {}: stripped size, start to ready (median of 5)",
+                    binary.name
+                ),
+                format!(
+                    "{:.1} MiB, {:.1} ms",
+                    binary.bytes as f64 / 1_048_576.0,
+                    binary.ready.as_secs_f64() * 1000.0
+                ),
+            ));
+        }
+
+        // 6. The API through the local gateway. The queue is emptied first, so that the
+        // gateway's worker has nothing to sync while it is measured.
+        purge(&aws).await;
+        let api = gateway_latencies(&env, &aws, &idle.owner, idle.task_id, idle.account_id).await;
+        for (route, p50, p99) in &api {
+            rows.push((
+                format!("gateway, warm: {route} p50 / p99"),
+                format!(
+                    "{:.2} ms / {:.2} ms",
+                    p50.as_secs_f64() * 1000.0,
+                    p99.as_secs_f64() * 1000.0
+                ),
+            ));
+        }
+
+        // 7. Scheduler fan-out, on a database and queue of its own.
+        rows.extend(scheduler_fan_out().await);
+
+        // 8. Near-real-time.
+        let (realtime_rows, realtime_json) = realtime_rows(&realtime::figures().await);
+        rows.extend(realtime_rows);
+        json.extend(realtime_json);
+    }
+
+    println!("| figure | today | target | measured |");
+    println!("|---|---|---|---|");
+    for t in &targets {
+        println!(
+            "| {} | {} | {} | {} |",
+            t.figure, t.today, t.target, t.measured
+        );
+    }
+    println!();
+    print_table(&rows);
+    println!("bench-json {}", serde_json::Value::Object(json));
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn print_table(rows: &[(String, String)]) {
+    println!("| figure | value |");
+    println!("|---|---|");
+    for (figure, value) in rows {
+        println!("| {figure} | {value} |");
+    }
+}
+
+fn oauth(sim: &tastytrade_sim::server::Running) -> serde_json::Value {
+    json!({"client_id": sim.credentials.client_id, "client_secret": sim.credentials.client_secret})
+}
+
+/// The functions' environment for `sim` and `aws` (its database is set per run).
+fn stack_env(sim: &tastytrade_sim::server::Running, aws: &TestAws) -> Env {
+    Env::from_pairs([
         ("TOKEN_KMS_KEY_ID", aws.stack.kms_key_arn.as_str()),
         ("TASKS_TABLE", aws.stack.table.as_str()),
         ("SYNC_QUEUE_URL", aws.stack.queue_url.as_str()),
@@ -159,28 +450,89 @@ async fn main() {
             aws.stack.state_signing_secret_arn.as_str(),
         ),
         ("OAUTH_REDIRECT_URIS", "http://localhost/callback"),
-        ("TASTYTRADE_SANDBOX_URL", base.as_str()),
-    ]);
-    link_simulated_grant(&sim, &aws, &env).await;
+        ("TASTYTRADE_SANDBOX_URL", sim.credentials.base_url.as_str()),
+    ])
+}
 
-    // 1. The full sync, by the worker process.
+async fn purge(aws: &TestAws) {
+    aws.sqs()
+        .purge_queue()
+        .queue_url(&aws.stack.queue_url)
+        .send()
+        .await
+        .expect("purge");
+}
+
+/// The rows the peer writes as well: transactions, orders, their legs and fills.
+fn history_rows(truth: &serde_json::Value) -> i64 {
+    let n = |v: &serde_json::Value| v.as_i64().unwrap_or(0);
+    n(&truth["transactions"]["count"])
+        + n(&truth["orders"]["count"])
+        + n(&truth["orders"]["legs"])
+        + n(&truth["orders"]["fills"])
+}
+
+/// A full sync by the release worker process, of the simulator's one account linked into a
+/// database of its own, checked equal to the truth.
+struct WorkerRun {
+    db: TestDb,
+    wall: Duration,
+    peak_mib: f64,
+    /// Every row stored, in every synced table.
+    rows: i64,
+    spent: serde_json::Value,
+}
+
+async fn worker_full_sync(
+    sim: &tastytrade_sim::server::Running,
+    aws: &TestAws,
+    env: &Env,
+) -> WorkerRun {
+    use tokio::io::AsyncBufReadExt;
+    let db = TestDb::migrated().await;
+    let env = env.clone().with("DATABASE_URL", db.url.clone());
+    // Only this link's full sync is waiting for the worker.
+    purge(aws).await;
+    link_simulated_grant(sim, aws, &env).await;
     let worker = std::env::current_exe()
         .expect("own path")
         .with_file_name("sync-worker");
     let started = Instant::now();
     let mut child = tokio::process::Command::new(&worker)
-        .env("DATABASE_URL", &db.url)
-        .env("TOKEN_KMS_KEY_ID", &aws.stack.kms_key_arn)
-        .env("TASKS_TABLE", &aws.stack.table)
-        .env("SYNC_QUEUE_URL", &aws.stack.queue_url)
-        .env("EVENT_BUS_NAME", &aws.stack.event_bus)
-        .env("TASTYTRADE_SANDBOX_URL", &base)
+        .envs(env.vars())
         .env("SYNC_INVOCATION_SECONDS", "900")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,tastysync::spent=info")
+        .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e}", worker.display()));
     let pid = child.id().expect("the worker runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let spent = tokio::spawn(async move {
+        let mut spent = serde_json::Value::Null;
+        while let Ok(Some(line)) = lines.next_line().await {
+            // The worker's log is coloured: its escape sequences out first.
+            let mut plain = String::with_capacity(line.len());
+            let mut escaped = false;
+            for c in line.chars() {
+                match (escaped, c) {
+                    (false, '\u{1b}') => escaped = true,
+                    (true, 'm') => escaped = false,
+                    (false, c) => plain.push(c),
+                    (true, _) => {}
+                }
+            }
+            let line = plain;
+            if let Some(at) = line.find("spent=") {
+                let mut values = serde_json::Deserializer::from_str(&line[at + 6..])
+                    .into_iter::<serde_json::Value>();
+                if let Some(Ok(value)) = values.next() {
+                    spent = value;
+                }
+            }
+        }
+        spent
+    });
     let client = db.client().await;
     let mut peak = 0;
     let status = loop {
@@ -194,14 +546,17 @@ async fn main() {
             break status;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(1800),
+            started.elapsed() < Duration::from_secs(3600),
             "the sync did not finish"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let elapsed = started.elapsed();
+    let wall = started.elapsed();
     peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+    // The log line is written before the account's status: a moment for it to arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = child.kill().await;
+    let spent = spent.await.unwrap_or_default();
     // No figure for a sync that failed or stored something else than the broker holds.
     assert_eq!(status, "SUCCESS", "the full sync ended {status}");
     let number = &sim.credentials.account_numbers[0];
@@ -221,41 +576,133 @@ async fn main() {
         .await
         .unwrap()
         .get(0);
+    WorkerRun {
+        db,
+        wall,
+        peak_mib: peak as f64 / 1024.0,
+        rows,
+        spent,
+    }
+}
 
-    // 2. The peer baseline, on a database of its own.
-    let baseline = python_baseline(&sim, &truth).await;
+/// The peer's run (`infra/local/baseline.py`) on a database of its own, its rows checked
+/// against the truth by the assertions ours pass.
+struct PeerRun {
+    seconds: f64,
+    fetch_seconds: f64,
+    write_seconds: f64,
+    columns: serde_json::Value,
+}
 
-    // 2b. An incremental sync with nothing new, in this process.
-    let (account_id, owner) = linked_account(&db).await;
-    let sync_deps = in_process_worker(&db, &aws, &sim.credentials);
+async fn python_peer(sim: &tastytrade_sim::server::Running, truth: &serde_json::Value) -> PeerRun {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let db = TestDb::migrated().await;
+    let account_id = uuid::Uuid::new_v4();
+    let output = tokio::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("infra/local/baseline.py"))
+        .env("TT_BASE_URL", &sim.credentials.base_url)
+        .env("TT_SECRET", &sim.credentials.client_secret)
+        .env("TT_REFRESH", &sim.credentials.refresh_token)
+        .env("DATABASE_URL", &db.url)
+        .env("PEER_ACCOUNT_ID", account_id.to_string())
+        .output()
+        .await
+        .expect("the project virtualenv's Python runs");
+    assert!(
+        output.status.success(),
+        "the peer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the peer reports JSON");
+    // The peer's figure counts only if it stored what the broker holds, as ours does.
+    let client = db.client().await;
+    client
+        .batch_execute("SET search_path TO peer, public")
+        .await
+        .unwrap();
+    tastysync_tests::truth::assert_history_equals_truth(&client, truth, account_id).await;
+    let seconds = |key: &str| report[key].as_f64().expect("seconds");
+    PeerRun {
+        seconds: seconds("seconds"),
+        fetch_seconds: seconds("fetch_seconds"),
+        write_seconds: seconds("write_seconds"),
+        columns: report["columns"].clone(),
+    }
+}
+
+/// Per table, how many columns we write (all of the table's) and how many the peer wrote.
+async fn columns_compared(db: &TestDb, peer: &serde_json::Value) -> String {
+    let client = db.client().await;
+    let mut out = Vec::new();
+    for table in ["transactions", "orders", "order_legs", "order_fills"] {
+        let ours: i64 = client
+            .query_one(
+                "SELECT count(*) FROM information_schema.columns
+                 WHERE table_schema = 'public' AND table_name = $1",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        out.push(format!("{table} {ours} / {}", peer[table]));
+    }
+    out.join(", ")
+}
+
+struct Idle {
+    endpoints: String,
+    calls: u64,
+    written: u64,
+    wall: Duration,
+    owner: String,
+    account_id: uuid::Uuid,
+    task_id: uuid::Uuid,
+}
+
+/// An incremental sync of the account `db` holds, fully synced, with nothing new at the broker.
+async fn idle_incremental(
+    db: &TestDb,
+    aws: &TestAws,
+    sim: &tastytrade_sim::server::Running,
+) -> Idle {
+    let (account_id, owner) = linked_account(db).await;
+    let deps = in_process_worker(db, aws, &sim.credentials);
     let task = NewTask::new(&owner, account_id, TaskKind::Incremental);
-    sync_deps.tasks.create(&task).await.expect("task");
-    let idle_started = Instant::now();
-    let outcome = sync::run(&sync_deps, &task.message(), None)
+    deps.tasks.create(&task).await.expect("task");
+    sim.simulator.clear_requests();
+    let started = Instant::now();
+    let outcome = sync::run(&deps, &task.message(), None)
         .await
         .expect("incremental sync");
-    let idle_elapsed = idle_started.elapsed();
+    let wall = started.elapsed();
     let Outcome::Completed(counts) = outcome else {
         panic!("incremental sync ended {outcome:?}")
     };
+    // The endpoints called, account numbers and ids left out.
+    let mut endpoints = std::collections::BTreeMap::<String, usize>::new();
+    for request in sim.simulator.requests() {
+        let shape: Vec<&str> = (request.path.split('/'))
+            .map(|part| {
+                let numbered = part.chars().any(|c| c.is_ascii_digit());
+                if numbered { "{n}" } else { part }
+            })
+            .collect();
+        *endpoints.entry(shape.join("/")).or_default() += 1;
+    }
+    Idle {
+        endpoints: format!("{endpoints:?}"),
+        calls: Stats::get(&deps.broker.stats().requests),
+        written: counts.total_written(),
+        wall,
+        owner,
+        account_id,
+        task_id: task.task_id,
+    }
+}
 
-    // 3. The full sync again, on a database of its own, with latency on every response.
-    let latency = latency_run(&sim, &aws, &env).await;
-
-    // 4. Function binaries: size and time to ready.
-    let binaries = startup_times(&env).await;
-
-    // 5. The API through the local gateway. The queue is emptied first, so that the gateway's
-    // worker has nothing to sync while it is measured.
-    aws.sqs()
-        .purge_queue()
-        .queue_url(&aws.stack.queue_url)
-        .send()
-        .await
-        .expect("purge");
-    let api = gateway_latencies(&env, &aws, &owner, task.task_id, account_id).await;
-
-    // 6. Scheduler fan-out, on a database and queue of its own.
+/// Ticks of an hour over many accounts, a consumer draining the queue as the workers would.
+async fn scheduler_fan_out() -> Vec<(String, String)> {
     let scheduled = size("BENCH_SCHEDULER_ACCOUNTS", 10_000);
     let ticks = u32::try_from(size("BENCH_SCHEDULER_TICKS", 12)).unwrap();
     let fan_db = TestDb::migrated().await;
@@ -277,8 +724,8 @@ async fn main() {
         .duration_trunc(chrono::TimeDelta::hours(1))
         .unwrap();
     let tick_length = chrono::TimeDelta::minutes(i64::from(60 / ticks.max(1)));
-    let (mut fan_queued, mut slowest) = (0, Duration::ZERO);
-    let fan_started = Instant::now();
+    let (mut queued, mut slowest) = (0, Duration::ZERO);
+    let started = Instant::now();
     for i in 0..ticks {
         let at = hour + tick_length * i32::try_from(i).unwrap();
         let tick = Tick {
@@ -290,101 +737,40 @@ async fn main() {
             .await
             .expect("tick");
         slowest = slowest.max(tick_started.elapsed());
-        fan_queued += report.queued;
+        queued += report.queued;
     }
-    let fan_elapsed = fan_started.elapsed();
+    let elapsed = started.elapsed();
     let consumed = consumer.finish().await;
     let mut per_account = std::collections::HashMap::<&str, usize>::new();
     for message in &consumed {
         *per_account.entry(message.group.as_str()).or_default() += 1;
     }
     let twice = per_account.values().filter(|&&n| n > 1).count();
-
-    // 8. Near-real-time.
-    let realtime = realtime::figures().await;
-
-    println!("| figure | value |");
-    println!("|---|---|");
-    println!("| full sync: account size | {transactions} transactions, {orders} orders |");
-    println!("| full sync: rows stored | {rows} |");
-    println!(
-        "| full sync: wall time (worker process, release) | {:.1} s |",
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "| full sync: rows per second | {:.0} |",
-        rows as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "| full sync: worker peak RSS (VmHWM) | {:.1} MiB |",
-        peak as f64 / 1024.0
-    );
-    let baseline_rows = baseline["transactions"].as_f64().unwrap_or(0.0)
-        + baseline["orders"].as_f64().unwrap_or(0.0);
-    let baseline_seconds = baseline["seconds"].as_f64().unwrap_or(f64::NAN);
-    let ours = rows as f64 / elapsed.as_secs_f64();
-    let theirs = baseline_rows / baseline_seconds;
-    println!(
-        "| peer baseline (tastytrade SDK + psycopg COPY/upsert): transactions and orders | {baseline_rows:.0} rows in {baseline_seconds:.1} s (fetch {:.1} s, write {:.1} s), {theirs:.0} rows/s |",
-        baseline["fetch_seconds"].as_f64().unwrap_or(f64::NAN),
-        baseline["write_seconds"].as_f64().unwrap_or(f64::NAN),
-    );
-    println!(
-        "| tastysync rows/s over the baseline's (ours also writes legs, fills, positions, balances, snapshots) | {:.1}x |",
-        ours / theirs
-    );
-    println!(
-        "| incremental, nothing new: broker calls | {} |",
-        Stats::get(&sync_deps.broker.stats().requests)
-    );
-    println!(
-        "| incremental, nothing new: rows rewritten | {} |",
-        counts.total_written()
-    );
-    println!(
-        "| incremental, nothing new: wall time | {:.2} s |",
-        idle_elapsed.as_secs_f64()
-    );
-    println!(
-        "| full sync with {} ms per response: wall time / network floor | {:.1} s / {:.1} s ({} requests) = {:.2} |",
-        latency.latency_ms,
-        latency.wall.as_secs_f64(),
-        latency.floor.as_secs_f64(),
-        latency.requests,
-        latency.wall.as_secs_f64() / latency.floor.as_secs_f64()
-    );
-    for binary in &binaries {
-        println!(
-            "| binary {}: stripped size, start to ready (median of 5) | {:.1} MiB, {:.1} ms |",
-            binary.name,
-            binary.bytes as f64 / 1_048_576.0,
-            binary.ready.as_secs_f64() * 1000.0
-        );
-    }
-    for (route, p50, p99) in &api {
-        println!(
-            "| gateway, warm: {route} p50 / p99 | {:.2} ms / {:.2} ms |",
-            p50.as_secs_f64() * 1000.0,
-            p99.as_secs_f64() * 1000.0
-        );
-    }
-    println!(
-        "| scheduler: {ticks} ticks over {scheduled} accounts (emulator) | {:.1} s in all, slowest tick {:.1} s |",
-        fan_elapsed.as_secs_f64(),
-        slowest.as_secs_f64()
-    );
-    println!(
-        "| scheduler: queued / consumed / accounts consumed twice | {fan_queued} / {} / {twice} |",
-        consumed.len()
-    );
-    print_realtime(&realtime);
+    vec![
+        (
+            format!("scheduler: {ticks} ticks over {scheduled} accounts (emulator)"),
+            format!(
+                "{:.1} s in all, slowest tick {:.1} s",
+                elapsed.as_secs_f64(),
+                slowest.as_secs_f64()
+            ),
+        ),
+        (
+            "scheduler: queued / consumed / accounts consumed twice".to_owned(),
+            format!("{queued} / {} / {twice}", consumed.len()),
+        ),
+    ]
 }
 
 struct LatencyRun {
     latency_ms: u64,
     wall: Duration,
-    floor: Duration,
     requests: u64,
+    concurrency: usize,
+    /// The requests `concurrency` at a time, each taking the latency.
+    concurrent_floor: Duration,
+    /// The requests one at a time.
+    sequential_floor: Duration,
 }
 
 /// A full sync of a freshly linked account with `latency_ms` on every broker response, in this
@@ -426,12 +812,20 @@ async fn latency_run(
     sim.simulator
         .set_faults(tastytrade_sim::server::Faults::default());
     assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
+    let number = &sim.credentials.account_numbers[0];
+    let truth = sim.simulator.truth(number).expect("the account's truth");
+    let client = db.client().await;
+    tastysync_tests::truth::assert_database_equals_truth(&client, &truth, number).await;
     let requests = Stats::get(&deps.broker.stats().requests);
+    let concurrency = deps.settings.grant_concurrency;
+    let rounds = requests.div_ceil(concurrency as u64);
     LatencyRun {
         latency_ms,
         wall,
-        floor: Duration::from_millis(latency_ms * requests),
         requests,
+        concurrency,
+        concurrent_floor: Duration::from_millis(latency_ms * rounds),
+        sequential_floor: Duration::from_millis(latency_ms * requests),
     }
 }
 
@@ -559,48 +953,6 @@ async fn gateway_latencies(
         figures.push((route, at(0.50), at(0.99)));
     }
     figures
-}
-
-/// Runs `infra/local/baseline.py` with the project virtualenv's Python against `sim`, into a
-/// database of its own; returns its JSON report.
-async fn python_baseline(
-    sim: &tastytrade_sim::server::Running,
-    truth: &serde_json::Value,
-) -> serde_json::Value {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let db = TestDb::empty().await;
-    let output = tokio::process::Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("infra/local/baseline.py"))
-        .env("TT_BASE_URL", &sim.credentials.base_url)
-        .env("TT_SECRET", &sim.credentials.client_secret)
-        .env("TT_REFRESH", &sim.credentials.refresh_token)
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .await
-        .expect("the project virtualenv's Python runs");
-    assert!(
-        output.status.success(),
-        "the baseline failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // The peer's figure counts only if it stored what the broker holds, as ours does.
-    let client = db.client().await;
-    for (table, entity) in [
-        ("baseline_transactions", "transactions"),
-        ("baseline_orders", "orders"),
-    ] {
-        let stored: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .await
-            .expect("the peer's table")
-            .get(0);
-        assert_eq!(
-            Some(stored),
-            truth[entity]["count"].as_i64(),
-            "the peer stored {stored} {entity}"
-        );
-    }
-    serde_json::from_slice(&output.stdout).expect("the baseline reports JSON")
 }
 
 /// Links the simulator's personal grant through the link route, as a user would.

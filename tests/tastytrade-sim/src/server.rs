@@ -364,6 +364,13 @@ struct Inner {
     streamer_url: String,
     streamer: tokio::sync::broadcast::Sender<crate::streamer::Push>,
     streamer_sessions: usize,
+    /// Per grant, its requests being answered now, the most ever at once, and the instant
+    /// before which a 429's `Retry-After` asked it to send nothing.
+    in_flight: HashMap<String, usize>,
+    most_in_flight: HashMap<String, usize>,
+    held_until: HashMap<String, (chrono::DateTime<Utc>, chrono::DateTime<Utc>)>,
+    /// Requests that arrived while their grant was told to wait.
+    sent_while_held: u64,
     /// Every Greeks event carries this time (the simulator's start, to the millisecond).
     greeks_time_ms: i64,
 }
@@ -469,6 +476,10 @@ impl Simulator {
             streamer_url: "ws://127.0.0.1:9".to_owned(),
             streamer: tokio::sync::broadcast::channel(4096).0,
             streamer_sessions: 0,
+            in_flight: HashMap::new(),
+            most_in_flight: HashMap::new(),
+            held_until: HashMap::new(),
+            sent_while_held: 0,
             greeks_time_ms: Utc::now().timestamp_millis(),
             generator,
             accounts,
@@ -533,9 +544,22 @@ impl Simulator {
         self.lock().requests.clone()
     }
 
-    /// Forgets the requests recorded so far.
+    /// Forgets the requests recorded so far, and the most each grant had in flight.
     pub fn clear_requests(&self) {
-        self.lock().requests.clear();
+        let mut inner = self.lock();
+        inner.requests.clear();
+        inner.most_in_flight.clear();
+        inner.sent_while_held = 0;
+    }
+
+    /// The most requests each grant (by label) had in flight at once.
+    pub fn most_in_flight(&self) -> HashMap<String, usize> {
+        self.lock().most_in_flight.clone()
+    }
+
+    /// How many requests arrived while a 429's `Retry-After` asked their grant to wait.
+    pub fn sent_while_held(&self) -> u64 {
+        self.lock().sent_while_held
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -1113,8 +1137,36 @@ async fn record(State(sim): State<Simulator>, request: Request, next: Next) -> R
         Some(inner.grants.get(&state.refresh_token)?.label.clone())
     });
     let at = Utc::now();
+    if let Some(grant) = &grant {
+        let mut inner = sim.lock();
+        if (inner.held_until.get(grant)).is_some_and(|(heard, until)| *heard < at && at < *until) {
+            inner.sent_while_held += 1;
+        }
+        let now = inner.in_flight.entry(grant.clone()).or_default();
+        *now += 1;
+        let now = *now;
+        let most = inner.most_in_flight.entry(grant.clone()).or_default();
+        *most = (*most).max(now);
+    }
     let response = next.run(request).await;
     let mut inner = sim.lock();
+    if let Some(grant) = &grant {
+        if let Some(now) = inner.in_flight.get_mut(grant) {
+            *now -= 1;
+        }
+        let retry_after = (response.headers().get(header::RETRY_AFTER))
+            .and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
+        if let Some(seconds) =
+            retry_after.filter(|_| response.status() == StatusCode::TOO_MANY_REQUESTS)
+        {
+            // From a moment after the answer: a request sent before its client could hear the
+            // 429 did not ignore it.
+            let answered = Utc::now();
+            let heard = answered + chrono::TimeDelta::milliseconds(100);
+            let until = answered + chrono::TimeDelta::seconds(seconds);
+            inner.held_until.insert(grant.clone(), (heard, until));
+        }
+    }
     // A long-lived simulator (the dev stack's) keeps the latest requests, not all of them.
     if inner.requests.len() >= REQUEST_LOG_CAPACITY {
         inner.requests.drain(..REQUEST_LOG_CAPACITY / 10);
