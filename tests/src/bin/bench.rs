@@ -349,6 +349,8 @@ async fn main() {
 
     if only != "sync" {
         // 5. Function binaries: size and time to ready.
+        // The functions start against the like-for-like run's database.
+        let env = env.clone().with("DATABASE_URL", ours.db.url.clone());
         let binaries = startup_times(&env).await;
         let largest = binaries.iter().map(|b| b.bytes).max().unwrap_or(0) as f64 / 1_048_576.0;
         targets.push(Target {
