@@ -1300,9 +1300,9 @@ async fn kills_with_two_accounts_in_flight_strand_both_messages_for_the_template
     assert_dlq_empty(&w).await;
 }
 
-#[tokio::test]
-async fn a_full_sync_through_a_fault_storm_ends_equal_to_the_truth_with_retries_within_their_caps()
-{
+/// One account with two years of history (20,000 transactions, 2,000 orders), linked by user-a,
+/// the simulator's request log cleared after the link.
+async fn two_linked_years() -> World {
     let w = world_with(Sizes {
         accounts: 1,
         transactions: 20_000,
@@ -1312,6 +1312,13 @@ async fn a_full_sync_through_a_fault_storm_ends_equal_to_the_truth_with_retries_
     .await;
     link_personal(&w, "user-a").await;
     w.sim.simulator.clear_requests();
+    w
+}
+
+#[tokio::test]
+async fn a_full_sync_through_a_fault_storm_ends_equal_to_the_truth_with_retries_within_their_caps()
+{
+    let w = two_linked_years().await;
     let mut deps = worker(&w);
     // Enough attempts that a request failing every one of them (0.45^12) is not expected in a
     // run of a few hundred; the cap itself is what is checked below.
@@ -1375,15 +1382,7 @@ async fn a_full_sync_through_a_fault_storm_ends_equal_to_the_truth_with_retries_
 
 #[tokio::test]
 async fn a_grant_never_has_more_than_its_requests_in_flight_and_a_429_holds_back_all_of_them() {
-    let w = world_with(Sizes {
-        accounts: 1,
-        transactions: 20_000,
-        orders: 2_000,
-        years: 2,
-    })
-    .await;
-    link_personal(&w, "user-a").await;
-    w.sim.simulator.clear_requests();
+    let w = two_linked_years().await;
     let deps = worker(&w);
     w.sim.simulator.set_faults(tastytrade_sim::server::Faults {
         latency_ms: 20,

@@ -28,14 +28,6 @@ pub async fn assert_database_equals_truth(
         .get(0);
 
     assert_history_equals_truth(client, truth, id).await;
-    let count = |sql: &'static str| async move {
-        client
-            .query_one(sql, &[&id])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-    };
-    let decimal = |v: &Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
 
     let positions: BTreeSet<(String, String)> = client
         .query(
@@ -65,17 +57,23 @@ pub async fn assert_database_equals_truth(
         .collect();
     assert_eq!(positions, truth_positions, "positions");
     assert_eq!(
-        count("SELECT count(*) FROM account_balance_snapshots WHERE account_id = $1 AND time_of_day = 'EOD'").await,
+        count(client, id, "SELECT count(*) FROM account_balance_snapshots WHERE account_id = $1 AND time_of_day = 'EOD'").await,
         truth["snapshots"]["count"].as_i64().unwrap(),
         "EOD snapshots"
     );
     assert_eq!(
-        count("SELECT count(*) FROM account_balances WHERE account_id = $1 AND removed_at IS NULL")
-            .await,
+        count(
+            client,
+            id,
+            "SELECT count(*) FROM account_balances WHERE account_id = $1 AND removed_at IS NULL"
+        )
+        .await,
         truth["balances"].as_array().unwrap().len() as i64
     );
     assert_eq!(
         count(
+            client,
+            id,
             "SELECT count(*) FROM account_balance_snapshots WHERE account_id = $1
                AND time_of_day = 'Intraday'
                AND snapshot_date <> (captured_at AT TIME ZONE 'America/New_York')::date"
@@ -131,6 +129,16 @@ pub async fn assert_database_equals_truth(
     assert_eq!(status, "SUCCESS");
 }
 
+/// The one number `sql` (with the account id as `$1`) counts.
+async fn count(client: &tokio_postgres::Client, id: Uuid, sql: &str) -> i64 {
+    client.query_one(sql, &[&id]).await.unwrap().get(0)
+}
+
+/// A decimal the truth carries as text.
+fn decimal(v: &Value) -> Decimal {
+    Decimal::from_str(v.as_str().unwrap()).unwrap()
+}
+
 /// Asserts the account `id` holds exactly the truth's history: the same transactions (ids and
 /// signed sums), orders (ids), order legs and fills (counts). What the bench's peer stores is
 /// held to it as well, in tables of its own (`search_path`).
@@ -148,7 +156,6 @@ pub async fn assert_history_equals_truth(client: &tokio_postgres::Client, truth:
         .query_one("SELECT coalesce(sum(net_value), 0)::text, coalesce(sum(value), 0)::text FROM transactions WHERE account_id = $1 AND removed_at IS NULL", &[&id])
         .await
         .unwrap();
-    let decimal = |v: &Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
     assert_eq!(
         Decimal::from_str(sums.get(0)).unwrap(),
         decimal(&truth["transactions"]["net-value-sum"]),
@@ -173,20 +180,22 @@ pub async fn assert_history_equals_truth(client: &tokio_postgres::Client, truth:
         order_ids.len(),
         truth_orders.len()
     );
-    let count = |sql: &'static str| async move {
-        client
-            .query_one(sql, &[&id])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-    };
     assert_eq!(
-        count("SELECT count(*) FROM order_legs WHERE account_id = $1 AND removed_at IS NULL").await,
+        count(
+            client,
+            id,
+            "SELECT count(*) FROM order_legs WHERE account_id = $1 AND removed_at IS NULL"
+        )
+        .await,
         truth["orders"]["legs"].as_i64().unwrap()
     );
     assert_eq!(
-        count("SELECT count(*) FROM order_fills WHERE account_id = $1 AND removed_at IS NULL")
-            .await,
+        count(
+            client,
+            id,
+            "SELECT count(*) FROM order_fills WHERE account_id = $1 AND removed_at IS NULL"
+        )
+        .await,
         truth["orders"]["fills"].as_i64().unwrap()
     );
 }
