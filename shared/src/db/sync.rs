@@ -1056,17 +1056,22 @@ async fn upsert_orders(
     Ok(Stored { changed, rejected })
 }
 
+// As in `REMOVE_TRANSACTIONS`, the page's keys are a hashed `NOT IN` subplan. An anti-join
+// against the unnest, planned while the tables were still empty (a full sync's first pages, and
+// the cached statement keeps that plan), ran as a nested loop: every leg of the page compared
+// with every key, each through a whole-row copy, which was most of Postgres's time in an
+// orders-heavy full sync.
 const REMOVE_DROPPED_LEGS: &str = "
     UPDATE order_legs l SET removed_at = now(), removed_by_task = $2
     WHERE l.account_id = $1 AND l.tastytrade_order_id = ANY($3) AND l.removed_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM UNNEST($4::bigint[], $5::text[]) AS s(o, k)
-                      WHERE s.o = l.tastytrade_order_id AND s.k = l.leg_key)";
+      AND (l.tastytrade_order_id, l.leg_key) NOT IN
+          (SELECT * FROM UNNEST($4::bigint[], $5::text[]))";
 
 const REMOVE_DROPPED_FILLS: &str = "
     UPDATE order_fills f SET removed_at = now(), removed_by_task = $2
     WHERE f.account_id = $1 AND f.tastytrade_order_id = ANY($3) AND f.removed_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM UNNEST($4::bigint[], $5::text[], $6::text[]) AS s(o, k, id)
-                      WHERE s.o = f.tastytrade_order_id AND s.k = f.leg_key AND s.id = f.fill_id)";
+      AND (f.tastytrade_order_id, f.leg_key, f.fill_id) NOT IN
+          (SELECT * FROM UNNEST($4::bigint[], $5::text[], $6::text[]))";
 
 /// An order's leg: the order's row in its page, its id, the leg's index and key in it, the
 /// leg.

@@ -1269,21 +1269,24 @@ impl Generator {
                 }
             })
             .collect();
-        let terminal = !matches!(status, "Live" | "Partially Filled");
+        let time_in_force = if live || self.rng.u32(0..10) == 0 {
+            "GTC"
+        } else {
+            "Day"
+        };
+        // A partly filled GTC order stays working, reported as Live with the quantity left; a
+        // Day order ends at its day's close, Expired with the fills it had.
+        let status = match (status, time_in_force) {
+            ("Partially Filled", "GTC") => "Live",
+            ("Partially Filled", _) => "Expired",
+            (status, _) => status,
+        };
+        let terminal = status != "Live";
         Order {
             id: self.next_order_id,
-            // Partial fills stay working; the broker reports them as Live with remaining quantity.
-            status: if status == "Partially Filled" {
-                "Live"
-            } else {
-                status
-            },
+            status,
             order_type: "Limit",
-            time_in_force: if live || self.rng.u32(0..10) == 0 {
-                "GTC"
-            } else {
-                "Day"
-            },
+            time_in_force,
             underlying,
             underlying_instrument_type: "Equity",
             price: Some(
