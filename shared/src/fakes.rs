@@ -28,7 +28,7 @@ use crate::secrets::{CipherError, Purpose, Sealed, SecretContext};
 use crate::tastytrade::dxlink::{FeedRead, Greeks, PositionGreeks, QuoteFeed};
 use crate::tastytrade::model::{
     Balance, BrokerId, ComplexOrder, NetLiqPoint, Order, Position, Record, TradingStatus,
-    Transaction, Watchlist,
+    Transaction, Watchlist, tree,
 };
 use crate::tastytrade::{AccessToken, BrokerError, CodeExchange, Environment, Grant};
 
@@ -643,8 +643,9 @@ fn upsert_by_id<T: BrokerId>(
         let Some(id) = row.item.broker_id() else {
             continue;
         };
-        if table.get(&id) != Some(&row.raw) {
-            table.insert(id, row.raw.clone());
+        let raw = tree(&row.raw);
+        if table.get(&id) != Some(&raw) {
+            table.insert(id, raw);
             written += 1;
         }
     }
@@ -695,7 +696,7 @@ impl SyncStore for InMemorySyncStore {
         status: &Record<TradingStatus>,
         _read_at: DateTime<Utc>,
     ) -> Result<(), DbError> {
-        self.with(account_id, |s| s.trading_status = Some(status.raw.clone()))
+        self.with(account_id, |s| s.trading_status = Some(tree(&status.raw)))
     }
 
     async fn mark_failed(
@@ -757,7 +758,7 @@ impl SyncStore for InMemorySyncStore {
         _also_held: &[String],
     ) -> Result<Stored, DbError> {
         self.with(account.id, |s| {
-            s.positions = rows.iter().map(|r| r.raw.clone()).collect();
+            s.positions = rows.iter().map(|r| tree(&r.raw)).collect();
             Stored::changed(rows.len() as u64)
         })
     }
@@ -775,7 +776,7 @@ impl SyncStore for InMemorySyncStore {
                 .collect();
             s.positions
                 .retain(|raw| symbol(raw).is_none_or(|s| !changed.contains(&s)));
-            s.positions.extend(held.iter().map(|r| r.raw.clone()));
+            s.positions.extend(held.iter().map(|r| tree(&r.raw)));
             Stored::changed((held.len() + closed.len()) as u64)
         })
     }
@@ -828,7 +829,7 @@ impl SyncStore for InMemorySyncStore {
             for row in rows {
                 stored
                     .watchlists
-                    .insert(row.item.name.clone(), row.raw.clone());
+                    .insert(row.item.name.clone(), tree(&row.raw));
             }
             written = rows.len() as u64;
         }
@@ -866,7 +867,8 @@ impl SyncStore for InMemorySyncStore {
         self.with(account.id, |s| {
             let mut changed = 0;
             for row in rows {
-                if s.net_liq.insert(row.item.time, row.raw.clone()).as_ref() != Some(&row.raw) {
+                let raw = tree(&row.raw);
+                if s.net_liq.insert(row.item.time, raw.clone()).as_ref() != Some(&raw) {
                     changed += 1;
                 }
             }
@@ -1261,7 +1263,7 @@ impl Broker for FakeBroker {
         path: &str,
         query: &[(String, String)],
         token: &AccessToken,
-    ) -> Result<serde_json::Value, BrokerError> {
+    ) -> Result<bytes::Bytes, BrokerError> {
         let mut state = locked(&self.state);
         state.calls.push(BrokerCall {
             path: path.to_owned(),
@@ -1273,16 +1275,17 @@ impl Broker for FakeBroker {
         if let Some(error) = state.failures.get_mut(path).and_then(VecDeque::pop_front) {
             return Err(error);
         }
-        match state.routes.get(path) {
-            Some(Route::Body(body)) => Ok(body.clone()),
+        let body = match state.routes.get(path) {
+            Some(Route::Body(body)) => body.clone(),
             Some(Route::Rows { rows, filter }) => {
                 let matching = rows
                     .iter()
                     .filter(|r| row_matches(r, *filter, query))
                     .collect();
-                Ok(page_of(matching, query))
+                page_of(matching, query)
             }
-            None => Err(BrokerError::NotFound { code: None }),
-        }
+            None => return Err(BrokerError::NotFound { code: None }),
+        };
+        Ok(body.to_string().into())
     }
 }

@@ -611,15 +611,15 @@ pub trait Broker: Send + Sync + Sized {
         redirect_uri: &str,
     ) -> impl Future<Output = Result<CodeExchange, BrokerError>> + Send;
 
-    /// GET `path` with `token`, once; the parsed body of a success, else the broker's error.
-    /// [`Session`] retries it.
+    /// GET `path` with `token`, once; the body of a success, else the broker's error.
+    /// [`Session`] retries it and reads the body.
     fn get(
         &self,
         environment: Environment,
         path: &str,
         query: &[(String, String)],
         token: &AccessToken,
-    ) -> impl Future<Output = Result<serde_json::Value, BrokerError>> + Send;
+    ) -> impl Future<Output = Result<bytes::Bytes, BrokerError>> + Send;
 
     /// One Greeks event per symbol of `symbols` (streamer symbols) from the market-data feed,
     /// collected for at most `wait`.

@@ -604,9 +604,7 @@ where
             Notification::Order(r) => r.item.account_number.clone(),
             Notification::Balance(r) => r.item.account_number.clone(),
             Notification::Position(r) => r.item.account_number.clone(),
-            Notification::Unreadable { row, .. } => {
-                row.raw["account-number"].as_str().map(str::to_owned)
-            }
+            Notification::Unreadable { row, .. } => row.text("account-number"),
             Notification::Other(_) => None,
         };
         let account = accounts

@@ -34,7 +34,7 @@ use crate::ports::{
 use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext};
 use crate::tastytrade::dxlink::{PositionGreeks, QuoteFeed};
 use crate::tastytrade::model::{
-    Balance, BrokerId, Order, Position, Record, Transaction, net_positions,
+    Balance, BrokerId, Order, Position, Record, Transaction, net_positions, raw, tree,
 };
 use crate::tastytrade::occ::{self, OptionSymbol};
 use crate::tastytrade::{
@@ -1192,11 +1192,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
             }
         }
         let currencies: Vec<String> = (items.iter().filter_map(|b| b.item.currency.clone()))
-            .chain(
-                rejected
-                    .iter()
-                    .filter_map(|r| text_field(&r.raw, "currency")),
-            )
+            .chain(rejected.iter().filter_map(|r| r.text("currency")))
             .collect();
         if every_currency {
             let gone = Some(Gone::Balances { seen: &currencies });
@@ -1291,6 +1287,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
                 counts.reject(STAGE, aside);
                 let children = (page.items.iter())
                     .flat_map(|c| c.item.children())
+                    .map(|order| raw(&order))
                     .collect();
                 let Parsed { items, rejected } = Parsed::<Order>::parse(children);
                 self.write::<Order>(items, rejected, counts).await?;
@@ -1355,9 +1352,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         let Parsed { items, rejected } = session.positions(number, true).await?;
         let read = items.len() + rejected.len();
         let positions = net_positions(items);
-        let unreadable: Vec<String> = (rejected.iter())
-            .filter_map(|r| text_field(&r.raw, "symbol"))
-            .collect();
+        let unreadable: Vec<String> = (rejected.iter()).filter_map(|r| r.text("symbol")).collect();
         let stored = self
             .deps
             .store
@@ -1483,7 +1478,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         let mut aside = unparsed;
         aside.extend(
             (stored.rejected.iter())
-                .map(|r| Quarantined::new(items[r.index].raw.clone(), r.reason.clone())),
+                .map(|r| Quarantined::new(tree(&items[r.index].raw), r.reason.clone())),
         );
         if !aside.is_empty() {
             tracing::warn!(
@@ -1924,10 +1919,6 @@ impl PagedEntity for Balance {
 }
 
 /// A text field of a row that did not parse, when it has one.
-fn text_field(raw: &serde_json::Value, key: &str) -> Option<String> {
-    raw.get(key)?.as_str().map(str::to_owned)
-}
-
 fn day_start(day: NaiveDate) -> DateTime<Utc> {
     day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
@@ -2296,7 +2287,7 @@ mod tests {
         let order = |status| json!({"id": 9999, "status": status, "time-in-force": "GTC", "received-at": received, "legs": []});
         let working = Record {
             item: serde_json::from_value(order("Live")).unwrap(),
-            raw: order("Live"),
+            raw: raw(&order("Live")),
         };
         deps.store
             .upsert_orders(&linked, Uuid::nil(), &[working])

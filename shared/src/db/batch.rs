@@ -8,7 +8,14 @@ use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 
 use crate::domain::rows::Rejection;
-use crate::tastytrade::model::Effect;
+use crate::tastytrade::model::{Effect, Record};
+
+/// A row's JSON text as a `jsonb` parameter, written as it came.
+pub(crate) fn jsonb(
+    raw: &serde_json::value::RawValue,
+) -> tokio_postgres::types::Json<&serde_json::value::RawValue> {
+    tokio_postgres::types::Json(raw)
+}
 
 /// One column's values, which can drop the rows left out of the statement.
 trait Column: Sync + Send {
@@ -158,6 +165,15 @@ impl<'r, R> Columns<'r, R> {
         debug_assert_eq!(values.len(), self.rows.len(), "{name}: one value per row");
         self.batch.col(name, sql_type, values);
         self
+    }
+
+    /// The rows' JSON as the broker sent it, to the `raw jsonb` column as its text.
+    pub(crate) fn raw<T>(&mut self, records: &'r [Record<T>]) -> &mut Self {
+        self.values(
+            "raw",
+            "jsonb",
+            records.iter().map(|r| jsonb(&r.raw)).collect(),
+        )
     }
 
     /// The same value on every row.

@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::DbError;
-use super::batch::Columns;
+use super::batch::{Columns, jsonb};
 use crate::domain::accounts::AccountStatus;
 use crate::domain::accounts::{BalanceTarget, SyncAccount, trading_day};
 use crate::domain::rows::{Gone, Quarantined, Rejection, Stored};
@@ -277,7 +277,7 @@ pub async fn store_trading_status(
                 &s.pdt_reset_on,
                 &s.updated_at,
                 &read_at,
-                &status.raw,
+                &jsonb(&status.raw),
             ],
         )
         .await?;
@@ -660,7 +660,7 @@ async fn upsert_transactions(
             x.cost_basis_reconciliation_date
         })
         .col("broker_created_at", "timestamptz", |x| x.created_at)
-        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect())
+        .raw(rows)
         .present();
     transaction_fees(&mut c);
     transaction_execution(&mut c);
@@ -769,7 +769,7 @@ pub async fn replace_watchlists(
         .map(|r| r.item.group_name.as_deref())
         .collect();
     let orders: Vec<Option<i64>> = rows.iter().map(|r| r.item.order_index).collect();
-    let raws: Vec<&serde_json::Value> = rows.iter().map(|r| &r.raw).collect();
+    let raws: Vec<_> = rows.iter().map(|r| jsonb(&r.raw)).collect();
     let changed: Vec<String> = (tx
         .query(
             UPSERT_WATCHLISTS,
@@ -872,7 +872,7 @@ async fn upsert_complex_orders(
         )
         .col("trigger_order_id", "bigint", ComplexOrder::trigger_order_id)
         .col("order_ids", "jsonb", |x| serde_json::json!(x.order_ids()))
-        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect())
+        .raw(rows)
         .present();
     let changed = execute(client, &c, &["account_id", "tastytrade_complex_order_id"]).await?;
     Ok(Stored::changed(changed))
@@ -899,7 +899,7 @@ async fn upsert_net_liq_history(
         .numeric("total_high", |x| x.total_high)
         .numeric("total_low", |x| x.total_low)
         .numeric("total_close", |x| x.total_close)
-        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect());
+        .raw(rows);
     let changed = execute(client, &c, &["account_id", "time"]).await?;
     Ok(Stored::changed(changed))
 }
@@ -976,7 +976,7 @@ async fn upsert_orders(
         .text("complex_order_tag", |o| o.complex_order_tag.as_deref())
         .text("source", |o| o.source.as_deref())
         .text("external_identifier", |o| o.external_identifier.as_deref())
-        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect())
+        .raw(rows)
         .present();
     let legs: Vec<OrderLeg<'_>> = rows
         .iter()
@@ -1200,7 +1200,7 @@ async fn upsert_positions(
         .numeric("strike_price", |p| occ_option(p).map(|o| o.strike))
         .col("broker_created_at", "timestamptz", |x| x.created_at)
         .col("broker_updated_at", "timestamptz", |x| x.updated_at)
-        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect());
+        .raw(rows);
     let rejected = c.drop_rejected();
     let changed = execute(client, &c, &["account_id", "symbol"]).await?;
     Ok(Stored { changed, rejected })
@@ -1236,7 +1236,7 @@ async fn upsert_balances(
         .numeric("maintenance_requirement", |x| x.maintenance_requirement)
         .numeric("pending_cash", Balance::signed_pending_cash)
         .effect("pending_cash_effect", |x| x.pending_cash_effect)
-        .values("raw", "jsonb", rows.iter().map(|r| &r.raw).collect());
+        .raw(rows);
     match target {
         BalanceTarget::Current => {
             c.numeric("available_trading_funds", |x| x.available_trading_funds)

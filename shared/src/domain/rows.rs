@@ -52,6 +52,11 @@ impl Quarantined {
         }
     }
 
+    /// The row's string field `key`, if it has one.
+    pub fn text(&self, key: &str) -> Option<String> {
+        self.raw.get(key)?.as_str().map(str::to_owned)
+    }
+
     /// The JSON as text: a string escapes NUL characters, which Postgres text and jsonb refuse.
     pub fn raw_text(&self) -> String {
         self.raw.to_string()

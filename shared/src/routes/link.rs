@@ -235,7 +235,7 @@ fn broker_account(record: Record<AccountAuthority>) -> BrokerAccount {
         is_closed: account.is_closed.unwrap_or(false),
         opened_at: account.opened_at,
         closed_at: account.closed_at,
-        raw: record.raw,
+        raw: crate::tastytrade::model::tree(&record.raw),
     }
 }
 

@@ -15,8 +15,8 @@ use serde_json::Value;
 use super::client::Session;
 use super::error::BrokerError;
 use super::model::{
-    AccountAuthority, Balance, ComplexOrder, NetLiqPoint, Order, Position, QuoteToken, Record,
-    TradingStatus, Transaction, Watchlist,
+    AccountAuthority, Balance, ComplexOrder, NetLiqPoint, Order, Position, QuoteToken, Raw, Record,
+    TradingStatus, Transaction, Watchlist, raw, tree,
 };
 use crate::domain::rows::Quarantined;
 use crate::ports::Broker;
@@ -259,16 +259,26 @@ struct ItemsEnvelope {
 #[derive(Debug, Deserialize)]
 struct Items {
     #[serde(default)]
-    items: Vec<Value>,
+    items: Vec<Raw>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ObjectEnvelope {
-    data: Value,
+    data: Raw,
+}
+
+/// A row's id, read apart from the model, so that a row the model cannot read still counts.
+#[derive(Deserialize)]
+struct RowId {
+    id: Option<i64>,
+}
+
+fn row_id(raw: &Raw) -> Option<i64> {
+    serde_json::from_str::<RowId>(raw.get()).ok()?.id
 }
 
 fn records<T: DeserializeOwned>(
-    items: Vec<Value>,
+    items: Vec<Raw>,
     what: &str,
 ) -> Result<Vec<Record<T>>, BrokerError> {
     items.into_iter().map(|raw| record(raw, what)).collect()
@@ -300,12 +310,14 @@ impl<T> Default for Parsed<T> {
 
 impl<T: DeserializeOwned> Parsed<T> {
     /// Parses each row alone, so that one the model cannot read costs only itself.
-    pub fn parse(rows: Vec<Value>) -> Self {
+    pub fn parse(rows: Vec<Raw>) -> Self {
         let mut parsed = Self::default();
         for raw in rows {
-            match T::deserialize(&raw) {
-                Ok(item) => parsed.items.push(Record { item, raw }),
-                Err(e) => parsed.rejected.push(Quarantined::new(raw, e.to_string())),
+            match Record::parse(raw) {
+                Ok(record) => parsed.items.push(record),
+                Err((raw, e)) => {
+                    (parsed.rejected).push(Quarantined::new(tree(&raw), e.to_string()))
+                }
             }
         }
         parsed
@@ -321,22 +333,11 @@ impl<T: DeserializeOwned> Parsed<T> {
     }
 }
 
-fn record<T: DeserializeOwned>(raw: Value, what: &str) -> Result<Record<T>, BrokerError> {
-    match T::deserialize(&raw) {
-        Ok(item) => Ok(Record { item, raw }),
-        Err(e) => Err(BrokerError::Permanent {
-            status: None,
-            code: None,
-            message: format!("a {what} the broker sent does not parse: {e}"),
-        }),
-    }
-}
-
-fn envelope<E: DeserializeOwned>(body: Value) -> Result<E, BrokerError> {
-    serde_json::from_value(body).map_err(|e| BrokerError::Permanent {
+fn record<T: DeserializeOwned>(raw: Raw, what: &str) -> Result<Record<T>, BrokerError> {
+    Record::parse(raw).map_err(|(_, e)| BrokerError::Permanent {
         status: None,
         code: None,
-        message: format!("unexpected envelope: {e}"),
+        message: format!("a {what} the broker sent does not parse: {e}"),
     })
 }
 
@@ -350,7 +351,7 @@ fn account_path(account_number: &str, rest: &str) -> String {
 impl<'c, B: Broker> Session<'c, B> {
     /// `GET /customers/me/accounts` (not paginated; closed accounts included).
     pub async fn accounts(&self) -> Result<Vec<Record<AccountAuthority>>, BrokerError> {
-        let body: ItemsEnvelope = envelope(self.get("/customers/me/accounts", &[]).await?)?;
+        let body: ItemsEnvelope = self.get("/customers/me/accounts", &[]).await?;
         records(body.data.items, "account")
     }
 
@@ -360,10 +361,8 @@ impl<'c, B: Broker> Session<'c, B> {
         &self,
         account_number: &str,
     ) -> Result<Parsed<TradingStatus>, BrokerError> {
-        let body: ObjectEnvelope = envelope(
-            self.get(&account_path(account_number, "/trading-status"), &[])
-                .await?,
-        )?;
+        let body: ObjectEnvelope =
+            (self.get(&account_path(account_number, "/trading-status"), &[])).await?;
         Ok(Parsed::parse(vec![body.data]))
     }
 
@@ -375,16 +374,14 @@ impl<'c, B: Broker> Session<'c, B> {
         time_back: TimeBack,
     ) -> Result<Parsed<NetLiqPoint>, BrokerError> {
         let query = [("time-back".to_owned(), time_back.as_str().to_owned())];
-        let body: ItemsEnvelope = envelope(
-            self.get(&account_path(account_number, "/net-liq/history"), &query)
-                .await?,
-        )?;
+        let body: ItemsEnvelope =
+            (self.get(&account_path(account_number, "/net-liq/history"), &query)).await?;
         Ok(Parsed::parse(body.data.items))
     }
 
     /// `GET /watchlists`: the customer's own watchlists (not paginated).
     pub async fn watchlists(&self) -> Result<Parsed<Watchlist>, BrokerError> {
-        let body: ItemsEnvelope = envelope(self.get("/watchlists", &[]).await?)?;
+        let body: ItemsEnvelope = self.get("/watchlists", &[]).await?;
         Ok(Parsed::parse(body.data.items))
     }
 
@@ -395,10 +392,8 @@ impl<'c, B: Broker> Session<'c, B> {
         include_marks: bool,
     ) -> Result<Parsed<Position>, BrokerError> {
         let query = [("include-marks".to_owned(), include_marks.to_string())];
-        let body: ItemsEnvelope = envelope(
-            self.get(&account_path(account_number, "/positions"), &query)
-                .await?,
-        )?;
+        let body: ItemsEnvelope =
+            (self.get(&account_path(account_number, "/positions"), &query)).await?;
         Ok(Parsed::parse(body.data.items))
     }
 
@@ -429,17 +424,19 @@ impl<'c, B: Broker> Session<'c, B> {
 
     /// `GET /accounts/{n}/balances`, in either of its shapes.
     async fn balances(&self, account_number: &str) -> Result<CurrentBalances, BrokerError> {
-        let body: ObjectEnvelope = envelope(
-            self.get(&account_path(account_number, "/balances"), &[])
-                .await?,
-        )?;
-        let (rows, every_currency) = match body.data {
-            Value::Object(data) if data.contains_key("items") => {
-                let items: Items = envelope(Value::Object(data))?;
-                (Parsed::parse(items.items), true)
+        let body: ObjectEnvelope =
+            (self.get(&account_path(account_number, "/balances"), &[])).await?;
+        // A few rows, read as a tree to tell the two shapes apart.
+        let (rows, every_currency) = match tree(&body.data) {
+            Value::Object(mut data) if data.contains_key("items") => {
+                let items = match data.remove("items") {
+                    Some(Value::Array(items)) => items.iter().map(raw).collect(),
+                    _ => Vec::new(),
+                };
+                (Parsed::parse(items), true)
             }
             Value::Object(data) if data.is_empty() => (Parsed::default(), false),
-            data @ Value::Object(_) => (Parsed::parse(vec![data]), false),
+            Value::Object(_) => (Parsed::parse(vec![body.data]), false),
             _ => {
                 return Err(BrokerError::Permanent {
                     status: None,
@@ -463,26 +460,22 @@ impl<'c, B: Broker> Session<'c, B> {
         record(self.balance_row(account_number, currency).await?, "balance")
     }
 
-    async fn balance_row(
-        &self,
-        account_number: &str,
-        currency: &str,
-    ) -> Result<Value, BrokerError> {
+    async fn balance_row(&self, account_number: &str, currency: &str) -> Result<Raw, BrokerError> {
         let path = account_path(account_number, &format!("/balances/{currency}"));
-        let body: ObjectEnvelope = envelope(self.get(&path, &[]).await?)?;
+        let body: ObjectEnvelope = self.get(&path, &[]).await?;
         Ok(body.data)
     }
 
     /// `GET /accounts/{n}/orders/{id}`: one order in any status.
     pub async fn order(&self, account_number: &str, id: i64) -> Result<Parsed<Order>, BrokerError> {
         let path = account_path(account_number, &format!("/orders/{id}"));
-        let body: ObjectEnvelope = envelope(self.get(&path, &[]).await?)?;
+        let body: ObjectEnvelope = self.get(&path, &[]).await?;
         Ok(Parsed::parse(vec![body.data]))
     }
 
     /// `GET /api-quote-tokens`: the DXLink token for greeks (valid 24 hours).
     pub async fn quote_token(&self) -> Result<QuoteToken, BrokerError> {
-        let body: ObjectEnvelope = envelope(self.get("/api-quote-tokens", &[]).await?)?;
+        let body: ObjectEnvelope = self.get("/api-quote-tokens", &[]).await?;
         Ok(record::<QuoteToken>(body.data, "quote token")?.item)
     }
 
@@ -628,18 +621,15 @@ struct Fetched<T> {
 
 impl<T: DeserializeOwned> Fetched<T> {
     fn parse(
-        body: Value,
+        body: ItemsEnvelope,
         fetched_in: std::time::Duration,
         held: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<Self, BrokerError> {
+    ) -> Self {
         let started = std::time::Instant::now();
-        let body: ItemsEnvelope = envelope(body)?;
         let rows = body.data.items;
-        let ids = (rows.iter())
-            .filter_map(|raw| raw.get("id").and_then(Value::as_i64))
-            .collect();
+        let ids = rows.iter().filter_map(row_id).collect();
         let pagination = body.pagination.as_ref();
-        Ok(Self {
+        Self {
             ids,
             rows: rows.len() as u64,
             total_items: pagination.and_then(|p| p.total_items),
@@ -648,7 +638,7 @@ impl<T: DeserializeOwned> Fetched<T> {
             fetched_in,
             parsed_in: started.elapsed(),
             held,
-        })
+        }
     }
 }
 
@@ -704,7 +694,7 @@ impl<'s, 'c, T: DeserializeOwned + Send + 'static, B: Broker> Pages<'s, 'c, T, B
         self.in_flight.push_back(Box::pin(async move {
             let started = std::time::Instant::now();
             let body = session.get(&path, &query).await;
-            let page = body.and_then(|body| Fetched::parse(body, started.elapsed(), held));
+            let page = body.map(|body| Fetched::parse(body, started.elapsed(), held));
             (offset, page)
         }));
     }

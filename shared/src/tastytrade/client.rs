@@ -302,7 +302,7 @@ impl TastytradeClient {
         path: &str,
         query: &[(String, String)],
         token: &AccessToken,
-    ) -> Result<Value, BrokerError> {
+    ) -> Result<bytes::Bytes, BrokerError> {
         let mut request = self
             .http
             .get(self.url(environment, path)?)
@@ -313,7 +313,7 @@ impl TastytradeClient {
         }
         let (status, retry_after, bytes) = self.send(request).await?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| decode_error(status, &e));
+            return Ok(bytes);
         }
         Err(api_error(status, &bytes).waiting(retry_after))
     }
@@ -507,7 +507,7 @@ impl Broker for TastytradeClient {
         path: &str,
         query: &[(String, String)],
         token: &AccessToken,
-    ) -> Result<Value, BrokerError> {
+    ) -> Result<bytes::Bytes, BrokerError> {
         self.get_once(environment, path, query, token).await
     }
 
@@ -656,15 +656,15 @@ impl<'c, B: Broker> Session<'c, B> {
         }
     }
 
-    /// GET `path` and return the parsed body, retried within the broker's [`RetryPolicy`]: a
+    /// GET `path` and read its body as a `T`, retried within the broker's [`RetryPolicy`]: a
     /// 401 refreshes the token once (and the call's attempts start again); a 429 holds back
     /// every request of the grant, for the broker's `Retry-After` when it sends one; a network
-    /// failure or a 5xx waits alone.
-    pub(crate) async fn get(
+    /// failure, a 5xx or a body cut off waits alone.
+    pub(crate) async fn get<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         query: &[(String, String)],
-    ) -> Result<Value, BrokerError> {
+    ) -> Result<T, BrokerError> {
         let policy = self.broker.retry_policy();
         let (mut started, mut attempts, mut refreshed) = (Instant::now(), 0, false);
         loop {
@@ -672,8 +672,11 @@ impl<'c, B: Broker> Session<'c, B> {
             let token = self.access_token().await?;
             let environment = self.grant.environment;
             let call = async {
-                let _permit = self.permit().await;
-                self.broker.get(environment, path, query, &token).await
+                let body = {
+                    let _permit = self.permit().await;
+                    self.broker.get(environment, path, query, &token).await?
+                };
+                serde_json::from_slice(&body).map_err(|e| decode_error(StatusCode::OK, &e))
             };
             let error = match self.bounded(call).await {
                 Ok(body) => return Ok(body),

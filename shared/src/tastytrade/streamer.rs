@@ -114,7 +114,10 @@ fn record<T: DeserializeOwned>(
     kind: &'static str,
 ) -> Result<Record<T>, Box<Notification>> {
     match T::deserialize(&raw) {
-        Ok(item) => Ok(Record { item, raw }),
+        Ok(item) => Ok(Record {
+            item,
+            raw: super::model::raw(&raw),
+        }),
         Err(e) => Err(Box::new(Notification::Unreadable {
             kind,
             row: Quarantined::new(raw, e.to_string()),

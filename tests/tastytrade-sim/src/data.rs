@@ -1227,9 +1227,12 @@ impl Generator {
             ][self.rng.usize(0..8)]
         };
         let (_, underlying, _) = self.option_symbol(at);
+        // The day the order's last option expires: no order on it works past that.
+        let mut expires = at.date_naive();
         let legs: Vec<OrderLeg> = (0..legs_count)
             .map(|leg_index| {
-                let (symbol, _, _) = self.option_symbol(at);
+                let (symbol, _, expiry) = self.option_symbol(at);
+                expires = expires.max(expiry);
                 let quantity = Decimal::from(self.rng.i64(1..10));
                 let filled = match status {
                     "Filled" => quantity,
@@ -1274,10 +1277,11 @@ impl Generator {
         } else {
             "Day"
         };
-        // A partly filled GTC order stays working, reported as Live with the quantity left; a
-        // Day order ends at its day's close, Expired with the fills it had.
+        // A partly filled GTC order stays working, reported as Live with the quantity left,
+        // until its options expire; a Day order ends at its day's close. Either ends Expired
+        // with the fills it had.
         let status = match (status, time_in_force) {
-            ("Partially Filled", "GTC") => "Live",
+            ("Partially Filled", "GTC") if expires >= self.anchor => "Live",
             ("Partially Filled", _) => "Expired",
             (status, _) => status,
         };
