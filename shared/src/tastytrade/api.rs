@@ -27,6 +27,11 @@ pub const MAX_SNAPSHOTS_PER_PAGE: u32 = 2000;
 pub const MAX_ORDERS_PER_PAGE: u32 = 200;
 pub const MAX_COMPLEX_ORDERS_PER_PAGE: u32 = 200;
 
+/// The rows a scan holds at most in the pages asked for and not yet stored: two pages of 2,000
+/// transactions (four held 30 MiB more for little speed: the sync waits on Postgres), four of
+/// 200 orders.
+const ROWS_BUFFERED: u32 = 4_000;
+
 /// How many times a scan starts over because rows shifted under it before it gives up.
 const MAX_RESCANS: u32 = 3;
 
@@ -361,8 +366,8 @@ impl<'c, B: Broker> Session<'c, B> {
         &self,
         account_number: &str,
     ) -> Result<Parsed<TradingStatus>, BrokerError> {
-        let body: ObjectEnvelope =
-            (self.get(&account_path(account_number, "/trading-status"), &[])).await?;
+        let path = account_path(account_number, "/trading-status");
+        let body: ObjectEnvelope = self.get(&path, &[]).await?;
         Ok(Parsed::parse(vec![body.data]))
     }
 
@@ -374,8 +379,8 @@ impl<'c, B: Broker> Session<'c, B> {
         time_back: TimeBack,
     ) -> Result<Parsed<NetLiqPoint>, BrokerError> {
         let query = [("time-back".to_owned(), time_back.as_str().to_owned())];
-        let body: ItemsEnvelope =
-            (self.get(&account_path(account_number, "/net-liq/history"), &query)).await?;
+        let path = account_path(account_number, "/net-liq/history");
+        let body: ItemsEnvelope = self.get(&path, &query).await?;
         Ok(Parsed::parse(body.data.items))
     }
 
@@ -392,8 +397,8 @@ impl<'c, B: Broker> Session<'c, B> {
         include_marks: bool,
     ) -> Result<Parsed<Position>, BrokerError> {
         let query = [("include-marks".to_owned(), include_marks.to_string())];
-        let body: ItemsEnvelope =
-            (self.get(&account_path(account_number, "/positions"), &query)).await?;
+        let path = account_path(account_number, "/positions");
+        let body: ItemsEnvelope = self.get(&path, &query).await?;
         Ok(Parsed::parse(body.data.items))
     }
 
@@ -424,17 +429,21 @@ impl<'c, B: Broker> Session<'c, B> {
 
     /// `GET /accounts/{n}/balances`, in either of its shapes.
     async fn balances(&self, account_number: &str) -> Result<CurrentBalances, BrokerError> {
-        let body: ObjectEnvelope =
-            (self.get(&account_path(account_number, "/balances"), &[])).await?;
+        let path = account_path(account_number, "/balances");
+        let body: ObjectEnvelope = self.get(&path, &[]).await?;
         // A few rows, read as a tree to tell the two shapes apart.
         let (rows, every_currency) = match tree(&body.data) {
-            Value::Object(mut data) if data.contains_key("items") => {
-                let items = match data.remove("items") {
-                    Some(Value::Array(items)) => items.iter().map(raw).collect(),
-                    _ => Vec::new(),
-                };
-                (Parsed::parse(items), true)
-            }
+            Value::Object(mut data) if data.contains_key("items") => match data.remove("items") {
+                Some(Value::Array(items)) => (Parsed::parse(items.iter().map(raw).collect()), true),
+                // Not a list: nothing it says can end a currency.
+                _ => {
+                    return Err(BrokerError::Permanent {
+                        status: None,
+                        code: None,
+                        message: "unexpected balances envelope: items is not a list".into(),
+                    });
+                }
+            },
             Value::Object(data) if data.is_empty() => (Parsed::default(), false),
             Value::Object(_) => (Parsed::parse(vec![body.data]), false),
             _ => {
@@ -653,10 +662,12 @@ impl<'s, 'c, T: DeserializeOwned + Send + 'static, B: Broker> Pages<'s, 'c, T, B
             requested: 0,
             total_pages: None,
             in_flight: FuturesOrdered::new(),
-            // As many as requests may be in flight, the page being stored among them: memory
-            // stays a few pages whatever the history's length.
+            // As many as requests may be in flight, the page being stored among them, and at
+            // most `ROWS_BUFFERED` rows: memory stays flat whatever the history's length.
             buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                session.concurrent_requests(),
+                usize::try_from(ROWS_BUFFERED / per_page.max(1))
+                    .unwrap_or(1)
+                    .clamp(1, session.concurrent_requests()),
             )),
             received: 0,
             rescans: 0,
