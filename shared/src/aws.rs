@@ -13,8 +13,18 @@ use crate::wiring::Function;
 /// at the emulator without a code path of their own.
 pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https_client())
         .load()
         .await
+}
+
+/// The SDK clients' HTTPS client: rustls on ring, the provider every TLS client here uses
+/// ([`crate::tls`]), so no binary links a second one.
+fn https_client() -> aws_sdk_sqs::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// [`sdk_config`] signed as `function`'s own identity where the environment names one.

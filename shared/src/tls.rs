@@ -1,6 +1,6 @@
 //! The TLS client configuration every outbound connection that is not reqwest's uses (the
-//! database, the market-data websocket): webpki roots and the aws-lc-rs provider, built once
-//! per client.
+//! database, the market-data websocket, the broker's HTTPS): webpki roots and the ring
+//! provider, built once per client.
 
 use std::sync::Arc;
 
@@ -10,11 +10,17 @@ pub fn client_config() -> Arc<rustls::ClientConfig> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .expect("the aws-lc-rs provider supports the default TLS versions")
+        .expect("the ring provider supports the default TLS versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
     Arc::new(config)
+}
+
+/// An HTTP client builder on [`client_config`]: reqwest links no crypto provider of its own, and
+/// the process installs none, so every reqwest client starts here.
+pub fn http() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().use_preconfigured_tls(client_config().as_ref().clone())
 }

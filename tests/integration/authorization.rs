@@ -86,7 +86,9 @@ async fn every_documented_route_refuses_strangers_with_401_and_other_users_ids_w
         gateway: running,
     } = served_account().await;
     let base = running.url.as_str();
-    let http = reqwest::Client::new();
+    let http = tastysync_shared::tls::http()
+        .build()
+        .expect("an HTTP client");
     let owner = gateway::dev_token(&env, "user-a", Duration::from_secs(600));
     let stranger = gateway::dev_token(&env, "user-b", Duration::from_secs(600));
     let forged = gateway::dev_token(
@@ -174,7 +176,9 @@ async fn the_gateway_answers_cors_as_the_template_configures_it() {
     let running = gateway::start(&env, &w.aws.sdk, ([127, 0, 0, 1], 0).into())
         .await
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = tastysync_shared::tls::http()
+        .build()
+        .expect("an HTTP client");
     let rules = tastysync_local::template::cors(
         &tastysync_local::template::parse(tastysync_local::template::TEMPLATE).unwrap(),
     )

@@ -29,7 +29,9 @@ async fn schemathesis_finds_no_server_error_and_no_response_that_breaks_the_docu
         gateway: running,
     } = served_account().await;
     let token = gateway::dev_token(&env, "user-a", Duration::from_secs(3600));
-    let tasks: serde_json::Value = reqwest::Client::new()
+    let tasks: serde_json::Value = tastysync_shared::tls::http()
+        .build()
+        .expect("an HTTP client")
         .get(format!(
             "{}{BASE_PATH}/tastytrade-accounts/{account}/sync-tasks",
             running.url

@@ -238,7 +238,7 @@ pub(crate) async fn delete(w: &World, user: &str, id: &str) -> u16 {
 async fn approve_at_tastytrade(w: &World) -> (String, String) {
     let (status, started) = send_link(w, event("link-start.json")).await;
     assert_eq!(status, 200, "{started}");
-    let browser = reqwest::Client::builder()
+    let browser = tastysync_shared::tls::http()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

@@ -95,7 +95,9 @@ fn custom_resource(kind: &str, response_url: &str) -> serde_json::Value {
 async fn the_deploys_custom_resource_migrates_answers_cloudformation_and_delete_keeps_the_data() {
     let db = TestDb::empty().await;
     let (url, answers) = response_url().await;
-    let http = reqwest::Client::new();
+    let http = tastysync_shared::tls::http()
+        .build()
+        .expect("an HTTP client");
 
     migrate::handle(&db.pool, &http, custom_resource("Create", &url))
         .await
@@ -154,7 +156,9 @@ async fn a_failed_migration_fails_the_deploy_without_revealing_the_connection() 
 
     migrate::handle(
         &pool,
-        &reqwest::Client::new(),
+        &tastysync_shared::tls::http()
+            .build()
+            .expect("an HTTP client"),
         custom_resource("Create", &url),
     )
     .await

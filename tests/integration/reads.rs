@@ -20,7 +20,9 @@ use crate::link::{Served, served_with};
 use crate::sync::{run_task, until_every_task_ended, worker};
 
 async fn get(served: &Served, token: &str, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = tastysync_shared::tls::http()
+        .build()
+        .expect("an HTTP client")
         .get(format!("{}{BASE_PATH}{path}", served.gateway.url))
         .bearer_auth(token)
         .send()

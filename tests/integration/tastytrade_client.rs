@@ -269,7 +269,9 @@ async fn a_request_without_user_agent_gets_401_from_the_simulator() {
         .access_token()
         .await
         .unwrap();
-    let bare = reqwest::Client::new();
+    let bare = tastysync_shared::tls::http()
+        .build()
+        .expect("an HTTP client");
 
     let response = bare
         .get(format!(
@@ -358,7 +360,9 @@ async fn per_page_above_the_maximum_or_an_unknown_sort_is_a_validation_error() {
     assert_eq!(error.code(), Some("validation_error"));
     let token = session.access_token().await.unwrap();
     for path in ["transactions", "orders"] {
-        let answer = reqwest::Client::new()
+        let answer = tastysync_shared::tls::http()
+            .build()
+            .expect("an HTTP client")
             .get(format!(
                 "{}/accounts/{account}/{path}?sort=Ascending&start-date=2020-01-01",
                 sim.credentials.base_url
@@ -454,7 +458,7 @@ async fn accounts_positions_balances_snapshots_and_quote_tokens_read_back() {
 /// The user approves at the simulator's authorize page, which redirects to `redirect_uri`
 /// with a code (and the state); returns the code.
 async fn approve(sim: &Running, redirect_uri: &str) -> String {
-    let no_redirects = reqwest::Client::builder()
+    let no_redirects = tastysync_shared::tls::http()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -524,7 +528,9 @@ async fn activity_posted_to_the_control_api_changes_what_the_broker_serves() {
     let client = client(&sim);
     let session = client.session(grant(&sim), None);
     let positions_before = session.positions(&account, false).await.unwrap().len();
-    let http = reqwest::Client::new();
+    let http = tastysync_shared::tls::http()
+        .build()
+        .expect("an HTTP client");
 
     let outcome: Value = http
         .post(format!("{}/__sim/accounts/{account}/activity", sim.credentials.base_url))
@@ -655,7 +661,9 @@ async fn the_code_exchange_is_a_form_post_and_the_broker_refuses_it_as_json() {
     ];
     let as_json: std::collections::HashMap<_, _> = fields.into_iter().collect();
 
-    let refused = reqwest::Client::new()
+    let refused = tastysync_shared::tls::http()
+        .build()
+        .expect("an HTTP client")
         .post(&token_url)
         .header("User-Agent", "test/1.0")
         .json(&as_json)

@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
     let pool = db::pool_from_env(&env, &aws::sdk_config_for(&env, Function::Migrate).await).await?;
 
     if telemetry::in_lambda() {
-        let http = reqwest::Client::new();
+        let http = tastysync_shared::tls::http().build()?;
         let (pool, http) = (&pool, &http);
         lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
             migrate::handle(pool, http, event.payload)

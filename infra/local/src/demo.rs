@@ -75,7 +75,7 @@ pub async fn run(env: Env, sdk: &SdkConfig) -> Result<(), DemoError> {
         gateway.url
     );
     let api = Api {
-        http: reqwest::Client::new(),
+        http: tastysync_shared::tls::http().build()?,
         base: format!("{}/api/v1", gateway.url),
         token: gateway::dev_token(&env, USER, Duration::from_secs(3600)),
     };
@@ -205,7 +205,7 @@ async fn add_activity(
     sim: &tastytrade_sim::server::Running,
     number: &str,
 ) -> Result<(), DemoError> {
-    let added: Value = reqwest::Client::new()
+    let added: Value = tastysync_shared::tls::http().build()?
         .post(format!("{}/__sim/accounts/{number}/activity", sim.credentials.base_url))
         .json(&json!({"transactions": 25, "days_back": 2, "finalize_fees": true, "reversals": 2, "fills": 5, "close_positions": 1, "net_liq_bars": 1}))
         .send()

@@ -150,7 +150,8 @@ pub async fn create(
 pub async fn enforce(endpoint: &str, on: bool) -> Result<(), reqwest::Error> {
     // moto enforces once it has served this many requests since the switch.
     let after = if on { "0" } else { "inf" };
-    reqwest::Client::new()
+    tastysync_shared::tls::http()
+        .build()?
         .post(format!(
             "{}/moto-api/reset-auth",
             endpoint.trim_end_matches('/')

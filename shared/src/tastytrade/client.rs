@@ -269,7 +269,7 @@ impl TastytradeClient {
             reqwest::header::ACCEPT,
             "application/json".parse().expect("static header"),
         );
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http()
             .user_agent(USER_AGENT)
             .default_headers(headers)
             .timeout(config.request_timeout)

@@ -911,7 +911,9 @@ async fn gateway_latencies(
         .await
         .expect("the gateway starts");
     let token = tastysync_local::gateway::dev_token(&env, owner, Duration::from_secs(3600));
-    let http = reqwest::Client::new();
+    let http = tastysync_shared::tls::http()
+        .build()
+        .expect("an HTTP client");
     let requests = size("BENCH_API_REQUESTS", 1_000);
     let mut figures = Vec::new();
     for (route, path) in [
