@@ -1240,6 +1240,7 @@ impl Broker for FakeBroker {
         _client_secret: &SecretString,
         code: &SecretString,
         _redirect_uri: &str,
+        _code_verifier: Option<&SecretString>,
     ) -> Result<CodeExchange, BrokerError> {
         Ok(CodeExchange {
             refresh_token: SecretString::from(format!("refresh-for-{}", code.expose_secret())),

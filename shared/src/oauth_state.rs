@@ -1,5 +1,7 @@
 //! The `state` of the authorization-code flow: signed, expiring, bound to the user, the
-//! environment and the redirect URI, so a code cannot be redeemed into another user's account.
+//! environment and the redirect URI, so a code cannot be redeemed into another user's account;
+//! its nonce is spent at the first redemption ([`crate::ports::StateNonces`]), so a state
+//! works once. The nonce also keys the flow's PKCE verifier, derived rather than stored.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -30,6 +32,29 @@ struct Claims {
     n: String,
 }
 
+/// A state just signed, for the authorize URL.
+#[derive(Debug)]
+pub struct IssuedState {
+    pub state: String,
+    pub expires_at: DateTime<Utc>,
+    pub nonce: String,
+}
+
+/// What a verified state vouches for: its nonce, to be spent once, and until when.
+#[derive(Debug, PartialEq, Eq)]
+pub struct VerifiedState {
+    pub nonce: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// RFC 7636 proof key for one flow: the challenge goes to the authorize URL, the verifier to
+/// the code exchange.
+#[derive(Debug)]
+pub struct Pkce {
+    pub verifier: SecretString,
+    pub challenge: String,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
     #[error("state is malformed or its signature is wrong")]
@@ -56,20 +81,40 @@ impl StateSigner {
         environment: Environment,
         redirect_uri: &str,
         now: DateTime<Utc>,
-    ) -> (String, DateTime<Utc>) {
+    ) -> IssuedState {
         let expires_at = now + STATE_TTL;
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
         let claims = Claims {
             u: user_id.to_owned(),
             e: environment,
             r: redirect_uri.to_owned(),
             x: expires_at.timestamp(),
-            n: uuid::Uuid::new_v4().simple().to_string(),
+            n: nonce.clone(),
         };
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
         let mut mac = self.mac();
         mac.update(payload.as_bytes());
         let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        (format!("{payload}.{signature}"), expires_at)
+        IssuedState {
+            state: format!("{payload}.{signature}"),
+            expires_at,
+            nonce,
+        }
+    }
+
+    /// The PKCE pair of the flow whose state carries `nonce`: the verifier is a MAC of the
+    /// nonce under the signing key, so `/link` can recompute it and nothing is stored. 43
+    /// base64url characters, the shortest verifier RFC 7636 allows, from 256 bits.
+    pub fn pkce(&self, nonce: &str) -> Pkce {
+        let mut mac = self.mac();
+        mac.update(b"pkce-verifier:");
+        mac.update(nonce.as_bytes());
+        let verifier = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let challenge = s256(&verifier);
+        Pkce {
+            verifier: SecretString::from(verifier),
+            challenge,
+        }
     }
 
     pub fn verify(
@@ -79,7 +124,7 @@ impl StateSigner {
         environment: Environment,
         redirect_uri: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), StateError> {
+    ) -> Result<VerifiedState, StateError> {
         let (payload, signature) = state.split_once('.').ok_or(StateError::Forged)?;
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
@@ -99,8 +144,16 @@ impl StateSigner {
         if claims.u != user_id || claims.e != environment || claims.r != redirect_uri {
             return Err(StateError::Mismatch);
         }
-        Ok(())
+        Ok(VerifiedState {
+            nonce: claims.n,
+            expires_at: DateTime::from_timestamp(claims.x, 0).ok_or(StateError::Forged)?,
+        })
     }
+}
+
+/// RFC 7636's `S256` code challenge of `verifier`.
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(<Sha256 as sha2::Digest>::digest(verifier))
 }
 
 #[cfg(test)]
@@ -117,17 +170,41 @@ mod tests {
     #[test]
     fn a_state_verifies_for_its_user_environment_and_redirect() {
         let now = Utc::now();
-        let (state, _) = signer(KEY).sign("user-a", Environment::Sandbox, CALLBACK, now);
+        let issued = signer(KEY).sign("user-a", Environment::Sandbox, CALLBACK, now);
+        let verified =
+            signer(KEY).verify(&issued.state, "user-a", Environment::Sandbox, CALLBACK, now);
+        assert_eq!(verified.map(|v| v.nonce), Ok(issued.nonce));
+    }
+
+    #[test]
+    fn each_state_has_its_own_nonce_and_pkce_pair() {
+        let now = Utc::now();
+        let a = signer(KEY).sign("user-a", Environment::Sandbox, CALLBACK, now);
+        let b = signer(KEY).sign("user-a", Environment::Sandbox, CALLBACK, now);
+        assert_ne!(a.nonce, b.nonce);
+        let (pa, pb) = (signer(KEY).pkce(&a.nonce), signer(KEY).pkce(&b.nonce));
+        assert_ne!(pa.challenge, pb.challenge);
+        // Recomputed at `/link` from the nonce alone.
+        assert_eq!(signer(KEY).pkce(&a.nonce).challenge, pa.challenge);
+        assert_eq!(pa.verifier.expose_secret().len(), 43);
+    }
+
+    #[test]
+    fn the_pkce_challenge_is_the_rfc_7636_s256_of_the_verifier() {
+        // RFC 7636 Appendix B's example pair.
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         assert_eq!(
-            signer(KEY).verify(&state, "user-a", Environment::Sandbox, CALLBACK, now),
-            Ok(())
+            s256(verifier),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
 
     #[test]
     fn a_state_for_another_user_environment_or_redirect_is_refused() {
         let now = Utc::now();
-        let (state, _) = signer(KEY).sign("user-a", Environment::Sandbox, CALLBACK, now);
+        let state = signer(KEY)
+            .sign("user-a", Environment::Sandbox, CALLBACK, now)
+            .state;
         let s = signer(KEY);
         assert_eq!(
             s.verify(&state, "user-b", Environment::Sandbox, CALLBACK, now),
@@ -152,7 +229,9 @@ mod tests {
     #[test]
     fn expired_forged_and_foreign_key_states_are_refused() {
         let now = Utc::now();
-        let (state, _) = signer(KEY).sign("user-a", Environment::Sandbox, CALLBACK, now);
+        let state = signer(KEY)
+            .sign("user-a", Environment::Sandbox, CALLBACK, now)
+            .state;
         let later = now + STATE_TTL + TimeDelta::seconds(1);
         assert_eq!(
             signer(KEY).verify(&state, "user-a", Environment::Sandbox, CALLBACK, later),

@@ -152,6 +152,19 @@ pub trait CooldownStore: Send + Sync {
     ) -> impl Future<Output = Result<(), TaskError>> + Send;
 }
 
+/// The spent nonces of the authorization-code flow's `state`, so each state links once.
+pub trait StateNonces: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// Spends `nonce` atomically: true the first time, false ever after (until `until`, when
+    /// the state it came from has expired anyway and the record may go).
+    fn spend(
+        &self,
+        nonce: &str,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, TaskError>> + Send;
+}
+
 /// The queue the sync worker reads.
 pub trait SyncQueue: Send + Sync {
     const ACTIONS: Actions;
@@ -601,7 +614,8 @@ pub trait Broker: Send + Sync + Sized {
         grant: &Grant,
     ) -> impl Future<Output = Result<AccessToken, BrokerError>> + Send;
 
-    /// The authorization-code exchange (`grant_type=authorization_code`).
+    /// The authorization-code exchange (`grant_type=authorization_code`), with the flow's
+    /// PKCE verifier when its authorize URL carried a challenge.
     fn exchange_code(
         &self,
         environment: Environment,
@@ -609,6 +623,7 @@ pub trait Broker: Send + Sync + Sized {
         client_secret: &SecretString,
         code: &SecretString,
         redirect_uri: &str,
+        code_verifier: Option<&SecretString>,
     ) -> impl Future<Output = Result<CodeExchange, BrokerError>> + Send;
 
     /// GET `path` with `token`, once; the body of a success, else the broker's error.

@@ -10,10 +10,11 @@ use serde_json::{Value, json};
 use tastysync_shared::adapters::postgres::PgAccounts;
 use tastysync_shared::config::Env;
 use tastysync_shared::domain::accounts::SyncedData;
-use tastysync_shared::ports::TokenOpener;
+use tastysync_shared::ports::{Broker, TokenOpener};
 use tastysync_shared::routes::account_data::AccountDataDeps;
 use tastysync_shared::routes::accounts::AccountsDeps;
 use tastysync_shared::secrets::{KmsEnvelope, Purpose, Sealed, SecretContext};
+use tastysync_shared::tastytrade::{BrokerError, Environment};
 use tastysync_shared::wiring::{AccountData, Accounts, Function, LinkAccount};
 use tastysync_tests::{TestAws, TestDb, event, request};
 use tastytrade_sim::Simulator;
@@ -238,12 +239,21 @@ pub(crate) async fn delete(w: &World, user: &str, id: &str) -> u16 {
 async fn approve_at_tastytrade(w: &World) -> (String, String) {
     let (status, started) = send_link(w, event("link-start.json")).await;
     assert_eq!(status, 200, "{started}");
+    approve(
+        started["authorize_url"].as_str().unwrap(),
+        &started["state"],
+    )
+    .await
+}
+
+/// The user's browser at the authorize URL, approving: the callback's `code` and `state`.
+async fn approve(authorize_url: &str, state: &Value) -> (String, String) {
     let browser = tastysync_shared::tls::http()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     let approval = browser
-        .get(started["authorize_url"].as_str().unwrap())
+        .get(authorize_url)
         .header("User-Agent", "browser/1.0")
         .send()
         .await
@@ -256,7 +266,7 @@ async fn approve_at_tastytrade(w: &World) -> (String, String) {
         .unwrap();
     assert!(back.as_str().starts_with(CALLBACK));
     let mut params: std::collections::HashMap<_, _> = back.query_pairs().into_owned().collect();
-    assert_eq!(params["state"], started["state"].as_str().unwrap());
+    assert_eq!(params["state"], state.as_str().unwrap());
     (
         params.remove("code").unwrap(),
         params.remove("state").unwrap(),
@@ -495,6 +505,71 @@ async fn the_authorization_code_flow_links_through_start_and_the_authorize_page(
 }
 
 #[tokio::test]
+async fn a_state_links_once_and_its_replay_with_a_fresh_code_is_refused_before_any_exchange() {
+    let w = world().await;
+    let (code, state) = approve_at_tastytrade(&w).await;
+    let body = |code: &str| json!({"environment": "sandbox", "code": code, "state": state, "redirect_uri": CALLBACK});
+    let (status, linked) = send_link(&w, with_body(event("link-code.json"), &body(&code))).await;
+    assert_eq!(status, 201, "{linked}");
+    let (fresh_code, _) = approve_at_tastytrade(&w).await;
+    w.sim.simulator.clear_requests();
+
+    let (status, refused) =
+        send_link(&w, with_body(event("link-code.json"), &body(&fresh_code))).await;
+
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["field"], "state");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("used")
+    );
+    assert!(
+        w.sim.simulator.requests().is_empty(),
+        "the fresh code was sent to tastytrade"
+    );
+}
+
+#[tokio::test]
+async fn with_pkce_on_the_authorize_url_carries_an_s256_challenge_that_only_our_verifier_redeems() {
+    let mut w = world().await;
+    w.link.settings.pkce = true;
+    let (status, started) = send_link(&w, event("link-start.json")).await;
+    assert_eq!(status, 200, "{started}");
+    let url: reqwest::Url = started["authorize_url"].as_str().unwrap().parse().unwrap();
+    let params: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(params["code_challenge_method"], "S256");
+    assert_eq!(params["code_challenge"].len(), 43);
+
+    // The broker refuses the code without the verifier...
+    let (code, _) = approve(url.as_str(), &started["state"]).await;
+    let client = &w.link.oauth_client;
+    let without = w
+        .link
+        .broker
+        .exchange_code(
+            Environment::Sandbox,
+            &client.client_id,
+            &client.client_secret,
+            &SecretString::from(code),
+            CALLBACK,
+            None,
+        )
+        .await;
+    assert!(
+        matches!(without, Err(BrokerError::GrantRevoked { .. })),
+        "{without:?}"
+    );
+    // ...and the link, which derives it from the state, goes through.
+    let (code, state) = approve(url.as_str(), &started["state"]).await;
+    let body =
+        json!({"environment": "sandbox", "code": code, "state": state, "redirect_uri": CALLBACK});
+    let (status, linked) = send_link(&w, with_body(event("link-code.json"), &body)).await;
+    assert_eq!(status, 201, "{linked}");
+}
+
+#[tokio::test]
 async fn a_code_exchange_refused_for_the_deployments_client_is_our_fault_not_the_users() {
     let w = world().await;
     let (code, state) = approve_at_tastytrade(&w).await;
@@ -711,18 +786,12 @@ async fn bad_input_is_refused_with_a_named_field_and_nothing_is_stored() {
         .unwrap();
     let signer = tastysync_shared::oauth_state::StateSigner::new(SecretString::from(key));
     let an_hour_ago = chrono::Utc::now() - chrono::TimeDelta::hours(1);
-    let (expired, _) = signer.sign(
-        "user-a",
-        tastysync_shared::tastytrade::Environment::Sandbox,
-        CALLBACK,
-        an_hour_ago,
-    );
-    let (for_user_b, _) = signer.sign(
-        "user-b",
-        tastysync_shared::tastytrade::Environment::Sandbox,
-        CALLBACK,
-        chrono::Utc::now(),
-    );
+    let expired = signer
+        .sign("user-a", Environment::Sandbox, CALLBACK, an_hour_ago)
+        .state;
+    let for_user_b = signer
+        .sign("user-b", Environment::Sandbox, CALLBACK, chrono::Utc::now())
+        .state;
     let code = |state: &str| json!({"environment": "sandbox", "code": "abc", "state": state, "redirect_uri": CALLBACK});
     let huge = json!({"environment": "sandbox", "refresh_token": "x".repeat(20_000), "client_secret": "y"});
     let mut with_password = personal_grant(&w);

@@ -499,6 +499,7 @@ async fn exchange(
             &SecretString::from(sim.credentials.client_secret.clone()),
             &SecretString::from(code),
             redirect_uri,
+            None,
         )
         .await
 }
@@ -682,6 +683,7 @@ async fn the_code_exchange_is_a_form_post_and_the_broker_refuses_it_as_json() {
             &SecretString::from(sim.credentials.client_secret.clone()),
             &SecretString::from("not-a-code".to_owned()),
             "http://localhost:9/callback",
+            None,
         )
         .await;
     assert!(

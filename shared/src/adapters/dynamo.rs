@@ -3,11 +3,13 @@
 //! Item layout (one table, see DESIGN.md §3): `pk = TASK#<id>`, with `account_pk =
 //! ACCOUNT#<id>` and `created_at` for the account's recent-tasks index, and `expires_at` (epoch
 //! seconds) for TTL clean-up. Leases are `LEASE#ACCOUNT#<id>`, cooldowns
-//! `COOLDOWN#ACCOUNT#<id>`.
+//! `COOLDOWN#ACCOUNT#<id>`, the OAuth state's spent nonces `STATE#<nonce>`.
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
@@ -15,8 +17,8 @@ use uuid::Uuid;
 use super::failed;
 use crate::domain::tasks::{ManualClaim, NewTask, TaskKind, TaskRecord, TaskStatus, TaskUpdate};
 use crate::ports::{
-    Actions, CooldownStore, LeaseStore, ShardHolder, ShardLeases, TaskCreator, TaskError,
-    TaskHistory, TaskReader, TaskUpdater,
+    Actions, CooldownStore, LeaseStore, ShardHolder, ShardLeases, StateNonces, TaskCreator,
+    TaskError, TaskHistory, TaskReader, TaskUpdater,
 };
 
 /// Task items outlive their task by this long, for the status API and for ops.
@@ -126,6 +128,17 @@ where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {
     e.code() == Some("ConditionalCheckFailedException")
+}
+
+/// A conditional put's outcome: true when it wrote, false when its condition held it back.
+fn put_won<O>(
+    result: Result<O, aws_sdk_dynamodb::error::SdkError<PutItemError, HttpResponse>>,
+) -> Result<bool, TaskError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failure(&e) => Ok(false),
+        Err(e) => Err(failed::<_, TaskError>(PUT_ITEM)(e)),
+    }
 }
 
 impl DynamoTasks {
@@ -309,16 +322,31 @@ impl LeaseStore for DynamoTasks {
             .expression_attribute_values(":me", s(holder.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(failed::<_, TaskError>(PUT_ITEM)(e)),
-        }
+        put_won(result)
     }
 
     async fn release_lease(&self, account_id: Uuid, holder: Uuid) -> Result<(), TaskError> {
         self.delete_if_held(Self::lease_key(account_id), "holder", holder)
             .await
+    }
+}
+
+impl StateNonces for DynamoTasks {
+    const ACTIONS: Actions = &[PUT_ITEM];
+
+    async fn spend(&self, nonce: &str, until: DateTime<Utc>) -> Result<bool, TaskError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("STATE#{nonce}")))
+            // TTL deletes lazily, and only after the state has expired: its signature refuses
+            // it from then on.
+            .item("expires_at", n(until.timestamp() + 3600))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        put_won(result)
     }
 }
 
@@ -386,11 +414,7 @@ impl ShardLeases for DynamoTasks {
                 .expression_attribute_values(":seen", s(seen.holder.to_string()))
                 .expression_attribute_values(":seen_until", n(seen.until.timestamp_millis())),
         };
-        match put.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(failed::<_, TaskError>(PUT_ITEM)(e)),
-        }
+        put_won(put.send().await)
     }
 
     async fn release(&self, shard: u32, me: Uuid) -> Result<(), TaskError> {

@@ -13,7 +13,9 @@ use crate::domain::tasks::{NewTask, TaskKind};
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
 use crate::oauth_state::{StateError, StateSigner};
-use crate::ports::{AccountRepo, Actions, Broker, SyncQueue, TaskCreator, TokenSealer};
+use crate::ports::{
+    AccountRepo, Actions, Broker, StateNonces, SyncQueue, TaskCreator, TokenSealer,
+};
 use crate::secrets::{OAuthClient, Purpose, Sealed, SecretContext};
 use crate::tastytrade::model::{AccountAuthority, Record};
 use crate::tastytrade::{AccessToken, BrokerError, Environment, Grant};
@@ -30,6 +32,10 @@ pub struct OAuthSettings {
     /// an open redirect.
     pub allowed_redirect_uris: Vec<String>,
     pub scope: String,
+    /// Whether the flow sends a PKCE (S256) challenge and verifier (`OAUTH_PKCE`). Off unless
+    /// set: tastytrade documents no PKCE support (README, "Linking"), and a provider that
+    /// does not know the parameters may refuse them.
+    pub pkce: bool,
 }
 
 impl OAuthSettings {
@@ -57,6 +63,7 @@ impl OAuthSettings {
             )?,
             allowed_redirect_uris,
             scope: env.optional("OAUTH_SCOPE").unwrap_or("read").to_owned(),
+            pkce: env.parsed_or("OAUTH_PKCE", false)?,
         })
     }
 
@@ -79,9 +86,13 @@ impl OAuthSettings {
     }
 }
 
+/// The task ports the link routes use: they queue first syncs and spend state nonces.
+pub trait LinkTasks: TaskCreator + StateNonces {}
+impl<T: TaskCreator + StateNonces> LinkTasks for T {}
+
 /// Everything the link routes use, built once per cold start.
 #[derive(Debug)]
-pub struct LinkDeps<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker> {
+pub struct LinkDeps<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker> {
     pub accounts: A,
     pub broker: B,
     pub cipher: C,
@@ -92,7 +103,7 @@ pub struct LinkDeps<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue
     pub settings: OAuthSettings,
 }
 
-impl<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker> Permissions
+impl<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker> Permissions
     for LinkDeps<A, C, T, Q, B>
 {
     fn held() -> Vec<Actions> {
@@ -101,7 +112,8 @@ impl<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker> Pe
             // The OAuth client and the state-signing key.
             crate::secrets::SECRET_ACTIONS,
             C::ACTIONS,
-            T::ACTIONS,
+            <T as TaskCreator>::ACTIONS,
+            <T as StateNonces>::ACTIONS,
             Q::ACTIONS,
         ]
     }
@@ -119,29 +131,34 @@ impl<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker> Pe
         (status = 413, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn start<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker>(
+pub async fn start<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let user = http::user_id(request)?;
     let body: LinkStartRequest = http::json_body(request)?;
     deps.settings.check_redirect(&body.redirect_uri)?;
-    let (state, expires_at) =
-        deps.state
-            .sign(&user, body.environment, &body.redirect_uri, Utc::now());
+    let issued = deps
+        .state
+        .sign(&user, body.environment, &body.redirect_uri, Utc::now());
     let mut url = deps.settings.authorize_url(body.environment).clone();
     url.query_pairs_mut()
         .append_pair("response_type", "code")
         .append_pair("client_id", &deps.oauth_client.client_id)
         .append_pair("redirect_uri", &body.redirect_uri)
         .append_pair("scope", &deps.settings.scope)
-        .append_pair("state", &state);
+        .append_pair("state", &issued.state);
+    if deps.settings.pkce {
+        url.query_pairs_mut()
+            .append_pair("code_challenge", &deps.state.pkce(&issued.nonce).challenge)
+            .append_pair("code_challenge_method", "S256");
+    }
     Ok(http::json(
         200,
         &LinkStartResponse {
             authorize_url: url.into(),
-            state,
-            expires_at,
+            state: issued.state,
+            expires_at: issued.expires_at,
         },
     ))
 }
@@ -159,7 +176,7 @@ pub async fn start<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue,
         (status = 503, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn link<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker>(
+pub async fn link<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -243,7 +260,7 @@ fn broker_account(record: Record<AccountAuthority>) -> BrokerAccount {
 async fn queue_first_syncs<
     A: AccountRepo,
     C: TokenSealer,
-    T: TaskCreator,
+    T: LinkTasks,
     Q: SyncQueue,
     B: Broker,
 >(
@@ -269,7 +286,7 @@ async fn queue_first_syncs<
     }
 }
 
-async fn enqueue<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker>(
+async fn enqueue<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     task: &NewTask,
 ) -> Result<(), crate::ports::TaskError> {
@@ -279,7 +296,7 @@ async fn enqueue<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B
 
 /// Checks the request's shape for its flow and turns it into a grant. The authorization code
 /// is exchanged here, which also yields the first access token.
-async fn grant_from<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker>(
+async fn grant_from<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     user: &str,
     mut body: LinkRequest,
@@ -301,7 +318,7 @@ async fn grant_from<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue
 
 /// The authorization-code flow: the `state` checked against the caller and the request, then
 /// the code exchanged with the deployment's client.
-async fn code_grant<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue, B: Broker>(
+async fn code_grant<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     user: &str,
     environment: Environment,
@@ -322,7 +339,8 @@ async fn code_grant<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue
     }
     bounded("code", &code)?;
     deps.settings.check_redirect(&redirect_uri)?;
-    deps.state
+    let verified = deps
+        .state
         .verify(&state, user, environment, &redirect_uri, Utc::now())
         .map_err(|e| {
             let message = match e {
@@ -333,6 +351,20 @@ async fn code_grant<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue
             };
             ApiError::bad_request("state", message)
         })?;
+    // Spent before the exchange, so two requests racing with one state cannot both link; a
+    // failed exchange spends it too, and the user starts again.
+    if !deps
+        .tasks
+        .spend(&verified.nonce, verified.expires_at)
+        .await?
+    {
+        tracing::warn!(user_id = %user, event = "oauth_state_replayed", "a spent state was presented again");
+        return Err(ApiError::bad_request(
+            "state",
+            "has been used already; start the link again",
+        ));
+    }
+    let pkce = deps.settings.pkce.then(|| deps.state.pkce(&verified.nonce));
     let client = &deps.oauth_client;
     let exchanged = deps
         .broker
@@ -342,6 +374,7 @@ async fn code_grant<A: AccountRepo, C: TokenSealer, T: TaskCreator, Q: SyncQueue
             &client.client_secret,
             &code,
             &redirect_uri,
+            pkce.as_ref().map(|p| &p.verifier),
         )
         .await
         .map_err(|e| match e {

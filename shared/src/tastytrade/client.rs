@@ -443,14 +443,18 @@ impl Broker for TastytradeClient {
         client_secret: &SecretString,
         code: &SecretString,
         redirect_uri: &str,
+        code_verifier: Option<&SecretString>,
     ) -> Result<CodeExchange, BrokerError> {
-        let fields = [
+        let mut fields = vec![
             ("grant_type", "authorization_code"),
             ("code", code.expose_secret()),
             ("client_id", client_id),
             ("client_secret", client_secret.expose_secret()),
             ("redirect_uri", redirect_uri),
         ];
+        if let Some(verifier) = code_verifier {
+            fields.push(("code_verifier", verifier.expose_secret()));
+        }
         let response = self
             .token_request(environment, &fields, TokenEncoding::Form)
             .await?;

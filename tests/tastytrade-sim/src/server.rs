@@ -327,6 +327,8 @@ struct CodeState {
     refresh_token: String,
     client_id: String,
     redirect_uri: String,
+    /// The authorize request's PKCE `S256` challenge, if it sent one (RFC 7636).
+    code_challenge: Option<String>,
 }
 
 #[derive(Debug)]
@@ -1853,6 +1855,7 @@ struct TokenRequest {
     client_id: Option<String>,
     code: Option<String>,
     redirect_uri: Option<String>,
+    code_verifier: Option<String>,
 }
 
 fn token_error(status: StatusCode, code: &str, description: &str) -> Response {
@@ -1951,6 +1954,20 @@ async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: bytes::By
                     "The code was issued for another client or redirect_uri",
                 );
             }
+            // RFC 7636 §4.6: a code whose authorize request sent a challenge is redeemed only
+            // with its verifier; a verifier for a code without one is refused (OAuth 2.1).
+            let verified = match (&code.code_challenge, &request.code_verifier) {
+                (None, None) => true,
+                (Some(challenge), Some(verifier)) => s256(verifier) == *challenge,
+                _ => false,
+            };
+            if !verified {
+                return token_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "The code verifier does not match the code challenge",
+                );
+            }
             (code.refresh_token, true)
         }
         _ => {
@@ -1985,6 +2002,13 @@ async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: bytes::By
     axum::Json(body).into_response()
 }
 
+/// RFC 7636's `S256` challenge of a code verifier.
+fn s256(verifier: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+}
+
 /// The authorize page: approves at once and redirects back with a code, as a user who clicks
 /// "Allow" would. Each code mints a new grant.
 async fn authorize(State(sim): State<Simulator>, RawQuery(q): RawQuery) -> Response {
@@ -2006,6 +2030,21 @@ async fn authorize(State(sim): State<Simulator>, RawQuery(q): RawQuery) -> Respo
             "redirect_uri is invalid",
         );
     };
+    let code_challenge = match (
+        param(&p, "code_challenge"),
+        param(&p, "code_challenge_method"),
+    ) {
+        (None, None) => None,
+        // Only S256: "plain" would hand the verifier to whoever sees the authorize URL.
+        (Some(challenge), Some("S256")) if challenge.len() == 43 => Some(challenge.to_owned()),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "code_challenge must be an S256 challenge",
+            );
+        }
+    };
     inner.counter += 1;
     let nonce = inner.fault_rng.u64(..);
     let code = format!("code-{}-{nonce:x}", inner.counter);
@@ -2026,6 +2065,7 @@ async fn authorize(State(sim): State<Simulator>, RawQuery(q): RawQuery) -> Respo
         refresh_token,
         client_id: inner.client_id.clone(),
         redirect_uri: redirect.to_string(),
+        code_challenge,
     };
     inner.codes.insert(code.clone(), code_state);
     let mut target = redirect;
