@@ -648,6 +648,11 @@ pub trait Broker: Send + Sync + Sized {
     /// How a session retries a GET that failed.
     fn retry_policy(&self) -> &crate::tastytrade::RetryPolicy;
 
+    /// How much of the broker a session takes in (pages per scan).
+    fn limits(&self) -> crate::tastytrade::client::Limits {
+        crate::tastytrade::client::Limits::default()
+    }
+
     /// Counts a retry, and a 429 (for the stats and metrics).
     fn note_retry(&self) {}
     fn note_throttled(&self) {}

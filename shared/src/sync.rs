@@ -68,6 +68,10 @@ pub struct SyncSettings {
     pub watchlists_every: TimeDelta,
     /// Requests of one grant in flight at once (`SYNC_GRANT_CONCURRENCY`).
     pub grant_concurrency: usize,
+    /// A task that would hand over more often than this fails instead
+    /// (`SYNC_MAX_CONTINUATIONS`): a sync that never ends must not cycle through the queue for
+    /// ever. 96 continuations of 15-minute invocations are a day.
+    pub max_continuations: u32,
 }
 
 impl Default for SyncSettings {
@@ -83,6 +87,7 @@ impl Default for SyncSettings {
             greeks_wait: std::time::Duration::from_secs(5),
             watchlists_every: TimeDelta::minutes(15),
             grant_concurrency: crate::tastytrade::client::DEFAULT_GRANT_CONCURRENCY,
+            max_continuations: 96,
         }
     }
 }
@@ -183,6 +188,8 @@ pub enum SyncError {
     /// can trust, so nothing about the account is marked synced.
     #[error("tastytrade returned no balance for this account")]
     NoBalance,
+    #[error("the sync did not finish in {0} continuations")]
+    TooManyContinuations(u32),
 }
 
 impl SyncError {
@@ -198,6 +205,7 @@ impl SyncError {
             SyncError::Gone(_) | SyncError::Deadline(_) => "gone",
             SyncError::Busy => "busy",
             SyncError::Cursor(_) => "cursor",
+            SyncError::TooManyContinuations(_) => "too_many_continuations",
         }
     }
 
@@ -217,7 +225,8 @@ impl SyncError {
             SyncError::Gone(_)
             | SyncError::Deadline(_)
             | SyncError::Cursor(_)
-            | SyncError::NoBalance => Retry::NonRetryable,
+            | SyncError::NoBalance
+            | SyncError::TooManyContinuations(_) => Retry::NonRetryable,
         }
     }
 }
@@ -365,7 +374,13 @@ async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueu
     }
     let counts = match result {
         Ok(counts) => counts,
-        Err((SyncError::Deadline(cursor), _)) if !same_cursor(message, &cursor) => {
+        Err((SyncError::Deadline(mut cursor), _)) if !same_cursor(message, &cursor) => {
+            cursor.continuations = continuations(message) + 1;
+            if cursor.continuations > settings.max_continuations {
+                let endless = SyncError::TooManyContinuations(settings.max_continuations);
+                let link = (account_id, Some(account.credential_id));
+                return retry_or_fail(deps, task, link, endless).await;
+            }
             return continue_later(deps, message, *cursor).await;
         }
         // Out of time without a step forward: a continuation would repeat this message (and
@@ -380,6 +395,11 @@ async fn run_in_span<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueu
     finish(deps, task, TaskStatus::Completed, &counts, None).await;
     tracing::info!(written = counts.total_written(), "sync completed");
     Ok(Outcome::Completed(counts))
+}
+
+/// How many times the task has handed over before this message.
+fn continuations(message: &TaskMessage) -> u32 {
+    resumed(message).map_or(0, |c| c.continuations)
 }
 
 /// Why a delivery must not run, if it must not. A worker that dies after its work but before
@@ -709,6 +729,9 @@ pub struct Cursor {
     /// stage loses what an invocation read of it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub later: Vec<(Stage, DateTime<Utc>)>,
+    /// How many times the task has handed over, this cursor's included.
+    #[serde(default)]
+    pub continuations: u32,
 }
 
 /// The invocation's time: past `checkpoint_at` (checked after every page) the sync hands over
@@ -760,9 +783,18 @@ fn warn_stage(stage: &'static str, message: &str, counts: &mut Counts) {
 
 /// Whether `cursor` is where `message` already resumed: no step forward.
 fn same_cursor(message: &TaskMessage, cursor: &Cursor) -> bool {
-    (message.cursor.as_ref())
-        .and_then(|c| serde_json::from_value::<Cursor>(c.clone()).ok())
-        .is_some_and(|c| &c == cursor)
+    resumed(message).is_some_and(|c| {
+        let c = Cursor {
+            continuations: cursor.continuations,
+            ..c
+        };
+        &c == cursor
+    })
+}
+
+/// The cursor a continuation's message resumes at.
+fn resumed(message: &TaskMessage) -> Option<Cursor> {
+    (message.cursor.as_ref()).and_then(|c| Cursor::deserialize(c).ok())
 }
 
 /// A page as the scan handed it out, and whether it was the scan's last.
@@ -1698,6 +1730,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
             counts: counts.clone(),
             finished: Vec::new(),
             later: Vec::new(),
+            continuations: 0,
         }))
     }
 }
@@ -2794,6 +2827,7 @@ mod tests {
             counts,
             finished: Vec::new(),
             later: Vec::new(),
+            continuations: 1,
         }
     }
 

@@ -280,13 +280,15 @@ impl SyncScheduler {
 impl SyncWorker {
     /// The database settings, the broker's URLs, `TOKEN_KMS_KEY_ID`, `TASKS_TABLE`,
     /// `SYNC_QUEUE_URL`, `EVENT_BUS_NAME`, `OAUTH_CLIENT_SECRET_ARN` when
-    /// authorization-code grants are linked, and `SYNC_GRANT_CONCURRENCY` (requests of one
-    /// grant in flight at once, 4 unless set).
+    /// authorization-code grants are linked, `SYNC_GRANT_CONCURRENCY` (requests of one
+    /// grant in flight at once, 4 unless set) and `SYNC_MAX_CONTINUATIONS` (96).
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         let oauth_client = oauth_client_from_env(env, sdk).await?;
         let defaults = SyncSettings::default();
         let grant_concurrency =
             env.parsed_or("SYNC_GRANT_CONCURRENCY", defaults.grant_concurrency)?;
+        let max_continuations =
+            env.parsed_or("SYNC_MAX_CONTINUATIONS", defaults.max_continuations)?;
         Ok(Self {
             store: PgSyncStore::new(pool_for(Function::SyncWorker, env, sdk).await?),
             broker: TastytradeClient::new(BrokerConfig::from_env(env)?)?,
@@ -297,6 +299,7 @@ impl SyncWorker {
             events: events_from_env(env, sdk)?,
             settings: SyncSettings {
                 grant_concurrency,
+                max_continuations,
                 ..defaults
             },
         })

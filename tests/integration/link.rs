@@ -491,6 +491,14 @@ async fn sealed_secrets_open_only_with_their_own_user_and_credential() {
             "{other:?} opened a secret sealed for {own:?}"
         );
     }
+    let another_key = Sealed {
+        kms_key_id: w.aws.stack.kms_key_arn.replace(":key/", ":key/0"),
+        ..sealed
+    };
+    assert!(
+        cipher.open(own, &another_key).await.is_err(),
+        "a secret naming another key was opened"
+    );
 }
 
 #[tokio::test]

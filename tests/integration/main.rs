@@ -5,6 +5,7 @@
 
 mod authorization;
 mod aws_resources;
+mod bounds;
 mod events;
 mod fuzz;
 mod greeks;

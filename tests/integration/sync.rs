@@ -18,7 +18,7 @@ use tastysync_shared::domain::tasks::{
 use tastysync_shared::ports::{SyncQueue, SyncStore, TaskCreator, TaskHistory, TaskReader};
 use tastysync_shared::secrets::OAuthClient;
 use tastysync_shared::sync::{self, Outcome, SyncDeps, SyncSettings};
-use tastysync_shared::tastytrade::client::Stats;
+use tastysync_shared::tastytrade::client::{Limits, Stats};
 use tastysync_shared::tastytrade::{BrokerConfig, RetryPolicy, TastytradeClient};
 use tastysync_shared::wiring::{Function, SyncWorker};
 use tastytrade_sim::data::Sizes;
@@ -31,6 +31,11 @@ use crate::tastytrade_client::attempts_per_call;
 use tastysync_tests::truth;
 
 pub(crate) fn worker(w: &World) -> SyncWorker {
+    worker_with(w, Limits::default())
+}
+
+/// [`worker`] taking in at most `limits` of the broker.
+pub(crate) fn worker_with(w: &World, limits: Limits) -> SyncWorker {
     let mut config = BrokerConfig::for_simulator(
         w.sim.credentials.base_url.parse().unwrap(),
         w.sim.credentials.streamer_url.parse().unwrap(),
@@ -41,6 +46,7 @@ pub(crate) fn worker(w: &World) -> SyncWorker {
         max_delay: Duration::from_millis(50),
         max_elapsed: Duration::from_secs(20),
     };
+    config.limits = limits;
     SyncDeps {
         store: PgSyncStore::new(w.db.pool.clone()),
         broker: TastytradeClient::new(config).unwrap(),
@@ -74,7 +80,7 @@ pub(crate) async fn drain(w: &World, deps: &SyncWorker) -> Vec<String> {
 
 /// [`drain`] with each invocation given `timeout` before its deadline; also returns how many
 /// invocations it took.
-async fn drain_with_timeout(
+pub(crate) async fn drain_with_timeout(
     w: &World,
     deps: &SyncWorker,
     timeout: Duration,

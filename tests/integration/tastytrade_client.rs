@@ -222,6 +222,59 @@ async fn access_tokens_expiring_every_few_requests_are_refreshed_transparently()
 }
 
 #[tokio::test]
+async fn an_expires_in_past_any_clock_or_below_zero_neither_panics_nor_keeps_a_token() {
+    let sim = simulator(10, 10).await;
+    let client = client(&sim);
+    let mut expiries = Vec::new();
+
+    for announced in [i64::MAX, i64::MIN, -60] {
+        sim.simulator.set_faults(Faults {
+            expires_in: Some(announced),
+            ..Faults::default()
+        });
+        let token = client.refresh(&grant(&sim)).await.unwrap();
+        expiries.push(token.expires_at - chrono::Utc::now());
+    }
+
+    let (huge, below_zero) = (expiries[0], &expiries[1..]);
+    assert!(huge <= chrono::TimeDelta::days(1), "{huge}");
+    assert!(
+        below_zero
+            .iter()
+            .all(|left| *left <= chrono::TimeDelta::zero()),
+        "{below_zero:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_past_the_cap_is_refused_for_good_without_retries() {
+    let sim = simulator(10, 10).await;
+    let account = sim.credentials.account_numbers[0].clone();
+    let mut config = BrokerConfig::for_simulator(
+        sim.credentials.base_url.parse().unwrap(),
+        sim.credentials.streamer_url.parse().unwrap(),
+    );
+    config.limits.max_body_bytes = 64 << 10;
+    let client = TastytradeClient::new(config).unwrap();
+    sim.simulator.set_faults(Faults {
+        padded_path: Some("/balances".into()),
+        padded_bytes: 1 << 20,
+        ..Faults::default()
+    });
+    let session = client.session(grant(&sim), None);
+
+    let balances = session.current_balances(&account).await;
+    let positions = session.positions(&account, false).await;
+
+    assert!(
+        matches!(&balances, Err(BrokerError::Permanent { message, .. }) if message.contains("longer than")),
+        "{balances:?}"
+    );
+    assert!(positions.is_ok(), "{positions:?}");
+    assert_eq!(count(&client.stats().retries), 0);
+}
+
+#[tokio::test]
 async fn a_revoked_grant_surfaces_as_grant_revoked_after_bounded_retries() {
     let sim = simulator(10, 10).await;
     sim.simulator.revoke(&sim.credentials.refresh_token);

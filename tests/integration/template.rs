@@ -109,6 +109,70 @@ fn policy_mismatches(template: &Value) -> Vec<String> {
     problems
 }
 
+/// The token key's crypto actions, each with the functions whose ports call it.
+const KEY_ACTIONS: [&str; 2] = ["kms:GenerateDataKey", "kms:Decrypt"];
+
+/// The functions the token key's policy lets use `action`: those whose role it names, by ARN,
+/// in an Allow statement of the action; a statement without that condition lets anyone.
+fn key_users(template: &Value, action: &str) -> BTreeSet<String> {
+    let resources = &template["Resources"];
+    let role_names: Vec<(String, String)> = functions(template)
+        .unwrap()
+        .into_iter()
+        .map(|(name, function)| {
+            let role_id = str_of(&function["Properties"]["Role"]).trim_end_matches(".Arn");
+            let role_name = str_of(&resources[role_id]["Properties"]["RoleName"]);
+            (name, role_name.to_owned())
+        })
+        .filter(|(_, role_name)| !role_name.is_empty())
+        .collect();
+    let statements = resources["TokenKey"]["Properties"]["KeyPolicy"]["Statement"]
+        .as_sequence()
+        .unwrap();
+    let covers = |pattern: &str| match pattern.strip_suffix('*') {
+        Some(prefix) => action.starts_with(prefix),
+        None => pattern == action,
+    };
+    let mut users = BTreeSet::new();
+    for statement in statements.iter().filter(|s| s["Effect"] == "Allow") {
+        let actions: Vec<&str> = match &statement["Action"] {
+            Value::Sequence(list) => list.iter().map(str_of).collect(),
+            single => vec![str_of(single)],
+        };
+        if !actions.into_iter().any(covers) {
+            continue;
+        }
+        let Some(arns) = statement["Condition"]["ArnEquals"]["aws:PrincipalArn"].as_sequence()
+        else {
+            users.insert(format!("anyone ({})", str_of(&statement["Sid"])));
+            continue;
+        };
+        for arn in arns.iter().map(str_of) {
+            let named = (role_names.iter())
+                .find(|(_, role_name)| arn.ends_with(&format!(":role/{role_name}")));
+            users.insert(named.map_or_else(|| format!("unknown role {arn}"), |(f, _)| f.clone()));
+        }
+    }
+    users
+}
+
+fn key_mismatches(template: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for action in KEY_ACTIONS {
+        let allowed = key_users(template, action);
+        let needed: BTreeSet<String> = (Function::ALL.iter())
+            .filter(|f| f.actions().contains(action))
+            .map(|f| f.name().to_owned())
+            .collect();
+        if allowed != needed {
+            problems.push(format!(
+                "the token key lets {allowed:?} use {action}; the ports of {needed:?} call it"
+            ));
+        }
+    }
+    problems
+}
+
 fn number(value: &Value) -> u64 {
     untagged(value)
         .as_u64()
@@ -131,6 +195,40 @@ fn the_templates_routes_are_exactly_the_handlers_routes() {
 fn each_function_is_granted_exactly_the_actions_its_ports_call() {
     let problems = policy_mismatches(&template());
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn the_token_key_lets_exactly_the_functions_that_seal_or_open_tokens_use_it() {
+    let problems = key_mismatches(&template());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn a_key_policy_that_lets_another_role_or_anyone_open_tokens_is_caught() {
+    let mut template = template();
+    let statements = template["Resources"]["TokenKey"]["Properties"]["KeyPolicy"]["Statement"]
+        .as_sequence_mut()
+        .unwrap();
+    statements[0]["Action"] = "kms:*".into();
+
+    let problems = key_mismatches(&template);
+
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.contains("anyone (AccountAdministers)"))
+    );
+}
+
+#[test]
+fn the_token_key_and_the_apps_secrets_outlive_a_stack_deletion() {
+    let template = template();
+    for id in ["TokenKey", "OAuthClientSecret", "StateSigningSecret"] {
+        let resource = &template["Resources"][id];
+        assert_eq!(resource["DeletionPolicy"], "Retain", "{id}");
+        assert_eq!(resource["UpdateReplacePolicy"], "Retain", "{id}");
+    }
 }
 
 #[test]

@@ -33,6 +33,17 @@ impl KmsEnvelope {
     }
 }
 
+impl KmsEnvelope {
+    /// Whether a stored key id (the key ARN KMS answered at sealing) is the configured key:
+    /// the same ARN, or, when the key is configured by its id, the ARN of that id.
+    fn is_own_key(&self, stored: &str) -> bool {
+        if self.key_id.contains(":key/") {
+            return stored == self.key_id;
+        }
+        stored.rsplit_once(":key/").map_or(stored, |(_, id)| id) == self.key_id
+    }
+}
+
 fn kms_context(context: &SecretContext<'_>) -> HashMap<String, String> {
     context
         .pairs()
@@ -108,6 +119,15 @@ impl TokenOpener for KmsEnvelope {
         if sealed.scheme_version != SCHEME_VERSION || sealed.nonce.len() != 12 {
             return Err(CipherError::Refused);
         }
+        // The row names the key to ask; a row that names another key (written by someone
+        // else, or left from a key this deployment no longer uses) is not opened with it.
+        if !self.is_own_key(&sealed.kms_key_id) {
+            tracing::warn!(
+                event = "secret_sealed_with_another_key",
+                "a stored secret names a KMS key other than the configured one"
+            );
+            return Err(CipherError::Refused);
+        }
         let key = self
             .kms
             .decrypt()
@@ -142,5 +162,36 @@ impl TokenOpener for KmsEnvelope {
         );
         let text = std::str::from_utf8(&plaintext).map_err(|_| CipherError::Refused)?;
         Ok(SecretString::from(text.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn envelope(key_id: &str) -> KmsEnvelope {
+        let config = aws_sdk_kms::Config::builder()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .build();
+        KmsEnvelope::new(aws_sdk_kms::Client::from_conf(config), key_id)
+    }
+
+    #[test]
+    fn a_stored_key_id_must_be_the_configured_key_by_arn_or_by_id() {
+        let by_arn = envelope(ARN);
+        let by_id = envelope("1234abcd-12ab-34cd-56ef-1234567890ab");
+        let elsewhere = ARN.replace("111122223333", "999999999999");
+
+        assert!(by_arn.is_own_key(ARN));
+        assert!(by_id.is_own_key(ARN));
+        assert!(
+            !by_arn.is_own_key(&elsewhere),
+            "the same key id in another account"
+        );
+        assert!(!by_arn.is_own_key(&ARN.replace("1234abcd", "5678abcd")));
+        assert!(!by_id.is_own_key(&ARN.replace("1234abcd", "5678abcd")));
+        assert!(!by_arn.is_own_key(""));
     }
 }

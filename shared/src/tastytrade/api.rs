@@ -769,6 +769,16 @@ impl<'s, 'c, T: DeserializeOwned + Send + 'static, B: Broker> Pages<'s, 'c, T, B
                 // Pages past the last the broker counted, asked for before it said so.
                 self.in_flight.clear();
             } else {
+                let limit = self.session.limits().max_pages_per_scan;
+                if self.offset + 1 >= limit {
+                    self.done = true;
+                    self.in_flight.clear();
+                    return Err(BrokerError::Permanent {
+                        status: None,
+                        code: None,
+                        message: format!("{}: more than {limit} pages in one scan", self.path),
+                    });
+                }
                 self.offset += 1;
                 self.read_ahead();
             }

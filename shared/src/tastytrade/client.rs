@@ -25,6 +25,38 @@ pub const USER_AGENT: &str = concat!("tastysync/", env!("CARGO_PKG_VERSION"));
 const TOKEN_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// The broker's documented default when `expires_in` is absent.
 const DEFAULT_TOKEN_SECONDS: i64 = 900;
+/// The longest an access token is believed to live, whatever `expires_in` says (the broker's
+/// are 15 minutes): a huge or negative value must neither overflow a time nor keep a token.
+const MAX_TOKEN_SECONDS: i64 = 24 * 3600;
+
+/// A token answer's bytes, zeroed when dropped.
+struct Wiped(bytes::BytesMut);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0[..]);
+    }
+}
+
+/// How much of the broker the client takes in, whatever the broker sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A response body longer than this is refused (`TASTYTRADE_MAX_BODY_BYTES`): the
+    /// largest page (2,000 transactions) is a few MiB.
+    pub max_body_bytes: usize,
+    /// A scan of more pages than this fails (`TASTYTRADE_MAX_PAGES_PER_SCAN`): a broker
+    /// that never stops paging must not hold a worker forever.
+    pub max_pages_per_scan: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 << 20,
+            max_pages_per_scan: 10_000,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -115,6 +147,7 @@ pub struct BrokerConfig {
     pub sandbox_accept_version: Option<String>,
     pub retry: RetryPolicy,
     pub request_timeout: Duration,
+    pub limits: Limits,
 }
 
 impl BrokerConfig {
@@ -155,6 +188,16 @@ impl BrokerConfig {
             request_timeout: Duration::from_secs(
                 env.parsed_or("TASTYTRADE_TIMEOUT_SECONDS", 30u64)?,
             ),
+            limits: Limits {
+                max_body_bytes: env.parsed_or(
+                    "TASTYTRADE_MAX_BODY_BYTES",
+                    Limits::default().max_body_bytes,
+                )?,
+                max_pages_per_scan: env.parsed_or(
+                    "TASTYTRADE_MAX_PAGES_PER_SCAN",
+                    Limits::default().max_pages_per_scan,
+                )?,
+            },
         })
     }
 
@@ -170,6 +213,7 @@ impl BrokerConfig {
             sandbox_accept_version: None,
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
         }
     }
 
@@ -243,7 +287,8 @@ struct TokenResponse {
 
 impl TokenResponse {
     fn access(self) -> (AccessToken, Option<SecretString>) {
-        let seconds = self.expires_in.unwrap_or(DEFAULT_TOKEN_SECONDS);
+        let seconds =
+            (self.expires_in.unwrap_or(DEFAULT_TOKEN_SECONDS)).clamp(0, MAX_TOKEN_SECONDS);
         let access = AccessToken {
             token: self.access_token,
             expires_at: Utc::now() + chrono::TimeDelta::seconds(seconds),
@@ -331,12 +376,18 @@ impl TastytradeClient {
             TokenEncoding::Form => request.form(fields),
             TokenEncoding::Json => request.json(&fields.iter().copied().collect::<HashMap<_, _>>()),
         };
-        // The body holds secrets: it is dropped with the request and never logged.
+        // The body holds secrets: it is dropped with the request and never logged, and the
+        // answer's bytes (the tokens as text) are wiped once read.
         let (status, retry_after, bytes) = self.send(request).await?;
+        let bytes = Wiped(
+            bytes
+                .try_into_mut()
+                .unwrap_or_else(|shared| shared[..].into()),
+        );
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| decode_error(status, &e));
+            return serde_json::from_slice(&bytes.0).map_err(|e| decode_error(status, &e));
         }
-        Err(token_error(status, &bytes).waiting(retry_after))
+        Err(token_error(status, &bytes.0).waiting(retry_after))
     }
 
     fn url(&self, environment: Environment, path: &str) -> Result<Url, BrokerError> {
@@ -365,11 +416,35 @@ impl TastytradeClient {
         let retry_after = (response.headers().get(reqwest::header::RETRY_AFTER))
             .and_then(|v| v.to_str().ok())
             .and_then(retry_after);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| BrokerError::transient(network_detail(e)))?;
+        let body = self.body(response).await?;
         Ok((status, retry_after, body))
+    }
+
+    /// The response's body, up to [`Limits::max_body_bytes`]: a longer one is refused as it
+    /// arrives (or at once, when its length is announced), never held whole.
+    async fn body(&self, mut response: reqwest::Response) -> Result<bytes::Bytes, BrokerError> {
+        let limit = self.config.limits.max_body_bytes;
+        let status = response.status().as_u16();
+        let too_long = || BrokerError::Permanent {
+            status: Some(status),
+            code: None,
+            message: format!("the response body is longer than {limit} bytes"),
+        };
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_long());
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| BrokerError::transient(network_detail(e)))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_long());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the policy's bounds are reached
@@ -519,6 +594,10 @@ impl Broker for TastytradeClient {
         &self.config.retry
     }
 
+    fn limits(&self) -> Limits {
+        self.config.limits
+    }
+
     fn note_retry(&self) {
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
         crate::metrics::broker_retry();
@@ -576,6 +655,11 @@ impl<'c, B: Broker> Session<'c, B> {
     /// How many requests of the grant may be in flight at once: how far a scan reads ahead.
     pub fn concurrent_requests(&self) -> usize {
         self.concurrency
+    }
+
+    /// How much of the broker the session takes in.
+    pub fn limits(&self) -> Limits {
+        self.broker.limits()
     }
 
     /// A request's permit, once no back-off the broker imposed on the grant is running. The

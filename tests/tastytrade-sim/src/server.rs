@@ -72,6 +72,15 @@ pub struct Faults {
     /// The next this many API requests answer 401 although their token is valid, as the
     /// broker has done right after a refresh; each one refused counts down.
     pub unauthorized_next: u32,
+    /// Success answers to requests whose path contains this carry `padded_bytes` of
+    /// whitespace after their JSON: still valid, and as long as the fault makes them.
+    pub padded_path: Option<String>,
+    pub padded_bytes: usize,
+    /// `/transactions` pages hold at most this many rows, whatever `per-page` asked (and the
+    /// page count says so), as a broker that lowers its page size would.
+    pub rows_per_page: Option<usize>,
+    /// The token endpoint answers this `expires_in` instead of the configured one.
+    pub expires_in: Option<i64>,
     /// The market-data feed's faults.
     pub dxlink: crate::dxlink::DxLinkFaults,
     /// The account streamer's faults.
@@ -1226,7 +1235,18 @@ async fn inject_faults(State(sim): State<Simulator>, request: Request, next: Nex
         )
             .into_response();
     }
+    let padded = (faults.padded_path.as_deref()).is_some_and(|p| request.uri().path().contains(p));
     let response = next.run(request).await;
+    if padded && response.status().is_success() {
+        let (mut parts, body) = response.into_parts();
+        let mut bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default()
+            .to_vec();
+        bytes.resize(bytes.len() + faults.padded_bytes, b' ');
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::from(bytes));
+    }
     threshold += faults.rate_drop;
     let drop = roll < threshold;
     threshold += faults.rate_truncate;
@@ -1437,6 +1457,7 @@ async fn transactions(
 ) -> Answer {
     let p = params(q);
     let (per_page, offset) = paging(&p, 250, 2000)?;
+    let per_page = (sim.lock().faults.rows_per_page).map_or(per_page, |most| per_page.min(most));
     let (start_date, end_date) = (date_param(&p, "start-date")?, date_param(&p, "end-date")?);
     let (start_at, end_at) = (time_param(&p, "start-at")?, time_param(&p, "end-at")?);
     if param(&p, "type").is_some() && !list(&p, "types").is_empty() {
@@ -1985,6 +2006,8 @@ async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: bytes::By
     let nonce = inner.fault_rng.u64(..);
     let access = format!("at-{}-{nonce:x}", inner.counter);
     let seconds = inner.config.token_seconds;
+    // The token lives as configured, whatever the answer announces.
+    let announced = (inner.faults.expires_in).unwrap_or(seconds);
     let expires_at = Utc::now() + Duration::seconds(seconds - inner.faults.clock_skew_seconds);
     inner.issued_tokens.push(access.clone());
     record_issued(&access);
@@ -1995,7 +2018,7 @@ async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: bytes::By
             expires_at,
         },
     );
-    let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": seconds});
+    let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": announced});
     if echo {
         body["refresh_token"] = json!(refresh_token);
     }
