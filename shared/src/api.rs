@@ -33,6 +33,8 @@ pub enum Endpoint {
     Account,
     Orders,
     BalanceHistory,
+    AuditEvents,
+    PurgeMyData,
 }
 
 /// One route of the HTTP API and the function that serves it.
@@ -71,6 +73,18 @@ pub const ROUTES: &[Route] = &[
         endpoint: Endpoint::Unlink,
         method: "DELETE",
         path: "/tastytrade-accounts/{account_db_id}",
+        function: Function::Accounts,
+    },
+    Route {
+        endpoint: Endpoint::AuditEvents,
+        method: "GET",
+        path: "/audit-events",
+        function: Function::Accounts,
+    },
+    Route {
+        endpoint: Endpoint::PurgeMyData,
+        method: "DELETE",
+        path: "/me/data",
         function: Function::Accounts,
     },
     Route {
@@ -338,6 +352,8 @@ impl Modify for BearerAuth {
         crate::routes::link::link,
         crate::routes::accounts::list,
         crate::routes::accounts::unlink,
+        crate::routes::accounts::audit_events,
+        crate::routes::accounts::purge,
         crate::routes::account_data::account,
         crate::routes::account_data::transactions,
         crate::routes::account_data::orders,
@@ -348,7 +364,7 @@ impl Modify for BearerAuth {
         crate::routes::sync_tasks::status,
         crate::routes::sync_tasks::account_tasks,
     ),
-    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead, crate::domain::reads::SyncedSummary, crate::domain::reads::TradingStatusRead, AccountDetail, crate::domain::reads::OrderPage, crate::domain::reads::OrderRead, crate::domain::reads::LegRead, crate::domain::reads::FillRead, crate::domain::reads::BalanceHistory, crate::domain::reads::BalancePoint, crate::domain::reads::NetLiqBar, crate::domain::reads::GreeksRead)),
+    components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead, crate::domain::reads::SyncedSummary, crate::domain::reads::TradingStatusRead, AccountDetail, crate::domain::reads::OrderPage, crate::domain::reads::OrderRead, crate::domain::reads::LegRead, crate::domain::reads::FillRead, crate::domain::reads::BalanceHistory, crate::domain::reads::BalancePoint, crate::domain::reads::NetLiqBar, crate::domain::reads::GreeksRead, crate::domain::audit::AuditEventPage, crate::domain::audit::AuditEventRead, crate::domain::audit::AuditAction, crate::domain::audit::AuditOutcome)),
     modifiers(&BearerAuth),
     security(("jwt" = [])),
 )]

@@ -17,12 +17,14 @@ use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
+use crate::domain::audit::{AuditEvent, AuditEventRead};
+use crate::domain::reads::{Keyset, Paged};
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::ports::{
-    AccountRepo, Actions, Broker, CooldownStore, DueAccounts, LeaseStore, Redelivery, SecretSource,
-    SyncQueue, SyncStore, TaskCreator, TaskError, TaskHistory, TaskReader, TaskUpdater,
-    TokenOpener, TokenSealer,
+    AccountRepo, Actions, AuditLog, Broker, CooldownStore, DueAccounts, LeaseStore, Redelivery,
+    SecretSource, SyncQueue, SyncStore, TaskCreator, TaskError, TaskHistory, TaskReader,
+    TaskUpdater, TokenOpener, TokenSealer,
 };
 use crate::secrets::{CipherError, Purpose, Sealed, SecretContext};
 use crate::tastytrade::dxlink::{FeedRead, Greeks, PositionGreeks, QuoteFeed};
@@ -318,6 +320,7 @@ struct StoredAccount {
 #[derive(Debug, Default)]
 pub struct InMemoryAccounts {
     accounts: Mutex<BTreeMap<Uuid, StoredAccount>>,
+    audit: Mutex<Vec<(AuditEvent, DateTime<Utc>)>>,
 }
 
 impl InMemoryAccounts {
@@ -358,6 +361,64 @@ impl InMemoryAccounts {
         for account in locked(&self.accounts).values_mut() {
             account.queued = false;
         }
+    }
+}
+
+impl InMemoryAccounts {
+    /// The audit events recorded so far, oldest first.
+    pub fn audit_events(&self) -> Vec<AuditEvent> {
+        locked(&self.audit).iter().map(|(e, _)| e.clone()).collect()
+    }
+}
+
+/// The trail in memory, keyed for paging by time and position.
+impl AuditLog for InMemoryAccounts {
+    const ACTIONS: Actions = NONE;
+
+    async fn record(&self, event: &AuditEvent) -> Result<(), DbError> {
+        locked(&self.audit).push((event.clone(), Utc::now()));
+        Ok(())
+    }
+
+    async fn events(
+        &self,
+        user_id: &str,
+        after: Option<Keyset>,
+        limit: i64,
+    ) -> Result<Paged<AuditEventRead>, DbError> {
+        let trail = locked(&self.audit);
+        let mut newest_first: Vec<(Keyset, AuditEventRead)> = (trail.iter().enumerate())
+            .filter(|(_, (e, _))| e.user_id == user_id)
+            .map(|(i, (e, at))| {
+                let key = Keyset {
+                    at: *at,
+                    id: i64::try_from(i).unwrap_or(i64::MAX),
+                };
+                let source = e.source.clone();
+                let read = AuditEventRead {
+                    account_id: e.account_id,
+                    action: e.action,
+                    outcome: e.outcome,
+                    actor: if source.is_some() { "user" } else { "system" }.to_owned(),
+                    source_ip: source.as_ref().and_then(|s| s.ip.clone()),
+                    user_agent: source.and_then(|s| s.user_agent),
+                    occurred_at: *at,
+                };
+                (key, read)
+            })
+            .filter(|(key, _)| after.is_none_or(|a| (key.at, key.id) < (a.at, a.id)))
+            .collect();
+        newest_first.reverse();
+        let limit = usize::try_from(limit).unwrap_or_default();
+        let more = newest_first.len() > limit;
+        let next = (limit.checked_sub(1).and_then(|last| newest_first.get(last)))
+            .filter(|_| more)
+            .map(|(key, _)| *key);
+        newest_first.truncate(limit);
+        Ok(Paged {
+            items: newest_first.into_iter().map(|(_, read)| read).collect(),
+            next,
+        })
     }
 }
 

@@ -152,6 +152,19 @@ pub fn user_id(request: &Request) -> Result<String, ApiError> {
         .ok_or(ApiError::Unauthorized)
 }
 
+/// Where the request came from, as API Gateway saw it (for the audit trail). The user agent
+/// is the client's to write: kept to 512 characters.
+pub fn source(request: &Request) -> crate::domain::audit::RequestSource {
+    let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() else {
+        return crate::domain::audit::RequestSource::default();
+    };
+    crate::domain::audit::RequestSource {
+        ip: context.http.source_ip.clone(),
+        user_agent: (context.http.user_agent.as_deref())
+            .map(|agent| agent.chars().take(512).collect()),
+    }
+}
+
 /// Parses a JSON body of at most [`MAX_BODY_BYTES`]; an error names the offending field.
 /// The request's query parameters, refused with 400 when one is not among `allowed` (a typo
 /// must not silently read everything), is given twice or holds a NUL character.

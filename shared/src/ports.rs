@@ -21,6 +21,7 @@ use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
+use crate::domain::audit::{AuditEvent, AuditEventRead};
 use crate::domain::events::Event;
 use crate::domain::reads::{
     BalancePoint, BalanceRead, Keyset, NetLiqBar, OrderFilter, OrderRead, Paged, PositionRead,
@@ -165,6 +166,16 @@ pub trait StateNonces: Send + Sync {
     ) -> impl Future<Output = Result<bool, TaskError>> + Send;
 }
 
+/// Forgets an account's task items: its tasks, lease and cooldown (a purge).
+pub trait TaskPurge: Send + Sync {
+    const ACTIONS: Actions;
+
+    fn forget_account(
+        &self,
+        account_id: Uuid,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
+}
+
 /// The queue the sync worker reads.
 pub trait SyncQueue: Send + Sync {
     const ACTIONS: Actions;
@@ -253,6 +264,36 @@ pub trait AccountRepo: Send + Sync {
     /// Records that a sync of each account is on the queue, so ticks skip them until it ends.
     fn mark_queued(&self, account_ids: &[Uuid])
     -> impl Future<Output = Result<(), DbError>> + Send;
+}
+
+/// The audit trail: appended to by the routes (and the worker, through
+/// [`SyncStore::mark_failed`]), read by its user.
+pub trait AuditLog: Send + Sync {
+    const ACTIONS: Actions;
+
+    fn record(&self, event: &AuditEvent) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// The user's events, newest first, after `after`.
+    fn events(
+        &self,
+        user_id: &str,
+        after: Option<Keyset>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Paged<AuditEventRead>, DbError>> + Send;
+}
+
+/// Everything of a user's in the database, for a purge.
+pub trait UserData: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// Every account of the user, unlinked ones included.
+    fn accounts_of(&self, user_id: &str)
+    -> impl Future<Output = Result<Vec<Uuid>, DbError>> + Send;
+
+    /// Deletes the user's accounts with everything synced into them, grants with their
+    /// secrets, and audit events, leaving only a record that a purge happened; one
+    /// transaction.
+    fn purge(&self, user_id: &str) -> impl Future<Output = Result<(), DbError>> + Send;
 }
 
 /// The scheduler's view: which accounts a tick is due to sync, across all users.

@@ -29,7 +29,7 @@ use crate::sync::{SyncDeps, SyncSettings};
 use crate::tastytrade::{BrokerConfig, TastytradeClient};
 
 /// `accounts`' dependencies in production.
-pub type Accounts = AccountsDeps<PgAccounts>;
+pub type Accounts = AccountsDeps<PgAccounts, DynamoTasks>;
 
 pub type AccountData = AccountDataDeps<PgAccounts>;
 /// `link-account`'s dependencies in production.
@@ -207,10 +207,12 @@ fn cipher_from_env(env: &Env, sdk: &SdkConfig) -> Result<KmsEnvelope, ConfigErro
 }
 
 impl Accounts {
-    /// The database settings ([`crate::config::DatabaseConfig`]) and `UNLINK_SYNCED_DATA`.
+    /// The database settings ([`crate::config::DatabaseConfig`]), `TASKS_TABLE` and
+    /// `UNLINK_SYNCED_DATA`.
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
             accounts: accounts_for(Function::Accounts, env, sdk).await?,
+            tasks: tasks_from_env(env, sdk)?,
             unlink_data: unlink_policy(env)?,
         })
     }

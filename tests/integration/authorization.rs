@@ -151,9 +151,10 @@ async fn every_documented_route_refuses_strangers_with_401_and_other_users_ids_w
     assert_eq!(status, 200, "the owner still reaches them");
 
     // Each documented operation has a handler: the owner, with her own ids, never meets the
-    // gateway's "no such route" (404) or "no such method" (405). Deletes go last.
+    // gateway's "no such route" (404) or "no such method" (405). Deletes go last, and the
+    // purge of everything last of all.
     let mut owned = operations.clone();
-    owned.sort_by_key(|(method, _)| method == "DELETE");
+    owned.sort_by_key(|(method, path)| (method == "DELETE", path.ends_with("/me/data")));
     for (method, path) in &owned {
         let path = with_ids(path, &account, &task);
         let (status, body) = call(&http, base, method, &path, Some(&owner)).await;

@@ -91,6 +91,7 @@ pub(crate) async fn world_on(sizes: Sizes, db: TestDb) -> World {
         .unwrap();
     let accounts = AccountsDeps {
         accounts: PgAccounts::new(db.pool.clone()),
+        tasks: aws.tasks_of(Function::Accounts),
         unlink_data: SyncedData::Keep,
     };
     let account_data = AccountDataDeps {
@@ -135,7 +136,7 @@ async fn send_link(w: &World, event: Value) -> (u16, Value) {
     read(link_account::handle(&w.link, request(&event)).await)
 }
 
-async fn send_accounts(w: &World, event: Value) -> (u16, Value) {
+pub(crate) async fn send_accounts(w: &World, event: Value) -> (u16, Value) {
     read(accounts::handle(&w.accounts, request(&event)).await)
 }
 
@@ -218,7 +219,7 @@ pub(crate) async fn link_grant(w: &World, user: &str, refresh_token: &str) -> Ve
     body.as_array().unwrap().clone()
 }
 
-async fn list(w: &World, user: &str) -> Vec<Value> {
+pub(crate) async fn list(w: &World, user: &str) -> Vec<Value> {
     let (status, body) = send_accounts(w, as_user(event("accounts-list.json"), user)).await;
     assert_eq!(status, 200, "{body}");
     body.as_array().unwrap().clone()

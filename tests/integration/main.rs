@@ -3,6 +3,7 @@
 // Everything here is test code, helpers included: an unexpected error should fail loudly.
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod authorization;
 mod aws_resources;
 mod bounds;

@@ -420,6 +420,17 @@ async fn a_revoked_grant_ends_the_task_as_needs_reauth_without_retries() {
     };
     assert_eq!(status, "NEEDS_REAUTH");
     assert!(error.unwrap().contains("link it again"));
+    let audited: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit_events
+             WHERE user_id = 'user-a' AND account_id = $1 AND action = 'needs_reauth'
+               AND actor = 'system'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 1, "the lost grant is in the user's audit trail");
     let tasks = crate::link::table_items(&w).await;
     assert!(
         tasks.iter().any(|t| t.contains("needs_reauth")),

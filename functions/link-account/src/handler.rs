@@ -3,11 +3,11 @@
 use lambda_http::{Body, Request, Response};
 use tastysync_shared::api::Endpoint;
 use tastysync_shared::http::{self, ApiError};
-use tastysync_shared::ports::{AccountRepo, Broker, SyncQueue, TokenSealer};
-use tastysync_shared::routes::link::{self, LinkDeps, LinkTasks};
+use tastysync_shared::ports::{Broker, SyncQueue, TokenSealer};
+use tastysync_shared::routes::link::{self, LinkDeps, LinkStore, LinkTasks};
 use tastysync_shared::wiring::Function;
 
-pub async fn handle<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
+pub async fn handle<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     request: Request,
 ) -> Response<Body> {

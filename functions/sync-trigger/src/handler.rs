@@ -3,11 +3,11 @@
 use lambda_http::{Body, Request, Response};
 use tastysync_shared::api::Endpoint;
 use tastysync_shared::http::{self, ApiError};
-use tastysync_shared::ports::{AccountRepo, SyncQueue};
+use tastysync_shared::ports::{AccountRepo, AuditLog, SyncQueue};
 use tastysync_shared::routes::sync_tasks::{self, TriggerDeps, TriggerTasks};
 use tastysync_shared::wiring::Function;
 
-pub async fn handle<A: AccountRepo, T: TriggerTasks, Q: SyncQueue>(
+pub async fn handle<A: AccountRepo + AuditLog, T: TriggerTasks, Q: SyncQueue>(
     deps: &TriggerDeps<A, T, Q>,
     request: Request,
 ) -> Response<Body> {

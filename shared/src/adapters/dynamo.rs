@@ -18,7 +18,7 @@ use super::failed;
 use crate::domain::tasks::{ManualClaim, NewTask, TaskKind, TaskRecord, TaskStatus, TaskUpdate};
 use crate::ports::{
     Actions, CooldownStore, LeaseStore, ShardHolder, ShardLeases, StateNonces, TaskCreator,
-    TaskError, TaskHistory, TaskReader, TaskUpdater,
+    TaskError, TaskHistory, TaskPurge, TaskReader, TaskUpdater,
 };
 
 /// Task items outlive their task by this long, for the status API and for ops.
@@ -142,6 +142,20 @@ fn put_won<O>(
 }
 
 impl DynamoTasks {
+    /// A query of the account's task items, through the index.
+    fn account_tasks(
+        &self,
+        account_id: Uuid,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(ACCOUNT_TASKS_INDEX)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", ACCOUNT_TASKS_PK)
+            .expression_attribute_values(":pk", s(format!("ACCOUNT#{account_id}")))
+    }
+
     fn lease_key(account_id: Uuid) -> HashMap<String, AttributeValue> {
         HashMap::from([("pk".to_owned(), s(format!("LEASE#ACCOUNT#{account_id}")))])
     }
@@ -202,13 +216,7 @@ impl TaskHistory for DynamoTasks {
 
     async fn recent(&self, account_id: Uuid, limit: i32) -> Result<Vec<TaskRecord>, TaskError> {
         let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(ACCOUNT_TASKS_INDEX)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", ACCOUNT_TASKS_PK)
-            .expression_attribute_values(":pk", s(format!("ACCOUNT#{account_id}")))
+            .account_tasks(account_id)
             .scan_index_forward(false)
             .limit(limit)
             .send()
@@ -327,6 +335,47 @@ impl LeaseStore for DynamoTasks {
 
     async fn release_lease(&self, account_id: Uuid, holder: Uuid) -> Result<(), TaskError> {
         self.delete_if_held(Self::lease_key(account_id), "holder", holder)
+            .await
+    }
+}
+
+// An account's tasks are found through its index, a page at a time, and deleted one by one
+// (a purge is rare; `BatchWriteItem` would be one more action to grant), a few at once.
+impl TaskPurge for DynamoTasks {
+    const ACTIONS: Actions = &[QUERY, DELETE_ITEM];
+
+    async fn forget_account(&self, account_id: Uuid) -> Result<(), TaskError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let mut keys = vec![Self::lease_key(account_id), Self::cooldown_key(account_id)];
+        let mut start = None;
+        loop {
+            let page = self
+                .account_tasks(account_id)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(failed::<_, TaskError>(QUERY))?;
+            keys.extend(
+                (page.items().iter())
+                    .filter_map(|item| item.get("pk").cloned())
+                    .map(|pk| HashMap::from([("pk".to_owned(), pk)])),
+            );
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        futures_util::stream::iter(keys)
+            .map(|key| {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key))
+                    .send()
+            })
+            .buffer_unordered(8)
+            .map_err(|e| failed::<_, TaskError>(DELETE_ITEM)(e))
+            .try_for_each(|_| async { Ok(()) })
             .await
     }
 }

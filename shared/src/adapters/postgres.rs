@@ -6,17 +6,20 @@ use uuid::Uuid;
 
 use crate::db::sync::Then;
 use crate::db::{DbError, POOL_ACTIONS, PgPool};
-use crate::db::{accounts, reads, sync};
+use crate::db::{accounts, audit, reads, sync};
 use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
 };
+use crate::domain::audit::{AuditEvent, AuditEventRead};
 use crate::domain::reads::{
     BalancePoint, BalanceRead, Keyset, NetLiqBar, OrderFilter, OrderRead, Paged, PositionRead,
     SyncedSummary, TransactionFilter, TransactionRead,
 };
 use crate::domain::rows::{Gone, Quarantined, Stored};
-use crate::ports::{AccountRepo, Actions, DueAccounts, StreamerShards, SyncStore, SyncedReads};
+use crate::ports::{
+    AccountRepo, Actions, AuditLog, DueAccounts, StreamerShards, SyncStore, SyncedReads, UserData,
+};
 use crate::secrets::{Purpose, Sealed};
 use crate::tastytrade::dxlink::PositionGreeks;
 use crate::tastytrade::model::{
@@ -24,7 +27,7 @@ use crate::tastytrade::model::{
     Watchlist,
 };
 
-/// [`AccountRepo`] and [`DueAccounts`] over the pool.
+/// [`AccountRepo`], [`AuditLog`], [`UserData`] and [`DueAccounts`] over the pool.
 #[derive(Debug, Clone)]
 pub struct PgAccounts {
     pool: PgPool,
@@ -137,6 +140,35 @@ impl AccountRepo for PgAccounts {
 
     async fn mark_queued(&self, account_ids: &[Uuid]) -> Result<(), DbError> {
         accounts::mark_queued(&self.pool, account_ids).await
+    }
+}
+
+impl AuditLog for PgAccounts {
+    const ACTIONS: Actions = POOL_ACTIONS;
+
+    async fn record(&self, event: &AuditEvent) -> Result<(), DbError> {
+        audit::record(&self.pool, event).await
+    }
+
+    async fn events(
+        &self,
+        user_id: &str,
+        after: Option<Keyset>,
+        limit: i64,
+    ) -> Result<Paged<AuditEventRead>, DbError> {
+        audit::page(&self.pool, user_id, after, limit).await
+    }
+}
+
+impl UserData for PgAccounts {
+    const ACTIONS: Actions = POOL_ACTIONS;
+
+    async fn accounts_of(&self, user_id: &str) -> Result<Vec<Uuid>, DbError> {
+        audit::user_accounts(&self.pool, user_id).await
+    }
+
+    async fn purge(&self, user_id: &str) -> Result<(), DbError> {
+        audit::purge(&self.pool, user_id).await
     }
 }
 

@@ -4,6 +4,7 @@
 //! SQL statements live next to the repository that owns them, one constant each.
 
 pub mod accounts;
+pub mod audit;
 mod batch;
 pub mod migrations;
 pub mod reads;

@@ -214,9 +214,16 @@ const STORE_TRADING_STATUS: &str = "
     WHERE id = $1";
 
 /// A finished sync, good or bad, clears the queued marker: the account is due again.
+/// A grant found dead (`NEEDS_REAUTH`) goes to the user's audit trail in the same statement.
 const MARK_FAILED: &str = "
-    UPDATE tastytrade_accounts SET last_sync_status = $2, last_error = $3, sync_queued_at = NULL
-    WHERE id = $1 AND ($4::uuid IS NULL OR credential_id = $4)";
+    WITH marked AS (
+        UPDATE tastytrade_accounts SET last_sync_status = $2, last_error = $3, sync_queued_at = NULL
+        WHERE id = $1 AND ($4::uuid IS NULL OR credential_id = $4)
+        RETURNING id, user_id
+    )
+    INSERT INTO audit_events (user_id, account_id, action, outcome, actor)
+    SELECT user_id, id, 'needs_reauth', 'succeeded', 'system' FROM marked
+    WHERE $2 = 'NEEDS_REAUTH'";
 
 pub async fn mark_running(
     pool: &Pool,

@@ -1,18 +1,17 @@
 //! `account-data`: what was synced into one of the caller's accounts, read-only: the account
 //! with its sync summary, transactions, orders, positions, balances and balance history.
 
-use std::ops::RangeInclusive;
-
 use lambda_http::{Body, Request, Response};
 
 use crate::api::AccountDetail;
 use crate::domain::reads::{
-    BalanceHistory, BalanceRead, DEFAULT_PAGE, DEFAULT_POINTS, Keyset, MAX_PAGE, MAX_POINTS,
-    OrderFilter, OrderPage, PositionRead, TransactionFilter, TransactionPage, downsample,
+    BalanceHistory, BalanceRead, DEFAULT_POINTS, MAX_POINTS, OrderFilter, OrderPage, PositionRead,
+    TransactionFilter, TransactionPage, downsample,
 };
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
 use crate::ports::{AccountRepo, Actions, SyncedReads};
+use crate::routes::PageQuery;
 
 /// The reads are a function of their own, apart from linking and unlinking: a burst of portfolio
 /// screens scales (and is throttled) without holding up an unlink, and the function needs
@@ -222,58 +221,6 @@ pub async fn balance_history<A: AccountRepo + SyncedReads>(
         currency,
     };
     Ok(http::json(200, &body))
-}
-
-/// A paged route's query: its filters, `limit` and `cursor`.
-struct PageQuery(std::collections::HashMap<String, String>);
-
-impl PageQuery {
-    /// The request's query, refused when it names a parameter not in `allowed`.
-    fn of(request: &Request, allowed: &[&str]) -> Result<Self, ApiError> {
-        http::query(request, allowed).map(Self)
-    }
-
-    fn text(&self, key: &str) -> Option<String> {
-        self.0.get(key).cloned()
-    }
-
-    fn date(&self, key: &str) -> Result<Option<chrono::NaiveDate>, ApiError> {
-        (self.0.get(key))
-            .map(|d| {
-                d.parse()
-                    .map_err(|_| ApiError::bad_request(key, "must be a date, YYYY-MM-DD"))
-            })
-            .transpose()
-    }
-
-    fn limit(&self) -> Result<i64, ApiError> {
-        self.bounded("limit", DEFAULT_PAGE, 1..=MAX_PAGE)
-    }
-
-    /// The whole number `key` names within `range`, or `default` when it is absent.
-    fn bounded<N>(&self, key: &str, default: N, range: RangeInclusive<N>) -> Result<N, ApiError>
-    where
-        N: std::str::FromStr + PartialOrd + std::fmt::Display,
-    {
-        match self.0.get(key) {
-            None => Ok(default),
-            Some(raw) => (raw.parse().ok())
-                .filter(|n| range.contains(n))
-                .ok_or_else(|| {
-                    let (low, high) = (range.start(), range.end());
-                    ApiError::bad_request(key, format!("must be {low} to {high}"))
-                }),
-        }
-    }
-
-    fn cursor(&self) -> Result<Option<Keyset>, ApiError> {
-        (self.0.get("cursor"))
-            .map(|c| {
-                Keyset::decode(c)
-                    .ok_or_else(|| ApiError::bad_request("cursor", "is not a cursor this API gave"))
-            })
-            .transpose()
-    }
 }
 
 /// The account's current positions, with the option each option symbol names.

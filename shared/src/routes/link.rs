@@ -9,12 +9,13 @@ use uuid::Uuid;
 use crate::api::{LinkRequest, LinkStartRequest, LinkStartResponse, TastyTradeAccountRead};
 use crate::config::{ConfigError, Env};
 use crate::domain::accounts::{BrokerAccount, GrantKind, LinkedAccount, NewCredential};
+use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::tasks::{NewTask, TaskKind};
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
 use crate::oauth_state::{StateError, StateSigner};
 use crate::ports::{
-    AccountRepo, Actions, Broker, StateNonces, SyncQueue, TaskCreator, TokenSealer,
+    AccountRepo, Actions, AuditLog, Broker, StateNonces, SyncQueue, TaskCreator, TokenSealer,
 };
 use crate::secrets::{OAuthClient, Purpose, Sealed, SecretContext};
 use crate::tastytrade::model::{AccountAuthority, Record};
@@ -86,13 +87,17 @@ impl OAuthSettings {
     }
 }
 
+/// The database ports the link routes use: the accounts, and the audit trail.
+pub trait LinkStore: AccountRepo + AuditLog {}
+impl<A: AccountRepo + AuditLog> LinkStore for A {}
+
 /// The task ports the link routes use: they queue first syncs and spend state nonces.
 pub trait LinkTasks: TaskCreator + StateNonces {}
 impl<T: TaskCreator + StateNonces> LinkTasks for T {}
 
 /// Everything the link routes use, built once per cold start.
 #[derive(Debug)]
-pub struct LinkDeps<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker> {
+pub struct LinkDeps<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker> {
     pub accounts: A,
     pub broker: B,
     pub cipher: C,
@@ -103,12 +108,13 @@ pub struct LinkDeps<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, 
     pub settings: OAuthSettings,
 }
 
-impl<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker> Permissions
+impl<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker> Permissions
     for LinkDeps<A, C, T, Q, B>
 {
     fn held() -> Vec<Actions> {
         vec![
-            A::ACTIONS,
+            <A as AccountRepo>::ACTIONS,
+            <A as AuditLog>::ACTIONS,
             // The OAuth client and the state-signing key.
             crate::secrets::SECRET_ACTIONS,
             C::ACTIONS,
@@ -131,7 +137,7 @@ impl<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker> Perm
         (status = 413, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn start<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
+pub async fn start<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -176,7 +182,7 @@ pub async fn start<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B
         (status = 503, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn link<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
+pub async fn link<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -187,7 +193,16 @@ pub async fn link<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B:
 
     // Listing the accounts proves the grant works (it mints an access token first).
     let session = deps.broker.session(grant, cached);
-    let listed = session.accounts().await.map_err(broker_error)?;
+    let listed = match session.accounts().await.map_err(broker_error) {
+        Ok(listed) => listed,
+        Err(e) => {
+            if matches!(e, ApiError::GrantRejected) {
+                let refused = (None, AuditAction::Link, AuditOutcome::Refused);
+                super::audit(&deps.accounts, request, &user, refused).await;
+            }
+            return Err(e);
+        }
+    };
     if listed.is_empty() {
         return Err(ApiError::BadRequest {
             field: None,
@@ -204,6 +219,15 @@ pub async fn link<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B:
     };
     let broker_accounts: Vec<BrokerAccount> = listed.into_iter().map(broker_account).collect();
     let linked = deps.accounts.link(&credential, &broker_accounts).await?;
+    for account in &linked {
+        let action = if account.is_new {
+            AuditAction::Link
+        } else {
+            AuditAction::Relink
+        };
+        let linked = (Some(account.id), action, AuditOutcome::Succeeded);
+        super::audit(&deps.accounts, request, &user, linked).await;
+    }
     queue_first_syncs(deps, &user, &linked).await;
     tracing::info!(user_id = %user, accounts = linked.len(), new = linked.iter().filter(|a| a.is_new).count(), "grant linked");
 
@@ -257,13 +281,7 @@ fn broker_account(record: Record<AccountAuthority>) -> BrokerAccount {
 }
 
 /// Queues each linked account's full sync and marks the ones queued.
-async fn queue_first_syncs<
-    A: AccountRepo,
-    C: TokenSealer,
-    T: LinkTasks,
-    Q: SyncQueue,
-    B: Broker,
->(
+async fn queue_first_syncs<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     user: &str,
     linked: &[LinkedAccount],
@@ -286,7 +304,7 @@ async fn queue_first_syncs<
     }
 }
 
-async fn enqueue<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
+async fn enqueue<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     task: &NewTask,
 ) -> Result<(), crate::ports::TaskError> {
@@ -296,7 +314,7 @@ async fn enqueue<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: 
 
 /// Checks the request's shape for its flow and turns it into a grant. The authorization code
 /// is exchanged here, which also yields the first access token.
-async fn grant_from<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
+async fn grant_from<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     user: &str,
     mut body: LinkRequest,
@@ -318,7 +336,7 @@ async fn grant_from<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, 
 
 /// The authorization-code flow: the `state` checked against the caller and the request, then
 /// the code exchanged with the deployment's client.
-async fn code_grant<A: AccountRepo, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
+async fn code_grant<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker>(
     deps: &LinkDeps<A, C, T, Q, B>,
     user: &str,
     environment: Environment,

@@ -11,13 +11,14 @@ use uuid::Uuid;
 use crate::api::SyncTaskStatus;
 use crate::config::{ConfigError, Env};
 use crate::domain::accounts::AccountStatus;
+use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::tasks::{
     Counts, ManualClaim, NewTask, TaskKind, TaskRecord, TaskStatus, TaskUpdate,
 };
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
 use crate::ports::{
-    AccountRepo, Actions, CooldownStore, SyncQueue, TaskHistory, TaskReader, TaskUpdater,
+    AccountRepo, Actions, AuditLog, CooldownStore, SyncQueue, TaskHistory, TaskReader, TaskUpdater,
 };
 
 /// How many of an account's tasks the list shows, newest first.
@@ -46,7 +47,7 @@ impl TaskSettings {
 
 /// What the trigger route uses, built once per cold start.
 #[derive(Debug)]
-pub struct TriggerDeps<A: AccountRepo, T: TriggerTasks, Q: SyncQueue> {
+pub struct TriggerDeps<A: AccountRepo + AuditLog, T: TriggerTasks, Q: SyncQueue> {
     pub accounts: A,
     pub tasks: T,
     pub queue: Q,
@@ -58,10 +59,13 @@ pub struct TriggerDeps<A: AccountRepo, T: TriggerTasks, Q: SyncQueue> {
 pub trait TriggerTasks: TaskHistory + TaskReader + CooldownStore + TaskUpdater {}
 impl<T: TaskHistory + TaskReader + CooldownStore + TaskUpdater> TriggerTasks for T {}
 
-impl<A: AccountRepo, T: TriggerTasks, Q: SyncQueue> Permissions for TriggerDeps<A, T, Q> {
+impl<A: AccountRepo + AuditLog, T: TriggerTasks, Q: SyncQueue> Permissions
+    for TriggerDeps<A, T, Q>
+{
     fn held() -> Vec<Actions> {
         vec![
-            A::ACTIONS,
+            <A as AccountRepo>::ACTIONS,
+            <A as AuditLog>::ACTIONS,
             <T as TaskHistory>::ACTIONS,
             <T as TaskReader>::ACTIONS,
             <T as CooldownStore>::ACTIONS,
@@ -103,7 +107,7 @@ impl<A: AccountRepo, T: TaskReader + TaskHistory> Permissions for StatusDeps<A, 
         (status = 503, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn trigger<A: AccountRepo, T: TriggerTasks, Q: SyncQueue>(
+pub async fn trigger<A: AccountRepo + AuditLog, T: TriggerTasks, Q: SyncQueue>(
     deps: &TriggerDeps<A, T, Q>,
     request: &Request,
     account_db_id: &str,
@@ -139,6 +143,8 @@ pub async fn trigger<A: AccountRepo, T: TriggerTasks, Q: SyncQueue>(
             if let Err(e) = deps.accounts.mark_queued(&[id]).await {
                 tracing::warn!(account_id = %id, error = %e, "queued marker not set");
             }
+            let triggered = (Some(id), AuditAction::Trigger, AuditOutcome::Succeeded);
+            super::audit(&deps.accounts, request, &user, triggered).await;
             tracing::info!(user_id = %user, account_id = %id, task_id = %task.task_id, "manual sync queued");
             Ok(accepted(task.pending_record()))
         }
@@ -151,6 +157,8 @@ pub async fn trigger<A: AccountRepo, T: TriggerTasks, Q: SyncQueue>(
             {
                 return Ok(accepted(task));
             }
+            let refused = (Some(id), AuditAction::Trigger, AuditOutcome::Refused);
+            super::audit(&deps.accounts, request, &user, refused).await;
             let wait = (until - Utc::now()).num_milliseconds().max(0);
             Err(ApiError::TooManyRequests {
                 retry_after: u64::try_from((wait + 999) / 1000).unwrap_or(1).max(1),
@@ -161,7 +169,7 @@ pub async fn trigger<A: AccountRepo, T: TriggerTasks, Q: SyncQueue>(
 
 /// The task could not be queued: it is marked failed and the cooldown lifted, so the caller
 /// may try again at once.
-async fn abandon<A: AccountRepo, T: TriggerTasks, Q: SyncQueue>(
+async fn abandon<A: AccountRepo + AuditLog, T: TriggerTasks, Q: SyncQueue>(
     deps: &TriggerDeps<A, T, Q>,
     task: &NewTask,
 ) {
@@ -364,6 +372,25 @@ mod tests {
         let (status, _, _) = trigger_as(&deps, Some("user-a"), account).await;
         assert_eq!(status, 202, "the cooldown over, a trigger queues again");
         assert_eq!(deps.queue.sent().len(), 2);
+        let trail: Vec<_> = (deps.accounts.audit_events().into_iter())
+            .map(|e| (e.user_id, e.account_id, e.action, e.outcome))
+            .collect();
+        let event = |outcome| {
+            (
+                "user-a".to_owned(),
+                Some(account),
+                AuditAction::Trigger,
+                outcome,
+            )
+        };
+        assert_eq!(
+            trail,
+            [
+                event(AuditOutcome::Succeeded),
+                event(AuditOutcome::Refused),
+                event(AuditOutcome::Succeeded)
+            ]
+        );
     }
 
     #[tokio::test]
