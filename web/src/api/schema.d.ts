@@ -4,6 +4,45 @@
  */
 
 export interface paths {
+    "/audit-events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's audit trail, newest first, a page at a time. */
+        get: operations["audit_events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/me/data": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Deletes everything tastysync holds of the caller: every account (unlinked ones too) with
+         *     what was synced into it and its set-aside rows, every grant with its sealed secrets, the
+         *     accounts' tasks, leases and cooldowns, and the caller's audit trail. What remains is one
+         *     audit row saying that a purge happened, under a one-way hash of the caller's id.
+         */
+        delete: operations["purge"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/sync/status/{task_id}": {
         parameters: {
             query?: never;
@@ -105,7 +144,8 @@ export interface paths {
         post?: never;
         /**
          * Unlinks one of the caller's accounts: its tokens are deleted (and the grant, when no other
-         *     account uses it); its synced data is kept or purged as the deployment says.
+         *     account uses it); its synced data is kept or purged as the deployment says, or purged with
+         *     its task history when the request says `purge=true`.
          */
         delete: operations["unlink"];
         options?: never;
@@ -242,6 +282,29 @@ export interface components {
          * @enum {string}
          */
         AccountStatus: "PENDING" | "RUNNING" | "SUCCESS" | "FAILED" | "NEEDS_REAUTH";
+        /** @enum {string} */
+        AuditAction: "link" | "relink" | "unlink" | "trigger" | "needs_reauth" | "purge";
+        /** @description A page of the user's events, newest first. */
+        AuditEventPage: {
+            items: components["schemas"]["AuditEventRead"][];
+            /** @description Pass as `cursor` for the next page; absent on the last. */
+            next_cursor?: string | null;
+        };
+        /** @description One recorded event, as the user reads it. */
+        AuditEventRead: {
+            /** Format: uuid */
+            account_id?: string | null;
+            action: components["schemas"]["AuditAction"];
+            /** @description `user` through the API, `system` when a sync found it. */
+            actor: string;
+            /** Format: date-time */
+            occurred_at: string;
+            outcome: components["schemas"]["AuditOutcome"];
+            source_ip?: string | null;
+            user_agent?: string | null;
+        };
+        /** @enum {string} */
+        AuditOutcome: "succeeded" | "refused";
         /** @description API Gateway's own error body. */
         AuthorizerMessage: {
             message: string;
@@ -621,6 +684,79 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    audit_events: {
+        parameters: {
+            query?: {
+                /** @description Events per page, 1 to 500 (default 100) */
+                limit?: number;
+                /** @description The previous page's next_cursor */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditEventPage"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthorized"];
+                };
+            };
+        };
+    };
+    purge: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthorized"];
+                };
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     status: {
         parameters: {
             query?: never;
@@ -900,7 +1036,10 @@ export interface operations {
     };
     unlink: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Delete the synced data and task history too */
+                purge?: boolean;
+            };
             header?: never;
             path: {
                 account_db_id: string;
@@ -914,6 +1053,14 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
             401: {
                 headers: {
