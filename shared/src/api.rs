@@ -343,6 +343,41 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every route counts the caller's requests ([`crate::routes::admitted`]): each operation
+/// documents the 429 that answers a caller over the limit, unless it documents its own.
+struct PerUserLimits;
+
+impl Modify for PerUserLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
+        let over = ResponseBuilder::new()
+            .description("the caller is over a per-user limit; see Retry-After")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                    .description(Some("seconds until the limit's window ends"))
+                    .build(),
+            )
+            .build();
+        for path in openapi.paths.paths.values_mut() {
+            let operations = [&mut path.get, &mut path.post, &mut path.delete];
+            for operation in operations.into_iter().flatten() {
+                (operation.responses.responses)
+                    .entry("429".into())
+                    .or_insert_with(|| RefOr::T(over.clone()));
+            }
+        }
+    }
+}
+
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "tastysync API", description = "Link tastytrade accounts and keep them in sync."),
@@ -365,7 +400,7 @@ impl Modify for BearerAuth {
         crate::routes::sync_tasks::account_tasks,
     ),
     components(schemas(TastyTradeAccountRead, LinkStartRequest, LinkStartResponse, LinkRequest, SyncTaskStatus, TaskKind, TaskStatus, Counts, ErrorBody, ErrorDetail, Unauthorized, AuthorizerMessage, Environment, AccountStatus, crate::domain::reads::TransactionPage, crate::domain::reads::TransactionRead, crate::domain::reads::PositionRead, crate::domain::reads::OptionLeg, crate::domain::reads::BalanceRead, crate::domain::reads::SyncedSummary, crate::domain::reads::TradingStatusRead, AccountDetail, crate::domain::reads::OrderPage, crate::domain::reads::OrderRead, crate::domain::reads::LegRead, crate::domain::reads::FillRead, crate::domain::reads::BalanceHistory, crate::domain::reads::BalancePoint, crate::domain::reads::NetLiqBar, crate::domain::reads::GreeksRead, crate::domain::audit::AuditEventPage, crate::domain::audit::AuditEventRead, crate::domain::audit::AuditAction, crate::domain::audit::AuditOutcome)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &PerUserLimits),
     security(("jwt" = [])),
 )]
 pub struct ApiDoc;

@@ -19,12 +19,13 @@ use crate::domain::accounts::{
 };
 use crate::domain::audit::{AuditEvent, AuditEventRead};
 use crate::domain::reads::{Keyset, Paged};
+use crate::domain::requests::{Admission, Claim, Limit};
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskStatus, TaskUpdate};
 use crate::ports::{
-    AccountRepo, Actions, AuditLog, Broker, CooldownStore, DueAccounts, LeaseStore, Redelivery,
-    SecretSource, SyncQueue, SyncStore, TaskCreator, TaskError, TaskHistory, TaskReader,
-    TaskUpdater, TokenOpener, TokenSealer,
+    AccountRepo, Actions, AuditLog, Broker, CooldownStore, DueAccounts, IdempotencyKeys,
+    LeaseStore, Redelivery, RequestLimiter, SecretSource, SyncQueue, SyncStore, TaskCreator,
+    TaskError, TaskHistory, TaskReader, TaskUpdater, TokenOpener, TokenSealer,
 };
 use crate::secrets::{CipherError, Purpose, Sealed, SecretContext};
 use crate::tastytrade::dxlink::{FeedRead, Greeks, PositionGreeks, QuoteFeed};
@@ -47,6 +48,8 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[derive(Debug, Default)]
 struct TaskState {
+    /// Requests counted per class, user and window start.
+    hits: HashMap<(&'static str, String, i64), u32>,
     tasks: HashMap<Uuid, TaskRecord>,
     leases: HashMap<Uuid, (Uuid, DateTime<Utc>)>,
     cooldowns: HashMap<Uuid, (Uuid, DateTime<Utc>)>,
@@ -172,6 +175,25 @@ impl LeaseStore for InMemoryTasks {
             state.leases.remove(&account_id);
         }
         Ok(())
+    }
+}
+
+impl RequestLimiter for InMemoryTasks {
+    const ACTIONS: Actions = NONE;
+
+    async fn admit(&self, user_id: &str, limit: &Limit) -> Result<Admission, TaskError> {
+        let now = Utc::now().timestamp();
+        let (start, end) = limit.window_at(now);
+        let mut state = locked(&self.state);
+        let hits = (state.hits)
+            .entry((limit.class, user_id.to_owned(), start))
+            .or_default();
+        if *hits >= limit.max {
+            let retry_after = u64::try_from(end - now).unwrap_or(1).max(1);
+            return Ok(Admission::Refused { retry_after });
+        }
+        *hits += 1;
+        Ok(Admission::Admitted)
     }
 }
 
@@ -307,6 +329,10 @@ impl Redelivery for InMemoryQueue {
     }
 }
 
+/// An idempotency key of [`InMemoryAccounts`] (by user and key): the request's fingerprint and
+/// the answer kept, once there is one.
+type HeldKey = (String, Option<(u16, String)>);
+
 /// One account of [`InMemoryAccounts`].
 #[derive(Debug, Clone)]
 struct StoredAccount {
@@ -320,6 +346,7 @@ struct StoredAccount {
 #[derive(Debug, Default)]
 pub struct InMemoryAccounts {
     accounts: Mutex<BTreeMap<Uuid, StoredAccount>>,
+    keys: Mutex<HashMap<(String, String), HeldKey>>,
     audit: Mutex<Vec<(AuditEvent, DateTime<Utc>)>>,
 }
 
@@ -368,6 +395,46 @@ impl InMemoryAccounts {
     /// The audit events recorded so far, oldest first.
     pub fn audit_events(&self) -> Vec<AuditEvent> {
         locked(&self.audit).iter().map(|(e, _)| e.clone()).collect()
+    }
+}
+
+impl IdempotencyKeys for InMemoryAccounts {
+    const ACTIONS: Actions = NONE;
+
+    async fn claim(&self, user_id: &str, key: &str, fingerprint: &str) -> Result<Claim, DbError> {
+        let mut keys = locked(&self.keys);
+        let id = (user_id.to_owned(), key.to_owned());
+        Ok(match keys.get(&id) {
+            None => {
+                keys.insert(id, (fingerprint.to_owned(), None));
+                Claim::New
+            }
+            Some((held, _)) if held != fingerprint => Claim::Mismatch,
+            Some((_, Some((status, body)))) => Claim::Replay {
+                status: *status,
+                body: body.clone(),
+            },
+            Some((_, None)) => Claim::InProgress,
+        })
+    }
+
+    async fn complete(
+        &self,
+        user_id: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), DbError> {
+        if let Some((_, answer)) = locked(&self.keys).get_mut(&(user_id.to_owned(), key.to_owned()))
+        {
+            *answer = Some((status, body.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn release(&self, user_id: &str, key: &str) -> Result<(), DbError> {
+        locked(&self.keys).remove(&(user_id.to_owned(), key.to_owned()));
+        Ok(())
     }
 }
 

@@ -234,6 +234,64 @@ pub fn json<T: Serialize>(status: u16, value: &T) -> Response<Body> {
     response
 }
 
+/// The request's `Idempotency-Key`, if it sent one: 1 to 255 visible ASCII characters.
+pub fn idempotency_key(request: &Request) -> Result<Option<String>, ApiError> {
+    let Some(value) = request.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    (value.to_str().ok())
+        .filter(|key| (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()))
+        .map(|key| Some(key.to_owned()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+        })
+}
+
+/// A hash of what the request asks: its method, path and body.
+pub fn fingerprint(request: &Request) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(request.method().as_str());
+    hash.update(b" ");
+    hash.update(request.uri().path());
+    hash.update(b"\n");
+    hash.update(request.body().as_ref());
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An answer kept under an idempotency key, given again.
+pub fn replayed(status: u16, body: String) -> Response<Body> {
+    let mut response = if body.is_empty() {
+        no_content()
+    } else {
+        let mut response = Response::new(Body::Text(body));
+        response.headers_mut().insert(
+            "content-type",
+            lambda_http::http::HeaderValue::from_static("application/json"),
+        );
+        response
+    };
+    *response.status_mut() = lambda_http::http::StatusCode::from_u16(status)
+        .unwrap_or(lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        "idempotency-replayed",
+        lambda_http::http::HeaderValue::from_static("true"),
+    );
+    response
+}
+
+/// The response's body as text (the API answers JSON or nothing).
+pub fn body_text(response: &Response<Body>) -> String {
+    match response.body() {
+        Body::Text(text) => text.clone(),
+        Body::Binary(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        _ => String::new(),
+    }
+}
+
 pub fn no_content() -> Response<Body> {
     let mut response = Response::new(Body::Empty);
     *response.status_mut() = lambda_http::http::StatusCode::NO_CONTENT;

@@ -27,6 +27,7 @@ use crate::domain::reads::{
     BalancePoint, BalanceRead, Keyset, NetLiqBar, OrderFilter, OrderRead, Paged, PositionRead,
     SyncedSummary, TransactionFilter, TransactionRead,
 };
+use crate::domain::requests::{Admission, Claim, Limit};
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskMessage, TaskRecord, TaskUpdate};
 use crate::secrets::{CipherError, Purpose, Sealed, SecretContext};
@@ -166,6 +167,17 @@ pub trait StateNonces: Send + Sync {
     ) -> impl Future<Output = Result<bool, TaskError>> + Send;
 }
 
+/// Counts a user's requests against a [`Limit`].
+pub trait RequestLimiter: Send + Sync {
+    const ACTIONS: Actions;
+
+    fn admit(
+        &self,
+        user_id: &str,
+        limit: &Limit,
+    ) -> impl Future<Output = Result<Admission, TaskError>> + Send;
+}
+
 /// Forgets an account's task items: its tasks, lease and cooldown (a purge).
 pub trait TaskPurge: Send + Sync {
     const ACTIONS: Actions;
@@ -294,6 +306,32 @@ pub trait UserData: Send + Sync {
     /// secrets, and audit events, leaving only a record that a purge happened; one
     /// transaction.
     fn purge(&self, user_id: &str) -> impl Future<Output = Result<(), DbError>> + Send;
+}
+
+/// Answers remembered under a user's `Idempotency-Key`.
+pub trait IdempotencyKeys: Send + Sync {
+    const ACTIONS: Actions;
+
+    /// Claims `key` for a request whose method, path and body hash to `fingerprint`.
+    fn claim(
+        &self,
+        user_id: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> impl Future<Output = Result<Claim, DbError>> + Send;
+
+    /// Keeps the claimed request's answer.
+    fn complete(
+        &self,
+        user_id: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Gives the key up (the request failed in a way worth retrying).
+    fn release(&self, user_id: &str, key: &str)
+    -> impl Future<Output = Result<(), DbError>> + Send;
 }
 
 /// The scheduler's view: which accounts a tick is due to sync, across all users.

@@ -16,6 +16,7 @@ use crate::adapters::sqs::{self, SqsQueue};
 use crate::aws::SdkConfig;
 use crate::config::{ConfigError, Env};
 use crate::db;
+use crate::domain::requests::UserLimits;
 use crate::iam::Permissions;
 use crate::oauth_state::StateSigner;
 use crate::realtime::{StreamerDeps, StreamerSettings};
@@ -31,7 +32,7 @@ use crate::tastytrade::{BrokerConfig, TastytradeClient};
 /// `accounts`' dependencies in production.
 pub type Accounts = AccountsDeps<PgAccounts, DynamoTasks>;
 
-pub type AccountData = AccountDataDeps<PgAccounts>;
+pub type AccountData = AccountDataDeps<PgAccounts, DynamoTasks>;
 /// `link-account`'s dependencies in production.
 pub type LinkAccount = LinkDeps<PgAccounts, KmsEnvelope, DynamoTasks, SqsQueue, TastytradeClient>;
 /// `sync-trigger`'s dependencies in production.
@@ -214,6 +215,7 @@ impl Accounts {
             accounts: accounts_for(Function::Accounts, env, sdk).await?,
             tasks: tasks_from_env(env, sdk)?,
             unlink_data: unlink_policy(env)?,
+            limit: UserLimits::from_env(env)?.reads,
         })
     }
 }
@@ -223,6 +225,8 @@ impl AccountData {
     pub async fn from_env(env: &Env, sdk: &SdkConfig) -> Result<Self, StartupError> {
         Ok(Self {
             accounts: accounts_for(Function::AccountData, env, sdk).await?,
+            limits: tasks_from_env(env, sdk)?,
+            limit: UserLimits::from_env(env)?.reads,
         })
     }
 }
@@ -241,6 +245,7 @@ impl LinkAccount {
             oauth_client: secrets.oauth_client,
             state: StateSigner::new(secrets.state_signing_key),
             settings: OAuthSettings::from_env(env)?,
+            limit: UserLimits::from_env(env)?.link,
         })
     }
 }
@@ -253,6 +258,7 @@ impl SyncTrigger {
             tasks: tasks_from_env(env, sdk)?,
             queue: queue_from_env(env, sdk)?,
             settings: TaskSettings::from_env(env)?,
+            limit: UserLimits::from_env(env)?.trigger,
         })
     }
 }
@@ -263,6 +269,7 @@ impl SyncStatus {
         Ok(Self {
             accounts: accounts_for(Function::SyncStatus, env, sdk).await?,
             tasks: tasks_from_env(env, sdk)?,
+            limit: UserLimits::from_env(env)?.reads,
         })
     }
 }

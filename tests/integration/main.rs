@@ -21,6 +21,7 @@ mod poison;
 mod quarantine;
 mod reads;
 mod realtime;
+mod requests;
 mod schema;
 mod sdk_oracle;
 mod secrets_scan;

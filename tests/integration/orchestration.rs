@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tastysync_shared::adapters::postgres::PgAccounts;
+use tastysync_shared::domain::requests::UserLimits;
 use tastysync_shared::routes::sync_tasks::{StatusDeps, TaskSettings, TriggerDeps};
 use tastysync_shared::schedule::{ScheduleSettings, SchedulerDeps, TickReport};
 use tastysync_shared::wiring::{Function, SyncScheduler, SyncStatus, SyncTrigger};
@@ -35,6 +36,7 @@ fn trigger_deps(w: &World) -> SyncTrigger {
             cooldown: chrono::TimeDelta::seconds(60),
             stale_after: chrono::TimeDelta::minutes(30),
         },
+        limit: UserLimits::default().trigger,
     }
 }
 
@@ -42,6 +44,7 @@ async fn status_deps(w: &World) -> SyncStatus {
     StatusDeps {
         accounts: PgAccounts::new(w.db.pool_of(Function::SyncStatus).await),
         tasks: w.aws.tasks_of(Function::SyncStatus),
+        limit: UserLimits::default().reads,
     }
 }
 

@@ -15,10 +15,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use super::failed;
+use crate::domain::requests::{Admission, Limit};
 use crate::domain::tasks::{ManualClaim, NewTask, TaskKind, TaskRecord, TaskStatus, TaskUpdate};
 use crate::ports::{
-    Actions, CooldownStore, LeaseStore, ShardHolder, ShardLeases, StateNonces, TaskCreator,
-    TaskError, TaskHistory, TaskPurge, TaskReader, TaskUpdater,
+    Actions, CooldownStore, LeaseStore, RequestLimiter, ShardHolder, ShardLeases, StateNonces,
+    TaskCreator, TaskError, TaskHistory, TaskPurge, TaskReader, TaskUpdater,
 };
 
 /// Task items outlive their task by this long, for the status API and for ops.
@@ -377,6 +378,41 @@ impl TaskPurge for DynamoTasks {
             .map_err(|e| failed::<_, TaskError>(DELETE_ITEM)(e))
             .try_for_each(|_| async { Ok(()) })
             .await
+    }
+}
+
+// A fixed window per user and class: one item, counted up by a conditional update, that
+// expires with its window. The user shows in the key only as a hash, so the counters hold no
+// user id (a purge has nothing to find here).
+impl RequestLimiter for DynamoTasks {
+    const ACTIONS: Actions = &[UPDATE_ITEM];
+
+    async fn admit(&self, user_id: &str, limit: &Limit) -> Result<Admission, TaskError> {
+        use base64::Engine;
+        use sha2::Digest;
+        let now = Utc::now().timestamp();
+        let (start, end) = limit.window_at(now);
+        let digest = sha2::Sha256::digest(user_id.as_bytes());
+        let who = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("LIMIT#{}#{who}#{start}", limit.class)))
+            .update_expression("SET expires_at = :expires ADD hits :one")
+            .condition_expression("attribute_not_exists(hits) OR hits < :max")
+            .expression_attribute_values(":expires", n(end + 60))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(limit.max))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Admission::Admitted),
+            Err(e) if is_condition_failure(&e) => Ok(Admission::Refused {
+                retry_after: u64::try_from(end - now).unwrap_or(1).max(1),
+            }),
+            Err(e) => Err(failed::<_, TaskError>(UPDATE_ITEM)(e)),
+        }
     }
 }
 

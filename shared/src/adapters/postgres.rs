@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::db::sync::Then;
 use crate::db::{DbError, POOL_ACTIONS, PgPool};
-use crate::db::{accounts, audit, reads, sync};
+use crate::db::{accounts, audit, idempotency, reads, sync};
 use crate::domain::accounts::{
     AccountRow, AccountStatus, BalanceTarget, BrokerAccount, DueAccount, DueQuery, LinkedAccount,
     NewCredential, SyncAccount, SyncedData,
@@ -16,9 +16,11 @@ use crate::domain::reads::{
     BalancePoint, BalanceRead, Keyset, NetLiqBar, OrderFilter, OrderRead, Paged, PositionRead,
     SyncedSummary, TransactionFilter, TransactionRead,
 };
+use crate::domain::requests::Claim;
 use crate::domain::rows::{Gone, Quarantined, Stored};
 use crate::ports::{
-    AccountRepo, Actions, AuditLog, DueAccounts, StreamerShards, SyncStore, SyncedReads, UserData,
+    AccountRepo, Actions, AuditLog, DueAccounts, IdempotencyKeys, StreamerShards, SyncStore,
+    SyncedReads, UserData,
 };
 use crate::secrets::{Purpose, Sealed};
 use crate::tastytrade::dxlink::PositionGreeks;
@@ -169,6 +171,28 @@ impl UserData for PgAccounts {
 
     async fn purge(&self, user_id: &str) -> Result<(), DbError> {
         audit::purge(&self.pool, user_id).await
+    }
+}
+
+impl IdempotencyKeys for PgAccounts {
+    const ACTIONS: Actions = POOL_ACTIONS;
+
+    async fn claim(&self, user_id: &str, key: &str, fingerprint: &str) -> Result<Claim, DbError> {
+        idempotency::claim(&self.pool, user_id, key, fingerprint).await
+    }
+
+    async fn complete(
+        &self,
+        user_id: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), DbError> {
+        idempotency::complete(&self.pool, user_id, key, status, body).await
+    }
+
+    async fn release(&self, user_id: &str, key: &str) -> Result<(), DbError> {
+        idempotency::release(&self.pool, user_id, key).await
     }
 }
 

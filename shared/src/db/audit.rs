@@ -28,6 +28,7 @@ const USER_ACCOUNTS: &str = "SELECT id FROM tastytrade_accounts WHERE user_id = 
 const PURGE_ACCOUNTS: &str = "DELETE FROM tastytrade_accounts WHERE user_id = $1";
 const PURGE_CREDENTIALS: &str = "DELETE FROM tastytrade_credentials WHERE user_id = $1";
 const PURGE_EVENTS: &str = "DELETE FROM audit_events WHERE user_id = $1";
+const PURGE_KEYS: &str = "DELETE FROM idempotency_keys WHERE user_id = $1";
 /// What is left of the user: that a purge happened, and when, under a hash of the id.
 const RECORD_PURGE: &str = "
     INSERT INTO audit_events (user_id, action, outcome, actor)
@@ -107,6 +108,7 @@ pub async fn purge(pool: &Pool, user_id: &str) -> Result<(), DbError> {
         PURGE_ACCOUNTS,
         PURGE_CREDENTIALS,
         PURGE_EVENTS,
+        PURGE_KEYS,
         RECORD_PURGE,
     ] {
         tx.execute(statement, &[&user_id]).await?;

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod audit;
 mod batch;
+pub mod idempotency;
 pub mod migrations;
 pub mod reads;
 pub mod sync;

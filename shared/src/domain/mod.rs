@@ -4,5 +4,6 @@ pub mod accounts;
 pub mod audit;
 pub mod events;
 pub mod reads;
+pub mod requests;
 pub mod rows;
 pub mod tasks;

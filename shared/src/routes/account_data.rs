@@ -8,22 +8,26 @@ use crate::domain::reads::{
     BalanceHistory, BalanceRead, DEFAULT_POINTS, MAX_POINTS, OrderFilter, OrderPage, PositionRead,
     TransactionFilter, TransactionPage, downsample,
 };
+use crate::domain::requests::Limit;
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
-use crate::ports::{AccountRepo, Actions, SyncedReads};
+use crate::ports::{AccountRepo, Actions, RequestLimiter, SyncedReads};
 use crate::routes::PageQuery;
 
 /// The reads are a function of their own, apart from linking and unlinking: a burst of portfolio
 /// screens scales (and is throttled) without holding up an unlink, and the function needs
 /// nothing but the database.
 #[derive(Debug)]
-pub struct AccountDataDeps<A: AccountRepo + SyncedReads> {
+pub struct AccountDataDeps<A: AccountRepo + SyncedReads, L: RequestLimiter> {
     pub accounts: A,
+    /// Counts the caller's reads against `limit` (`UserLimits::reads`).
+    pub limits: L,
+    pub limit: Limit,
 }
 
-impl<A: AccountRepo + SyncedReads> Permissions for AccountDataDeps<A> {
+impl<A: AccountRepo + SyncedReads, L: RequestLimiter> Permissions for AccountDataDeps<A, L> {
     fn held() -> Vec<Actions> {
-        vec![A::ACTIONS]
+        vec![A::ACTIONS, L::ACTIONS]
     }
 }
 
@@ -40,8 +44,8 @@ impl<A: AccountRepo + SyncedReads> Permissions for AccountDataDeps<A> {
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn account<A: AccountRepo + SyncedReads>(
-    deps: &AccountDataDeps<A>,
+pub async fn account<A: AccountRepo + SyncedReads, L: RequestLimiter>(
+    deps: &AccountDataDeps<A, L>,
     request: &Request,
     account_db_id: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -95,8 +99,8 @@ const TRANSACTION_PARAMETERS: &[&str] = &[
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn transactions<A: AccountRepo + SyncedReads>(
-    deps: &AccountDataDeps<A>,
+pub async fn transactions<A: AccountRepo + SyncedReads, L: RequestLimiter>(
+    deps: &AccountDataDeps<A, L>,
     request: &Request,
     account_db_id: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -152,8 +156,8 @@ const ORDER_PARAMETERS: &[&str] = &[
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn orders<A: AccountRepo + SyncedReads>(
-    deps: &AccountDataDeps<A>,
+pub async fn orders<A: AccountRepo + SyncedReads, L: RequestLimiter>(
+    deps: &AccountDataDeps<A, L>,
     request: &Request,
     account_db_id: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -195,8 +199,8 @@ pub async fn orders<A: AccountRepo + SyncedReads>(
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn balance_history<A: AccountRepo + SyncedReads>(
-    deps: &AccountDataDeps<A>,
+pub async fn balance_history<A: AccountRepo + SyncedReads, L: RequestLimiter>(
+    deps: &AccountDataDeps<A, L>,
     request: &Request,
     account_db_id: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -235,8 +239,8 @@ pub async fn balance_history<A: AccountRepo + SyncedReads>(
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn positions<A: AccountRepo + SyncedReads>(
-    deps: &AccountDataDeps<A>,
+pub async fn positions<A: AccountRepo + SyncedReads, L: RequestLimiter>(
+    deps: &AccountDataDeps<A, L>,
     request: &Request,
     account_db_id: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -259,8 +263,8 @@ pub async fn positions<A: AccountRepo + SyncedReads>(
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn balances<A: AccountRepo + SyncedReads>(
-    deps: &AccountDataDeps<A>,
+pub async fn balances<A: AccountRepo + SyncedReads, L: RequestLimiter>(
+    deps: &AccountDataDeps<A, L>,
     request: &Request,
     account_db_id: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -272,8 +276,8 @@ pub async fn balances<A: AccountRepo + SyncedReads>(
 
 /// The caller and the account the path names, when it is one of the caller's; 404 otherwise,
 /// as for a missing one.
-async fn owned_account<A: AccountRepo + SyncedReads>(
-    deps: &AccountDataDeps<A>,
+async fn owned_account<A: AccountRepo + SyncedReads, L: RequestLimiter>(
+    deps: &AccountDataDeps<A, L>,
     request: &Request,
     account_db_id: &str,
 ) -> Result<(String, uuid::Uuid), ApiError> {

@@ -8,9 +8,10 @@ use crate::api::TastyTradeAccountRead;
 use crate::config::{ConfigError, Env};
 use crate::domain::accounts::SyncedData;
 use crate::domain::audit::{AuditAction, AuditEventPage, AuditOutcome};
+use crate::domain::requests::Limit;
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
-use crate::ports::{AccountRepo, Actions, AuditLog, TaskPurge, UserData};
+use crate::ports::{AccountRepo, Actions, AuditLog, RequestLimiter, TaskPurge, UserData};
 use crate::routes::PageQuery;
 
 /// The database ports the accounts routes use.
@@ -18,22 +19,29 @@ pub trait AccountsStore: AccountRepo + AuditLog + UserData {}
 impl<A: AccountRepo + AuditLog + UserData> AccountsStore for A {}
 
 #[derive(Debug)]
-pub struct AccountsDeps<A: AccountsStore, T: TaskPurge> {
+pub struct AccountsDeps<A: AccountsStore, T: AccountsTasks> {
     pub accounts: A,
     /// A purge forgets the accounts' task items too.
     pub tasks: T,
     /// What unlinking does with synced rows (`UNLINK_SYNCED_DATA=keep|purge`, default keep);
     /// `?purge=true` purges one unlink whatever this says.
     pub unlink_data: SyncedData,
+    /// How many requests a user may make (`UserLimits::reads`).
+    pub limit: Limit,
 }
 
-impl<A: AccountsStore, T: TaskPurge> Permissions for AccountsDeps<A, T> {
+/// The task ports the accounts routes use: a purge forgets task items; every request counts.
+pub trait AccountsTasks: TaskPurge + RequestLimiter {}
+impl<T: TaskPurge + RequestLimiter> AccountsTasks for T {}
+
+impl<A: AccountsStore, T: AccountsTasks> Permissions for AccountsDeps<A, T> {
     fn held() -> Vec<Actions> {
         vec![
             <A as AccountRepo>::ACTIONS,
             <A as AuditLog>::ACTIONS,
             <A as UserData>::ACTIONS,
-            T::ACTIONS,
+            <T as TaskPurge>::ACTIONS,
+            <T as RequestLimiter>::ACTIONS,
         ]
     }
 }
@@ -58,7 +66,7 @@ pub fn unlink_policy(env: &Env) -> Result<SyncedData, ConfigError> {
         (status = 401, body = crate::api::Unauthorized),
     ),
 )]
-pub async fn list<A: AccountsStore, T: TaskPurge>(
+pub async fn list<A: AccountsStore, T: AccountsTasks>(
     deps: &AccountsDeps<A, T>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -85,7 +93,7 @@ pub async fn list<A: AccountsStore, T: TaskPurge>(
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn unlink<A: AccountsStore, T: TaskPurge>(
+pub async fn unlink<A: AccountsStore, T: AccountsTasks>(
     deps: &AccountsDeps<A, T>,
     request: &Request,
     account_db_id: &str,
@@ -130,7 +138,7 @@ pub async fn unlink<A: AccountsStore, T: TaskPurge>(
         (status = 503, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn purge<A: AccountsStore, T: TaskPurge>(
+pub async fn purge<A: AccountsStore, T: AccountsTasks>(
     deps: &AccountsDeps<A, T>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -160,7 +168,7 @@ pub async fn purge<A: AccountsStore, T: TaskPurge>(
         (status = 401, body = crate::api::Unauthorized),
     ),
 )]
-pub async fn audit_events<A: AccountsStore, T: TaskPurge>(
+pub async fn audit_events<A: AccountsStore, T: AccountsTasks>(
     deps: &AccountsDeps<A, T>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {

@@ -10,12 +10,14 @@ use crate::api::{LinkRequest, LinkStartRequest, LinkStartResponse, TastyTradeAcc
 use crate::config::{ConfigError, Env};
 use crate::domain::accounts::{BrokerAccount, GrantKind, LinkedAccount, NewCredential};
 use crate::domain::audit::{AuditAction, AuditOutcome};
+use crate::domain::requests::Limit;
 use crate::domain::tasks::{NewTask, TaskKind};
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
 use crate::oauth_state::{StateError, StateSigner};
 use crate::ports::{
-    AccountRepo, Actions, AuditLog, Broker, StateNonces, SyncQueue, TaskCreator, TokenSealer,
+    AccountRepo, Actions, AuditLog, Broker, IdempotencyKeys, RequestLimiter, StateNonces,
+    SyncQueue, TaskCreator, TokenSealer,
 };
 use crate::secrets::{OAuthClient, Purpose, Sealed, SecretContext};
 use crate::tastytrade::model::{AccountAuthority, Record};
@@ -88,12 +90,13 @@ impl OAuthSettings {
 }
 
 /// The database ports the link routes use: the accounts, and the audit trail.
-pub trait LinkStore: AccountRepo + AuditLog {}
-impl<A: AccountRepo + AuditLog> LinkStore for A {}
+pub trait LinkStore: AccountRepo + AuditLog + IdempotencyKeys {}
+impl<A: AccountRepo + AuditLog + IdempotencyKeys> LinkStore for A {}
 
-/// The task ports the link routes use: they queue first syncs and spend state nonces.
-pub trait LinkTasks: TaskCreator + StateNonces {}
-impl<T: TaskCreator + StateNonces> LinkTasks for T {}
+/// The task ports the link routes use: they queue first syncs, spend state nonces, and count
+/// the caller's links.
+pub trait LinkTasks: TaskCreator + StateNonces + RequestLimiter {}
+impl<T: TaskCreator + StateNonces + RequestLimiter> LinkTasks for T {}
 
 /// Everything the link routes use, built once per cold start.
 #[derive(Debug)]
@@ -106,6 +109,8 @@ pub struct LinkDeps<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B:
     pub oauth_client: OAuthClient,
     pub state: StateSigner,
     pub settings: OAuthSettings,
+    /// How many links a user may start and finish (`UserLimits::link`).
+    pub limit: Limit,
 }
 
 impl<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker> Permissions
@@ -115,11 +120,13 @@ impl<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: Broker> Permis
         vec![
             <A as AccountRepo>::ACTIONS,
             <A as AuditLog>::ACTIONS,
+            <A as IdempotencyKeys>::ACTIONS,
             // The OAuth client and the state-signing key.
             crate::secrets::SECRET_ACTIONS,
             C::ACTIONS,
             <T as TaskCreator>::ACTIONS,
             <T as StateNonces>::ACTIONS,
+            <T as RequestLimiter>::ACTIONS,
             Q::ACTIONS,
         ]
     }

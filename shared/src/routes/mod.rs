@@ -4,12 +4,13 @@
 
 use std::ops::RangeInclusive;
 
-use lambda_http::Request;
+use lambda_http::{Body, Request, Response};
 
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::domain::reads::{DEFAULT_PAGE, Keyset, MAX_PAGE};
+use crate::domain::requests::{Admission, Claim, Limit};
 use crate::http::{self, ApiError};
-use crate::ports::AuditLog;
+use crate::ports::{AuditLog, IdempotencyKeys, RequestLimiter};
 
 pub mod account_data;
 pub mod accounts;
@@ -38,6 +39,71 @@ pub(crate) async fn audit(
 }
 
 /// A paged route's query: its filters, `limit` and `cursor`.
+/// Counts the caller's request against `limit`: 429 with `Retry-After` once the caller is
+/// over it. A request without a caller passes (its route answers 401), and so does every
+/// request while the counter cannot be reached: a limiter outage must not take the API down.
+pub async fn admitted(
+    limiter: &impl RequestLimiter,
+    limit: &Limit,
+    request: &Request,
+) -> Result<(), ApiError> {
+    let Ok(user) = http::user_id(request) else {
+        return Ok(());
+    };
+    match limiter.admit(&user, limit).await {
+        Ok(Admission::Admitted) => Ok(()),
+        Ok(Admission::Refused { retry_after }) => {
+            tracing::info!(user_id = %user, class = limit.class, "over the per-user limit");
+            Err(ApiError::TooManyRequests { retry_after })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, class = limit.class, "limit not checked; request let through");
+            Ok(())
+        }
+    }
+}
+
+/// Runs `route` once per `Idempotency-Key` of the caller's: a request that repeats a key gets
+/// the first answer again (marked `Idempotency-Replayed: true`), one that is still running
+/// gets 409, and a key reused for a different request 400. Answers worth retrying (429, 5xx)
+/// are not kept. Without the header the route simply runs.
+pub async fn idempotent(
+    keys: &impl IdempotencyKeys,
+    request: &Request,
+    route: impl Future<Output = Result<Response<Body>, ApiError>>,
+) -> Result<Response<Body>, ApiError> {
+    let Some(key) = http::idempotency_key(request)? else {
+        return route.await;
+    };
+    let user = http::user_id(request)?;
+    match keys.claim(&user, &key, &http::fingerprint(request)).await? {
+        Claim::New => {}
+        Claim::Replay { status, body } => return Ok(http::replayed(status, body)),
+        Claim::InProgress => {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still running; retry shortly".into(),
+            ));
+        }
+        Claim::Mismatch => {
+            return Err(ApiError::bad_request(
+                "Idempotency-Key",
+                "was used for a different request",
+            ));
+        }
+    }
+    let response = http::respond(route.await);
+    let status = response.status().as_u16();
+    let kept = if status == 429 || status >= 500 {
+        keys.release(&user, &key).await
+    } else {
+        (keys.complete(&user, &key, status, &http::body_text(&response))).await
+    };
+    if let Err(e) = kept {
+        tracing::warn!(error = %e, status, "the idempotency key's answer was not kept");
+    }
+    Ok(response)
+}
+
 pub(crate) struct PageQuery(std::collections::HashMap<String, String>);
 
 impl PageQuery {

@@ -12,13 +12,15 @@ use crate::api::SyncTaskStatus;
 use crate::config::{ConfigError, Env};
 use crate::domain::accounts::AccountStatus;
 use crate::domain::audit::{AuditAction, AuditOutcome};
+use crate::domain::requests::Limit;
 use crate::domain::tasks::{
     Counts, ManualClaim, NewTask, TaskKind, TaskRecord, TaskStatus, TaskUpdate,
 };
 use crate::http::{self, ApiError};
 use crate::iam::Permissions;
 use crate::ports::{
-    AccountRepo, Actions, AuditLog, CooldownStore, SyncQueue, TaskHistory, TaskReader, TaskUpdater,
+    AccountRepo, Actions, AuditLog, CooldownStore, IdempotencyKeys, RequestLimiter, SyncQueue,
+    TaskHistory, TaskReader, TaskUpdater,
 };
 
 /// How many of an account's tasks the list shows, newest first.
@@ -47,29 +49,41 @@ impl TaskSettings {
 
 /// What the trigger route uses, built once per cold start.
 #[derive(Debug)]
-pub struct TriggerDeps<A: AccountRepo + AuditLog, T: TriggerTasks, Q: SyncQueue> {
+pub struct TriggerDeps<A: TriggerStore, T: TriggerTasks, Q: SyncQueue> {
     pub accounts: A,
     pub tasks: T,
     pub queue: Q,
     pub settings: TaskSettings,
+    /// How many manual syncs a user may ask for (`UserLimits::trigger`).
+    pub limit: Limit,
 }
+
+/// The database ports the trigger uses: the account, the audit trail, idempotency keys.
+pub trait TriggerStore: AccountRepo + AuditLog + IdempotencyKeys {}
+impl<A: AccountRepo + AuditLog + IdempotencyKeys> TriggerStore for A {}
 
 /// The task ports the trigger uses: it looks for a task on its way, claims the cooldown with a
 /// new task, and marks that task failed if it cannot be queued.
-pub trait TriggerTasks: TaskHistory + TaskReader + CooldownStore + TaskUpdater {}
-impl<T: TaskHistory + TaskReader + CooldownStore + TaskUpdater> TriggerTasks for T {}
-
-impl<A: AccountRepo + AuditLog, T: TriggerTasks, Q: SyncQueue> Permissions
-    for TriggerDeps<A, T, Q>
+pub trait TriggerTasks:
+    TaskHistory + TaskReader + CooldownStore + TaskUpdater + RequestLimiter
 {
+}
+impl<T: TaskHistory + TaskReader + CooldownStore + TaskUpdater + RequestLimiter> TriggerTasks
+    for T
+{
+}
+
+impl<A: TriggerStore, T: TriggerTasks, Q: SyncQueue> Permissions for TriggerDeps<A, T, Q> {
     fn held() -> Vec<Actions> {
         vec![
             <A as AccountRepo>::ACTIONS,
             <A as AuditLog>::ACTIONS,
+            <A as IdempotencyKeys>::ACTIONS,
             <T as TaskHistory>::ACTIONS,
             <T as TaskReader>::ACTIONS,
             <T as CooldownStore>::ACTIONS,
             <T as TaskUpdater>::ACTIONS,
+            <T as RequestLimiter>::ACTIONS,
             Q::ACTIONS,
         ]
     }
@@ -77,17 +91,24 @@ impl<A: AccountRepo + AuditLog, T: TriggerTasks, Q: SyncQueue> Permissions
 
 /// What the status routes use, built once per cold start.
 #[derive(Debug)]
-pub struct StatusDeps<A: AccountRepo, T: TaskReader + TaskHistory> {
+pub struct StatusDeps<A: AccountRepo, T: StatusTasks> {
     pub accounts: A,
     pub tasks: T,
+    /// How many reads a user may make (`UserLimits::reads`).
+    pub limit: Limit,
 }
 
-impl<A: AccountRepo, T: TaskReader + TaskHistory> Permissions for StatusDeps<A, T> {
+/// The task ports the status routes use: they read tasks and count the caller's reads.
+pub trait StatusTasks: TaskReader + TaskHistory + RequestLimiter {}
+impl<T: TaskReader + TaskHistory + RequestLimiter> StatusTasks for T {}
+
+impl<A: AccountRepo, T: StatusTasks> Permissions for StatusDeps<A, T> {
     fn held() -> Vec<Actions> {
         vec![
             A::ACTIONS,
             <T as TaskReader>::ACTIONS,
             <T as TaskHistory>::ACTIONS,
+            <T as RequestLimiter>::ACTIONS,
         ]
     }
 }
@@ -107,7 +128,7 @@ impl<A: AccountRepo, T: TaskReader + TaskHistory> Permissions for StatusDeps<A, 
         (status = 503, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn trigger<A: AccountRepo + AuditLog, T: TriggerTasks, Q: SyncQueue>(
+pub async fn trigger<A: TriggerStore, T: TriggerTasks, Q: SyncQueue>(
     deps: &TriggerDeps<A, T, Q>,
     request: &Request,
     account_db_id: &str,
@@ -169,7 +190,7 @@ pub async fn trigger<A: AccountRepo + AuditLog, T: TriggerTasks, Q: SyncQueue>(
 
 /// The task could not be queued: it is marked failed and the cooldown lifted, so the caller
 /// may try again at once.
-async fn abandon<A: AccountRepo + AuditLog, T: TriggerTasks, Q: SyncQueue>(
+async fn abandon<A: TriggerStore, T: TriggerTasks, Q: SyncQueue>(
     deps: &TriggerDeps<A, T, Q>,
     task: &NewTask,
 ) {
@@ -220,7 +241,7 @@ fn accepted(task: TaskRecord) -> Response<Body> {
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn status<A: AccountRepo, T: TaskReader + TaskHistory>(
+pub async fn status<A: AccountRepo, T: StatusTasks>(
     deps: &StatusDeps<A, T>,
     request: &Request,
     task_id: &str,
@@ -247,7 +268,7 @@ pub async fn status<A: AccountRepo, T: TaskReader + TaskHistory>(
         (status = 404, body = crate::api::ErrorBody),
     ),
 )]
-pub async fn account_tasks<A: AccountRepo, T: TaskReader + TaskHistory>(
+pub async fn account_tasks<A: AccountRepo, T: StatusTasks>(
     deps: &StatusDeps<A, T>,
     request: &Request,
     account_db_id: &str,
@@ -287,6 +308,7 @@ mod tests {
                 cooldown: TimeDelta::seconds(60),
                 stale_after: TimeDelta::minutes(30),
             },
+            limit: crate::domain::requests::UserLimits::default().trigger,
         }
     }
 
@@ -448,6 +470,7 @@ mod tests {
         let status_deps = StatusDeps {
             accounts: triggers.accounts,
             tasks: triggers.tasks,
+            limit: crate::domain::requests::UserLimits::default().reads,
         };
         let read = |user: &'static str| {
             let path = format!("/api/v1/sync/status/{task_id}");
