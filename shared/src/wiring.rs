@@ -82,13 +82,18 @@ impl Function {
         Function::Migrate,
     ];
 
-    /// The database role the function's queries run as; `None`: the login user. The read
-    /// routes may read and never write (V16), so a missing grant fails their tests as it
-    /// would fail them on Aurora.
+    /// The database role the function's queries run as; `None`: the login user, for the
+    /// migrations only. Each role is granted what its function does and nothing more (V16,
+    /// V19), so a missing grant fails the function's tests as it would fail it on Aurora.
     pub fn database_role(self) -> Option<&'static str> {
         match self {
             Function::AccountData | Function::SyncStatus => Some(db::READER_ROLE),
-            _ => None,
+            Function::LinkAccount => Some("tastysync_link"),
+            Function::Accounts => Some("tastysync_accounts"),
+            Function::SyncTrigger => Some("tastysync_trigger"),
+            Function::SyncScheduler => Some("tastysync_scheduler"),
+            Function::SyncWorker | Function::AccountStreamer => Some("tastysync_worker"),
+            Function::Migrate => None,
         }
     }
 

@@ -34,6 +34,15 @@ pub(crate) struct World {
     pub(crate) account_data: AccountData,
     /// The functions' environment, as the deployment would set it for this stack.
     pub(crate) env: Env,
+    /// A pool per function that acts as that function's database role.
+    pools: std::collections::BTreeMap<Function, deadpool_postgres::Pool>,
+}
+
+impl World {
+    /// A pool that acts on the test database as `function` does.
+    pub(crate) fn pool_of(&self, function: Function) -> deadpool_postgres::Pool {
+        self.pools[&function].clone()
+    }
 }
 
 async fn world() -> World {
@@ -90,8 +99,12 @@ pub(crate) async fn world_on(sizes: Sizes, db: TestDb) -> World {
     let link = LinkAccount::from_env(&env, &aws.sdk_of(Function::LinkAccount))
         .await
         .unwrap();
+    let mut pools = std::collections::BTreeMap::new();
+    for function in Function::ALL {
+        pools.insert(function, db.pool_of(function).await);
+    }
     let accounts = AccountsDeps {
-        accounts: PgAccounts::new(db.pool.clone()),
+        accounts: PgAccounts::new(pools[&Function::Accounts].clone()),
         tasks: aws.tasks_of(Function::Accounts),
         limit: UserLimits::default().reads,
         unlink_data: SyncedData::Keep,
@@ -109,6 +122,7 @@ pub(crate) async fn world_on(sizes: Sizes, db: TestDb) -> World {
         accounts,
         account_data,
         env,
+        pools,
     }
 }
 

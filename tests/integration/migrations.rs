@@ -298,9 +298,64 @@ async fn the_read_routes_role_reads_every_table_and_writes_none() {
             );
         }
     }
-    // The functions that write keep the login user's rights.
-    assert_eq!(Function::LinkAccount.database_role(), None);
-    assert_eq!(Function::SyncWorker.database_role(), None);
+    // Only the migrations keep the login user's rights.
+    let login_user: Vec<Function> = (Function::ALL.into_iter())
+        .filter(|f| f.database_role().is_none())
+        .collect();
+    assert_eq!(login_user, [Function::Migrate]);
+}
+
+#[tokio::test]
+async fn each_function_acts_as_its_own_role_and_is_refused_what_its_function_never_does() {
+    use tastysync_shared::wiring::Function;
+    let db = TestDb::migrated().await;
+    // What each function never does, and one thing it does.
+    let cases = [
+        (
+            Function::LinkAccount,
+            "SELECT 1 FROM transactions LIMIT 1",
+            "SELECT 1 FROM tastytrade_accounts LIMIT 1",
+        ),
+        (
+            Function::Accounts,
+            "SELECT 1 FROM tastytrade_credential_secrets LIMIT 1",
+            "DELETE FROM audit_events WHERE false",
+        ),
+        (
+            Function::SyncTrigger,
+            "DELETE FROM tastytrade_accounts WHERE false",
+            "UPDATE tastytrade_accounts SET sync_queued_at = now() WHERE false",
+        ),
+        (
+            Function::SyncScheduler,
+            "SELECT 1 FROM tastytrade_credentials LIMIT 1",
+            "UPDATE tastytrade_accounts SET sync_queued_at = now() WHERE false",
+        ),
+        (
+            Function::SyncWorker,
+            "DELETE FROM tastytrade_accounts WHERE false",
+            "DELETE FROM transactions WHERE false",
+        ),
+        (
+            Function::AccountStreamer,
+            "SELECT 1 FROM idempotency_keys LIMIT 1",
+            "SELECT 1 FROM tastytrade_credential_secrets LIMIT 1",
+        ),
+    ];
+
+    for (function, never, does) in cases {
+        let client = db.pool_of(function).await.get().await.unwrap();
+        let refused = client.execute(never, &[]).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{function:?}: {never}: {refused}"
+        );
+        client
+            .execute(does, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{function:?}: {does}: {e}"));
+    }
 }
 
 async fn first_column(db: &TestDb, table: &str) -> String {

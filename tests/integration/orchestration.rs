@@ -29,7 +29,7 @@ async fn world() -> World {
 
 fn trigger_deps(w: &World) -> SyncTrigger {
     TriggerDeps {
-        accounts: PgAccounts::new(w.db.pool.clone()),
+        accounts: PgAccounts::new(w.pool_of(Function::SyncTrigger)),
         tasks: w.aws.tasks_of(Function::SyncTrigger),
         queue: w.aws.queue_of(Function::SyncTrigger),
         settings: TaskSettings {
@@ -250,7 +250,7 @@ const ACCOUNTS: i32 = 10_000;
 
 fn scheduler(w: &World) -> SyncScheduler {
     SchedulerDeps {
-        accounts: PgAccounts::new(w.db.pool.clone()),
+        accounts: PgAccounts::new(w.pool_of(Function::SyncScheduler)),
         tasks: w.aws.tasks_of(Function::SyncScheduler),
         queue: w.aws.queue_of(Function::SyncScheduler),
         settings: ScheduleSettings::default(),

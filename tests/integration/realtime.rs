@@ -24,8 +24,8 @@ pub(crate) fn streamer(w: &World, settings: StreamerSettings) -> AccountStreamer
         w.sim.credentials.streamer_url.parse().unwrap(),
     );
     AccountStreamer {
-        store: PgSyncStore::new(w.db.pool.clone()),
-        accounts: PgAccounts::new(w.db.pool.clone()),
+        store: PgSyncStore::new(w.pool_of(Function::AccountStreamer)),
+        accounts: PgAccounts::new(w.pool_of(Function::AccountStreamer)),
         broker: TastytradeClient::new(config).unwrap(),
         cipher: w.aws.cipher_of(Function::AccountStreamer),
         tasks: w.aws.tasks_of(Function::AccountStreamer),

@@ -48,7 +48,7 @@ pub(crate) fn worker_with(w: &World, limits: Limits) -> SyncWorker {
     };
     config.limits = limits;
     SyncDeps {
-        store: PgSyncStore::new(w.db.pool.clone()),
+        store: PgSyncStore::new(w.pool_of(Function::SyncWorker)),
         broker: TastytradeClient::new(config).unwrap(),
         cipher: w.aws.cipher_of(Function::SyncWorker),
         tasks: w.aws.tasks_of(Function::SyncWorker),

@@ -18,8 +18,8 @@ pub mod link;
 pub mod sync_tasks;
 
 /// Appends what the caller did, and how it ended, to the audit trail. The action has
-/// happened: a trail that cannot be written is logged (a metric filter can alarm on the
-/// event), not turned into the action's failure.
+/// happened: a trail that cannot be written is logged (`audit_event_not_recorded`), not
+/// turned into the action's failure.
 pub(crate) async fn audit(
     log: &impl AuditLog,
     request: &Request,
@@ -38,7 +38,6 @@ pub(crate) async fn audit(
     }
 }
 
-/// A paged route's query: its filters, `limit` and `cursor`.
 /// Counts the caller's request against `limit`: 429 with `Retry-After` once the caller is
 /// over it. A request without a caller passes (its route answers 401), and so does every
 /// request while the counter cannot be reached: a limiter outage must not take the API down.
@@ -104,6 +103,7 @@ pub async fn idempotent(
     Ok(response)
 }
 
+/// A paged route's query: its filters, `limit` and `cursor`.
 pub(crate) struct PageQuery(std::collections::HashMap<String, String>);
 
 impl PageQuery {
