@@ -1,5 +1,5 @@
-//! The TLS client configuration every outbound connection that is not reqwest's uses (the
-//! database, the market-data websocket, the broker's HTTPS): webpki roots and the ring
+//! The TLS client configuration every outbound connection uses (the database, the
+//! market-data websocket, the broker's HTTPS through reqwest): webpki roots and the ring
 //! provider, built once per client.
 
 use std::sync::Arc;
@@ -22,5 +22,10 @@ pub fn client_config() -> Arc<rustls::ClientConfig> {
 /// An HTTP client builder on [`client_config`]: reqwest links no crypto provider of its own, and
 /// the process installs none, so every reqwest client starts here.
 pub fn http() -> reqwest::ClientBuilder {
-    reqwest::Client::builder().use_preconfigured_tls(client_config().as_ref().clone())
+    http_on(&client_config())
+}
+
+/// [`http`] on a configuration the caller keeps for its other connections too.
+pub fn http_on(config: &Arc<rustls::ClientConfig>) -> reqwest::ClientBuilder {
+    reqwest::Client::builder().use_preconfigured_tls(config.as_ref().clone())
 }

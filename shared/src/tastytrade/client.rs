@@ -314,7 +314,9 @@ impl TastytradeClient {
             reqwest::header::ACCEPT,
             "application/json".parse().expect("static header"),
         );
-        let http = crate::tls::http()
+        // One configuration (and one parse of the root store) for the API and the sockets.
+        let tls = crate::tls::client_config();
+        let http = crate::tls::http_on(&tls)
             .user_agent(USER_AGENT)
             .default_headers(headers)
             .timeout(config.request_timeout)
@@ -327,7 +329,7 @@ impl TastytradeClient {
             })?;
         Ok(Self {
             http,
-            tls: crate::tls::client_config(),
+            tls,
             config,
             stats: Stats::default(),
         })
