@@ -101,9 +101,10 @@ pub struct DatabaseConfig {
     /// Connections per process. A Lambda instance serves one event at a time, so a handful is
     /// plenty, and thousands of instances times a large pool would exhaust RDS Proxy.
     pub max_connections: usize,
-    /// The role every connection acts as (`SET ROLE`) once it is open; `None`: the login user.
-    /// The wiring sets it from the function ([`crate::wiring::Function::database_role`]).
-    pub role: Option<&'static str>,
+    /// The database user the function logs in as; `None`: the source's own (the master user
+    /// of the secret, the URL's user), for the migrations only. The wiring sets it from the
+    /// function ([`crate::wiring::Function::database_user`]).
+    pub user: Option<&'static str>,
 }
 
 /// Where the connection settings come from.
@@ -111,10 +112,17 @@ pub struct DatabaseConfig {
 pub enum DatabaseSource {
     /// `DATABASE_URL`, a libpq-style URL (local stack, tests); `sslmode=require` turns TLS on.
     Url(SecretString),
-    /// The deployment: `DATABASE_HOST` (the RDS Proxy endpoint), `DATABASE_PORT` (5432),
-    /// `DATABASE_NAME` (`tastysync`), and `DATABASE_SECRET_ARN`, the RDS-managed secret
-    /// (`{username, password}`) read at cold start, so no password sits in the function's
-    /// configuration. TLS is always required.
+    /// The deployment's functions: `DATABASE_HOST` (the RDS Proxy endpoint), `DATABASE_PORT`
+    /// (5432) and `DATABASE_NAME` (`tastysync`), logged in to with an IAM token the function's
+    /// role signs ([`crate::db::iam`]): no password anywhere. TLS is always required.
+    Iam {
+        host: String,
+        port: u16,
+        name: String,
+    },
+    /// The migrate function: the cluster's endpoint, and `DATABASE_SECRET_ARN`, the
+    /// RDS-managed master secret (`{username, password}`) read at cold start, so no password
+    /// sits in the function's configuration. TLS is always required.
     Secret {
         arn: String,
         host: String,
@@ -132,22 +140,38 @@ impl DatabaseConfig {
                 reason: "must be at least 1".into(),
             });
         }
-        let source = match env.optional("DATABASE_SECRET_ARN") {
-            Some(arn) => DatabaseSource::Secret {
-                arn: arn.to_owned(),
-                host: env.required("DATABASE_HOST")?.to_owned(),
-                port: env.parsed_or("DATABASE_PORT", 5432u16)?,
-                name: env
-                    .optional("DATABASE_NAME")
+        let endpoint = || -> Result<(String, u16, String), ConfigError> {
+            Ok((
+                env.required("DATABASE_HOST")?.to_owned(),
+                env.parsed_or("DATABASE_PORT", 5432u16)?,
+                env.optional("DATABASE_NAME")
                     .unwrap_or("tastysync")
                     .to_owned(),
-            },
-            None => DatabaseSource::Url(env.secret("DATABASE_URL")?),
+            ))
+        };
+        let source = match (
+            env.optional("DATABASE_SECRET_ARN"),
+            env.optional("DATABASE_HOST"),
+        ) {
+            (Some(arn), _) => {
+                let (host, port, name) = endpoint()?;
+                DatabaseSource::Secret {
+                    arn: arn.to_owned(),
+                    host,
+                    port,
+                    name,
+                }
+            }
+            (None, Some(_)) => {
+                let (host, port, name) = endpoint()?;
+                DatabaseSource::Iam { host, port, name }
+            }
+            (None, None) => DatabaseSource::Url(env.secret("DATABASE_URL")?),
         };
         Ok(Self {
             source,
             max_connections,
-            role: None,
+            user: None,
         })
     }
 }
@@ -207,6 +231,20 @@ mod tests {
         assert!(matches!(
             config.source,
             DatabaseSource::Secret { port: 5432, ref name, .. } if name == "tastysync"
+        ));
+    }
+
+    #[test]
+    fn a_host_without_a_secret_logs_in_with_iam() {
+        let env = Env::from_pairs([
+            ("DATABASE_HOST", "proxy.example"),
+            ("DATABASE_URL", "postgres://ignored"),
+        ]);
+        let config = DatabaseConfig::from_env(&env).unwrap();
+        assert!(matches!(
+            config.source,
+            DatabaseSource::Iam { ref host, port: 5432, ref name }
+                if host == "proxy.example" && name == "tastysync"
         ));
     }
 

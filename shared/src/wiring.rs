@@ -82,10 +82,10 @@ impl Function {
         Function::Migrate,
     ];
 
-    /// The database role the function's queries run as; `None`: the login user, for the
-    /// migrations only. Each role is granted what its function does and nothing more (V16,
-    /// V19), so a missing grant fails the function's tests as it would fail it on Aurora.
-    pub fn database_role(self) -> Option<&'static str> {
+    /// The database user the function logs in as; `None`: the master user, for the
+    /// migrations only. Each user is granted what its function does and nothing more (V16,
+    /// V19, V20), so a missing grant fails the function's tests as it would fail it on Aurora.
+    pub fn database_user(self) -> Option<&'static str> {
         match self {
             Function::AccountData | Function::SyncStatus => Some(db::READER_ROLE),
             Function::LinkAccount => Some("tastysync_link"),
@@ -143,20 +143,20 @@ impl Function {
             }
             Function::AccountStreamer => AccountStreamer::actions(),
             // It applies the migrations over a pool, nothing else.
-            Function::Migrate => db::POOL_ACTIONS.iter().copied().collect(),
+            Function::Migrate => db::MIGRATION_POOL_ACTIONS.iter().copied().collect(),
         }
     }
 }
 
-/// The function's pool: the database settings of the environment, acting as the function's
-/// [`Function::database_role`].
+/// The function's pool: the database settings of the environment, logged in as the function's
+/// [`Function::database_user`].
 async fn pool_for(
     function: Function,
     env: &Env,
     sdk: &SdkConfig,
 ) -> Result<deadpool_postgres::Pool, StartupError> {
     let mut config = crate::config::DatabaseConfig::from_env(env)?;
-    config.role = function.database_role();
+    config.user = function.database_user();
     Ok(db::pool(&config, sdk).await?)
 }
 

@@ -3,6 +3,7 @@
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use tastysync_local::provision::{self, MAX_RECEIVE_COUNT, QUEUE_VISIBILITY_SECONDS};
+use tastysync_shared::wiring::Function;
 use tastysync_tests::TestAws;
 
 async fn send(aws: &TestAws, group: &str, dedup: &str, body: &str) {
@@ -254,4 +255,26 @@ async fn the_database_password_comes_from_its_secret_and_a_malformed_secret_is_n
     ));
     let chain = format!("{refused} {:?}", std::error::Error::source(&refused));
     assert!(!chain.contains("hunter2"), "{chain}");
+}
+
+#[tokio::test]
+async fn a_function_configured_with_the_master_secret_is_refused_before_reading_it() {
+    let aws = TestAws::provisioned().await;
+    let secret = database_secret(
+        &aws,
+        "db",
+        r#"{"username": "tastysync", "password": "pw-1"}"#,
+    )
+    .await;
+    let mut config = secret_source(&secret);
+    config.user = Function::SyncWorker.database_user();
+
+    let refused = tastysync_shared::db::pool(&config, &aws.sdk_of(Function::SyncWorker))
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(refused, tastysync_shared::db::DbError::Misconfigured(_)),
+        "{refused}"
+    );
 }

@@ -300,7 +300,7 @@ async fn the_read_routes_role_reads_every_table_and_writes_none() {
     }
     // Only the migrations keep the login user's rights.
     let login_user: Vec<Function> = (Function::ALL.into_iter())
-        .filter(|f| f.database_role().is_none())
+        .filter(|f| f.database_user().is_none())
         .collect();
     assert_eq!(login_user, [Function::Migrate]);
 }
@@ -355,6 +355,50 @@ async fn each_function_acts_as_its_own_role_and_is_refused_what_its_function_nev
             .execute(does, &[])
             .await
             .unwrap_or_else(|e| panic!("{function:?}: {does}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn each_function_logs_in_as_its_own_user_and_can_become_no_other() {
+    use tastysync_shared::wiring::Function;
+    let db = TestDb::migrated().await;
+    let master: String = db
+        .client()
+        .await
+        .query_one("SELECT session_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    for function in Function::ALL {
+        let Some(user) = function.database_user() else {
+            continue;
+        };
+        let client = db.pool_of(function).await.get().await.unwrap();
+        client.batch_execute("RESET ROLE").await.unwrap();
+        let row = client
+            .query_one("SELECT session_user::text, current_user::text", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            (user.to_owned(), user.to_owned()),
+            "{function:?}"
+        );
+        for other in [master.as_str(), "tastysync_worker", "tastysync_link"]
+            .into_iter()
+            .filter(|o| *o != user)
+        {
+            let refused = client
+                .batch_execute(&format!("SET ROLE \"{other}\""))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                refused.code(),
+                Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+                "{function:?} became {other}: {refused}"
+            );
+        }
     }
 }
 

@@ -173,6 +173,56 @@ fn key_mismatches(template: &Value) -> Vec<String> {
     problems
 }
 
+/// Who holds the cluster's master secret, and as whom each function logs in: only migrate
+/// reads the secret (its environment, its role); every other function's role may
+/// `rds-db:connect` as exactly its [`Function::database_user`], at the proxy, which takes IAM
+/// logins only.
+fn login_mismatches(template: &Value) -> Vec<String> {
+    let text = |value: &Value| serde_yaml_ng::to_string(value).unwrap();
+    let mut problems = Vec::new();
+    if text(&template["Globals"]).contains("MasterUserSecret") {
+        problems.push("the Globals give every function the master secret".to_owned());
+    }
+    let resources = &template["Resources"];
+    for (name, function) in functions(template).unwrap() {
+        let user = Function::from_name(&name).unwrap().database_user();
+        let role = &resources[str_of(&function["Properties"]["Role"]).trim_end_matches(".Arn")];
+        let holds_secret =
+            text(function).contains("MasterUserSecret") || text(role).contains("MasterUserSecret");
+        if holds_secret != user.is_none() {
+            problems.push(format!("{name} holds the master secret: {holds_secret}"));
+        }
+        let statements = role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .unwrap();
+        let logins: BTreeSet<String> = statements
+            .iter()
+            .filter(|s| text(&s["Action"]).contains("rds-db:connect"))
+            .map(|s| {
+                let arn = str_of(&untagged(&s["Resource"])[0]);
+                arn.rsplit_once(":dbuser:")
+                    .map_or(arn, |(_, user)| user)
+                    .to_owned()
+            })
+            .collect();
+        let wanted: BTreeSet<String> = user
+            .map(|u| format!("${{ProxyId}}/{u}"))
+            .into_iter()
+            .collect();
+        if logins != wanted {
+            problems.push(format!("{name} may log in as {logins:?}; it is {wanted:?}"));
+        }
+    }
+    let proxy = &resources["DatabaseProxy"]["Properties"];
+    if proxy["DefaultAuthScheme"] != "IAM_AUTH" || !proxy["Auth"].is_null() {
+        problems.push("the proxy takes logins other than IAM ones".to_owned());
+    }
+    if resources["DatabaseCluster"]["Properties"]["EnableIAMDatabaseAuthentication"] != true {
+        problems.push("the cluster does not take IAM logins".to_owned());
+    }
+    problems
+}
+
 fn number(value: &Value) -> u64 {
     untagged(value)
         .as_u64()
@@ -229,6 +279,47 @@ fn the_token_key_and_the_apps_secrets_outlive_a_stack_deletion() {
         assert_eq!(resource["DeletionPolicy"], "Retain", "{id}");
         assert_eq!(resource["UpdateReplacePolicy"], "Retain", "{id}");
     }
+}
+
+#[test]
+fn no_function_but_migrate_holds_the_master_secret_and_each_logs_in_as_its_own_user() {
+    let problems = login_mismatches(&template());
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn a_function_given_the_master_secret_or_another_functions_login_is_caught() {
+    let mut template = template();
+    template["Resources"]["SyncStatusFunction"]["Properties"]["Environment"]["Variables"]
+        ["DATABASE_SECRET_ARN"] = template["Resources"]["MigrateFunction"]["Properties"]
+        ["Environment"]["Variables"]["DATABASE_SECRET_ARN"]
+        .clone();
+    let statements = template["Resources"]["AccountsRole"]["Properties"]["Policies"][0]
+        ["PolicyDocument"]["Statement"]
+        .as_sequence_mut()
+        .unwrap();
+    let login = statements
+        .iter_mut()
+        .find(|s| s["Sid"] == "DatabaseLogin")
+        .expect("the accounts function's login");
+    let Value::Tagged(sub) = &mut login["Resource"] else {
+        panic!("the login's resource is a !Sub");
+    };
+    let arn = str_of(&sub.value[0]).replace("tastysync_accounts", "tastysync_worker");
+    sub.value[0] = arn.into();
+    template["Resources"]["DatabaseProxy"]["Properties"]["DefaultAuthScheme"] = "NONE".into();
+
+    let problems = login_mismatches(&template);
+
+    assert_eq!(
+        problems,
+        [
+            r#"accounts may log in as {"${ProxyId}/tastysync_worker"}; it is {"${ProxyId}/tastysync_accounts"}"#,
+            "sync-status holds the master secret: true",
+            "the proxy takes logins other than IAM ones",
+        ],
+        "{problems:#?}"
+    );
 }
 
 #[test]

@@ -136,7 +136,7 @@ impl TestDb {
         let config = DatabaseConfig {
             source: DatabaseSource::Url(SecretString::from(url.clone())),
             max_connections: 8,
-            role: None,
+            user: None,
         };
         // A URL source never calls AWS.
         let pool = db::pool(&config, &aws::sdk_config().await)
@@ -188,7 +188,7 @@ impl TestDb {
         let config = DatabaseConfig {
             source: DatabaseSource::Url(SecretString::from(self.url.clone())),
             max_connections: 4,
-            role: function.database_role(),
+            user: function.database_user(),
         };
         db::pool(&config, &aws::sdk_config().await)
             .await

@@ -6,12 +6,13 @@
 pub mod accounts;
 pub mod audit;
 mod batch;
+pub mod iam;
 pub mod idempotency;
 pub mod migrations;
 pub mod reads;
 pub mod sync;
 
-use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use secrecy::ExposeSecret;
 use tokio_postgres::error::SqlState;
 
@@ -38,6 +39,11 @@ pub enum DbError {
     Migration(#[from] refinery::Error),
     #[error("could not read the database credentials secret")]
     Credentials(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("could not prepare the database login")]
+    Login(#[from] iam::SignError),
+    /// A configuration that would log a function in as the wrong user.
+    #[error("{0}")]
+    Misconfigured(&'static str),
     /// A stored value the code has no meaning for: the schema and the code disagree.
     #[error("{column} holds a value this code does not know")]
     Unknown { column: &'static str },
@@ -52,6 +58,8 @@ impl DbError {
             | DbError::Build(_)
             | DbError::Migration(_)
             | DbError::Credentials(_)
+            | DbError::Login(_)
+            | DbError::Misconfigured(_)
             | DbError::Unknown { .. } => Retry::NonRetryable,
             DbError::Pool(_) => Retry::Retryable,
             DbError::Query(e) => match e.code() {
@@ -113,22 +121,55 @@ fn is_transient_state(code: &SqlState) -> bool {
 /// Builds the pool. No connection is opened until the first query, so a cold start never waits
 /// on the database it may not need; only a secret source reads its secret here, once.
 ///
-/// TLS follows the URL's `sslmode`: `disable` never, `prefer` (the default) when the server
-/// offers it, `require` always; a secret source (the deployment, through RDS Proxy) always
-/// requires it. Certificates are checked against the Mozilla roots, which include the Amazon
-/// roots that sign RDS Proxy's certificates.
+/// Each function logs in as its own database user ([`DatabaseConfig::user`]): on AWS with an
+/// IAM token its role signs, locally with the URL's (trusted) login. TLS follows the URL's
+/// `sslmode`: `disable` never, `prefer` (the default) when the server offers it, `require`
+/// always; the deployment's sources always require it. Certificates are checked against the
+/// Mozilla roots, which include the Amazon roots that sign RDS's certificates.
 pub async fn pool(config: &DatabaseConfig, sdk: &SdkConfig) -> Result<Pool, DbError> {
-    let pg = match &config.source {
-        DatabaseSource::Url(url) => url
-            .expose_secret()
-            .parse()
-            .map_err(|_| DbError::InvalidUrl)?,
+    let settings = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match &config.source {
+        DatabaseSource::Url(url) => {
+            let mut pg: tokio_postgres::Config = url
+                .expose_secret()
+                .parse()
+                .map_err(|_| DbError::InvalidUrl)?;
+            // The local stack and the tests log in as the function's user too, so a grant the
+            // function lacks fails there as it would on Aurora.
+            if let Some(user) = config.user {
+                pg.user(user);
+            }
+            Manager::from_config(pg, tls_connector(), settings)
+        }
+        DatabaseSource::Iam { host, port, name } => {
+            let user = config.user.ok_or(DbError::Misconfigured(
+                "an IAM login needs the function's database user",
+            ))?;
+            let mut pg = tokio_postgres::Config::new();
+            pg.host(host)
+                .port(*port)
+                .dbname(name)
+                .user(user)
+                .ssl_mode(tokio_postgres::config::SslMode::Require);
+            let connect = iam::IamConnect {
+                signer: iam::LoginSigner::new(sdk, host, *port, user)?,
+                tls: tls_connector(),
+            };
+            Manager::from_connect(pg, connect, settings)
+        }
         DatabaseSource::Secret {
             arn,
             host,
             port,
             name,
         } => {
+            if config.user.is_some() {
+                return Err(DbError::Misconfigured(
+                    "the master secret is the migrations'; a function logs in as its own user",
+                ));
+            }
             let credentials = Credentials::read(
                 &SecretsManager::new(aws_sdk_secretsmanager::Client::new(sdk)),
                 arn,
@@ -141,30 +182,12 @@ pub async fn pool(config: &DatabaseConfig, sdk: &SdkConfig) -> Result<Pool, DbEr
                 .user(&credentials.username)
                 .password(credentials.password.expose_secret())
                 .ssl_mode(tokio_postgres::config::SslMode::Require);
-            pg
+            Manager::from_config(pg, tls_connector(), settings)
         }
     };
-    let manager = Manager::from_config(
-        pg,
-        tls_connector(),
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let mut builder = Pool::builder(manager).max_size(config.max_connections);
-    if let Some(role) = config.role {
-        // Before the pool hands the connection out: no query of the function ever runs as the
-        // login user. The role is one of the wiring's constants, never input.
-        builder = builder.post_create(Hook::async_fn(move |client, _| {
-            Box::pin(async move {
-                client
-                    .batch_execute(&format!("SET ROLE \"{role}\""))
-                    .await
-                    .map_err(HookError::Backend)
-            })
-        }));
-    }
-    Ok(builder.build()?)
+    Ok(Pool::builder(manager)
+        .max_size(config.max_connections)
+        .build()?)
 }
 
 /// A stored environment name.
@@ -183,9 +206,12 @@ pub(crate) fn account_status(
     })
 }
 
-/// What holding a pool costs in IAM: its credentials are the RDS-managed secret, read at cold
-/// start (a `DATABASE_URL` never calls AWS, but the deployment always reads the secret).
-pub const POOL_ACTIONS: crate::ports::Actions = <SecretsManager as SecretSource>::ACTIONS;
+/// What holding a function's pool costs in IAM: logging in to RDS Proxy as its database user
+/// (a `DATABASE_URL` never calls AWS, but the deployment always logs in with IAM).
+pub const POOL_ACTIONS: crate::ports::Actions = &["rds-db:connect"];
+
+/// What the migrations' pool costs: reading the cluster's master secret at cold start.
+pub const MIGRATION_POOL_ACTIONS: crate::ports::Actions = <SecretsManager as SecretSource>::ACTIONS;
 
 /// [`pool`] with the [`DatabaseConfig`] of the environment: what every function's wiring calls.
 pub async fn pool_from_env(
@@ -198,7 +224,7 @@ pub async fn pool_from_env(
 /// The read routes' role (V16): it may read every table and write none.
 pub const READER_ROLE: &str = "tastysync_reader";
 
-/// The RDS-managed secret of the database user (RDS Proxy authenticates with the same one).
+/// The RDS-managed secret of the cluster's master user, the migrations' login.
 #[derive(serde::Deserialize)]
 struct Credentials {
     username: String,
@@ -241,6 +267,37 @@ mod tests {
         let err = pool(&config, &offline_sdk()).await.unwrap_err();
         assert!(matches!(err, DbError::InvalidUrl));
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    fn iam_config(user: Option<&'static str>) -> DatabaseConfig {
+        let env = Env::from_pairs([("DATABASE_HOST", "proxy.example")]);
+        DatabaseConfig {
+            user,
+            ..DatabaseConfig::from_env(&env).unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_iam_login_is_for_a_functions_own_user_and_needs_its_credentials() {
+        let signing = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new("akid", "secret", None, None, "test"),
+                ),
+            )
+            .build();
+
+        let without_user = pool(&iam_config(None), &signing).await.unwrap_err();
+        let without_credentials = pool(&iam_config(Some("tastysync_worker")), &offline_sdk())
+            .await
+            .unwrap_err();
+        let built = pool(&iam_config(Some("tastysync_worker")), &signing).await;
+
+        assert!(matches!(without_user, DbError::Misconfigured(_)));
+        assert!(matches!(without_credentials, DbError::Login(_)));
+        assert!(built.is_ok());
     }
 
     #[tokio::test]
