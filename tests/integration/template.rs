@@ -322,6 +322,53 @@ fn a_function_given_the_master_secret_or_another_functions_login_is_caught() {
     );
 }
 
+/// Every source file of the functions and of `shared`, as text.
+fn sources() -> String {
+    fn walk(dir: &std::path::Path, text: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, text);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                text.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut text = String::new();
+    walk(&root().join("shared/src"), &mut text);
+    walk(&root().join("functions"), &mut text);
+    text
+}
+
+/// Each log metric filter's term, which the code must log in its function's log group, and
+/// the alarm on the filter's metric.
+#[test]
+fn each_log_metric_filter_matches_an_event_the_code_logs_and_is_alarmed() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let code = sources();
+    let alarmed: BTreeSet<&str> = (resources.values())
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|r| str_of(&r["Properties"]["MetricName"]))
+        .collect();
+    let mut filters = 0;
+    for (id, filter) in resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Logs::MetricFilter")
+    {
+        let term = str_of(&filter["Properties"]["FilterPattern"]);
+        let event = term.trim_matches('"');
+        assert!(
+            !event.is_empty() && code.contains(&format!("\"{event}\"")),
+            "{id:?}: no code logs {term}"
+        );
+        let metric = str_of(&filter["Properties"]["MetricTransformations"][0]["MetricName"]);
+        assert!(alarmed.contains(metric), "{id:?}: no alarm on {metric}");
+        filters += 1;
+    }
+    assert_eq!(filters, 4, "the link's OAuth client and three audit trails");
+}
+
 #[test]
 fn a_function_without_a_crate_or_a_crate_without_a_function_is_caught() {
     let mut crates = crates();

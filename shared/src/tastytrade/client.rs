@@ -373,13 +373,32 @@ impl TastytradeClient {
         encoding: TokenEncoding,
     ) -> Result<TokenResponse, BrokerError> {
         let url = self.url(environment, "/oauth/token")?;
-        let request = self.http.request(Method::POST, url);
-        let request = match encoding {
-            TokenEncoding::Form => request.form(fields),
-            TokenEncoding::Json => request.json(&fields.iter().copied().collect::<HashMap<_, _>>()),
+        // The body holds secrets (the client secret, a refresh token or a code): it is never
+        // logged, and its bytes are wiped when the last of the client's references to them is
+        // dropped, after the request; so are the answer's bytes (the tokens as text), once
+        // read. Copies made on the way out (TLS records) are the TLS library's.
+        let (content_type, body) = match encoding {
+            TokenEncoding::Form => (
+                "application/x-www-form-urlencoded",
+                zeroize::Zeroizing::new(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(fields)
+                        .finish()
+                        .into_bytes(),
+                ),
+            ),
+            TokenEncoding::Json => (
+                "application/json",
+                // A map of strings always serialises.
+                zeroize::Zeroizing::new(
+                    serde_json::to_vec(&fields.iter().copied().collect::<HashMap<_, _>>())
+                        .unwrap_or_default(),
+                ),
+            ),
         };
-        // The body holds secrets: it is dropped with the request and never logged, and the
-        // answer's bytes (the tokens as text) are wiped once read.
+        let request = (self.http.request(Method::POST, url))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes::Bytes::from_owner(body));
         let (status, retry_after, bytes) = self.send(request).await?;
         let bytes = Wiped(
             bytes
