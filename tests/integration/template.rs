@@ -487,6 +487,12 @@ fn the_queue_and_table_match_the_local_stacks() {
         number(&r["SyncDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"]),
         u64::from(provision::DLQ_RETENTION_SECONDS)
     );
+    for (name, value) in provision::ALLOCATOR_ENV {
+        assert_eq!(
+            template["Globals"]["Function"]["Environment"]["Variables"][name], value,
+            "{name}"
+        );
+    }
     let worker_queue = &r["SyncWorkerFunction"]["Properties"]["Events"]["Queue"]["Properties"];
     assert_eq!(
         worker_queue["FunctionResponseTypes"][0],

@@ -438,7 +438,9 @@ fn oauth(sim: &tastytrade_sim::server::Running) -> serde_json::Value {
 
 /// The functions' environment for `sim` and `aws` (its database is set per run).
 fn stack_env(sim: &tastytrade_sim::server::Running, aws: &TestAws) -> Env {
-    Env::from_pairs([
+    // The worker process runs with the deployment's allocator settings.
+    let allocator = tastysync_local::provision::ALLOCATOR_ENV;
+    Env::from_pairs(allocator.into_iter().chain([
         ("TOKEN_KMS_KEY_ID", aws.stack.kms_key_arn.as_str()),
         ("TASKS_TABLE", aws.stack.table.as_str()),
         ("SYNC_QUEUE_URL", aws.stack.queue_url.as_str()),
@@ -453,7 +455,7 @@ fn stack_env(sim: &tastytrade_sim::server::Running, aws: &TestAws) -> Env {
         ),
         ("OAUTH_REDIRECT_URIS", "http://localhost/callback"),
         ("TASTYTRADE_SANDBOX_URL", sim.credentials.base_url.as_str()),
-    ])
+    ]))
 }
 
 async fn purge(aws: &TestAws) {
