@@ -57,10 +57,12 @@ impl DeploymentSecrets {
         source: &impl SecretSource,
         env: &Env,
     ) -> Result<Self, DeploymentSecretsError> {
-        let oauth_client =
-            OAuthClient::load(source, env.required("OAUTH_CLIENT_SECRET_ARN")?).await?;
         let name = "STATE_SIGNING_SECRET_ARN";
-        let state_signing_key = read(source, name, env.required(name)?).await?;
+        // Both at once: the link function is ready one Secrets Manager round trip sooner.
+        let (oauth_client, state_signing_key) = futures_util::try_join!(
+            OAuthClient::load(source, env.required("OAUTH_CLIENT_SECRET_ARN")?),
+            read(source, name, env.required(name)?),
+        )?;
         // 32 characters at least: an HMAC key shorter than that is guessable.
         if state_signing_key.expose_secret().len() < 32 {
             return Err(DeploymentSecretsError::Shape { name });
