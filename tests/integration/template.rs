@@ -192,10 +192,8 @@ fn login_mismatches(template: &Value) -> Vec<String> {
         if holds_secret != user.is_none() {
             problems.push(format!("{name} holds the master secret: {holds_secret}"));
         }
-        let statements = role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-            .as_sequence()
-            .unwrap();
-        let logins: BTreeSet<String> = statements
+        let logins: BTreeSet<String> = template::ports_statements(template, function)
+            .unwrap()
             .iter()
             .filter(|s| text(&s["Action"]).contains("rds-db:connect"))
             .map(|s| {

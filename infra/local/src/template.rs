@@ -57,8 +57,11 @@ pub fn functions(template: &Value) -> Result<BTreeMap<String, &Value>, TemplateE
         .collect()
 }
 
-/// The actions of the `Ports` policy of `function`'s role.
-pub fn granted(template: &Value, function: &Value) -> Result<BTreeSet<String>, TemplateError> {
+/// The statements of the `Ports` policy of `function`'s role.
+pub fn ports_statements<'t>(
+    template: &'t Value,
+    function: &Value,
+) -> Result<&'t [Value], TemplateError> {
     let role_id = str_of(&function["Properties"]["Role"])
         .strip_suffix(".Arn")
         .ok_or_else(|| {
@@ -71,14 +74,20 @@ pub fn granted(template: &Value, function: &Value) -> Result<BTreeSet<String>, T
         .as_sequence()
         .and_then(|policies| policies.iter().find(|p| p["PolicyName"] == "Ports"))
         .ok_or_else(|| TemplateError::Shape(format!("{role_id} has no Ports policy")))?;
-    let statements = ports["PolicyDocument"]["Statement"]
+    ports["PolicyDocument"]["Statement"]
         .as_sequence()
-        .ok_or_else(|| TemplateError::Shape(format!("{role_id}: Ports has no statements")))?;
+        .map(Vec::as_slice)
+        .ok_or_else(|| TemplateError::Shape(format!("{role_id}: Ports has no statements")))
+}
+
+/// The actions of the `Ports` policy of `function`'s role.
+pub fn granted(template: &Value, function: &Value) -> Result<BTreeSet<String>, TemplateError> {
     let mut actions = BTreeSet::new();
-    for statement in statements {
+    for statement in ports_statements(template, function)? {
         if statement["Effect"] != "Allow" {
             return Err(TemplateError::Shape(format!(
-                "{role_id}: only Allow statements are expected in Ports"
+                "{}: only Allow statements are expected in Ports",
+                str_of(&function["Properties"]["Role"]).trim_end_matches(".Arn")
             )));
         }
         match &statement["Action"] {
