@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::DbError;
-use super::batch::{Columns, jsonb};
+use super::batch::{Columns, json};
 use crate::domain::accounts::AccountStatus;
 use crate::domain::accounts::{BalanceTarget, SyncAccount, trading_day};
 use crate::domain::rows::{Gone, Quarantined, Rejection, Stored};
@@ -284,7 +284,7 @@ pub async fn store_trading_status(
                 &s.pdt_reset_on,
                 &s.updated_at,
                 &read_at,
-                &jsonb(&status.raw),
+                &json(&status.raw),
             ],
         )
         .await?;
@@ -743,11 +743,11 @@ pub async fn claim_watchlists(
 // The watchlists whose row changed come back, and only their entries are rewritten.
 const UPSERT_WATCHLISTS: &str = "
     INSERT INTO watchlists (credential_id, name, group_name, order_index, raw)
-    SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::jsonb[])
+    SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::json[])
     ON CONFLICT (credential_id, name) DO UPDATE SET group_name = EXCLUDED.group_name,
         order_index = EXCLUDED.order_index, raw = EXCLUDED.raw
-    WHERE (watchlists.group_name, watchlists.order_index, watchlists.raw)
-          IS DISTINCT FROM (EXCLUDED.group_name, EXCLUDED.order_index, EXCLUDED.raw)
+    WHERE (watchlists.group_name, watchlists.order_index, watchlists.raw::text)
+          IS DISTINCT FROM (EXCLUDED.group_name, EXCLUDED.order_index, EXCLUDED.raw::text)
     RETURNING name";
 
 const DELETE_WATCHLIST_ENTRIES: &str = "
@@ -776,7 +776,7 @@ pub async fn replace_watchlists(
         .map(|r| r.item.group_name.as_deref())
         .collect();
     let orders: Vec<Option<i64>> = rows.iter().map(|r| r.item.order_index).collect();
-    let raws: Vec<_> = rows.iter().map(|r| jsonb(&r.raw)).collect();
+    let raws: Vec<_> = rows.iter().map(|r| json(&r.raw)).collect();
     let changed: Vec<String> = (tx
         .query(
             UPSERT_WATCHLISTS,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::wire;
 
-/// One item as parsed, with the JSON it came from (for the `raw jsonb` columns).
+/// One item as parsed, with the JSON it came from (for the `raw json` columns).
 #[derive(Debug, Clone)]
 pub struct Record<T> {
     pub item: T,
@@ -20,7 +20,7 @@ pub struct Record<T> {
 
 /// A row's JSON as the broker sent it, kept as its text. A page of 2,000 transactions held as
 /// JSON trees took several times the memory of its text, and each tree was printed again for
-/// Postgres; the text goes to the `raw jsonb` column as it came.
+/// Postgres; the text goes to the `raw json` column as it came.
 pub type Raw = Box<serde_json::value::RawValue>;
 
 impl<T: serde::de::DeserializeOwned> Record<T> {
