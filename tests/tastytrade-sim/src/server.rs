@@ -1505,6 +1505,8 @@ async fn transactions(
             .map(|t| (inner.quirks).transaction(account, t.id, t.render(&account.number)))
             .collect()
     };
+    // The page is printed without the lock, so concurrent page requests print in parallel.
+    drop(inner);
     Ok(page_of(
         &format!("/accounts/{number}/transactions"),
         window,
@@ -1767,6 +1769,7 @@ async fn orders(
             .map(|o| inner.quirks.order(account, o.id, o.render(&number)))
             .collect()
     };
+    drop(inner);
     Ok(page_of(
         &format!("/accounts/{number}/orders"),
         window,
