@@ -797,23 +797,49 @@ fn resumed(message: &TaskMessage) -> Option<Cursor> {
     (message.cursor.as_ref()).and_then(|c| Cursor::deserialize(c).ok())
 }
 
-/// A page as the scan handed it out, and whether it was the scan's last.
-type ReadPage<T> = (Result<Page<T>, BrokerError>, bool);
+/// What reading ahead hands to the storing: a page, with whether it was its scan's last, or
+/// the end of a run of scans (a paged stage's window), after the run's last page.
+enum Scanned<T> {
+    Page(Result<Page<T>, BrokerError>, bool),
+    RunEnd,
+}
 
-/// Reads `pages` ahead of whoever stores them: the returned future hands each page to the
-/// receiver as it arrives, and never waits for the receiver, so the requests in flight keep
-/// moving while a page is stored (the scan's own bound keeps the pages in memory few). It ends
-/// when the scan does or the receiver is dropped.
-fn read_ahead<T: DeserializeOwned + Send + 'static, B: Broker>(
-    mut pages: Pages<'_, '_, T, B>,
+/// Reads `runs` of scans ahead of whoever stores them, one scan after another: the returned
+/// future hands each page to the receiver as it arrives, and never waits for the receiver, so
+/// the requests in flight keep moving while a page is stored, and the next scan's first page
+/// (the one that tells its page count) is asked for while the last scan's pages are stored.
+/// The scans share the first one's room for pages, so memory stays that of one scan. It ends
+/// when the runs do, a page fails, the receiver is dropped, or before a run when `more` says
+/// no (the storing will stop there: nothing is asked for that a continuation asks for again).
+fn scan_ahead<T: DeserializeOwned + Send + 'static, B: Broker>(
+    runs: Vec<Vec<Pages<'_, '_, T, B>>>,
+    more: impl Fn() -> bool,
 ) -> (
     impl Future<Output = ()>,
-    tokio::sync::mpsc::UnboundedReceiver<ReadPage<T>>,
+    tokio::sync::mpsc::UnboundedReceiver<Scanned<T>>,
 ) {
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     let reading = async move {
-        while let Some(page) = pages.next().await {
-            if sender.send((page, pages.is_finished())).is_err() {
+        let mut earlier: Option<Pages<'_, '_, T, B>> = None;
+        for (index, run) in runs.into_iter().enumerate() {
+            if index > 0 && !more() {
+                return;
+            }
+            for pages in run {
+                let mut pages = match &earlier {
+                    Some(earlier) => pages.after(earlier),
+                    None => pages,
+                };
+                while let Some(page) = pages.next().await {
+                    let failed = page.is_err();
+                    let scanned = Scanned::Page(page, pages.is_finished());
+                    if sender.send(scanned).is_err() || failed {
+                        return;
+                    }
+                }
+                earlier = Some(pages);
+            }
+            if sender.send(Scanned::RunEnd).is_err() {
                 return;
             }
         }
@@ -821,7 +847,7 @@ fn read_ahead<T: DeserializeOwned + Send + 'static, B: Broker>(
     (reading, receiver)
 }
 
-/// Runs the reading and the storing of a scan together (see [`read_ahead`]); the storing
+/// Runs the reading and the storing of a scan together (see [`scan_ahead`]); the storing
 /// decides: once it ends, early or not, the reading is dropped with its requests.
 async fn overlapped<E>(
     reading: impl Future<Output = ()>,
@@ -1299,11 +1325,12 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
         const STAGE: &str = "complex_orders";
-        let (reading, mut pages) = read_ahead(session.complex_orders(&self.account.account_number));
+        let number = &self.account.account_number;
+        let (reading, mut pages) = scan_ahead(vec![vec![session.complex_orders(number)]], || true);
         // Every group listed, read or not: the others are no longer listed.
         let mut seen = Vec::new();
         let storing = async {
-            while let Some((page, _)) = pages.recv().await {
+            while let Some(Scanned::Page(page, _)) = pages.recv().await {
                 let mut page = page?;
                 let started = std::time::Instant::now();
                 seen.extend(page.items.iter().map(|c| c.item.id));
@@ -1562,54 +1589,70 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         });
         let all = windows(from, self.now, E::window(settings));
         let last = all.len() - 1;
-        for (index, (start, end)) in all.into_iter().enumerate() {
-            let window = Window {
+        let all: Vec<Window> = (all.into_iter().enumerate())
+            .map(|(index, (start, end))| Window {
                 start,
                 end,
                 last: index == last,
-            };
-            // The ids the broker returned in the window, parsed or not.
-            let mut seen = Vec::new();
-            // Where a read cut short resumes: the last row read, or the window.
-            let mut resume_at = start;
-            for pages in E::reads(session, &self.account.account_number, &window, currencies) {
-                let (reading, mut pages) = read_ahead(pages);
-                let storing = async {
-                    while let Some((page, finished)) = pages.recv().await {
-                        let page = match page {
-                            Ok(page) => page,
-                            Err(BrokerError::OutOfTime) => {
-                                return Err(self.checkpoint(E::STAGE, resume_at, counts));
-                            }
-                            Err(e) => return Err(e.into()),
-                        };
-                        let reached = E::reached(&page.items);
-                        if E::RESUMES_WITHIN_A_WINDOW {
-                            resume_at = reached.unwrap_or(start).max(resume_at);
+            })
+            .collect();
+        let number = &self.account.account_number;
+        let runs = (all.iter())
+            .map(|window| E::reads(session, number, window, currencies))
+            .collect();
+        // The windows are read back to back: the next one's first page is on its way while
+        // the last one's pages are stored and its removals marked; past the deadline the
+        // storing checkpoints at the window's end, so the next window is not begun.
+        let (reading, mut scanned) = scan_ahead(runs, || !self.deadline.passed());
+        let storing = async {
+            for &Window { start, end, last } in &all {
+                // The ids the broker returned in the window, parsed or not.
+                let mut seen = Vec::new();
+                // Where a read cut short resumes: the last row read, or the window.
+                let mut resume_at = start;
+                loop {
+                    let (page, finished) = match scanned.recv().await {
+                        Some(Scanned::Page(page, finished)) => (page, finished),
+                        Some(Scanned::RunEnd) => break,
+                        // Every window's end is handed out unless a page failed before it.
+                        None => {
+                            return Err(
+                                BrokerError::transient("a window's reading ended early").into()
+                            );
                         }
-                        seen.extend(page.items.iter().filter_map(|r| r.item.broker_id()));
-                        seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
-                        self.write_page::<E>(E::STAGE_NAME, page, counts).await?;
-                        if E::RESUMES_WITHIN_A_WINDOW && self.deadline.passed() && !finished {
-                            let reached = reached.unwrap_or(start).max(start);
-                            // Rows come oldest first: everything before `reached` was read.
-                            let before = reached - TimeDelta::microseconds(1);
-                            self.remove_gone(E::STAGE_NAME, E::gone(start, before, &seen), counts)
-                                .await?;
-                            return Err(self.checkpoint(E::STAGE, reached, counts));
+                    };
+                    let page = match page {
+                        Ok(page) => page,
+                        Err(BrokerError::OutOfTime) => {
+                            return Err(self.checkpoint(E::STAGE, resume_at, counts));
                         }
+                        Err(e) => return Err(e.into()),
+                    };
+                    let reached = E::reached(&page.items);
+                    if E::RESUMES_WITHIN_A_WINDOW {
+                        resume_at = reached.unwrap_or(start).max(resume_at);
                     }
-                    Ok::<_, SyncError>(())
-                };
-                overlapped(reading, storing).await?;
+                    seen.extend(page.items.iter().filter_map(|r| r.item.broker_id()));
+                    seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));
+                    self.write_page::<E>(E::STAGE_NAME, page, counts).await?;
+                    if E::RESUMES_WITHIN_A_WINDOW && self.deadline.passed() && !finished {
+                        let reached = reached.unwrap_or(start).max(start);
+                        // Rows come oldest first: everything before `reached` was read.
+                        let before = reached - TimeDelta::microseconds(1);
+                        self.remove_gone(E::STAGE_NAME, E::gone(start, before, &seen), counts)
+                            .await?;
+                        return Err(self.checkpoint(E::STAGE, reached, counts));
+                    }
+                }
+                self.remove_gone(E::STAGE_NAME, E::gone(start, end, &seen), counts)
+                    .await?;
+                if self.deadline.passed() && !last {
+                    return Err(self.checkpoint(E::STAGE, end, counts));
+                }
             }
-            self.remove_gone(E::STAGE_NAME, E::gone(start, end, &seen), counts)
-                .await?;
-            if self.deadline.passed() && !window.last {
-                return Err(self.checkpoint(E::STAGE, end, counts));
-            }
-        }
-        Ok(())
+            Ok(())
+        };
+        overlapped(reading, storing).await
     }
 
     /// [`Run::write`] of a page, its time spent counted against `entity`.
@@ -1670,9 +1713,9 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
             return Ok(());
         }
         let mut seen = std::collections::HashSet::new();
-        let (reading, mut live) = read_ahead(session.live_orders(number));
+        let (reading, mut live) = scan_ahead(vec![vec![session.live_orders(number)]], || true);
         let storing = async {
-            while let Some((page, _)) = live.recv().await {
+            while let Some(Scanned::Page(page, _)) = live.recv().await {
                 let page = page?;
                 seen.extend(page.items.iter().map(|r| r.item.id));
                 seen.extend(page.rejected.iter().filter_map(|r| r.broker_id));

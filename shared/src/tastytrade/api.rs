@@ -677,6 +677,14 @@ impl<'s, 'c, T: DeserializeOwned + Send + 'static, B: Broker> Pages<'s, 'c, T, B
         }
     }
 
+    /// Keeps this scan's pages in `earlier`'s room: scans read one after another, the next
+    /// begun while the earlier one's pages are still being stored, hold no more pages together
+    /// than one scan does.
+    pub fn after(mut self, earlier: &Self) -> Self {
+        self.buffered = std::sync::Arc::clone(&earlier.buffered);
+        self
+    }
+
     /// True once the last page has been handed out (or the scan failed).
     pub fn is_finished(&self) -> bool {
         self.done
