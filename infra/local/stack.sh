@@ -173,7 +173,9 @@ up() {
   "$CARGO_TARGET_DIR/debug/tastysync-local" provision "$name-" >>"$state/env.tmp"
   mv "$state/env.tmp" "$state/env"
   log "up; environment in .local/$name/env:"
-  sed 's/^/  /' "$state/env" >&2
+  # The emulator's secret keys stay in the file: a log is no place for one, even a throwaway.
+  sed -E 's/^(AWS_SECRET_ACCESS_KEY=|TASTYSYNC_IDENTITY_[A-Z_]+=[^:]*:).*/\1(see the file)/; s/^/  /' \
+    "$state/env" >&2
 }
 
 down() {
