@@ -810,7 +810,8 @@ enum Scanned<T> {
 /// (the one that tells its page count) is asked for while the last scan's pages are stored.
 /// The scans share the first one's room for pages, so memory stays that of one scan. It ends
 /// when the runs do, a page fails, the receiver is dropped, or before a run when `more` says
-/// no (the storing will stop there: nothing is asked for that a continuation asks for again).
+/// no (the deadline: past it the storing stops at the run's end, and a continuation would ask
+/// for the next run again).
 fn scan_ahead<T: DeserializeOwned + Send + 'static, B: Broker>(
     runs: Vec<Vec<Pages<'_, '_, T, B>>>,
     more: impl Fn() -> bool,

@@ -780,10 +780,21 @@ impl<'c, B: Broker> Session<'c, B> {
             attempts += 1;
             let token = self.access_token().await?;
             let environment = self.grant.environment;
+            // A 429's wait, decided while its request still holds its place.
+            let mut throttled_for = None;
             let call = async {
                 let body = {
                     let _permit = self.permit().await;
-                    self.broker.get(environment, path, query, &token).await?
+                    let fetched = self.broker.get(environment, path, query, &token).await;
+                    // The grant is held back before this request gives up its place: one let
+                    // through in between would be sent into the wait the broker asked for.
+                    if let Err(e @ BrokerError::RateLimited { .. }) = &fetched {
+                        throttled_for = policy.retry_after(e, attempts, started);
+                        if let Some(wait) = throttled_for {
+                            self.hold_back(wait);
+                        }
+                    }
+                    fetched?
                 };
                 serde_json::from_slice(&body).map_err(|e| decode_error(StatusCode::OK, &e))
             };
@@ -800,15 +811,18 @@ impl<'c, B: Broker> Session<'c, B> {
             if throttled {
                 self.broker.note_throttled();
             }
-            let Some(delay) = policy.retry_after(&error, attempts, started) else {
+            let delay = match throttled {
+                true => throttled_for,
+                false => policy.retry_after(&error, attempts, started),
+            };
+            let Some(delay) = delay else {
                 return Err(error);
             };
             self.broker.note_retry();
             tracing::debug!(attempt = attempts, error = %error, "retrying tastytrade call");
-            if throttled {
-                // The grant's other requests wait as well (see `permit`).
-                self.hold_back(delay);
-            } else {
+            // A throttled call waits in `permit`, with the grant's other requests, until the
+            // hold set above ends; any other waits alone.
+            if !throttled {
                 self.bounded(async {
                     tokio::time::sleep(delay).await;
                     Ok(())
