@@ -1589,12 +1589,12 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
             E::align(start)
         });
         let all = windows(from, self.now, E::window(settings));
-        let last = all.len() - 1;
+        let final_index = all.len() - 1;
         let all: Vec<Window> = (all.into_iter().enumerate())
             .map(|(index, (start, end))| Window {
                 start,
                 end,
-                last: index == last,
+                last: index == final_index,
             })
             .collect();
         let number = &self.account.account_number;

@@ -811,9 +811,10 @@ impl<'c, B: Broker> Session<'c, B> {
             if throttled {
                 self.broker.note_throttled();
             }
-            let delay = match throttled {
-                true => throttled_for,
-                false => policy.retry_after(&error, attempts, started),
+            let delay = if throttled {
+                throttled_for
+            } else {
+                policy.retry_after(&error, attempts, started)
             };
             let Some(delay) = delay else {
                 return Err(error);
