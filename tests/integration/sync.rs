@@ -1433,7 +1433,10 @@ async fn a_grant_never_has_more_than_its_requests_in_flight_and_a_429_holds_back
     );
 }
 
-#[tokio::test]
+// Two threads: the probe for a page's upsert must not wait behind the simulator, which renders
+// the pages the worker asks for in this process (on one thread, with four pages of
+// transactions asked for at once, the upserts could all run while the probe waited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_sync_costs_a_retry_and_the_sync_still_completes_equal_to_the_truth()
 {
     let cluster = tastysync_tests::PrivatePostgres::start();
