@@ -1397,7 +1397,11 @@ async fn a_full_sync_through_a_fault_storm_ends_equal_to_the_truth_with_retries_
     );
 }
 
-#[tokio::test]
+// Two threads: the simulator notes when each request arrives and when it answered a 429. On
+// one thread shared with the worker, a request sent before the worker could hear the 429
+// waited behind the worker's parsing (more pages are read ahead now) and was noted as arriving
+// after it, as if the worker had ignored the Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_never_has_more_than_its_requests_in_flight_and_a_429_holds_back_all_of_them() {
     let w = two_linked_years().await;
     let deps = worker(&w);
