@@ -245,6 +245,178 @@ async fn deleting_an_account_deletes_its_synced_rows() {
     }
 }
 
+/// An account, an order of it with one leg, and a fill of that leg.
+const ONE_FILLED_ORDER: &str = "
+    INSERT INTO orders (account_id, tastytrade_order_id, account_number, status, raw)
+    VALUES ($1, 2, '5WT00001', 'Filled', '{}');
+    INSERT INTO order_legs (account_id, tastytrade_order_id, leg_key, leg_index, symbol)
+    VALUES ($1, 2, 'AAPL|', 0, 'AAPL');
+    INSERT INTO order_fills (account_id, tastytrade_order_id, leg_key, fill_id, quantity, filled_at)
+    VALUES ($1, 2, 'AAPL|', 'f1', 1, now());";
+
+async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_row_whose_parent_is_missing_is_refused_as_a_foreign_key_violation() {
+    let f = linked_account().await;
+    let client = f.db.client().await;
+    let stranger = Uuid::new_v4();
+    let refused = [
+        (
+            "a transaction of no account",
+            "INSERT INTO transactions (account_id, tastytrade_transaction_id, account_number,
+                 transaction_type, executed_at, transaction_date, raw)
+             VALUES ($1, 1, '5WT00001', 'Trade', now(), current_date, '{}')",
+            stranger,
+        ),
+        (
+            "an order of no account",
+            "INSERT INTO orders (account_id, tastytrade_order_id, account_number, status, raw)
+             VALUES ($1, 2, '5WT00001', 'Filled', '{}')",
+            stranger,
+        ),
+        (
+            "a leg of no order",
+            "INSERT INTO order_legs (account_id, tastytrade_order_id, leg_key, leg_index, symbol)
+             VALUES ($1, 3, 'AAPL|', 0, 'AAPL')",
+            f.account,
+        ),
+        (
+            "a fill of no leg",
+            "INSERT INTO order_fills (account_id, tastytrade_order_id, leg_key, fill_id, quantity,
+                 filled_at)
+             VALUES ($1, 3, 'AAPL|', 'f1', 1, now())",
+            f.account,
+        ),
+    ];
+    for (what, insert, account) in refused {
+        let error = client.execute(insert, &[&account]).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(&SqlState::FOREIGN_KEY_VIOLATION),
+            "{what}: {error:?}"
+        );
+    }
+    for table in ["transactions", "orders", "order_legs", "order_fills"] {
+        assert_eq!(count(&client, table).await, 0, "{table} kept a refused row");
+    }
+}
+
+#[tokio::test]
+async fn no_row_changes_the_key_its_children_or_its_parent_hold() {
+    let f = linked_account().await;
+    let client = f.db.client().await;
+    let other: Uuid = client
+        .query_one(
+            "INSERT INTO tastytrade_accounts (user_id, credential_id, environment, account_number)
+             VALUES ('user-a', $1, 'sandbox', '5WT00002') RETURNING id",
+            &[&f.credential],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&ONE_FILLED_ORDER.replace("$1", &format!("'{}'", f.account)))
+        .await
+        .unwrap();
+    for update in [
+        format!(
+            "UPDATE tastytrade_accounts SET id = gen_random_uuid() WHERE id = '{}'",
+            f.account
+        ),
+        format!("UPDATE orders SET account_id = '{other}'"),
+        "UPDATE orders SET tastytrade_order_id = 4".to_owned(),
+        "UPDATE order_legs SET leg_key = 'MSFT|'".to_owned(),
+        "UPDATE order_fills SET tastytrade_order_id = 4".to_owned(),
+    ] {
+        let error = client.batch_execute(&update).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(&SqlState::FOREIGN_KEY_VIOLATION),
+            "{update}: {error:?}"
+        );
+    }
+    // Columns that are not keys still change.
+    client
+        .batch_execute(
+            "UPDATE orders SET status = 'Cancelled'; UPDATE order_legs SET symbol = 'AAPL'",
+        )
+        .await
+        .unwrap();
+}
+
+/// The race the parents' check guards against: a sync storing rows of an account while the
+/// user deletes the account. Whichever comes first, no row outlives its account.
+#[tokio::test]
+async fn an_account_deleted_while_a_sync_stores_its_rows_leaves_none_behind() {
+    let f = linked_account().await;
+    let mut sync = f.db.client().await;
+    let purge = f.db.client().await;
+    let insert = "INSERT INTO transactions (account_id, tastytrade_transaction_id, account_number,
+                      transaction_type, executed_at, transaction_date, raw)
+                  VALUES ($1, 1, '5WT00001', 'Trade', now(), current_date, '{}')";
+
+    // The sync's insert comes first: the delete waits for its transaction, then takes its row.
+    let storing = sync.transaction().await.unwrap();
+    storing.execute(insert, &[&f.account]).await.unwrap();
+    let account = f.account;
+    let deleting = tokio::spawn(async move {
+        purge
+            .execute("DELETE FROM tastytrade_accounts WHERE id = $1", &[&account])
+            .await
+            .unwrap();
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !deleting.is_finished(),
+        "the delete did not wait for the sync's transaction"
+    );
+    storing.commit().await.unwrap();
+    deleting.await.unwrap();
+    assert_eq!(
+        count(&sync, "transactions").await,
+        0,
+        "a stored row outlived its account"
+    );
+
+    // The delete comes first and is not yet committed: the sync's insert waits for it, then
+    // fails as a missing parent.
+    let g = linked_account().await;
+    let sync = g.db.client().await;
+    let mut purge = g.db.client().await;
+    let deleting = purge.transaction().await.unwrap();
+    deleting
+        .execute(
+            "DELETE FROM tastytrade_accounts WHERE id = $1",
+            &[&g.account],
+        )
+        .await
+        .unwrap();
+    let account = g.account;
+    let storing = tokio::spawn(async move { sync.execute(insert, &[&account]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !storing.is_finished(),
+        "the insert did not wait for the delete"
+    );
+    deleting.commit().await.unwrap();
+    let error = storing.await.unwrap().expect_err("the insert is refused");
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::FOREIGN_KEY_VIOLATION),
+        "{error:?}"
+    );
+    drop(purge);
+    let client = g.db.client().await;
+    assert_eq!(count(&client, "transactions").await, 0);
+}
+
 #[tokio::test]
 async fn deleting_a_grant_deletes_its_secrets_and_unlinks_its_accounts_but_keeps_them() {
     let f = linked_account().await;

@@ -24,7 +24,8 @@ const PAGE: &str = "
 const USER_ACCOUNTS: &str = "SELECT id FROM tastytrade_accounts WHERE user_id = $1";
 
 // The purge, in one transaction. The accounts take their synced and quarantined rows with
-// them (ON DELETE CASCADE), the grants their sealed secrets.
+// them (ON DELETE CASCADE, and for the history's four tables the delete triggers of
+// migration V22), the grants their sealed secrets.
 const PURGE_ACCOUNTS: &str = "DELETE FROM tastytrade_accounts WHERE user_id = $1";
 const PURGE_CREDENTIALS: &str = "DELETE FROM tastytrade_credentials WHERE user_id = $1";
 const PURGE_EVENTS: &str = "DELETE FROM audit_events WHERE user_id = $1";
