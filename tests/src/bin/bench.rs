@@ -12,9 +12,10 @@
 //!    worker's peak resident memory (`VmHWM`, sampled every 50 ms), and where the sync's time
 //!    went per entity (the worker's `tastysync::spent` log line).
 //! 2. An incremental sync with nothing new: broker calls made and rows rewritten.
-//! 3. The full sync with 80 ms added to every broker response (`BENCH_LATENCY_MS`): wall time
-//!    over the concurrent floor (the requests, `SYNC_GRANT_CONCURRENCY` at a time, times the
-//!    latency) and over the sequential floor (one at a time).
+//! 3. The full sync by the worker process with 80 ms added to every broker response
+//!    (`BENCH_LATENCY_MS`): wall time over the concurrent floor (the requests the simulator
+//!    received, `SYNC_GRANT_CONCURRENCY` at a time, times the latency) and over the sequential
+//!    floor (one at a time).
 //! 4. Growth: transactions-only full syncs at 10,000 and 100,000 transactions, and 1,000,000
 //!    with `BENCH_SCALE=1`: rows per second and peak memory.
 //! 5. Function binaries (release, stripped): size, and the time from process start to the
@@ -181,7 +182,7 @@ async fn main() {
     let env = stack_env(&sim, &aws);
 
     // 1. Like for like: ours by the worker process, then the peer, on the same simulator.
-    let ours = worker_full_sync(&sim, &aws, &env).await;
+    let ours = worker_full_sync(&sim, &aws, &env, 0).await;
     let number = sim.credentials.account_numbers[0].clone();
     let truth = sim.simulator.truth(&number).expect("the account's truth");
     let peer = python_peer(&sim, &truth).await;
@@ -217,7 +218,7 @@ async fn main() {
     let only_transactions = simulator(transactions, 0).await;
     let only_aws = TestAws::provisioned_with(&oauth(&only_transactions)).await;
     let only_env = stack_env(&only_transactions, &only_aws);
-    let ours_tx = worker_full_sync(&only_transactions, &only_aws, &only_env).await;
+    let ours_tx = worker_full_sync(&only_transactions, &only_aws, &only_env, 0).await;
     let number_tx = &only_transactions.credentials.account_numbers[0];
     let truth_tx = only_transactions.simulator.truth(number_tx).expect("truth");
     let peer_tx = python_peer(&only_transactions, &truth_tx).await;
@@ -251,7 +252,7 @@ async fn main() {
     ));
 
     // 3. The full sync again, on a database of its own, with latency on every response.
-    let latency = latency_run(&sim, &aws, &env).await;
+    let latency = latency_run(&sim).await;
     let over_concurrent = latency.wall.as_secs_f64() / latency.concurrent_floor.as_secs_f64();
     let over_sequential = latency.wall.as_secs_f64() / latency.sequential_floor.as_secs_f64();
     rows.push((
@@ -272,7 +273,7 @@ async fn main() {
             None => {
                 let sim = simulator(size, 0).await;
                 let aws = TestAws::provisioned_with(&oauth(&sim)).await;
-                let run = worker_full_sync(&sim, &aws, &stack_env(&sim, &aws)).await;
+                let run = worker_full_sync(&sim, &aws, &stack_env(&sim, &aws), 0).await;
                 (run.rows, run.wall, run.peak_mib)
             }
         };
@@ -499,12 +500,18 @@ struct WorkerRun {
     /// Every row stored, in every synced table.
     rows: i64,
     spent: serde_json::Value,
+    /// The requests the broker received from the worker, and the most of them it had in flight
+    /// at once.
+    requests: u64,
+    most_in_flight: usize,
 }
 
+/// The full sync, with `latency_ms` added to every broker response once the account is linked.
 async fn worker_full_sync(
     sim: &tastytrade_sim::server::Running,
     aws: &TestAws,
     env: &Env,
+    latency_ms: u64,
 ) -> WorkerRun {
     use tokio::io::AsyncBufReadExt;
     let db = TestDb::migrated().await;
@@ -512,6 +519,11 @@ async fn worker_full_sync(
     // Only this link's full sync is waiting for the worker.
     purge(aws).await;
     link_simulated_grant(sim, aws, &env).await;
+    sim.simulator.set_faults(tastytrade_sim::server::Faults {
+        latency_ms,
+        ..Default::default()
+    });
+    sim.simulator.clear_requests();
     let worker = std::env::current_exe()
         .expect("own path")
         .with_file_name("sync-worker");
@@ -571,6 +583,15 @@ async fn worker_full_sync(
     };
     let wall = started.elapsed();
     peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
+    sim.simulator
+        .set_faults(tastytrade_sim::server::Faults::default());
+    let requests = sim.simulator.requests().len() as u64;
+    let most_in_flight = sim
+        .simulator
+        .most_in_flight()
+        .into_values()
+        .max()
+        .unwrap_or(0);
     // The log line is written before the account's status: a moment for it to arrive.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = child.kill().await;
@@ -600,6 +621,8 @@ async fn worker_full_sync(
         peak_mib: peak as f64 / 1024.0,
         rows,
         spent,
+        requests,
+        most_in_flight,
     }
 }
 
@@ -791,13 +814,11 @@ struct LatencyRun {
     sequential_floor: Duration,
 }
 
-/// A full sync of a freshly linked account with `latency_ms` on every broker response, in this
-/// process, into a database of its own.
-async fn latency_run(
-    sim: &tastytrade_sim::server::Running,
-    aws: &TestAws,
-    env: &Env,
-) -> LatencyRun {
+/// The full sync by the worker process, as in the like-for-like run, with `latency_ms` on every
+/// broker response. The worker runs apart from the simulator, as it runs apart from the broker:
+/// in one process they would share the runtime's two threads, and a page being printed would
+/// hold back the worker's handling of the pages that arrived.
+async fn latency_run(sim: &tastytrade_sim::server::Running) -> LatencyRun {
     let latency_ms = size("BENCH_LATENCY_MS", 80) as u64;
     let transactions = size("BENCH_LATENCY_TRANSACTIONS", 100_000);
     let orders = size("BENCH_LATENCY_ORDERS", 20_000);
@@ -811,39 +832,28 @@ async fn latency_run(
         own = simulator(transactions, orders).await;
         &own
     };
-    let db = TestDb::migrated().await;
-    let env = env.clone().with("DATABASE_URL", db.url.clone());
-    link_simulated_grant(sim, aws, &env).await;
-    let (account_id, owner) = linked_account(&db).await;
-    let deps = in_process_worker(&db, aws, &sim.credentials);
-    let task = NewTask::new(&owner, account_id, TaskKind::Full);
-    deps.tasks.create(&task).await.expect("task");
-    sim.simulator.set_faults(tastytrade_sim::server::Faults {
-        latency_ms,
-        ..Default::default()
-    });
-    let started = Instant::now();
-    let outcome = sync::run(&deps, &task.message(), None)
-        .await
-        .expect("the sync runs");
-    let wall = started.elapsed();
-    sim.simulator
-        .set_faults(tastytrade_sim::server::Faults::default());
-    assert!(matches!(outcome, Outcome::Completed(_)), "{outcome:?}");
-    let number = &sim.credentials.account_numbers[0];
-    let truth = sim.simulator.truth(number).expect("the account's truth");
-    let client = db.client().await;
-    tastysync_tests::truth::assert_database_equals_truth(&client, &truth, number).await;
-    let requests = Stats::get(&deps.broker.stats().requests);
-    let concurrency = deps.settings.grant_concurrency;
-    let rounds = requests.div_ceil(concurrency as u64);
+    // A stack of its own: its queue holds only this link's sync.
+    let aws = TestAws::provisioned_with(&oauth(sim)).await;
+    let env = stack_env(sim, &aws);
+    let run = worker_full_sync(sim, &aws, &env, latency_ms).await;
+    // The worker inherits this process's environment.
+    let concurrency = size(
+        "SYNC_GRANT_CONCURRENCY",
+        SyncSettings::default().grant_concurrency,
+    );
+    assert!(
+        run.most_in_flight <= concurrency,
+        "the grant had {} requests in flight at once, more than {concurrency}",
+        run.most_in_flight
+    );
+    let rounds = run.requests.div_ceil(concurrency as u64);
     LatencyRun {
         latency_ms,
-        wall,
-        requests,
+        wall: run.wall,
+        requests: run.requests,
         concurrency,
         concurrent_floor: Duration::from_millis(latency_ms * rounds),
-        sequential_floor: Duration::from_millis(latency_ms * requests),
+        sequential_floor: Duration::from_millis(latency_ms * run.requests),
     }
 }
 
