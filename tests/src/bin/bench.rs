@@ -259,6 +259,13 @@ async fn main() {
         format!("full sync with {} ms per response: wall / concurrent floor ({} requests, {} at a time) / sequential floor", latency.latency_ms, latency.requests, latency.concurrency),
         format!("{:.1} s / {:.1} s / {:.1} s", latency.wall.as_secs_f64(), latency.concurrent_floor.as_secs_f64(), latency.sequential_floor.as_secs_f64()),
     ));
+    rows.push((
+        format!(
+            "full sync with {} ms per response: the broker's mean answer time, arrival to answer",
+            latency.latency_ms
+        ),
+        format!("{:.1} ms", latency.answer_ms),
+    ));
 
     // 4. Growth: transactions-only accounts of 10k and 100k (above), and 1M when asked.
     let mut growth = vec![(10_000, None), (transactions, Some(&ours_tx))];
@@ -337,6 +344,10 @@ async fn main() {
         (
             "latency_wall_over_sequential_floor".to_owned(),
             json!(round2(over_sequential)),
+        ),
+        (
+            "latency_broker_answer_ms".to_owned(),
+            json!(round2(latency.answer_ms)),
         ),
         ("idle_calls".to_owned(), json!(idle.calls)),
         ("idle_rows_written".to_owned(), json!(idle.written)),
@@ -504,6 +515,8 @@ struct WorkerRun {
     /// at once.
     requests: u64,
     most_in_flight: usize,
+    /// The broker's mean time from a request's arrival to its answer, as the simulator saw it.
+    answer_ms: f64,
 }
 
 /// The full sync, with `latency_ms` added to every broker response once the account is linked.
@@ -585,7 +598,13 @@ async fn worker_full_sync(
     peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
     sim.simulator
         .set_faults(tastytrade_sim::server::Faults::default());
-    let requests = sim.simulator.requests().len() as u64;
+    let received = sim.simulator.requests();
+    let requests = received.len() as u64;
+    let answer_ms = received
+        .iter()
+        .map(|r| (r.answered - r.at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        .sum::<f64>()
+        / requests.max(1) as f64;
     let most_in_flight = sim
         .simulator
         .most_in_flight()
@@ -622,6 +641,7 @@ async fn worker_full_sync(
         rows,
         spent,
         requests,
+        answer_ms,
         most_in_flight,
     }
 }
@@ -807,6 +827,7 @@ struct LatencyRun {
     latency_ms: u64,
     wall: Duration,
     requests: u64,
+    answer_ms: f64,
     concurrency: usize,
     /// The requests `concurrency` at a time, each taking the latency.
     concurrent_floor: Duration,
@@ -851,6 +872,7 @@ async fn latency_run(sim: &tastytrade_sim::server::Running) -> LatencyRun {
         latency_ms,
         wall: run.wall,
         requests: run.requests,
+        answer_ms: run.answer_ms,
         concurrency,
         concurrent_floor: Duration::from_millis(latency_ms * rounds),
         sequential_floor: Duration::from_millis(latency_ms * run.requests),

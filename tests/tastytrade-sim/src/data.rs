@@ -22,7 +22,7 @@ pub struct Sizes {
     pub years: i64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Account {
     pub number: String,
     pub nickname: String,

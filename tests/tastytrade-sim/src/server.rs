@@ -51,6 +51,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Faults {
+    /// The broker's response time: each answer leaves no sooner than this after its request
+    /// arrived, the simulator's own work included.
     pub latency_ms: u64,
     /// Probabilities in [0, 1].
     pub rate_429: f64,
@@ -319,6 +321,8 @@ pub struct Recorded {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub at: DateTime<Utc>,
+    /// When the answer left: its head, the body following.
+    pub answered: DateTime<Utc>,
     /// The grant whose access token the request carried, if any.
     pub grant: Option<String>,
     pub status: u16,
@@ -350,7 +354,9 @@ struct TokenState {
 struct Inner {
     config: Config,
     generator: Generator,
-    accounts: Vec<Account>,
+    /// Each account shared with the handlers serving it, which read it without the lock;
+    /// changed copy-on-write.
+    accounts: Vec<Arc<Account>>,
     client_id: String,
     client_secret: String,
     grants: HashMap<String, GrantState>,
@@ -405,7 +411,7 @@ impl Inner {
         (state.expires_at > Utc::now() && !grant.revoked).then_some(grant)
     }
 
-    fn account(&self, number: &str) -> Result<&Account, Reject> {
+    fn account(&self, number: &str) -> Result<&Arc<Account>, Reject> {
         self.accounts
             .iter()
             .find(|a| a.number == number)
@@ -493,12 +499,19 @@ impl Simulator {
             sent_while_held: 0,
             greeks_time_ms: Utc::now().timestamp_millis(),
             generator,
-            accounts,
+            accounts: accounts.into_iter().map(Arc::new).collect(),
             config,
         };
         Self {
             inner: Arc::new(Mutex::new(inner)),
         }
+    }
+
+    /// The account and the quirks in force, for a handler to read without holding the lock:
+    /// pages of one grant are served side by side, as the broker serves them.
+    fn account_and_quirks(&self, number: &str) -> Result<(Arc<Account>, Quirks), Reject> {
+        let inner = self.lock();
+        Ok((inner.account(number)?.clone(), inner.quirks.clone()))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -686,7 +699,7 @@ impl Simulator {
             });
             outcome.added_watchlists.push(name);
         }
-        let bars = &mut inner.accounts[index].net_liq;
+        let bars = &mut Arc::make_mut(&mut inner.accounts[index]).net_liq;
         for _ in 0..activity.net_liq_bars {
             let last = bars.last().map(|b| (b.time, b.close()));
             let (last_time, open) = last.unwrap_or((at, crate::data::money(5_000_000)));
@@ -697,7 +710,7 @@ impl Simulator {
             outcome.net_liq_bars += 1;
         }
         if activity.day_trades > 0 {
-            let status = &mut inner.accounts[index].trading_status;
+            let status = &mut Arc::make_mut(&mut inner.accounts[index]).trading_status;
             status.day_trade_count += activity.day_trades;
             status.updated_at = Utc::now();
         }
@@ -706,7 +719,7 @@ impl Simulator {
                 .generator
                 .transactions(at - Duration::minutes(30), at, activity.transactions);
         outcome.transactions = new.len();
-        let account = &mut inner.accounts[index];
+        let account = Arc::make_mut(&mut inner.accounts[index]);
         account.transactions.extend(new);
 
         if activity.finalize_fees {
@@ -1187,6 +1200,7 @@ async fn record(State(sim): State<Simulator>, request: Request, next: Next) -> R
         path,
         query,
         at,
+        answered: Utc::now(),
         grant,
         status: response.status().as_u16(),
     });
@@ -1201,17 +1215,25 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The broker's answer, faults applied, sent no sooner than `latency_ms` (plus `slow_ms` on the
+/// slow path) after the request arrived. The latency is the broker's whole response time, its
+/// own work included, as the bench's floor counts it: the simulator works out the answer while
+/// the latency runs rather than after it, because its work runs on the client's own cores, and
+/// there it would grow with the client's load, which no remote broker's does.
 async fn inject_faults(State(sim): State<Simulator>, request: Request, next: Next) -> Response {
-    let (latency, roll, faults) = {
+    let (roll, faults) = {
         let mut inner = sim.lock();
-        let roll = inner.fault_rng.f64();
-        (inner.faults.latency_ms, roll, inner.faults.clone())
+        (inner.fault_rng.f64(), inner.faults.clone())
     };
     let slow = (faults.slow_path.as_deref()).is_some_and(|p| request.uri().path().contains(p));
-    let delay = latency + if slow { faults.slow_ms } else { 0 };
-    if delay > 0 {
-        tokio::time::sleep(StdDuration::from_millis(delay)).await;
-    }
+    let delay = faults.latency_ms + if slow { faults.slow_ms } else { 0 };
+    let answer_at = tokio::time::Instant::now() + StdDuration::from_millis(delay);
+    let response = with_faults(faults, roll, request, next).await;
+    tokio::time::sleep_until(answer_at).await;
+    response
+}
+
+async fn with_faults(faults: Faults, roll: f64, request: Request, next: Next) -> Response {
     let mut threshold = faults.rate_429;
     if roll < threshold {
         // The broker's 429 carries no quota headers (reference §5).
@@ -1470,8 +1492,11 @@ async fn transactions(
         .map(|t| vec![t])
         .unwrap_or_else(|| list(&p, "types"));
     let sub_types = list(&p, "sub-type");
-    let inner = sim.lock();
-    let account = inner.account(&number)?;
+    let (symbol, underlying) = (param(&p, "symbol"), param(&p, "underlying-symbol"));
+    let (instrument_type, action) = (param(&p, "instrument-type"), param(&p, "action"));
+    let currency = param(&p, "currency");
+    let (account, quirks) = sim.account_and_quirks(&number)?;
+    let ascending = ascending(&p)?;
     let matches = |t: &&crate::data::Tx| {
         start_date.is_none_or(|d| t.date >= d)
             && end_date.is_none_or(|d| t.date <= d)
@@ -1479,34 +1504,16 @@ async fn transactions(
             && end_at.is_none_or(|e| t.executed_at <= e)
             && (types.is_empty() || types.contains(&t.kind))
             && (sub_types.is_empty() || sub_types.contains(&t.sub_type.as_str()))
-            && param(&p, "symbol").is_none_or(|s| t.symbol.as_deref() == Some(s))
-            && param(&p, "underlying-symbol").is_none_or(|s| t.underlying.as_deref() == Some(s))
-            && param(&p, "instrument-type").is_none_or(|s| t.instrument_type == Some(s))
-            && param(&p, "action").is_none_or(|s| t.action == Some(s))
-            && param(&p, "currency").is_none_or(|s| t.currency == s)
+            && symbol.is_none_or(|s| t.symbol.as_deref() == Some(s))
+            && underlying.is_none_or(|s| t.underlying.as_deref() == Some(s))
+            && instrument_type.is_none_or(|s| t.instrument_type == Some(s))
+            && action.is_none_or(|s| t.action == Some(s))
+            && currency.is_none_or(|s| t.currency == s)
     };
     let selected: Vec<&crate::data::Tx> = account.transactions.iter().filter(matches).collect();
-    let ascending = ascending(&p)?;
-    let total = selected.len();
-    // Render only the requested page; the total still counts every match.
-    let window: Vec<Value> = if ascending {
-        selected
-            .iter()
-            .skip(offset * per_page)
-            .take(per_page)
-            .map(|t| (inner.quirks).transaction(account, t.id, t.render(&account.number)))
-            .collect()
-    } else {
-        selected
-            .iter()
-            .rev()
-            .skip(offset * per_page)
-            .take(per_page)
-            .map(|t| (inner.quirks).transaction(account, t.id, t.render(&account.number)))
-            .collect()
-    };
-    // The page is printed without the lock, so concurrent page requests print in parallel.
-    drop(inner);
+    let (window, total) = page_rows(&selected, ascending, offset, per_page, |t| {
+        quirks.transaction(&account, t.id, t.render(&account.number))
+    });
     Ok(page_of(
         &format!("/accounts/{number}/transactions"),
         window,
@@ -1514,6 +1521,28 @@ async fn transactions(
         per_page,
         offset,
     ))
+}
+
+/// The `offset`th page of `per_page` rows of `selected`, rendered, and how many were selected.
+fn page_rows<T>(
+    selected: &[&T],
+    ascending: bool,
+    offset: usize,
+    per_page: usize,
+    render: impl Fn(&T) -> Value,
+) -> (Vec<Value>, usize) {
+    let page = |rows: &mut dyn Iterator<Item = &&T>| -> Vec<Value> {
+        rows.skip(offset * per_page)
+            .take(per_page)
+            .map(|row| render(row))
+            .collect()
+    };
+    let rows = if ascending {
+        page(&mut selected.iter())
+    } else {
+        page(&mut selected.iter().rev())
+    };
+    (rows, selected.len())
 }
 
 /// `{data: {items}, context, pagination}` for one page, cut from `total` matching rows.
@@ -1737,8 +1766,9 @@ async fn orders(
     let (start_date, end_date) = (date_param(&p, "start-date")?, date_param(&p, "end-date")?);
     let (start_at, end_at) = (time_param(&p, "start-at")?, time_param(&p, "end-at")?);
     let statuses = list(&p, "status");
-    let inner = sim.lock();
-    let account = inner.account(&number)?;
+    let underlying = param(&p, "underlying-symbol");
+    let (account, quirks) = sim.account_and_quirks(&number)?;
+    let ascending = ascending(&p)?;
     let selected: Vec<&crate::data::Order> = account
         .orders
         .iter()
@@ -1749,27 +1779,12 @@ async fn orders(
                 && start_at.is_none_or(|s| o.received_at >= s)
                 && end_at.is_none_or(|e| o.received_at <= e)
                 && (statuses.is_empty() || statuses.contains(&o.status))
-                && param(&p, "underlying-symbol").is_none_or(|s| o.underlying == s)
+                && underlying.is_none_or(|s| o.underlying == s)
         })
         .collect();
-    let total = selected.len();
-    let window: Vec<Value> = if ascending(&p)? {
-        selected
-            .iter()
-            .skip(offset * per_page)
-            .take(per_page)
-            .map(|o| inner.quirks.order(account, o.id, o.render(&number)))
-            .collect()
-    } else {
-        selected
-            .iter()
-            .rev()
-            .skip(offset * per_page)
-            .take(per_page)
-            .map(|o| inner.quirks.order(account, o.id, o.render(&number)))
-            .collect()
-    };
-    drop(inner);
+    let (window, total) = page_rows(&selected, ascending, offset, per_page, |o| {
+        quirks.order(&account, o.id, o.render(&number))
+    });
     Ok(page_of(
         &format!("/accounts/{number}/orders"),
         window,
