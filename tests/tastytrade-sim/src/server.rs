@@ -126,29 +126,48 @@ impl Quirks {
         self.poison.contains(&poison)
     }
 
-    fn transaction(&self, account: &crate::data::Account, id: i64, mut row: Value) -> Value {
-        let nth = |n: usize| account.transactions.get(n).map(|t| t.id) == Some(id);
-        if self.poisoned(Poison::GarbageDecimal) && nth(0) {
+    /// The transaction as sent: its rendered JSON, or the row a quirk spoils.
+    fn transaction(
+        &self,
+        account: &crate::data::Account,
+        tx: &crate::data::Tx,
+    ) -> Box<serde_json::value::RawValue> {
+        let nth = |n: usize| account.transactions.get(n).map(|t| t.id) == Some(tx.id);
+        let garbage = self.poisoned(Poison::GarbageDecimal) && nth(0);
+        let nul = self.poisoned(Poison::NulCharacter) && nth(1);
+        if !(garbage || nul) {
+            return (tx.rendered.get_or(|| tx.render(&account.number))).to_owned();
+        }
+        let mut row = tx.render(&account.number);
+        if garbage {
             row["net-value"] = json!("12.3.4");
         }
-        if self.poisoned(Poison::NulCharacter) && nth(1) {
+        if nul {
             row["description"] = json!("Bought\u{0} 1 SPY");
         }
-        row
+        crate::data::raw(&row)
     }
 
-    fn order(&self, account: &crate::data::Account, id: i64, mut row: Value) -> Value {
-        let first_filled = (account.orders.iter())
-            .find(|o| o.legs.iter().any(|l| !l.fills.is_empty()))
-            .map(|o| o.id);
-        if self.poisoned(Poison::FillWithoutId) && first_filled == Some(id) {
-            let fill = (row["legs"].as_array_mut().into_iter().flatten())
-                .find_map(|leg| leg["fills"].as_array_mut()?.first_mut());
-            if let Some(Value::Object(fill)) = fill {
-                fill.remove("fill-id");
-            }
+    /// The order as sent: its rendered JSON, or the row a quirk spoils.
+    fn order(
+        &self,
+        account: &crate::data::Account,
+        order: &crate::data::Order,
+    ) -> Box<serde_json::value::RawValue> {
+        let spoiled = self.poisoned(Poison::FillWithoutId)
+            && (account.orders.iter())
+                .find(|o| o.legs.iter().any(|l| !l.fills.is_empty()))
+                .is_some_and(|o| o.id == order.id);
+        if !spoiled {
+            return (order.rendered.get_or(|| order.render(&account.number))).to_owned();
         }
-        row
+        let mut row = order.render(&account.number);
+        let fill = (row["legs"].as_array_mut().into_iter().flatten())
+            .find_map(|leg| leg["fills"].as_array_mut()?.first_mut());
+        if let Some(Value::Object(fill)) = fill {
+            fill.remove("fill-id");
+        }
+        crate::data::raw(&row)
     }
 
     fn snapshot(
@@ -419,6 +438,14 @@ impl Inner {
     }
 }
 
+/// The account, to change: copied first if a handler is reading it, its rows' rendered JSON
+/// forgotten.
+fn changing(account: &mut Arc<Account>) -> &mut Account {
+    let account = Arc::make_mut(account);
+    account.forget_rendered();
+    account
+}
+
 /// The simulator's state, shared by its handlers.
 #[derive(Debug, Clone)]
 pub struct Simulator {
@@ -456,6 +483,9 @@ impl Simulator {
         let mut generator = Generator::new(config.seed, config.anchor);
         let mut accounts = generator.accounts(&config.sizes);
         generator.complex_orders(&mut accounts);
+        for account in &accounts {
+            account.render_all();
+        }
         let refresh_token = format!(
             "rt-{:016x}",
             config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -699,7 +729,7 @@ impl Simulator {
             });
             outcome.added_watchlists.push(name);
         }
-        let bars = &mut Arc::make_mut(&mut inner.accounts[index]).net_liq;
+        let bars = &mut changing(&mut inner.accounts[index]).net_liq;
         for _ in 0..activity.net_liq_bars {
             let last = bars.last().map(|b| (b.time, b.close()));
             let (last_time, open) = last.unwrap_or((at, crate::data::money(5_000_000)));
@@ -710,7 +740,7 @@ impl Simulator {
             outcome.net_liq_bars += 1;
         }
         if activity.day_trades > 0 {
-            let status = &mut Arc::make_mut(&mut inner.accounts[index]).trading_status;
+            let status = &mut changing(&mut inner.accounts[index]).trading_status;
             status.day_trade_count += activity.day_trades;
             status.updated_at = Utc::now();
         }
@@ -719,7 +749,7 @@ impl Simulator {
                 .generator
                 .transactions(at - Duration::minutes(30), at, activity.transactions);
         outcome.transactions = new.len();
-        let account = Arc::make_mut(&mut inner.accounts[index]);
+        let account = changing(&mut inner.accounts[index]);
         account.transactions.extend(new);
 
         if activity.finalize_fees {
@@ -1512,7 +1542,7 @@ async fn transactions(
     };
     let selected: Vec<&crate::data::Tx> = account.transactions.iter().filter(matches).collect();
     let (window, total) = page_rows(&selected, ascending, offset, per_page, |t| {
-        quirks.transaction(&account, t.id, t.render(&account.number))
+        quirks.transaction(&account, t)
     });
     Ok(page_of(
         &format!("/accounts/{number}/transactions"),
@@ -1524,14 +1554,14 @@ async fn transactions(
 }
 
 /// The `offset`th page of `per_page` rows of `selected`, rendered, and how many were selected.
-fn page_rows<T>(
+fn page_rows<T, R>(
     selected: &[&T],
     ascending: bool,
     offset: usize,
     per_page: usize,
-    render: impl Fn(&T) -> Value,
-) -> (Vec<Value>, usize) {
-    let page = |rows: &mut dyn Iterator<Item = &&T>| -> Vec<Value> {
+    render: impl Fn(&T) -> R,
+) -> (Vec<R>, usize) {
+    let page = |rows: &mut dyn Iterator<Item = &&T>| -> Vec<R> {
         rows.skip(offset * per_page)
             .take(per_page)
             .map(|row| render(row))
@@ -1546,29 +1576,43 @@ fn page_rows<T>(
 }
 
 /// `{data: {items}, context, pagination}` for one page, cut from `total` matching rows.
-fn page_of(
+fn page_of<T: Serialize>(
     context: &str,
-    window: Vec<Value>,
+    window: Vec<T>,
     total: usize,
     per_page: usize,
     offset: usize,
 ) -> Response {
-    let body = json!({
-        "api-version": "v1",
-        "context": context,
-        "data": {"items": window},
-        "pagination": {
-            "per-page": per_page,
-            "page-offset": offset,
-            "item-offset": offset * per_page,
-            "total-items": total,
-            "total-pages": total.div_ceil(per_page),
-            "current-item-count": window.len(),
-            "previous-link": null,
-            "next-link": null,
-            "paging-link-template": null,
-        },
+    #[derive(Serialize)]
+    struct Page<'a, T> {
+        #[serde(rename = "api-version")]
+        api_version: &'static str,
+        context: &'a str,
+        data: Items<T>,
+        pagination: Value,
+    }
+    #[derive(Serialize)]
+    struct Items<T> {
+        items: Vec<T>,
+    }
+    let pagination = json!({
+        "per-page": per_page,
+        "page-offset": offset,
+        "item-offset": offset * per_page,
+        "total-items": total,
+        "total-pages": total.div_ceil(per_page),
+        "current-item-count": window.len(),
+        "previous-link": null,
+        "next-link": null,
+        "paging-link-template": null,
     });
+    // The rows go out as they are: rendered JSON is printed, not parsed into a tree again.
+    let body = Page {
+        api_version: "v1",
+        context,
+        data: Items { items: window },
+        pagination,
+    };
     axum::Json(body).into_response()
 }
 
@@ -1783,7 +1827,7 @@ async fn orders(
         })
         .collect();
     let (window, total) = page_rows(&selected, ascending, offset, per_page, |o| {
-        quirks.order(&account, o.id, o.render(&number))
+        quirks.order(&account, o)
     });
     Ok(page_of(
         &format!("/accounts/{number}/orders"),
@@ -1805,7 +1849,7 @@ async fn order_by_id(
     let Some(order) = account.orders.iter().find(|o| o.id == id) else {
         return Err(Reject::NotFound);
     };
-    let data = inner.quirks.order(account, id, order.render(&number));
+    let data = inner.quirks.order(account, order);
     let body = json!({"context": format!("/accounts/{number}/orders/{id}"), "data": data});
     Ok(axum::Json(body).into_response())
 }
@@ -1829,7 +1873,7 @@ async fn live_orders(
         .iter()
         .skip(offset * per_page)
         .take(per_page)
-        .map(|o| inner.quirks.order(account, o.id, o.render(&number)))
+        .map(|o| inner.quirks.order(account, o))
         .collect();
     Ok(page_of(
         &format!("/accounts/{number}/orders/live"),
