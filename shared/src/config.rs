@@ -99,7 +99,11 @@ impl Env {
 pub struct DatabaseConfig {
     pub source: DatabaseSource,
     /// Connections per process. A Lambda instance serves one event at a time, so a handful is
-    /// plenty, and thousands of instances times a large pool would exhaust RDS Proxy.
+    /// plenty, and thousands of instances times a large pool would exhaust RDS Proxy. Three by
+    /// default: each connection keeps the buffers of the largest statement it sent (a page's
+    /// columns, several MiB), and with four the sync worker's peak in the 100k full sync was
+    /// 66.5-67.0 MiB against 55.9-59.1 MiB with three, its wall time at 80 ms per response the
+    /// same (README, issue #21).
     pub max_connections: usize,
     /// The database user the function logs in as; `None`: the source's own (the master user
     /// of the secret, the URL's user), for the migrations only. The wiring sets it from the
@@ -132,8 +136,13 @@ pub enum DatabaseSource {
 }
 
 impl DatabaseConfig {
+    /// See [`DatabaseConfig::max_connections`]; the template's `DatabaseMaxConnectionsPerFunction`
+    /// defaults to the same.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 3;
+
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let max_connections = env.parsed_or("DATABASE_MAX_CONNECTIONS", 4usize)?;
+        let max_connections =
+            env.parsed_or("DATABASE_MAX_CONNECTIONS", Self::DEFAULT_MAX_CONNECTIONS)?;
         if max_connections == 0 {
             return Err(ConfigError::Invalid {
                 name: "DATABASE_MAX_CONNECTIONS",
@@ -258,6 +267,9 @@ mod tests {
             panic!("a URL source")
         };
         assert_eq!(url.expose_secret(), "postgres://u:hunter2@db/x");
-        assert_eq!(config.max_connections, 4);
+        assert_eq!(
+            config.max_connections,
+            DatabaseConfig::DEFAULT_MAX_CONNECTIONS
+        );
     }
 }

@@ -187,7 +187,8 @@ impl TestDb {
     ) -> deadpool_postgres::Pool {
         let config = DatabaseConfig {
             source: DatabaseSource::Url(SecretString::from(self.url.clone())),
-            max_connections: 4,
+            // The deployed default, so the suite shows the functions need no more.
+            max_connections: tastysync_shared::config::DatabaseConfig::DEFAULT_MAX_CONNECTIONS,
             user: function.database_user(),
         };
         db::pool(&config, &aws::sdk_config().await)
