@@ -248,7 +248,10 @@ async fn the_database_password_comes_from_its_secret_and_a_malformed_secret_is_n
         .unwrap_err();
 
     let pool = pool.unwrap();
-    assert_eq!(pool.status().max_size, 4);
+    assert_eq!(
+        pool.status().max_size,
+        tastysync_shared::config::DatabaseConfig::DEFAULT_MAX_CONNECTIONS
+    );
     assert!(matches!(
         refused,
         tastysync_shared::db::DbError::Credentials(_)
