@@ -101,9 +101,8 @@ pub struct DatabaseConfig {
     /// Connections per process. A Lambda instance serves one event at a time, so a handful is
     /// plenty, and thousands of instances times a large pool would exhaust RDS Proxy. Three by
     /// default: each connection keeps the buffers of the largest statement it sent (a page's
-    /// columns, several MiB), and with four the sync worker's peak in the 100k full sync was
-    /// 66.5-67.0 MiB against 55.9-59.1 MiB with three, its wall time at 80 ms per response the
-    /// same (README, issue #21).
+    /// columns, several MiB), and a fourth raised the sync worker's peak without making it
+    /// faster against the broker (README, issue #21's figures).
     pub max_connections: usize,
     /// The database user the function logs in as; `None`: the source's own (the master user
     /// of the secret, the URL's user), for the migrations only. The wiring sets it from the

@@ -228,6 +228,28 @@ fn number(value: &Value) -> u64 {
 }
 
 #[test]
+fn the_templates_pool_size_is_the_codes_default_and_reaches_every_function() {
+    let template = template();
+    let default = number(&template["Parameters"]["DatabaseMaxConnectionsPerFunction"]["Default"]);
+    let passed =
+        &template["Globals"]["Function"]["Environment"]["Variables"]["DATABASE_MAX_CONNECTIONS"];
+
+    assert_eq!(
+        default,
+        tastysync_shared::config::DatabaseConfig::DEFAULT_MAX_CONNECTIONS as u64
+    );
+    assert_eq!(
+        untagged(passed).as_str(),
+        Some("DatabaseMaxConnectionsPerFunction"),
+        "{passed:?}"
+    );
+    for (name, resource) in functions(&template).unwrap() {
+        let own = &resource["Properties"]["Environment"]["Variables"]["DATABASE_MAX_CONNECTIONS"];
+        assert!(own.is_null(), "{name} sets its own pool size: {own:?}");
+    }
+}
+
+#[test]
 fn every_function_has_a_crate_and_every_crate_a_function() {
     let problems = function_mismatches(&template(), &crates());
     assert!(problems.is_empty(), "{problems:#?}");
