@@ -34,7 +34,7 @@ use crate::ports::{
 use crate::secrets::{CipherError, OAuthClient, Purpose, SecretContext};
 use crate::tastytrade::dxlink::{PositionGreeks, QuoteFeed};
 use crate::tastytrade::model::{
-    Balance, BrokerId, Order, Position, Record, Transaction, net_positions, raw, tree,
+    Balance, BrokerId, ComplexOrder, Order, Position, Record, Transaction, net_positions, raw, tree,
 };
 use crate::tastytrade::occ::{self, OptionSymbol};
 use crate::tastytrade::{
@@ -806,46 +806,112 @@ enum Scanned<T> {
 
 /// Reads `runs` of scans ahead of whoever stores them, one scan after another: the returned
 /// future hands each page to the receiver as it arrives, and never waits for the receiver, so
-/// the requests in flight keep moving while a page is stored, and the next scan's first page
-/// (the one that tells its page count) is asked for while the last scan's pages are stored.
-/// The scans share the first one's room for pages, so memory stays that of one scan. It ends
-/// when the runs do, a page fails, the receiver is dropped, or before a run when `more` says
-/// no (the deadline: past it the storing stops at the run's end, and a continuation would ask
-/// for the next run again).
+/// the requests in flight keep moving while a page is stored. Once a scan has asked for all
+/// its pages, the next scan's first page (the one that tells its page count) is asked for
+/// beside its last ones: a window of eleven pages at four in flight takes three of the
+/// broker's round trips, not four. The scans share the first one's room for pages, so memory
+/// stays that of one scan. It ends when the runs do, a page fails, the receiver is dropped, or
+/// before a run when `more` says no (the deadline: past it the storing stops at the run's end,
+/// and a continuation would ask for the next run again). `then`, what follows the scans, is
+/// begun beside the last scan's last pages, as a scan's first page is, and dropped when the
+/// scans end: it must lose nothing then (see [`Pages::begin`]).
 fn scan_ahead<T: DeserializeOwned + Send + 'static, B: Broker>(
     runs: Vec<Vec<Pages<'_, '_, T, B>>>,
     more: impl Fn() -> bool,
+    then: impl Future<Output = ()>,
 ) -> (
     impl Future<Output = ()>,
     tokio::sync::mpsc::UnboundedReceiver<Scanned<T>>,
 ) {
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let mut steps = std::collections::VecDeque::new();
+    for (index, run) in runs.into_iter().enumerate() {
+        if index > 0 {
+            steps.push_back(Step::Begin);
+        }
+        for pages in run {
+            let pages = match steps.iter().find_map(Step::scan) {
+                Some(first) => pages.after(first),
+                None => pages,
+            };
+            steps.push_back(Step::Scan(pages));
+        }
+        steps.push_back(Step::End);
+    }
     let reading = async move {
-        let mut earlier: Option<Pages<'_, '_, T, B>> = None;
-        for (index, run) in runs.into_iter().enumerate() {
-            if index > 0 && !more() {
-                return;
-            }
-            for pages in run {
-                let mut pages = match &earlier {
-                    Some(earlier) => pages.after(earlier),
-                    None => pages,
+        let mut then = std::pin::pin!(futures_util::FutureExt::fuse(then));
+        while let Some(step) = steps.pop_front() {
+            let mut pages = match step {
+                Step::Begin if more() => continue,
+                Step::Begin => return,
+                Step::Scan(pages) => pages,
+                Step::End if sender.send(Scanned::RunEnd).is_ok() => continue,
+                Step::End => return,
+            };
+            loop {
+                let page = if !pages.all_requested() {
+                    pages.next().await
+                } else if let Some(following) = Step::following(&mut steps, &more) {
+                    beside(pages.next(), following.begin()).await
+                } else if steps.iter().all(|step| step.scan().is_none()) {
+                    beside(pages.next(), then.as_mut()).await
+                } else {
+                    pages.next().await
                 };
-                while let Some(page) = pages.next().await {
-                    let failed = page.is_err();
-                    let scanned = Scanned::Page(page, pages.is_finished());
-                    if sender.send(scanned).is_err() || failed {
-                        return;
-                    }
+                let Some(page) = page else { break };
+                let failed = page.is_err();
+                let scanned = Scanned::Page(page, pages.is_finished());
+                if sender.send(scanned).is_err() || failed {
+                    return;
                 }
-                earlier = Some(pages);
-            }
-            if sender.send(Scanned::RunEnd).is_err() {
-                return;
             }
         }
     };
     (reading, receiver)
+}
+
+/// `wanted`, with `meanwhile` moving until it comes (a fused `meanwhile` may have ended
+/// before): dropped unfinished, `meanwhile` must lose nothing.
+async fn beside<T>(wanted: impl Future<Output = T>, meanwhile: impl Future<Output = ()>) -> T {
+    let (wanted, meanwhile) = (std::pin::pin!(wanted), std::pin::pin!(meanwhile));
+    match futures_util::future::select(wanted, meanwhile).await {
+        futures_util::future::Either::Left((wanted, _meanwhile)) => wanted,
+        futures_util::future::Either::Right(((), wanted)) => wanted.await,
+    }
+}
+
+/// What [`scan_ahead`] does next.
+enum Step<P> {
+    /// A run after the first begins, if `more` says so.
+    Begin,
+    Scan(P),
+    /// A run ends.
+    End,
+}
+
+impl<P> Step<P> {
+    fn scan(&self) -> Option<&P> {
+        match self {
+            Step::Scan(pages) => Some(pages),
+            _ => None,
+        }
+    }
+
+    /// The next scan in `steps`, if it will be read: one in a later run only while `more`
+    /// says so.
+    fn following<'s>(
+        steps: &'s mut std::collections::VecDeque<Self>,
+        more: &impl Fn() -> bool,
+    ) -> Option<&'s mut P> {
+        for step in steps.iter_mut() {
+            match step {
+                Step::Begin if !more() => return None,
+                Step::Scan(pages) => return Some(pages),
+                _ => {}
+            }
+        }
+        None
+    }
 }
 
 /// Runs the reading and the storing of a scan together (see [`scan_ahead`]); the storing
@@ -999,7 +1065,7 @@ struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: 
 impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
     Run<'_, S, C, T, Q, B, P>
 {
-    /// accounts → balances → then side by side: the account's state (trading status, chart,
+    /// accounts beside balances → then side by side: the account's state (trading status, chart,
     /// watchlists, positions and greeks), transactions, orders and balance snapshots → the
     /// account's watermarks. The cheap stages run again on every continuation: they are a
     /// handful of rows.
@@ -1014,15 +1080,26 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
             .session(open_grant(self.deps, self.account).await?, cached.clone())
             .concurrency(self.deps.settings.grant_concurrency)
             .until(self.deadline.calls_until);
-        // A full sync asks whether the grant still reaches the account; any other lets the
-        // account's own endpoints tell (a grant that lost the account is refused there), and
-        // asks only then, which saves a call per sync.
-        if self.message.kind == TaskKind::Full {
-            self.reaches(&session).await?;
-        }
-        let currencies = match self.balances(&session, counts).await {
+        // A full sync asks whether the grant still reaches the account, beside the balances
+        // (a grant that lost the account is refused those, so nothing is written first); any
+        // other lets the account's own endpoints tell, and asks only then, which saves a call
+        // per sync.
+        let full = self.message.kind == TaskKind::Full;
+        let (reached, balances) = tokio::join!(
+            async {
+                match full {
+                    true => self.reaches(&session).await,
+                    false => Ok(()),
+                }
+            },
+            self.balances(&session, counts)
+        );
+        reached?;
+        let currencies = match balances {
             Err(SyncError::Broker(e)) if e.refused() => {
-                self.reaches(&session).await?;
+                if !full {
+                    self.reaches(&session).await?;
+                }
                 return Err(e.into());
             }
             read => read?,
@@ -1118,27 +1195,44 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
     ///
     /// The complex orders (the endpoint takes no time filter) are read by a full or deep sync,
     /// and by any other only when one of the account's orders changed: a group changes only
-    /// with its orders, which the windows and the live orders read.
+    /// with its orders, which the windows and the live orders read. When they are read
+    /// whatever the windows hold, their first page is asked for beside the last window's last
+    /// pages, and stored before the live orders, which are read last and so are the freshest
+    /// of the orders written; their children are stored after the windows, which would
+    /// otherwise mark gone the ones the windows do not list.
     async fn orders(
         &self,
         session: &Session<'_, B>,
         currencies: &[String],
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
-        self.paged::<Order>(session, currencies, counts).await?;
-        let after_windows = match self.live_orders(session, counts).await {
-            Ok(()) => {
-                let changed = counts.written.get(Order::STAGE_NAME).copied().unwrap_or(0);
-                let due = matches!(self.message.kind, TaskKind::Full | TaskKind::Deep)
-                    || self.resume.is_some()
-                    || changed > 0;
-                if due {
-                    self.complex_orders(session, counts).await
-                } else {
-                    Ok(())
-                }
+        let mut complex = session.complex_orders(&self.account.account_number);
+        let read_anyway =
+            matches!(self.message.kind, TaskKind::Full | TaskKind::Deep) || self.resume.is_some();
+        let begun = async {
+            if read_anyway {
+                complex.begin().await;
             }
-            failed => failed,
+        };
+        self.paged_then::<Order>(session, currencies, counts, begun)
+            .await?;
+        let after_windows = if read_anyway {
+            match self.complex_orders(complex, counts).await {
+                Ok(()) => self.live_orders(session, counts).await,
+                failed => failed,
+            }
+        } else {
+            match self.live_orders(session, counts).await {
+                Ok(())
+                    if counts
+                        .written
+                        .get(Order::STAGE_NAME)
+                        .is_some_and(|&n| n > 0) =>
+                {
+                    self.complex_orders(complex, counts).await
+                }
+                other => other,
+            }
         };
         match after_windows {
             Err(SyncError::Broker(BrokerError::OutOfTime)) => {
@@ -1322,12 +1416,11 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
     /// group's id and their tag; a stored group the list no longer holds is marked removed.
     async fn complex_orders(
         &self,
-        session: &Session<'_, B>,
+        scan: Pages<'_, '_, ComplexOrder, B>,
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
         const STAGE: &str = "complex_orders";
-        let number = &self.account.account_number;
-        let (reading, mut pages) = scan_ahead(vec![vec![session.complex_orders(number)]], || true);
+        let (reading, mut pages) = scan_ahead(vec![vec![scan]], || true, async {});
         // Every group listed, read or not: the others are no longer listed.
         let mut seen = Vec::new();
         let storing = async {
@@ -1573,6 +1666,19 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         currencies: &[String],
         counts: &mut Counts,
     ) -> Result<(), SyncError> {
+        self.paged_then::<E>(session, currencies, counts, async {})
+            .await
+    }
+
+    /// [`Run::paged`], with `then` begun beside the last window's last pages (see
+    /// [`scan_ahead`]).
+    async fn paged_then<E: PagedEntity>(
+        &self,
+        session: &Session<'_, B>,
+        currencies: &[String],
+        counts: &mut Counts,
+        then: impl Future<Output = ()>,
+    ) -> Result<(), SyncError> {
         let settings = &self.deps.settings;
         let resumed = self.resumes_from(E::STAGE);
         if resumed.is_some_and(|from| from >= self.now) {
@@ -1604,7 +1710,7 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         // The windows are read back to back: the next one's first page is on its way while
         // the last one's pages are stored and its removals marked; past the deadline the
         // storing checkpoints at the window's end, so the next window is not begun.
-        let (reading, mut scanned) = scan_ahead(runs, || !self.deadline.passed());
+        let (reading, mut scanned) = scan_ahead(runs, || !self.deadline.passed(), then);
         let storing = async {
             for &Window { start, end, last } in &all {
                 // The ids the broker returned in the window, parsed or not.
@@ -1714,7 +1820,8 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
             return Ok(());
         }
         let mut seen = std::collections::HashSet::new();
-        let (reading, mut live) = scan_ahead(vec![vec![session.live_orders(number)]], || true);
+        let (reading, mut live) =
+            scan_ahead(vec![vec![session.live_orders(number)]], || true, async {});
         let storing = async {
             while let Some(Scanned::Page(page, _)) = live.recv().await {
                 let page = page?;

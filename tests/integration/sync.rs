@@ -135,22 +135,28 @@ pub(crate) async fn assert_database_equals_truth(w: &World, account_number: &str
     truth::assert_database_equals_truth(&client, &truth, account_number).await;
 }
 
+/// One account of `sizes`, linked by user-a; the broker's log is cleared, then the worker
+/// takes the queue, the link's full sync in it, until it is empty and no task failed.
+async fn linked_and_synced(sizes: Sizes) -> World {
+    let w = world_with(sizes).await;
+    link_personal(&w, "user-a").await;
+    w.sim.simulator.clear_requests();
+    let deps = worker(&w);
+    let failed = drain(&w, &deps).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    w
+}
+
 #[tokio::test]
 async fn a_full_sync_of_100k_transactions_and_20k_orders_equals_the_truth() {
-    let w = world_with(Sizes {
+    let w = linked_and_synced(Sizes {
         accounts: 1,
         transactions: 100_000,
         orders: 20_000,
         years: 5,
     })
     .await;
-    link_personal(&w, "user-a").await;
-    w.sim.simulator.clear_requests();
-    let deps = worker(&w);
 
-    let failed = drain(&w, &deps).await;
-
-    assert!(failed.is_empty(), "{failed:?}");
     assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
     let requests = w.sim.simulator.requests();
     let again: Vec<_> = (attempts_per_call(&requests).into_iter())
@@ -165,6 +171,70 @@ async fn a_full_sync_of_100k_transactions_and_20k_orders_equals_the_truth() {
         pages >= 50,
         "100,000 transactions in pages of 2,000: {pages} reads"
     );
+}
+
+#[tokio::test]
+async fn the_first_sync_after_a_link_starts_with_the_access_token_the_link_minted() {
+    let w = linked_and_synced(Sizes {
+        accounts: 1,
+        transactions: 200,
+        orders: 20,
+        years: 1,
+    })
+    .await;
+
+    let requests = w.sim.simulator.requests();
+    let minted = (requests.iter())
+        .filter(|r| r.path == "/oauth/token")
+        .count();
+    assert_eq!(minted, 0, "the first sync minted {minted} access tokens");
+    assert!(requests.len() > 5, "{} requests", requests.len());
+    assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
+}
+
+#[tokio::test]
+async fn each_orders_window_after_the_first_is_begun_while_the_last_ones_pages_are_on_their_way() {
+    let w = world_with(Sizes {
+        accounts: 1,
+        transactions: 500,
+        orders: 4_000,
+        years: 2,
+    })
+    .await;
+    link_personal(&w, "user-a").await;
+    w.sim.simulator.set_faults(Faults {
+        latency_ms: 40,
+        ..Faults::default()
+    });
+    w.sim.simulator.clear_requests();
+    let deps = worker(&w);
+
+    let failed = drain(&w, &deps).await;
+
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
+    let requests = w.sim.simulator.requests();
+    let mut windows = std::collections::BTreeMap::<&str, Vec<&Recorded>>::new();
+    for r in requests.iter().filter(|r| r.path.ends_with("/orders")) {
+        windows
+            .entry(r.param("start-at").unwrap())
+            .or_default()
+            .push(r);
+    }
+    let windows: Vec<_> = windows.into_values().collect();
+    assert!(windows.len() >= 4, "{} windows", windows.len());
+    for pair in windows.windows(2) {
+        let (last, next) = (&pair[0], &pair[1]);
+        let last_answer = last.iter().map(|r| r.answered).max().unwrap();
+        let next_asked = next.iter().map(|r| r.at).min().unwrap();
+        assert!(last.len() > 1, "a window of {} pages", last.len());
+        assert!(
+            next_asked < last_answer,
+            "the window from {} was asked for {} after the last answer of the one before",
+            next[0].param("start-at").unwrap(),
+            next_asked - last_answer
+        );
+    }
 }
 
 #[tokio::test]

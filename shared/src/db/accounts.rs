@@ -8,6 +8,7 @@ use super::DbError;
 use crate::domain::accounts::{
     AccountRow, BrokerAccount, DueAccount, DueQuery, LinkedAccount, NewCredential, SyncedData,
 };
+use crate::secrets::Purpose;
 
 const INSERT_CREDENTIAL: &str = "
     INSERT INTO tastytrade_credentials (id, user_id, environment, grant_kind)
@@ -15,8 +16,9 @@ const INSERT_CREDENTIAL: &str = "
 
 const INSERT_SECRET: &str = "
     INSERT INTO tastytrade_credential_secrets
-        (credential_id, purpose, scheme_version, kms_key_id, wrapped_key, nonce, ciphertext)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        (credential_id, purpose, scheme_version, kms_key_id, wrapped_key, nonce, ciphertext,
+         expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// A re-link keeps the account's id and data, points it at the new grant, and lifts
 /// NEEDS_REAUTH (the new grant works: it just listed this account).
@@ -111,7 +113,10 @@ pub async fn link(
     )
     .await?;
     let insert_secret = tx.prepare_cached(INSERT_SECRET).await?;
-    for (purpose, sealed) in &credential.secrets {
+    let kept = (credential.secrets.iter()).map(|(purpose, sealed)| (*purpose, sealed, None));
+    let cached = (credential.access_token.iter())
+        .map(|(sealed, expires_at)| (Purpose::AccessToken, sealed, Some(*expires_at)));
+    for (purpose, sealed, expires_at) in kept.chain(cached) {
         tx.execute(
             &insert_secret,
             &[
@@ -122,6 +127,7 @@ pub async fn link(
                 &sealed.wrapped_key,
                 &sealed.nonce,
                 &sealed.ciphertext,
+                &expires_at,
             ],
         )
         .await?;

@@ -70,6 +70,9 @@ pub struct NewCredential {
     pub environment: Environment,
     pub kind: GrantKind,
     pub secrets: Vec<(Purpose, Sealed)>,
+    /// The access token the link minted, sealed, and when it expires: cached for the first
+    /// sync, which then starts with the account's own calls instead of minting another.
+    pub access_token: Option<(Sealed, DateTime<Utc>)>,
 }
 
 /// An account as the broker lists it.

@@ -21,7 +21,7 @@ use crate::ports::{
 };
 use crate::secrets::{OAuthClient, Purpose, Sealed, SecretContext};
 use crate::tastytrade::model::{AccountAuthority, Record};
-use crate::tastytrade::{AccessToken, BrokerError, Environment, Grant};
+use crate::tastytrade::{AccessToken, BrokerError, Environment, Grant, Session};
 
 /// Secrets longer than this are not tastytrade's: refuse them before any call.
 const MAX_SECRET_LEN: usize = 4096;
@@ -223,6 +223,7 @@ pub async fn link<A: LinkStore, C: TokenSealer, T: LinkTasks, Q: SyncQueue, B: B
         environment,
         kind,
         secrets: seal_grant(&deps.cipher, &user, credential_id, session.grant(), kind).await?,
+        access_token: seal_access_token(&deps.cipher, &user, credential_id, &session).await?,
     };
     let broker_accounts: Vec<BrokerAccount> = listed.into_iter().map(broker_account).collect();
     let linked = deps.accounts.link(&credential, &broker_accounts).await?;
@@ -271,6 +272,26 @@ async fn seal_grant(
         sealed.push((purpose, cipher.seal(context, secret).await?));
     }
     Ok(sealed)
+}
+
+/// The access token the listing minted, sealed for `credential_id` with its expiry; none if
+/// the session no longer holds one (the first sync then mints its own).
+async fn seal_access_token<B: Broker>(
+    cipher: &impl TokenSealer,
+    user: &str,
+    credential_id: Uuid,
+    session: &Session<'_, B>,
+) -> Result<Option<(Sealed, chrono::DateTime<Utc>)>, ApiError> {
+    let Some(token) = session.current_token().await else {
+        return Ok(None);
+    };
+    let context = SecretContext {
+        purpose: Purpose::AccessToken,
+        user_id: user,
+        credential_id,
+    };
+    let sealed = cipher.seal(context, &token.token).await?;
+    Ok(Some((sealed, token.expires_at)))
 }
 
 fn broker_account(record: Record<AccountAuthority>) -> BrokerAccount {

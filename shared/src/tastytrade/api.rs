@@ -599,6 +599,10 @@ pub struct Pages<'s, 'c, T, B: Broker = super::TastytradeClient> {
     /// Pages asked for and not yet dropped by the consumer: the scan's memory bound. A page
     /// takes its place when it is asked for, in order, so the next page due always has one.
     buffered: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The room's size in pages.
+    room: usize,
+    /// The first page, read by [`Pages::begin`] before [`Pages::next`] asked for it.
+    begun: Option<Result<Page<T>, BrokerError>>,
     received: u64,
     rescans: u32,
     restarted: bool,
@@ -659,6 +663,11 @@ impl<T: DeserializeOwned> Fetched<T> {
 
 impl<'s, 'c, T: DeserializeOwned + Send + 'static, B: Broker> Pages<'s, 'c, T, B> {
     fn new(session: &'s Session<'c, B>, path: String, query: Query, per_page: u32) -> Self {
+        // The pages in flight, received and being stored together, and at most
+        // `ROWS_BUFFERED` rows: memory stays flat whatever the history's length.
+        let room = usize::try_from(ROWS_BUFFERED / per_page.max(1))
+            .unwrap_or(1)
+            .clamp(1, ROOM_PER_REQUEST * session.concurrent_requests());
         Self {
             session,
             path,
@@ -668,13 +677,9 @@ impl<'s, 'c, T: DeserializeOwned + Send + 'static, B: Broker> Pages<'s, 'c, T, B
             requested: 0,
             total_pages: None,
             in_flight: FuturesOrdered::new(),
-            // The pages in flight, received and being stored together, and at most
-            // `ROWS_BUFFERED` rows: memory stays flat whatever the history's length.
-            buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(
-                usize::try_from(ROWS_BUFFERED / per_page.max(1))
-                    .unwrap_or(1)
-                    .clamp(1, ROOM_PER_REQUEST * session.concurrent_requests()),
-            )),
+            buffered: std::sync::Arc::new(tokio::sync::Semaphore::new(room)),
+            room,
+            begun: None,
             received: 0,
             rescans: 0,
             restarted: false,
@@ -688,20 +693,44 @@ impl<'s, 'c, T: DeserializeOwned + Send + 'static, B: Broker> Pages<'s, 'c, T, B
     /// than one scan does.
     pub fn after(mut self, earlier: &Self) -> Self {
         self.buffered = std::sync::Arc::clone(&earlier.buffered);
+        self.room = earlier.room;
         self
     }
 
     /// True once the last page has been handed out (or the scan failed).
     pub fn is_finished(&self) -> bool {
+        self.done && self.begun.is_none()
+    }
+
+    /// True once every page the broker counts has been asked for: the scan needs no more of
+    /// the grant's requests, unless it has to start over.
+    pub fn all_requested(&self) -> bool {
         self.done
+            || self
+                .total_pages
+                .is_some_and(|total| u64::from(self.requested) >= total)
+    }
+
+    /// Reads the first page ahead of [`Pages::next`], which hands it out: a scan that follows
+    /// another in the same room is begun while the other's last pages are on their way, so
+    /// that the grant's requests do not idle between the two. Dropped before it ends, it loses
+    /// nothing: the next call, or `next`, takes the page in flight. It does nothing once the
+    /// first page is read, nor in a room of one page, which the earlier scan may need again if
+    /// it starts over.
+    pub async fn begin(&mut self) {
+        if self.begun.is_some() || self.total_pages.is_some() || self.done || self.room < 2 {
+            return;
+        }
+        self.begun = Some(self.fetch().await);
     }
 
     /// The next page, or `None` when the scan is complete and its count verified.
     pub async fn next(&mut self) -> Option<Result<Page<T>, BrokerError>> {
-        if self.done {
-            return None;
-        }
-        let page = self.fetch().await;
+        let page = match self.begun.take() {
+            Some(page) => page,
+            None if self.done => return None,
+            None => self.fetch().await,
+        };
         if page.is_err() {
             self.done = true;
             self.in_flight.clear();

@@ -737,6 +737,15 @@ impl<'c, B: Broker> Session<'c, B> {
         &self.grant
     }
 
+    /// The access token the session holds, while it is fresh; none is minted.
+    pub async fn current_token(&self) -> Option<AccessToken> {
+        self.token
+            .lock()
+            .await
+            .clone()
+            .filter(AccessToken::is_fresh)
+    }
+
     /// A valid access token, minted if the cached one is missing or about to expire.
     pub async fn access_token(&self) -> Result<AccessToken, BrokerError> {
         let mut slot = self.token.lock().await;

@@ -9,7 +9,7 @@
 //!    against the simulator's truth before a figure is printed; the ratio counts the same rows
 //!    on both sides (transactions, orders, legs, fills) over each side's wall time. Then the
 //!    same for a transactions-only account. Also: rows per second over every row we store, the
-//!    worker's peak resident memory (`VmHWM`, sampled every 50 ms), and where the sync's time
+//!    worker's peak resident memory (`VmHWM`, read every 10 ms), and where the sync's time
 //!    went per entity (the worker's `tastysync::spent` log line).
 //! 2. An incremental sync with nothing new: broker calls made and rows rewritten.
 //! 3. The full sync by the worker process with 80 ms added to every broker response
@@ -29,7 +29,8 @@
 //! 8. Near-real-time (`src/bench/realtime.rs`): fill to order row and fill to transaction rows
 //!    over 200 fills, and 1,000 grants on one streamer shard.
 //!
-//! `BENCH_ONLY=sync` runs 1–4 only; `BENCH_ONLY=realtime` runs 8 only. The simulator runs in
+//! `BENCH_ONLY=sync` runs 1–4 only; `BENCH_ONLY=realtime` runs 8 only; `BENCH_TIMELINE=<file>`
+//! writes the requests of 3's latency run, for a look at where the grant's requests sat idle. The simulator runs in
 //! this process, so its memory is not counted as the worker's.
 
 // A benchmark that meets an error should stop loudly, like a test.
@@ -541,6 +542,7 @@ async fn worker_full_sync(
         .expect("own path")
         .with_file_name("sync-worker");
     let started = Instant::now();
+    let started_at = chrono::Utc::now();
     let mut child = tokio::process::Command::new(&worker)
         .envs(env.vars())
         .env("SYNC_INVOCATION_SECONDS", "900")
@@ -592,7 +594,8 @@ async fn worker_full_sync(
             started.elapsed() < Duration::from_secs(3600),
             "the sync did not finish"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Often: the wait past the sync's end is counted in its wall time.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let wall = started.elapsed();
     peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
@@ -600,6 +603,9 @@ async fn worker_full_sync(
         .set_faults(tastytrade_sim::server::Faults::default());
     let received = sim.simulator.requests();
     let requests = received.len() as u64;
+    if let (Ok(path), true) = (std::env::var("BENCH_TIMELINE"), latency_ms > 0) {
+        write_timeline(&path, started_at, wall, &received);
+    }
     let answer_ms = received
         .iter()
         .map(|r| (r.answered - r.at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
@@ -644,6 +650,29 @@ async fn worker_full_sync(
         answer_ms,
         most_in_flight,
     }
+}
+
+/// `BENCH_TIMELINE=<file>`: the latency run's requests, one a line (arrival and answer in ms
+/// after the worker was started, then the request), under a first line with the wall time:
+/// where the grant's requests sat idle.
+fn write_timeline(
+    path: &str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    wall: Duration,
+    received: &[tastytrade_sim::server::Recorded],
+) {
+    let ms = |t: chrono::DateTime<chrono::Utc>| {
+        (t - started_at).num_microseconds().unwrap_or(0) as f64 / 1000.0
+    };
+    let mut out = format!("wall {:.1}\n", wall.as_secs_f64() * 1000.0);
+    for r in received {
+        let (at, answered) = (ms(r.at), ms(r.answered));
+        out += &format!(
+            "{at:.1} {answered:.1} {} {} {:?}\n",
+            r.method, r.path, r.query
+        );
+    }
+    std::fs::write(path, out).unwrap();
 }
 
 /// The peer's run (`infra/local/baseline.py`) on a database of its own, its rows checked
