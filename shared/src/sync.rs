@@ -1065,9 +1065,9 @@ struct Run<'r, S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: 
 impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
     Run<'_, S, C, T, Q, B, P>
 {
-    /// accounts beside balances → then side by side: the account's state (trading status, chart,
-    /// watchlists, positions and greeks), transactions, orders and balance snapshots → the
-    /// account's watermarks. The cheap stages run again on every continuation: they are a
+    /// accounts beside balances → then side by side: the account's state (trading status,
+    /// chart, watchlists, positions and greeks), transactions, orders and balance snapshots →
+    /// the account's watermarks. The cheap stages run again on every continuation: they are a
     /// handful of rows.
     async fn all_stages(&self, counts: &mut Counts) -> Result<(), SyncError> {
         self.progress("accounts", 0, counts).await?;
@@ -1707,9 +1707,10 @@ impl<S: SyncStore, C: TokenCipher, T: WorkerTasks, Q: WorkerQueue, B: Broker, P>
         let runs = (all.iter())
             .map(|window| E::reads(session, number, window, currencies))
             .collect();
-        // The windows are read back to back: the next one's first page is on its way while
-        // the last one's pages are stored and its removals marked; past the deadline the
-        // storing checkpoints at the window's end, so the next window is not begun.
+        // The windows are read back to back: the next one's first page is asked for beside
+        // the last one's last pages, and is on its way while they are stored and the window's
+        // removals marked; past the deadline the storing checkpoints at the window's end, so
+        // the next window is not begun (a first page already read is dropped).
         let (reading, mut scanned) = scan_ahead(runs, || !self.deadline.passed(), then);
         let storing = async {
             for &Window { start, end, last } in &all {

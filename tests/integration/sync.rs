@@ -471,6 +471,7 @@ async fn a_revoked_grant_ends_the_task_as_needs_reauth_without_retries() {
     .await;
     let linked = link_personal(&w, "user-a").await;
     w.sim.simulator.revoke(&w.sim.credentials.refresh_token);
+    w.sim.simulator.clear_requests();
     let deps = worker(&w);
 
     let failed = drain(&w, &deps).await;
@@ -506,10 +507,26 @@ async fn a_revoked_grant_ends_the_task_as_needs_reauth_without_retries() {
         tasks.iter().any(|t| t.contains("needs_reauth")),
         "{tasks:?}"
     );
+    // The access token the link cached died with the grant: the calls that carried it are
+    // refused, each once; one refresh learns that the grant is dead and confirms it once,
+    // and no call waiting for that refresh asks again.
+    let requests = w.sim.simulator.requests();
+    let minted = (requests.iter())
+        .filter(|r| r.path == "/oauth/token")
+        .count();
     assert_eq!(
-        Stats::get(&deps.broker.stats().requests),
-        2,
+        minted, 2,
         "one confirmation of invalid_grant, no retry storm"
+    );
+    let again: Vec<_> = (attempts_per_call(&requests).into_iter())
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(again.is_empty(), "asked again: {again:#?}");
+    assert!(
+        (requests.iter())
+            .filter(|r| r.path != "/oauth/token")
+            .all(|r| r.status == 401),
+        "{requests:#?}"
     );
 }
 

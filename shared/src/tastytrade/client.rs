@@ -648,6 +648,10 @@ pub struct Session<'c, B: Broker = TastytradeClient> {
     /// Held across a refresh, so concurrent callers wait for one refresh instead of each
     /// starting their own (single flight).
     token: tokio::sync::Mutex<Option<AccessToken>>,
+    /// The token endpoint's final no (a dead grant, a refused client), set under `token`: the
+    /// callers that waited for the refresh that learned it, and every later one, take it
+    /// without asking again.
+    refused: std::sync::OnceLock<BrokerError>,
     /// Every call, retries and a token refresh included, ends by then.
     until: Option<Instant>,
 }
@@ -661,6 +665,7 @@ impl<'c, B: Broker> Session<'c, B> {
             concurrency: DEFAULT_GRANT_CONCURRENCY,
             held_until: std::sync::Mutex::new(None),
             token: tokio::sync::Mutex::new(cached),
+            refused: std::sync::OnceLock::new(),
             until: None,
         }
     }
@@ -752,7 +757,21 @@ impl<'c, B: Broker> Session<'c, B> {
         if let Some(token) = slot.as_ref().filter(|t| t.is_fresh()) {
             return Ok(token.clone());
         }
-        let fresh = self.bounded(self.broker.refresh(&self.grant)).await?;
+        if let Some(refused) = self.refused.get() {
+            return Err(refused.clone());
+        }
+        let fresh = match self.bounded(self.broker.refresh(&self.grant)).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                if matches!(
+                    e,
+                    BrokerError::GrantRevoked { .. } | BrokerError::ClientRejected { .. }
+                ) {
+                    let _ = self.refused.set(e.clone());
+                }
+                return Err(e);
+            }
+        };
         *slot = Some(fresh.clone());
         Ok(fresh)
     }

@@ -30,8 +30,8 @@
 //!    over 200 fills, and 1,000 grants on one streamer shard.
 //!
 //! `BENCH_ONLY=sync` runs 1–4 only; `BENCH_ONLY=realtime` runs 8 only; `BENCH_TIMELINE=<file>`
-//! writes the requests of 3's latency run, for a look at where the grant's requests sat idle. The simulator runs in
-//! this process, so its memory is not counted as the worker's.
+//! writes the requests of 3's latency run, for a look at where the grant's requests sat idle.
+//! The simulator runs in this process, so its memory is not counted as the worker's.
 
 // A benchmark that meets an error should stop loudly, like a test.
 #![allow(clippy::unwrap_used)]
