@@ -128,6 +128,14 @@ pub(crate) async fn one_synced_account(
     (w, deps, account_id)
 }
 
+/// The broker's token endpoint.
+const TOKEN_PATH: &str = "/oauth/token";
+
+/// How many of `requests` went to the token endpoint.
+fn token_requests(requests: &[Recorded]) -> usize {
+    requests.iter().filter(|r| r.path == TOKEN_PATH).count()
+}
+
 /// Asserts the database holds exactly the simulator's truth for `account_number`.
 pub(crate) async fn assert_database_equals_truth(w: &World, account_number: &str) {
     let truth = w.sim.simulator.truth(account_number).unwrap();
@@ -184,9 +192,7 @@ async fn the_first_sync_after_a_link_starts_with_the_access_token_the_link_minte
     .await;
 
     let requests = w.sim.simulator.requests();
-    let minted = (requests.iter())
-        .filter(|r| r.path == "/oauth/token")
-        .count();
+    let minted = token_requests(&requests);
     assert_eq!(minted, 0, "the first sync minted {minted} access tokens");
     assert!(requests.len() > 5, "{} requests", requests.len());
     assert_database_equals_truth(&w, &w.sim.credentials.account_numbers[0]).await;
@@ -511,9 +517,7 @@ async fn a_revoked_grant_ends_the_task_as_needs_reauth_without_retries() {
     // refused, each once; one refresh learns that the grant is dead and confirms it once,
     // and no call waiting for that refresh asks again.
     let requests = w.sim.simulator.requests();
-    let minted = (requests.iter())
-        .filter(|r| r.path == "/oauth/token")
-        .count();
+    let minted = token_requests(&requests);
     assert_eq!(
         minted, 2,
         "one confirmation of invalid_grant, no retry storm"
@@ -524,7 +528,7 @@ async fn a_revoked_grant_ends_the_task_as_needs_reauth_without_retries() {
     assert!(again.is_empty(), "asked again: {again:#?}");
     assert!(
         (requests.iter())
-            .filter(|r| r.path != "/oauth/token")
+            .filter(|r| r.path != TOKEN_PATH)
             .all(|r| r.status == 401),
         "{requests:#?}"
     );
